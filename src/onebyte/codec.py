@@ -1,0 +1,113 @@
+"""Codecs: how a round's projected gradients go on the wire.
+
+* ``byte``: one signed exponent byte ``e`` per record, one int8 code ``q`` in [-127, 127] per
+  gradient, ``g ~ q * 2^e``, stochastically rounded (unbiased) with randomness from the record's
+  own seed, so the encoding is reproducible.
+* ``sign``: one bit per gradient, packed 8 to a byte; the decoded magnitude is 1, so the step
+  size is the learning rate itself (signSGD along z).
+* ``float32``: four bytes per gradient, the exact baseline.
+
+Decoding returns exact float64 values (``q * 2^e`` is exact), which is what replay turns into
+integer updates.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import numpy as np
+
+from .errors import DivergenceError, ProtocolError
+
+__all__ = ["Codec", "encode", "decode", "payload_size", "EXPONENT_RANGE"]
+
+#: Exponents a ``byte`` record may carry.  The bound caps any record's influence (see security).
+EXPONENT_RANGE = (-100, 30)
+_QMAX = 127
+
+
+class Codec(enum.IntEnum):
+    BYTE = 1
+    SIGN = 2
+    FLOAT32 = 3
+
+    @classmethod
+    def parse(cls, name: str) -> Codec:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown codec {name!r} (choose byte, sign or float32)") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+def payload_size(codec: Codec, count: int) -> int:
+    """Bytes of payload for ``count`` gradients (the exponent lives in the record header)."""
+    if codec is Codec.BYTE:
+        return count
+    if codec is Codec.SIGN:
+        return (count + 7) // 8
+    return 4 * count
+
+
+def _byte_exponent(gmax: float) -> int:
+    """Smallest e in EXPONENT_RANGE with gmax <= 127 * 2^e."""
+    lo, hi = EXPONENT_RANGE
+    if gmax == 0.0:
+        return lo
+    _, k = math.frexp(gmax / _QMAX)  # gmax/127 < 2^k
+    e = max(k, lo)
+    while e > lo and gmax <= _QMAX * math.ldexp(1.0, e - 1):
+        e -= 1
+    if e > hi:
+        raise DivergenceError(f"projected gradient {gmax:.3g} is too large for the byte codec")
+    return e
+
+
+def encode(codec: Codec, ghat: np.ndarray, rounding_seed: int) -> tuple[int, bytes]:
+    """Encode projected gradients; returns (exponent, payload)."""
+    g = np.asarray(ghat, dtype=np.float64)
+    if g.ndim != 1 or g.size == 0:
+        raise ValueError("encode takes a non-empty 1-D array of projected gradients")
+    if not np.all(np.isfinite(g)):
+        raise DivergenceError("a projected gradient is not finite (loss diverged?)")
+    if codec is Codec.FLOAT32:
+        return 0, g.astype("<f4").tobytes()
+    if codec is Codec.SIGN:
+        return 0, np.packbits(g >= 0, bitorder="little").tobytes()
+    e = _byte_exponent(float(np.max(np.abs(g))))
+    x = np.ldexp(g, -e)  # exact scaling, |x| <= 127
+    lo = np.floor(x)
+    u = np.random.Generator(np.random.Philox(key=rounding_seed)).random(g.size)
+    q = lo + (u < (x - lo))
+    q = np.clip(q, -_QMAX, _QMAX).astype(np.int8)
+    return e, q.tobytes()
+
+
+def decode(codec: Codec, exponent: int, payload: bytes, count: int) -> np.ndarray:
+    """Exact float64 projected gradients from a validated payload; raises ProtocolError."""
+    if len(payload) != payload_size(codec, count):
+        raise ProtocolError(f"payload is {len(payload)} bytes, {codec.label} x {count} needs "
+                            f"{payload_size(codec, count)}")
+    if codec is Codec.BYTE:
+        lo, hi = EXPONENT_RANGE
+        if not lo <= exponent <= hi:
+            raise ProtocolError(f"exponent {exponent} outside {lo}..{hi}")
+        q = np.frombuffer(payload, dtype=np.int8).astype(np.float64)
+        if np.any(q < -_QMAX):
+            raise ProtocolError("byte code -128 is not a valid code")
+        return np.ldexp(q, exponent)
+    if exponent != 0:
+        raise ProtocolError(f"{codec.label} records carry exponent 0, not {exponent}")
+    if codec is Codec.SIGN:
+        bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
+        if np.any(bits[count:]):
+            raise ProtocolError("sign payload has bits set past its count")
+        return 2.0 * bits[:count].astype(np.float64) - 1.0
+    g = np.frombuffer(payload, dtype="<f4").astype(np.float64)
+    if not np.all(np.isfinite(g)):
+        raise ProtocolError("float32 payload holds a non-finite value")
+    return g

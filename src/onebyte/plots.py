@@ -1,0 +1,31 @@
+"""Curves from metrics.jsonl (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["plot_curve"]
+
+
+def plot_curve(metrics: Path, out: Path, title: str = "") -> Path:
+    """Training loss and held-out accuracy against forward passes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot([r["forward_passes"] for r in rows], [r["train_loss"] for r in rows], lw=1)
+    ax1.set_xlabel("forward passes")
+    ax1.set_ylabel("training loss (at theta)")
+    ev = [r for r in rows if "eval" in r]
+    ax2.plot([r["forward_passes"] for r in ev], [r["eval"]["accuracy"] for r in ev], marker="o")
+    ax2.set_xlabel("forward passes")
+    ax2.set_ylabel("held-out accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

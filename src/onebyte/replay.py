@@ -1,0 +1,73 @@
+"""Apply records to the state with integer arithmetic.
+
+A gradient g measured along direction z (seed s) moves tensor group f by
+``c_f = -round(lr * g * 2^f)`` units of ``2^-f`` times z: one float64 rounding, then exact
+integer work. Contributions that share a seed add their coefficients first, so replay generates
+each distinct direction once however many records use it; the float view is refreshed once per
+batch. Integer addition (mod 2^32) commutes and is invertible: any order gives the same bits and
+``sign=-1`` undoes a batch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+
+from .config import Directions, TrainConfig
+from .errors import ProtocolError
+from .record import Record
+from .seeds import SHARED_PEER, gradient_seed
+from .state import FixedPointState
+
+__all__ = ["direction_seeds", "plan", "apply_plan", "apply_records", "MAX_STEP_UNITS"]
+
+#: Largest |c| one gradient may move a weight, in units of its step 2^-f (2^-2 of the range at
+#: the finest step): a record beyond this is rejected by every replica alike.
+MAX_STEP_UNITS = 1 << 27
+
+Plan = dict[int, dict[int, int]]  # seed -> {frac_bits: coefficient}
+
+
+def direction_seeds(run_tag: bytes, directions: Directions, record: Record) -> list[int]:
+    """The perturbation seed of each gradient in ``record``."""
+    peer = SHARED_PEER if directions is Directions.SHARED else record.peer_id
+    return [gradient_seed(run_tag, record.round, peer, record.first_sample + k) for k in range(record.count)]
+
+
+def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int], sign: int = 1) -> Plan:
+    """Integer coefficients per (seed, step group) for a batch of records, same seeds merged."""
+    fracs = sorted(set(frac_bits))
+    out: Plan = defaultdict(lambda: defaultdict(int))
+    for rec in records:
+        lr = train.lr_at(rec.round)
+        seeds = direction_seeds(rec.run_tag, train.directions, rec)
+        for seed, g in zip(seeds, rec.gradients()):
+            step = lr * float(g)
+            for f in fracs:
+                c = -round(math.ldexp(step, f))
+                if abs(c) > MAX_STEP_UNITS:
+                    raise ProtocolError(
+                        f"record (round {rec.round}, peer {rec.peer_id:x}) exceeds the per-record update cap")
+                out[seed][f] += sign * c
+    return out
+
+
+def _wrap32(c: int) -> int:
+    """c mod 2^32 as a signed int32: the same update under wrap-around integer arithmetic."""
+    c &= 0xFFFFFFFF
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+def apply_plan(state: FixedPointState, p: Plan) -> None:
+    """Add every planned direction to the accumulators, then refresh the view once."""
+    for seed in sorted(p):
+        coeffs = {f: _wrap32(c) for f, c in p[seed].items() if _wrap32(c)}
+        if coeffs:
+            state.add(state.layout.rademacher(seed).to(state.acc.dtype), coeffs)
+    state.refresh()
+
+
+def apply_records(state: FixedPointState, records: Iterable[Record], train: TrainConfig, sign: int = 1) -> None:
+    """Apply (``sign=1``) or exactly undo (``sign=-1``) a batch of records."""
+    apply_plan(state, plan(records, train, state.frac_bits.values(), sign))

@@ -1,0 +1,124 @@
+"""Integer fixed-point state: the model as a pure function of the records applied to it.
+
+Each tuned tensor t lives as int32 accumulators ``A_t`` with a power-of-two step
+``delta_t = 2^-f_t``; the float weights the model runs with are a *view*
+``theta_t = float32(A_t) * delta_t``, recomputed whenever ``A_t`` changes. Integer addition
+commutes, so replicas that applied the same set of records hold the same bits in any order.
+
+All tuned tensors share two flat buffers (``acc`` int32 and ``view`` float32) laid out by
+``PerturbationLayout``, ordered by (step, name) so tensors of equal step are contiguous and one
+update is one vector op per step group. The model's parameters are re-pointed at slices of
+``view``: perturbing the model is one ``add_`` over the flat view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .rng import PerturbationLayout
+
+__all__ = ["FixedPointState", "frac_bits_for"]
+
+#: Accumulators keep about 4x headroom over the base weights: |A| <= 2^29 * 4 < 2^31.
+_ACC_BITS = 29
+
+
+def frac_bits_for(max_abs: float) -> int:
+    """f such that 2^(31-f) >= 4 * max(max_abs, 1): the representable range has 4x headroom."""
+    if not math.isfinite(max_abs):
+        raise ValueError("base weights are not finite")
+    _, e = math.frexp(max(max_abs, 1.0))  # max_abs < 2^e
+    return _ACC_BITS - e + 1
+
+
+@dataclass(frozen=True)
+class _Group:
+    frac_bits: int
+    start: int
+    stop: int
+
+
+class FixedPointState:
+    """The tuned tensors of ``model`` as int32 accumulators plus the float view the model uses."""
+
+    def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu"):
+        items = list(params)
+        if not items:
+            raise ValueError("no parameters to tune")
+        frac = {n: frac_bits_for(float(p.detach().abs().max())) for n, p in items}
+        items.sort(key=lambda np_: (-frac[np_[0]], np_[0]))
+        self.names = [n for n, _ in items]
+        self.shapes = {n: tuple(p.shape) for n, p in items}
+        self.frac_bits = frac
+        self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device)
+        self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
+        self.view = torch.zeros(self.layout.size, dtype=torch.float32, device=device)
+        self._params: dict[str, torch.nn.Parameter] = {}
+        for i, (name, p) in enumerate(items):
+            base = p.detach().to(device=device, dtype=torch.float64).reshape(-1)
+            self.layout.segment(self.acc, i).copy_(torch.round(torch.ldexp(base, torch.tensor(frac[name]))))
+            p.data = self.layout.segment(self.view, i).view(self.shapes[name])
+            self._params[name] = p
+        self.groups = self._make_groups()
+        self.refresh()
+
+    def _make_groups(self) -> list[_Group]:
+        groups: list[_Group] = []
+        for i, name in enumerate(self.names):
+            f = self.frac_bits[name]
+            start = self.layout.offsets[i]
+            stop = self.layout.offsets[i + 1] if i + 1 < len(self.names) else self.layout.size
+            if groups and groups[-1].frac_bits == f:
+                groups[-1] = _Group(f, groups[-1].start, stop)
+            else:
+                groups.append(_Group(f, start, stop))
+        return groups
+
+    @property
+    def numel(self) -> int:
+        """Number of tuned scalars (padding excluded)."""
+        return sum(self.layout.numels)
+
+    def refresh(self) -> None:
+        """Recompute the float view exactly from the accumulators (also undoes any perturbation)."""
+        for g in self.groups:
+            self.view[g.start:g.stop].copy_(self.acc[g.start:g.stop]).mul_(math.ldexp(1.0, -g.frac_bits))
+
+    def perturb(self, z: torch.Tensor, scale: float) -> None:
+        """view += scale * z (z float32 over the layout); undone by ``refresh``."""
+        self.view.add_(z, alpha=scale)
+
+    def add(self, z32: torch.Tensor, coeffs: Mapping[int, int]) -> None:
+        """acc += c_f * z for each step group f (z int32 over the layout). Does not refresh."""
+        for g in self.groups:
+            c = coeffs.get(g.frac_bits, 0)
+            if c:
+                self.acc[g.start:g.stop].add_(z32[g.start:g.stop], alpha=c)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The accumulators per tensor name (views into ``acc``)."""
+        return {n: self.layout.segment(self.acc, i).view(self.shapes[n]) for i, n in enumerate(self.names)}
+
+    def state_hash(self) -> str:
+        """SHA-256 over (name, shape, accumulator bytes) of every tuned tensor, in name order."""
+        h = hashlib.sha256()
+        tensors = self.tensors()
+        for name in sorted(tensors):
+            t = tensors[name]
+            h.update(name.encode() + b"\0" + repr(tuple(t.shape)).encode() + b"\0")
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Replace the accumulators (from a snapshot) and refresh the view."""
+        for i, name in enumerate(self.names):
+            src = tensors[name]
+            if tuple(src.shape) != self.shapes[name] or src.dtype != torch.int32:
+                raise ValueError(f"snapshot tensor {name} has the wrong shape or dtype")
+            self.layout.segment(self.acc, i).copy_(src.reshape(-1))
+        self.refresh()

@@ -1,0 +1,133 @@
+"""What a model minimises. Three kinds, all forward-only:
+
+* ``EncoderClassifier``: logits = scale * cosine(embedding of the prompted text, embedding of each
+  label's description "This is {label}."); mean pooling, as sentence-transformers does. No new
+  parameters, so training starts from the zero-shot classifier.
+* ``CausalClassifier``: as in the paper, the loss on the label word after a prompt
+  ("{text}\\nsentiment:" -> " positive" / " negative"), restricted to the label words.
+* ``CausalLM``: next-token loss on plain text.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError
+from ..models import LoadedModel, ModelKind
+from .data import Dataset, Example
+
+__all__ = ["ObjectiveKind", "Objective", "EncoderClassifier", "CausalClassifier", "CausalLM", "build_objective"]
+
+COSINE_SCALE = 20.0
+
+
+class ObjectiveKind(enum.Enum):
+    AUTO = "auto"
+    CLASSIFY = "classify"
+    LM = "lm"
+
+
+class Objective:
+    """A loss on a batch of examples, and evaluation (loss, accuracy) on a list of them."""
+
+    def __init__(self, loaded: LoadedModel, dataset: Dataset, max_length: int):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.template = dataset.template
+        self.label_names = dataset.label_names
+        self.max_length = max_length
+
+    def _tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def logits_and_loss(self, batch: Sequence[Example]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def loss(self, batch: Sequence[Example]) -> float:
+        return float(self.logits_and_loss(batch)[1])
+
+    @torch.inference_mode()
+    def evaluate(self, examples: Sequence[Example], batch_size: int = 128) -> dict[str, float]:
+        total, correct, n = 0.0, 0, 0
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            logits, loss = self.logits_and_loss(chunk)
+            total += float(loss) * len(chunk)
+            n += len(chunk)
+            if logits is not None:
+                labels = torch.tensor([e.label for e in chunk])
+                correct += int((logits.argmax(-1) == labels).sum())
+        out = {"loss": total / max(n, 1)}
+        out["accuracy"] = correct / max(n, 1) if self.label_names else math.nan
+        return out
+
+
+class EncoderClassifier(Objective):
+    def _embed(self, texts: Sequence[str]) -> torch.Tensor:
+        enc = self._tokens(texts)
+        hidden = self.model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return F.normalize(pooled, dim=-1)
+
+    def logits_and_loss(self, batch):
+        texts = [self.template.format(text=e.text) for e in batch]
+        descriptions = [f"This is {name}." for name in self.label_names]
+        emb = self._embed(texts + descriptions)
+        logits = COSINE_SCALE * emb[: len(texts)] @ emb[len(texts):].T
+        labels = torch.tensor([e.label for e in batch])
+        return logits, F.cross_entropy(logits, labels)
+
+
+class CausalClassifier(Objective):
+    def __init__(self, loaded, dataset, max_length):
+        super().__init__(loaded, dataset, max_length)
+        self.label_tokens = []
+        for name in self.label_names:
+            ids = self.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise DataError(f"label {name!r} tokenizes to nothing")
+            self.label_tokens.append(ids[0])
+        if len(set(self.label_tokens)) != len(self.label_tokens):
+            raise DataError(f"labels {self.label_names} share their first token; rename them")
+        self.tokenizer.padding_side = "right"
+
+    def logits_and_loss(self, batch):
+        texts = [self.template.format(text=e.text) + "\nsentiment:" for e in batch]
+        enc = self._tokens(texts)
+        enc.pop("token_type_ids", None)
+        out = self.model(**enc).logits
+        last = enc["attention_mask"].sum(1) - 1
+        logits = out[torch.arange(len(batch)), last][:, self.label_tokens]
+        labels = torch.tensor([e.label for e in batch])
+        return logits, F.cross_entropy(logits, labels)
+
+
+class CausalLM(Objective):
+    def logits_and_loss(self, batch):
+        enc = self._tokens([e.text for e in batch])
+        enc.pop("token_type_ids", None)
+        logits = self.model(**enc).logits[:, :-1]
+        target = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
+        return None, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+
+def build_objective(loaded: LoadedModel, dataset: Dataset, kind: ObjectiveKind, max_length: int) -> Objective:
+    """Pick the objective for (model kind, requested kind)."""
+    if kind is ObjectiveKind.LM:
+        if loaded.kind is not ModelKind.CAUSAL:
+            raise ConfigError("--objective lm needs a causal language model")
+        return CausalLM(loaded, dataset, max_length)
+    if not dataset.label_names:
+        raise ConfigError("classification needs labelled data")
+    if loaded.kind is ModelKind.ENCODER:
+        return EncoderClassifier(loaded, dataset, max_length)
+    return CausalClassifier(loaded, dataset, max_length)

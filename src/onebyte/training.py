@@ -1,0 +1,78 @@
+"""The two halves of a round that the simulator and a networked peer share.
+
+``Setup`` builds everything a replica needs from a ``RunSpec``: base model, objective, data and
+the fixed-point state. ``make_record`` turns (state, a peer's shard, seeds) into one signed
+record; ``replay.apply_records`` applies records to the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import RunSpec, TrainConfig
+from .errors import ModelError
+from .estimator import Measurement, measure
+from .models import LoadedModel, load_model
+from .params import TuneSpec, select_parameters
+from .record import Record, build_record
+from .replay import direction_seeds
+from .seeds import stream_seed
+from .state import FixedPointState
+from .tasks.data import Dataset, Example, load_dataset
+from .tasks.objectives import Objective, ObjectiveKind, build_objective
+
+__all__ = ["Setup", "make_record", "batch_for"]
+
+
+@dataclass
+class Setup:
+    spec: RunSpec
+    loaded: LoadedModel
+    dataset: Dataset
+    objective: Objective
+    state: FixedPointState
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.spec.train
+
+    @classmethod
+    def build(cls, run_id: str, model: str, task: str, train: TrainConfig, *, objective: str = "auto",
+              label_names: list[str] | None = None, eval_file: str | None = None,
+              expect_base_hash: str | None = None) -> Setup:
+        train.validate()
+        kind = ObjectiveKind(objective)
+        loaded = load_model(model)
+        base_hash = loaded.base_hash
+        if expect_base_hash is not None and base_hash != expect_base_hash:
+            raise ModelError(f"model {model!r} is not this run's base (hash {base_hash[:12]}…, run expects "
+                             f"{expect_base_hash[:12]}…)")
+        dataset = load_dataset(task, label_names=label_names, need_labels=kind is not ObjectiveKind.LM,
+                               eval_file=eval_file)
+        obj = build_objective(loaded, dataset, kind, train.max_length)
+        state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(train.tune)))
+        spec = RunSpec(run_id, model, task, base_hash, train, objective)
+        return cls(spec, loaded, dataset, obj, state)
+
+
+def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int, peer_id: int,
+              sample: int) -> list[Example]:
+    """The batch of one projected gradient: a seeded draw from the peer's own shard."""
+    rng = np.random.default_rng(stream_seed(run_tag, "batch", round_, peer_id, sample))
+    idx = rng.choice(len(shard), size=batch_size, replace=len(shard) < batch_size)
+    return [shard[i] for i in idx]
+
+
+def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, first_sample: int = 0,
+                secret: bytes = b"") -> tuple[Record, Measurement]:
+    """Measure K projected gradients at the current state on the peer's data; return the record."""
+    train, tag = setup.train, setup.spec.run_tag
+    k = train.samples
+    batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
+    probe = Record(train.codec, tag, round_, peer_id, first_sample, k, 0, b"")
+    seeds = direction_seeds(tag, train.directions, probe)
+    m = measure(setup.state, setup.objective.loss, batches, seeds, train.eps)
+    rounding = stream_seed(tag, "rounding", round_, peer_id, first_sample)
+    return build_record(train.codec, tag, round_, peer_id, first_sample, m.ghat, rounding, secret), m
