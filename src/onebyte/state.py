@@ -33,7 +33,7 @@ def frac_bits_for(max_abs: float) -> int:
     if not math.isfinite(max_abs):
         raise ValueError("base weights are not finite")
     _, e = math.frexp(max(max_abs, 1.0))  # max_abs < 2^e
-    return _ACC_BITS - e + 1
+    return _ACC_BITS - e
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,240 @@
+"""The ``onebyte`` command: parse flags, build a config, call the library, report.
+
+Every error the library raises on purpose (``OnebyteError``) and every bad flag becomes one line
+on stderr and exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .codec import Codec
+from .config import Directions, TrainConfig
+from .errors import ConfigError, LedgerError, OnebyteError
+
+EXIT_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own code too)
+        self.exit(EXIT_ERROR, f"onebyte: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return v
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (every peer of a run must agree on these)")
+    g.add_argument("--model", default="minilm", help="minilm, tiny-gpt2, or a local Hugging Face model directory")
+    g.add_argument("--task", default="vader", help="vader, or a local .jsonl/.csv file with text,label columns")
+    g.add_argument("--eval-file", help="held-out .jsonl/.csv (default: 20%% of --task, fixed split)")
+    g.add_argument("--labels", help="comma-separated label names, in index order (default: from the data)")
+    g.add_argument("--objective", choices=["auto", "classify", "lm"], default="auto",
+                   help="classify (label from text) or lm (next-token loss); auto = classify")
+    g.add_argument("--samples", type=_positive_int, default=4, help="projected gradients per peer per round (K)")
+    g.add_argument("--batch-size", type=_positive_int, default=16, help="examples per projected gradient")
+    g.add_argument("--lr", type=_positive_float, default=1e-4, help="learning rate")
+    g.add_argument("--eps", type=_positive_float, default=1e-3, help="perturbation size")
+    g.add_argument("--codec", choices=[c.label for c in Codec], default="byte", help="wire format of gradients")
+    g.add_argument("--tune", default="all", help="all, bias, or regex:PATTERN over parameter names")
+    g.add_argument("--directions", choices=[d.value for d in Directions], default="distinct",
+                   help="distinct: one direction per gradient; shared: peers share a round's K directions")
+    g.add_argument("--max-length", type=_positive_int, default=32, help="tokens per example")
+    g.add_argument("--run-id", default="onebyte", help="name of the run (part of the run tag)")
+
+
+def _train_config(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(codec=Codec.parse(a.codec), lr=a.lr, eps=a.eps, samples=a.samples, batch_size=a.batch_size,
+                       tune=a.tune, directions=Directions(a.directions), max_length=a.max_length).validate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="onebyte", description="Decentralized fine-tuning, one byte per projected gradient.")
+    p.add_argument("--version", action="version", version=f"onebyte {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("simulate", help="N virtual peers on one machine")
+    _add_train_flags(s)
+    s.add_argument("--peers", type=_positive_int, default=4)
+    s.add_argument("--rounds", type=_positive_int, default=20)
+    s.add_argument("--split", default="iid", help="iid or dirichlet:ALPHA (label skew across peers)")
+    s.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the shard split")
+    s.add_argument("--eval-every", type=_non_negative_int, default=0, help="rounds between evaluations (0: ~10 per run)")
+    s.add_argument("--eval-size", type=_non_negative_int, default=0, help="held-out examples to evaluate (0: all)")
+    s.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
+    s.add_argument("--out", required=True, help="run directory to create")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("replay", help="rebuild a run's weights from the base model and its ledger")
+    r.add_argument("--base", required=True, help="the run's base model (minilm, tiny-gpt2 or a directory)")
+    r.add_argument("--run", required=True, help="run directory (holds run.json and ledger.obl)")
+    r.add_argument("--shuffle", type=_non_negative_int, help="apply records in an order shuffled by this seed")
+    r.add_argument("--out", help="write the fine-tuned model here as a Hugging Face directory")
+
+    e = sub.add_parser("eval", help="held-out loss and accuracy of a model, as JSON")
+    e.add_argument("--model", default="minilm")
+    e.add_argument("--task", default="vader")
+    e.add_argument("--eval-file")
+    e.add_argument("--labels")
+    e.add_argument("--objective", choices=["auto", "classify", "lm"], default="auto")
+    e.add_argument("--max-length", type=_positive_int, default=32)
+
+    led = sub.add_parser("ledger", help="ledger tools")
+    lsub = led.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
+    v = lsub.add_parser("verify", help="exit 0 if the ledger is valid; exit 2 with the reason if not")
+    v.add_argument("path")
+    return p
+
+
+def _labels(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if len(names) < 2:
+        raise ConfigError("--labels needs at least two comma-separated names")
+    return names
+
+
+def _cmd_simulate(a: argparse.Namespace) -> int:
+    from .simulate import SimConfig, simulate
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    cfg = SimConfig(model=a.model, task=a.task, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
+                    run_id=a.run_id, objective=a.objective, eval_every=a.eval_every, eval_size=a.eval_size,
+                    label_names=tuple(_labels(a.labels) or ()), eval_file=a.eval_file,
+                    train=_train_config(a)).validate()
+    bar = None
+    if not a.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.rounds, unit="round", file=sys.stderr, dynamic_ncols=True)
+
+    def on_round(line: dict) -> None:
+        if bar is not None:
+            post = {"loss": f"{line['train_loss']:.4f}", "bytes": line["payload_bytes"]}
+            if "eval" in line:
+                post["acc"] = f"{line['eval']['accuracy']:.3f}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+
+    try:
+        summary = simulate(cfg, a.out, on_round)
+    finally:
+        if bar is not None:
+            bar.close()
+    keys = ["peers", "rounds", "records", "gradients", "payload_bytes", "codec", "eval_before", "eval_after",
+            "state_hash", "set_digest", "forward_passes", "seconds"]
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    print(f"wrote {Path(a.out) / 'summary.json'}, metrics.jsonl, curve.png, ledger.obl")
+    return 0
+
+
+def _cmd_replay(a: argparse.Namespace) -> int:
+    from .config import RunSpec
+    from .ledger import read_ledger
+    from .models import export_model
+    from .record import decode_record
+    from .replay import apply_records
+    from .simulate import LEDGER_NAME, RUN_NAME
+    from .training import Setup
+
+    run_dir = Path(a.run)
+    spec = RunSpec.load(run_dir / RUN_NAME)
+    raw = read_ledger(run_dir / LEDGER_NAME)
+    try:
+        records = [decode_record(b, run_tag=spec.run_tag) for b in raw]
+    except OnebyteError as exc:
+        raise LedgerError(f"{run_dir / LEDGER_NAME}: {exc}") from None
+    setup = Setup.build(spec.run_id, a.base, spec.task, spec.train, objective=spec.objective,
+                        expect_base_hash=spec.base_hash)
+    if setup.spec.run_tag != spec.run_tag:
+        raise ConfigError("this base and configuration do not reproduce the run tag of run.json")
+    if a.shuffle is not None:
+        random.Random(a.shuffle).shuffle(records)
+    apply_records(setup.state, records, spec.train)
+    print(f"records {len(records)}")
+    print(f"state_hash {setup.state.state_hash()}")
+    if a.out:
+        print(f"wrote {export_model(setup.loaded, a.out)}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .models import load_model
+    from .tasks.data import load_dataset
+    from .tasks.objectives import ObjectiveKind, build_objective
+
+    kind = ObjectiveKind(a.objective)
+    loaded = load_model(a.model)
+    ds = load_dataset(a.task, label_names=_labels(a.labels), need_labels=kind is not ObjectiveKind.LM,
+                      eval_file=a.eval_file)
+    result = build_objective(loaded, ds, kind, a.max_length).evaluate(ds.test)
+    print(json.dumps({"model": a.model, "task": a.task, "examples": len(ds.test), **result}))
+    return 0
+
+
+def _cmd_ledger(a: argparse.Namespace) -> int:
+    from .ledger import verify_ledger
+
+    n = verify_ledger(a.path)
+    print(f"ok: {n} records")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handlers = {"simulate": _cmd_simulate, "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger}
+    try:
+        return handlers[args.command](args)
+    except OnebyteError as exc:
+        print(f"onebyte: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("onebyte: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

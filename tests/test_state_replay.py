@@ -1,0 +1,125 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from onebyte.codec import Codec
+from onebyte.config import Directions, TrainConfig
+from onebyte.errors import ProtocolError
+from onebyte.record import build_record
+from onebyte.replay import MAX_STEP_UNITS, apply_records, direction_seeds, plan
+from onebyte.state import FixedPointState, frac_bits_for
+
+RUN = b"r" * 16
+
+
+def _records(n, codec=Codec.BYTE, count=3, scale=50.0):
+    rng = np.random.default_rng(0)
+    return [build_record(codec, RUN, i // 4, i % 4, 0, rng.normal(size=count) * scale, i) for i in range(n)]
+
+
+def test_view_matches_base_weights_closely(toy_state):
+    model, state = toy_state
+    base = Toy_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        step = 2.0 ** -state.frac_bits[name]
+        assert torch.allclose(p, base[name], atol=step, rtol=1e-6)
+    assert Toy_params  # the model's parameters now alias the state's view
+
+
+def test_frac_bits_headroom():
+    for m in (0.0, 0.5, 1.0, 3.9, 4.0, 1000.0):
+        f = frac_bits_for(m)
+        assert 2.0 ** (31 - f) >= 4 * max(m, 1.0)
+        assert 2.0 ** (31 - f) <= 8 * max(m, 1.0)
+
+
+def test_fifty_orders_one_state_hash(toy_state):
+    _, state = toy_state
+    train = TrainConfig(lr=1e-3)
+    records = _records(24)
+    base = state.acc.clone()
+    hashes = set()
+    for seed in range(50):
+        state.acc.copy_(base)
+        order = records[:]
+        random.Random(seed).shuffle(order)
+        # also vary the batching: apply in random-sized groups
+        i = 0
+        while i < len(order):
+            k = random.Random(seed * 100 + i).randint(1, 5)
+            apply_records(state, order[i:i + k], train)
+            i += k
+        hashes.add(state.state_hash())
+    assert len(hashes) == 1
+    state.acc.copy_(base)
+    assert state.state_hash() not in hashes  # the records did change the state
+
+
+def test_apply_then_undo_restores_exactly(toy_state):
+    model, state = toy_state
+    train = TrainConfig(lr=1e-4)
+    before_hash = state.state_hash()
+    before_view = state.view.clone()
+    recs = _records(5, scale=500.0)
+    apply_records(state, recs, train)
+    assert state.state_hash() != before_hash
+    apply_records(state, recs[2:3], train, sign=-1)
+    apply_records(state, recs[:2] + recs[3:], train, sign=-1)
+    assert state.state_hash() == before_hash
+    assert torch.equal(state.view, before_view)
+
+
+def test_update_moves_weights_by_minus_lr_g_z(toy_state):
+    model, state = toy_state
+    train = TrainConfig(codec=Codec.FLOAT32, lr=1e-3)
+    rec = build_record(Codec.FLOAT32, RUN, 0, 1, 0, np.array([2.5]), 0)
+    seed = direction_seeds(RUN, Directions.DISTINCT, rec)[0]
+    z = state.layout.rademacher(seed).double()
+    before = state.view.double().clone()
+    apply_records(state, [rec], train)
+    expected = before - 1e-3 * 2.5 * z
+    for i, name in enumerate(state.names):
+        seg = state.layout.segment
+        step = 2.0 ** -state.frac_bits[name]
+        err = (seg(state.view.double(), i) - seg(expected, i)).abs().max()
+        assert err <= 2 * step + 1e-6 * float(seg(expected, i).abs().max())
+
+
+def test_shared_directions_merge_codes(toy_state):
+    _, state = toy_state
+    a = build_record(Codec.BYTE, RUN, 0, 1, 0, np.array([1.0, 2.0]), 0)
+    b = build_record(Codec.BYTE, RUN, 0, 2, 0, np.array([3.0, -1.0]), 0)
+    shared = plan([a, b], TrainConfig(directions=Directions.SHARED), state.frac_bits.values())
+    distinct = plan([a, b], TrainConfig(directions=Directions.DISTINCT), state.frac_bits.values())
+    assert len(shared) == 2 and len(distinct) == 4
+
+
+def test_oversized_update_rejected_before_touching_state(toy_state):
+    _, state = toy_state
+    rec = build_record(Codec.FLOAT32, RUN, 0, 1, 0, np.array([1e9]), 0)
+    h = state.state_hash()
+    with pytest.raises(ProtocolError, match="cap"):
+        apply_records(state, [rec], TrainConfig(lr=1.0))
+    assert state.state_hash() == h
+    assert MAX_STEP_UNITS < 2**31
+
+
+def test_state_hash_depends_on_every_tensor(toy_state):
+    _, state = toy_state
+    h = state.state_hash()
+    for i in range(len(state.names)):
+        seg = state.layout.segment(state.acc, i)
+        seg[-1] += 1
+        assert state.state_hash() != h
+        seg[-1] -= 1
+    assert state.state_hash() == h
+
+
+def test_padding_does_not_enter_hash():
+    m = torch.nn.Linear(3, 1)  # 3 + 1 scalars, padded to 256 each
+    state = FixedPointState(sorted(m.named_parameters()))
+    h = state.state_hash()
+    state.acc[100] += 5  # padding of the first segment
+    assert state.state_hash() == h
