@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=_positive_int, default=20)
     s.add_argument("--split", default="iid", help="iid or dirichlet:ALPHA (label skew across peers)")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the shard split")
-    s.add_argument("--eval-every", type=_non_negative_int, default=0, help="rounds between evaluations (0: ~10 per run)")
+    s.add_argument("--eval-every", type=_non_negative_int, default=0,
+                   help="rounds between evaluations (0: about 10 per run)")
     s.add_argument("--eval-size", type=_non_negative_int, default=0, help="held-out examples to evaluate (0: all)")
     s.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
     s.add_argument("--out", required=True, help="run directory to create")
@@ -143,12 +144,13 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
                     label_names=tuple(_labels(a.labels) or ()), eval_file=a.eval_file,
                     train=_train_config(a)).validate()
     bar = None
-    if not a.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.rounds, unit="round", file=sys.stderr, dynamic_ncols=True)
 
     def on_round(line: dict) -> None:
+        nonlocal bar
+        if bar is None and not a.no_progress:  # created after set-up, so load errors stay one line
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.rounds, unit="round", file=sys.stderr, dynamic_ncols=True)
         if bar is not None:
             post = {"loss": f"{line['train_loss']:.4f}", "bytes": line["payload_bytes"]}
             if "eval" in line:

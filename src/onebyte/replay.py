@@ -42,7 +42,7 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
     for rec in records:
         lr = train.lr_at(rec.round)
         seeds = direction_seeds(rec.run_tag, train.directions, rec)
-        for seed, g in zip(seeds, rec.gradients()):
+        for seed, g in zip(seeds, rec.gradients(), strict=True):
             step = lr * float(g)
             for f in fracs:
                 c = -round(math.ldexp(step, f))

@@ -125,7 +125,7 @@ class PerturbationLayout:
         self.offsets: list[int] = []
         lo_parts, tlo_parts, thi_parts = [], [], []
         pos = 0
-        for name, n in zip(self.names, self.numels):
+        for name, n in zip(self.names, self.numels, strict=True):
             self.offsets.append(pos)
             nblocks = -(-n // BITS_PER_BLOCK)
             lo_parts.append(torch.arange(nblocks, dtype=torch.int64))

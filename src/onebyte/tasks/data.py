@@ -42,10 +42,13 @@ class Dataset:
 
 
 def _split(items: list[Example], name: str, labels: list[str], template: str = "{text}") -> Dataset:
-    order = np.random.default_rng(_SPLIT_SEED).permutation(len(items))
-    n_test = max(1, int(round(TEST_FRACTION * len(items)))) if len(items) > 1 else 0
-    test = [items[i] for i in order[:n_test]]
-    train = [items[i] for i in order[n_test:]]
+    """Hold out TEST_FRACTION of the distinct (case-folded) texts, so duplicates never straddle."""
+    keys = sorted({e.text.casefold() for e in items})
+    order = np.random.default_rng(_SPLIT_SEED).permutation(len(keys))
+    n_test = max(1, int(round(TEST_FRACTION * len(keys)))) if len(keys) > 1 else 0
+    held = {keys[i] for i in order[:n_test]}
+    test = [e for e in items if e.text.casefold() in held]
+    train = [e for e in items if e.text.casefold() not in held]
     if not train:
         raise DataError(f"{name}: too few examples to train on ({len(items)})")
     return Dataset(name, train, test, labels, template)
@@ -74,6 +77,8 @@ def _vader() -> Dataset:
 
 
 def _rows(path: Path) -> list[tuple[int, dict]]:
+    if path.suffix not in (".jsonl", ".csv"):
+        raise DataError(f"{path}: data files must end in .jsonl or .csv")
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise DataError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB")
@@ -125,7 +130,7 @@ def _from_rows(path: Path, rows: list[tuple[int, dict]], label_names: list[str] 
     names = list(label_names) if label_names else sorted({str(lab) for _, lab in raw})
     index = {name: i for i, name in enumerate(names)}
     out = []
-    for (n, _), (text, label) in zip(rows, raw):
+    for (n, _), (text, label) in zip(rows, raw, strict=True):
         key = str(label)
         if key in index:
             out.append(Example(text, index[key]))
