@@ -58,6 +58,9 @@ def _positive_float(text: str) -> float:
     return v
 
 
+_D = TrainConfig()
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (every peer of a run must agree on these)")
     g.add_argument("--model", default="minilm", help="minilm, tiny-gpt2, or a local Hugging Face model directory")
@@ -66,15 +69,17 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", help="comma-separated label names, in index order (default: from the data)")
     g.add_argument("--objective", choices=["auto", "classify", "lm"], default="auto",
                    help="classify (label from text) or lm (next-token loss); auto = classify")
-    g.add_argument("--samples", type=_positive_int, default=4, help="projected gradients per peer per round (K)")
-    g.add_argument("--batch-size", type=_positive_int, default=16, help="examples per projected gradient")
-    g.add_argument("--lr", type=_positive_float, default=1e-4, help="learning rate")
-    g.add_argument("--eps", type=_positive_float, default=1e-3, help="perturbation size")
-    g.add_argument("--codec", choices=[c.label for c in Codec], default="byte", help="wire format of gradients")
-    g.add_argument("--tune", default="all", help="all, bias, or regex:PATTERN over parameter names")
+    g.add_argument("--samples", type=_positive_int, default=_D.samples,
+                   help="projected gradients per peer per round (K)")
+    g.add_argument("--batch-size", type=_positive_int, default=_D.batch_size, help="examples per projected gradient")
+    g.add_argument("--lr", type=_positive_float, default=_D.lr, help="learning rate")
+    g.add_argument("--eps", type=_positive_float, default=_D.eps, help="perturbation size")
+    g.add_argument("--codec", choices=[c.label for c in Codec], default=_D.codec.label,
+                   help="wire format of gradients")
+    g.add_argument("--tune", default=_D.tune, help="all, bias, or regex:PATTERN over parameter names")
     g.add_argument("--directions", choices=[d.value for d in Directions], default="distinct",
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
-    g.add_argument("--max-length", type=_positive_int, default=32, help="tokens per example")
+    g.add_argument("--max-length", type=_positive_int, default=_D.max_length, help="tokens per example")
     g.add_argument("--run-id", default="onebyte", help="name of the run (part of the run tag)")
 
 
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="N virtual peers on one machine")
     _add_train_flags(s)
     s.add_argument("--peers", type=_positive_int, default=4)
-    s.add_argument("--rounds", type=_positive_int, default=20)
+    s.add_argument("--rounds", type=_positive_int, default=100)
     s.add_argument("--split", default="iid", help="iid or dirichlet:ALPHA (label skew across peers)")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the shard split")
     s.add_argument("--eval-every", type=_non_negative_int, default=0,

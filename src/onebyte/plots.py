@@ -8,8 +8,8 @@ from pathlib import Path
 __all__ = ["plot_curve"]
 
 
-def plot_curve(metrics: Path, out: Path, title: str = "") -> Path:
-    """Training loss and held-out accuracy against forward passes."""
+def plot_curve(metrics: Path, out: Path, title: str = "", before: dict | None = None) -> Path:
+    """Training loss and held-out accuracy against forward passes (``before``: eval at the start)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,8 +20,11 @@ def plot_curve(metrics: Path, out: Path, title: str = "") -> Path:
     ax1.plot([r["forward_passes"] for r in rows], [r["train_loss"] for r in rows], lw=1)
     ax1.set_xlabel("forward passes")
     ax1.set_ylabel("training loss (at theta)")
-    ev = [r for r in rows if "eval" in r]
+    ev = ([{"forward_passes": 0, "eval": before}] if before else []) + [r for r in rows if "eval" in r]
     ax2.plot([r["forward_passes"] for r in ev], [r["eval"]["accuracy"] for r in ev], marker="o")
+    if before:
+        ax2.axhline(before["accuracy"], ls="--", c="grey", lw=1, label="before training")
+        ax2.legend(loc="lower right")
     ax2.set_xlabel("forward passes")
     ax2.set_ylabel("held-out accuracy")
     fig.suptitle(title)

@@ -134,5 +134,5 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
     from .plots import plot_curve
 
     plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"{cfg.model} on {cfg.task}, {cfg.peers} peers, "
-               f"{cfg.train.codec.label}")
+               f"{cfg.train.codec.label}", before=eval_before)
     return summary

@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each builds .venv first.
+# CPU torch is installed first and pinned, so no dependency pulls a CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.onebyte-installed
+TORCH ?= torch==2.13.0
+DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test test-all lint bench-speed clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[demo,test]'
+	touch $(STAMP)
+
+# The demo: 4 virtual peers fine-tune all-MiniLM-L6-v2 on the VADER lexicon, byte codec.
+demo: $(STAMP)
+	$(VENV)/bin/onebyte simulate --model minilm --task vader --peers 4 --codec byte --out $(DEMO_OUT)
+
+# The test suite (fast tests; `make test-all` adds the slow end-to-end ones).
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ''
+
+bench-speed: $(STAMP)
+	$(PY) bench/speed.py --out bench/out/speed.json
+
+clean:
+	rm -rf $(VENV) runs bench/out .pytest_cache .ruff_cache

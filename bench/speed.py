@@ -1,0 +1,204 @@
+"""Speed and memory of the engine on all-MiniLM-L6-v2, as ratios measured side by side.
+
+    python bench/speed.py [--threads 2] [--repeats 7] [--out bench/out/speed.json]
+
+Measures, in one process and one run (medians of --repeats):
+  * time per projected gradient / time of two plain forward passes (batch 16 x 32 tokens),
+    with MeZO-style in-place ``normal_`` perturbation measured beside it;
+  * Rademacher generation for every tuned parameter vs ``torch.normal_`` of the same size;
+  * applying 64 records in one batch vs one at a time (our generator), vs one at a time with a
+    fresh ``normal_`` perturbation each (MeZO-style replay), and with shared directions;
+and, in fresh subprocesses, peak RSS of training vs inference vs first-order Adam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onebyte.codec import Codec
+from onebyte.config import Directions, TrainConfig
+from onebyte.estimator import projected_gradient
+from onebyte.models import load_model
+from onebyte.params import TuneSpec, select_parameters
+from onebyte.record import build_record
+from onebyte.replay import apply_records
+from onebyte.state import FixedPointState
+
+RUN = b"bench-run-tag-16"
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def make_batch(tok, n=16, length=32):
+    texts = [f"sample sentence number {i} about a factory line and its sensors" * 3 for i in range(n)]
+    return tok(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+
+
+def encoder_loss(model, batch):
+    with torch.inference_mode():
+        h = model(**batch).last_hidden_state
+        return float(h.mean(1).pow(2).mean())
+
+
+def mezo_step(params, seed, eps, loss):
+    """MeZO (Malladi et al. 2023): regenerate z with normal_ for each in-place perturbation."""
+    @torch.no_grad()
+    def perturb(scale):
+        torch.manual_seed(seed)
+        for p in params:
+            z = torch.normal(0, 1, size=p.shape, dtype=p.dtype)
+            p.add_(z, alpha=scale)
+    perturb(eps)
+    lp = loss()
+    perturb(-2 * eps)
+    lm = loss()
+    perturb(eps)
+    return (lp - lm) / (2 * eps)
+
+
+def bench_compute(repeats: int) -> dict:
+    loaded = load_model("minilm")
+    model, tok = loaded.model, loaded.tokenizer
+    batch = make_batch(tok)
+    params = [p for _, p in sorted(model.named_parameters())]
+    n_params = sum(p.numel() for p in params)
+    loss = lambda _=None: encoder_loss(model, batch)  # noqa: E731
+    out: dict = {"parameters": n_params, "batch": list(batch["input_ids"].shape)}
+
+    # MeZO baseline first (on the plain model), then the same model under our state.
+    out["mezo_step_s"] = median_time(lambda: mezo_step(params, 1, 1e-3, loss), repeats)
+    state = FixedPointState(select_parameters(model, TuneSpec.parse("all")))
+    out["forward_s"] = median_time(loss, repeats)
+    seeds = iter(range(10_000))
+    out["projected_gradient_s"] = median_time(
+        lambda: projected_gradient(state, loss, None, next(seeds), 1e-3), repeats)
+    out["ratio_pg_to_two_forwards"] = out["projected_gradient_s"] / (2 * out["forward_s"])
+    out["ratio_mezo_to_two_forwards"] = out["mezo_step_s"] / (2 * out["forward_s"])
+
+    size = state.layout.size
+    buf = torch.empty(size)
+    out["normal_s"] = median_time(lambda: buf.normal_(), repeats)
+    out["rademacher_int8_s"] = median_time(lambda: state.layout.rademacher(next(seeds)), repeats)
+    out["rademacher_float_s"] = median_time(lambda: state.layout.rademacher(next(seeds)).float(), repeats)
+    out["speedup_rademacher_vs_normal"] = out["normal_s"] / out["rademacher_int8_s"]
+    out["speedup_rademacher_float_vs_normal"] = out["normal_s"] / out["rademacher_float_s"]
+
+    train = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=1)
+    rng = np.random.default_rng(0)
+
+    def records(n, count=1, round_=0):
+        return [build_record(Codec.BYTE, RUN, round_, p, 0, rng.normal(size=count), p) for p in range(n)]
+
+    batch64 = records(64)
+    r = max(3, repeats // 2)
+    out["apply64_batched_s"] = median_time(lambda: apply_records(state, batch64, train), r)
+
+    def one_at_a_time():
+        for rec in batch64:
+            apply_records(state, [rec], train)
+    out["apply64_one_at_a_time_s"] = median_time(one_at_a_time, r)
+
+    def mezo_replay():
+        with torch.no_grad():
+            for i, rec in enumerate(batch64):
+                torch.manual_seed(i)
+                g = float(rec.gradients()[0])
+                for p in params:
+                    p.add_(torch.normal(0, 1, size=p.shape), alpha=-1e-6 * g)
+    out["apply64_mezo_normal_s"] = median_time(mezo_replay, r)
+    shared = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=4, directions=Directions.SHARED)
+    batch64_shared = records(64, count=4)
+    out["apply64x4_shared_directions_s"] = median_time(lambda: apply_records(state, batch64_shared, shared), r)
+    batch512 = records(512)
+    out["apply512_batched_s"] = median_time(lambda: apply_records(state, batch512, train), 1)
+    out["speedup_apply64_vs_one_at_a_time"] = out["apply64_one_at_a_time_s"] / out["apply64_batched_s"]
+    out["speedup_apply64_vs_mezo_normal"] = out["apply64_mezo_normal_s"] / out["apply64_batched_s"]
+    out["speedup_shared_256_gradients_vs_one_at_a_time_64"] = (
+        4 * out["apply64_one_at_a_time_s"] / out["apply64x4_shared_directions_s"])
+    out["records_per_s_batched_64"] = 64 / out["apply64_batched_s"]
+    out["records_per_s_batched_512"] = 512 / out["apply512_batched_s"]
+    return out
+
+
+def memory_child(mode: str, steps: int) -> None:
+    """Run in a fresh process; print peak RSS (MiB) after ``steps`` of ``mode``."""
+    loaded = load_model("minilm")
+    model, tok = loaded.model, loaded.tokenizer
+    batch = make_batch(tok)
+    loss = lambda _=None: encoder_loss(model, batch)  # noqa: E731
+    if mode == "inference":
+        for _ in range(steps):
+            loss()
+    elif mode == "train":
+        state = FixedPointState(select_parameters(model, TuneSpec.parse("all")))
+        train = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=1)
+        for s in range(steps):
+            g, _, _ = projected_gradient(state, loss, None, s, 1e-3)
+            apply_records(state, [build_record(Codec.BYTE, RUN, s, 0, 0, np.array([g]), s)], train)
+    elif mode == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+        model.train()
+        for _ in range(steps):
+            opt.zero_grad()
+            h = model(**batch).last_hidden_state
+            h.mean(1).pow(2).mean().backward()
+            opt.step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def bench_memory(threads: int) -> dict:
+    out = {}
+    for mode in ("inference", "train", "adam"):
+        cmd = [sys.executable, __file__, "--memory-child", mode, "--threads", str(threads)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+        out[f"peak_rss_{mode}_mib"] = float(res.stdout.strip().splitlines()[-1])
+    out["ratio_train_to_inference"] = out["peak_rss_train_mib"] / out["peak_rss_inference_mib"]
+    out["ratio_adam_to_inference"] = out["peak_rss_adam_mib"] / out["peak_rss_inference_mib"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--memory-child", choices=["inference", "train", "adam"])
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.memory_child:
+        memory_child(a.memory_child, steps=5)
+        return
+    result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                         f"torch {torch.__version__}",
+              "date": time.strftime("%Y-%m-%d %H:%M"),
+              "command": f"python bench/speed.py --threads {a.threads} --repeats {a.repeats}"}
+    result.update(bench_compute(a.repeats))
+    result.update(bench_memory(a.threads))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
