@@ -61,7 +61,7 @@ class FixedPointState:
         self._params: dict[str, torch.nn.Parameter] = {}
         for i, (name, p) in enumerate(items):
             base = p.detach().to(device=device, dtype=torch.float64).reshape(-1)
-            self.layout.segment(self.acc, i).copy_(torch.round(torch.ldexp(base, torch.tensor(frac[name]))))
+            self.layout.segment(self.acc, i).copy_(torch.round(base * math.ldexp(1.0, frac[name])))
             p.requires_grad_(False)  # forward-only: no autograd graph, no gradient buffers
             p.data = self.layout.segment(self.view, i).view(self.shapes[name])
             self._params[name] = p
