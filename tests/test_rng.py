@@ -63,3 +63,21 @@ def test_rademacher_is_balanced_and_seed_dependent():
     assert set(torch.unique(z1).tolist()) == {-1, 1}
     assert abs(float(z1.float().mean())) < 0.01
     assert abs(float((z1.float() * z2.float()).mean())) < 0.01
+
+
+def test_numpy_fast_path_equals_tensor_op_reference():
+    layout = PerturbationLayout(["a", "b.weight", "c"], [300, 5000, 256])
+    for seed in (0, 3, 2**64 - 1):
+        fast = layout._fill_index(seed).clone()
+        assert torch.equal(fast, layout.bits(seed).to(torch.int32))
+
+
+def test_dtypes_and_reused_output_agree():
+    layout = PerturbationLayout(["w"], [1000])
+    ref = layout.rademacher(8)
+    out = torch.empty(layout.size, dtype=torch.float32)
+    assert layout.rademacher(8, torch.float32, out=out) is out
+    assert torch.equal(out, ref.float())
+    assert torch.equal(layout.rademacher(8, torch.int32), ref.int())
+    with pytest.raises(ValueError):
+        layout.rademacher(8, torch.float32, out=torch.empty(3))

@@ -30,7 +30,7 @@ class Measurement:
 def projected_gradient(state: FixedPointState, loss: Callable[[B], float], batch: B, seed: int,
                        eps: float) -> tuple[float, float, float]:
     """(g, L+, L-) along the direction grown from ``seed``; leaves the state as it found it."""
-    z = state.layout.rademacher(seed).to(state.view.dtype)
+    z = state.direction(seed, torch.float32)
     try:
         state.perturb(z, eps)
         plus = float(loss(batch))

@@ -101,19 +101,37 @@ def tensor_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
-def _sign_table() -> torch.Tensor:
+def _sign_tables(device: torch.device) -> dict[torch.dtype, torch.Tensor]:
+    """For each output dtype, the 8 signs (+-1) of every byte value as one row of int64 words,
+    so expanding random bytes into signs is a single row gather with no type conversion."""
     v = torch.arange(256, dtype=torch.int64).unsqueeze(1)
-    bits = (v >> torch.arange(8, dtype=torch.int64)) & 1
-    return (2 * bits - 1).to(torch.int8)
+    signs = 2 * ((v >> torch.arange(8, dtype=torch.int64)) & 1) - 1  # (256, 8), bit k -> column k
+    out = {}
+    for dtype in (torch.int8, torch.int32, torch.float32):
+        words = signs.to(dtype).contiguous().view(torch.int64)  # (256, 8 * itemsize / 8)
+        out[dtype] = words.to(device)
+    return out
+
+
+def numpy_counter(tid: int) -> list[int]:
+    """NumPy's Philox adds one to its 256-bit counter before each block; start one below
+    (0, 0, tid, 0) so its first block is block 0 of tensor ``tid``."""
+    v = ((tid << 128) - 1) % (1 << 256)
+    return [(v >> (64 * k)) & _M64 for k in range(4)]
 
 
 class PerturbationLayout:
-    """Where each tuned tensor lives in one flat, block-aligned buffer, and the Philox counters
-    that cover it.
+    """Where each tuned tensor lives in one flat, block-aligned buffer, and how to grow the
+    perturbation of a seed over it.
 
     Tensor t (taken in the given order) occupies ``[offsets[t], offsets[t] + numels[t])``;
     each segment starts on a multiple of 256 so its blocks are exactly the blocks of that tensor.
     The padding between segments receives perturbation values too; callers ignore it.
+
+    On CPU the random blocks come from NumPy's C implementation of the same Philox4x64-10 (the
+    same bits, several times faster than tensor ops); on other devices from ``philox4x64`` in
+    tensor ops. Expansion into signs reuses preallocated buffers: allocating (and page-faulting)
+    fresh 100 MB tensors would cost more than the arithmetic.
     """
 
     def __init__(self, names: Sequence[str], numels: Sequence[int], device: torch.device | str = "cpu"):
@@ -123,39 +141,66 @@ class PerturbationLayout:
         self.numels = [int(n) for n in numels]
         self.device = torch.device(device)
         self.offsets: list[int] = []
-        lo_parts, tlo_parts, thi_parts = [], [], []
+        self.blocks: list[int] = []
+        self.tensor_ids = [tensor_id(n) for n in self.names]
         pos = 0
-        for name, n in zip(self.names, self.numels, strict=True):
+        for n in self.numels:
             self.offsets.append(pos)
             nblocks = -(-n // BITS_PER_BLOCK)
-            lo_parts.append(torch.arange(nblocks, dtype=torch.int64))
-            t_lo, t_hi = _split(tensor_id(name))
-            tlo_parts.append(torch.full((nblocks,), t_lo, dtype=torch.int64))
-            thi_parts.append(torch.full((nblocks,), t_hi, dtype=torch.int64))
+            self.blocks.append(nblocks)
             pos += nblocks * BITS_PER_BLOCK
         self.size = pos
-        blk = torch.cat(lo_parts).to(self.device)
-        zero = torch.zeros_like(blk)
-        # counter = (block index, 0, tensor id, 0): 8 limbs.  Block indices are < 2^32.
-        t_lo = torch.cat(tlo_parts).to(self.device)
-        t_hi = torch.cat(thi_parts).to(self.device)
-        self._counter = [blk, zero, zero, zero, t_lo, t_hi, zero, zero]
-        # int8 signs of each byte value, 8 per row, packed as one int64 per row: one gather per byte.
-        self._table = _sign_table().view(torch.int64).reshape(256).to(self.device)
+        self._counter: list[torch.Tensor] | None = None
+        self._tables = _sign_tables(self.device)
+        self._index = torch.empty(self.size // 8, dtype=torch.int32, device=self.device)
+
+    def _torch_counter(self) -> list[torch.Tensor]:
+        """Counter limbs (block, 0, tensor id, 0) for every block, built on first use."""
+        if self._counter is None:
+            blk = torch.cat([torch.arange(nb, dtype=torch.int64) for nb in self.blocks])
+            t_lo = torch.cat([torch.full((nb,), _split(t)[0], dtype=torch.int64)
+                              for nb, t in zip(self.blocks, self.tensor_ids, strict=True)])
+            t_hi = torch.cat([torch.full((nb,), _split(t)[1], dtype=torch.int64)
+                              for nb, t in zip(self.blocks, self.tensor_ids, strict=True)])
+            zero = torch.zeros_like(blk)
+            self._counter = [x.to(self.device) for x in (blk, zero, zero, zero, t_lo, t_hi, zero, zero)]
+        return self._counter
 
     def segment(self, flat: torch.Tensor, index: int) -> torch.Tensor:
         """The slice of a flat buffer that belongs to tensor ``index``."""
         off = self.offsets[index]
         return flat[off : off + self.numels[index]]
 
+    def _fill_index(self, seed: int) -> torch.Tensor:
+        """The random bytes of ``seed`` over the layout, as int32 row indices (size // 8)."""
+        if self.device.type == "cpu":
+            import numpy as np
+
+            idx = self._index.numpy()
+            key = np.array([seed & _M64, 0], dtype=np.uint64)
+            for off, nb, tid in zip(self.offsets, self.blocks, self.tensor_ids, strict=True):
+                bg = np.random.Philox(key=key, counter=np.array(numpy_counter(tid), dtype=np.uint64))
+                idx[off // 8:(off + nb * BITS_PER_BLOCK) // 8] = bg.random_raw(4 * nb).view(np.uint8)
+        else:
+            self._index.copy_(self.bits(seed))
+        return self._index
+
     def bits(self, seed: int) -> torch.Tensor:
-        """The raw Philox output for ``seed`` over the whole layout, as uint8 (size // 8 bytes)."""
-        out = philox4x64(self._counter, key_limbs(seed))
+        """The raw Philox output for ``seed`` over the whole layout, as uint8 (size // 8 bytes),
+        computed with tensor ops on the layout's device (the reference path)."""
+        out = philox4x64(self._torch_counter(), key_limbs(seed))
         words = torch.stack(out, dim=1)  # (blocks, 8) limbs in [0, 2^32)
         words = words - ((words >> 31) << 32)  # to the int32 range, same bits
         return words.to(torch.int32).view(torch.uint8).reshape(-1)
 
-    def rademacher(self, seed: int) -> torch.Tensor:
-        """z in {-1, +1} (int8) for every position of the layout: z_i = 2*bit_i - 1."""
-        idx = self.bits(seed).to(torch.int32)
-        return torch.index_select(self._table, 0, idx).view(torch.int8)
+    def rademacher(self, seed: int, dtype: torch.dtype = torch.int8, out: torch.Tensor | None = None) -> torch.Tensor:
+        """z in {-1, +1} for every position of the layout, z_i = 2 * bit_i - 1, as ``dtype``
+        (int8, int32 or float32); written into ``out`` when given (reused across calls)."""
+        table = self._tables[dtype]
+        if out is None:
+            out = torch.empty(self.size, dtype=dtype, device=self.device)
+        elif out.dtype != dtype or out.numel() != self.size or not out.is_contiguous():
+            raise ValueError("out must be a contiguous tensor of the layout's size and dtype")
+        rows = out.view(torch.int64).view(self.size // 8, -1)
+        torch.index_select(table, 0, self._fill_index(seed), out=rows)
+        return out

@@ -58,6 +58,9 @@ class FixedPointState:
         self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device)
         self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
         self.view = torch.zeros(self.layout.size, dtype=torch.float32, device=device)
+        # One reusable 4-byte-per-scalar buffer for a direction, read as float32 (perturbing) or
+        # int32 (updating): allocating it per direction would cost page faults, not arithmetic.
+        self.scratch = torch.empty(self.layout.size, dtype=torch.float32, device=device)
         self._params: dict[str, torch.nn.Parameter] = {}
         for i, (name, p) in enumerate(items):
             base = p.detach().to(device=device, dtype=torch.float64).reshape(-1)
@@ -89,6 +92,11 @@ class FixedPointState:
         """Recompute the float view exactly from the accumulators (also undoes any perturbation)."""
         for g in self.groups:
             self.view[g.start:g.stop].copy_(self.acc[g.start:g.stop]).mul_(math.ldexp(1.0, -g.frac_bits))
+
+    def direction(self, seed: int, dtype: torch.dtype) -> torch.Tensor:
+        """z for ``seed`` as float32 or int32, in the shared scratch buffer (valid until the next call)."""
+        out = self.scratch if dtype == torch.float32 else self.scratch.view(dtype)
+        return self.layout.rademacher(seed, dtype, out=out)
 
     def perturb(self, z: torch.Tensor, scale: float) -> None:
         """view += scale * z (z float32 over the layout); undone by ``refresh``."""
