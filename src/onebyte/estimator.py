@@ -30,11 +30,10 @@ class Measurement:
 def projected_gradient(state: FixedPointState, loss: Callable[[B], float], batch: B, seed: int,
                        eps: float) -> tuple[float, float, float]:
     """(g, L+, L-) along the direction grown from ``seed``; leaves the state as it found it."""
-    z = state.direction(seed, torch.float32)
     try:
-        state.perturb(z, eps)
+        state.perturb(seed, eps)
         plus = float(loss(batch))
-        state.perturb(z, -2.0 * eps)
+        state.perturb(seed, -2.0 * eps)
         minus = float(loss(batch))
     finally:
         state.refresh()

@@ -14,8 +14,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 
-import torch
-
 from .config import Directions, TrainConfig
 from .errors import ProtocolError
 from .record import Record
@@ -66,7 +64,7 @@ def apply_plan(state: FixedPointState, p: Plan) -> None:
     for seed in sorted(p):
         coeffs = {f: _wrap32(c) for f, c in p[seed].items() if _wrap32(c)}
         if coeffs:
-            state.add(state.direction(seed, torch.int32), coeffs)
+            state.add(seed, coeffs)
     state.refresh()
 
 

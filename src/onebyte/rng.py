@@ -14,7 +14,7 @@ every intermediate stays below 2**63, so CPU and CUDA compute the same bits.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -204,3 +204,20 @@ class PerturbationLayout:
         rows = out.view(torch.int64).view(self.size // 8, -1)
         torch.index_select(table, 0, self._fill_index(seed), out=rows)
         return out
+
+    def iter_rademacher(self, seed: int, dtype: torch.dtype, ranges: Sequence[tuple[int, int]],
+                        scratch: torch.Tensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yield (start, stop, z[start:stop]) over each flat range, chunk by chunk, with z
+        expanded into the small ``scratch`` buffer (overwritten each step). Ranges must start
+        and stop on multiples of 8. Costs one Philox pass and no full-size temporary."""
+        table = self._tables[dtype]
+        chunk = scratch.numel() - scratch.numel() % 8
+        if scratch.dtype != dtype or chunk < 8:
+            raise ValueError("scratch must hold at least 8 values of the requested dtype")
+        idx = self._fill_index(seed)
+        for start, stop in ranges:
+            for a in range(start, stop, chunk):
+                b = min(a + chunk, stop)
+                z = scratch[: b - a]
+                torch.index_select(table, 0, idx[a // 8:b // 8], out=z.view(torch.int64).view((b - a) // 8, -1))
+                yield a, b, z

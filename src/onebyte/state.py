@@ -24,6 +24,9 @@ from .rng import PerturbationLayout
 
 __all__ = ["FixedPointState", "frac_bits_for"]
 
+#: Elements per chunk when expanding a direction (1 MiB of float32: stays in cache).
+CHUNK = 1 << 18
+
 #: Accumulators keep about 4x headroom over the base weights: |A| <= 2^29 * 4 < 2^31.
 _ACC_BITS = 29
 
@@ -57,14 +60,18 @@ class FixedPointState:
         self.frac_bits = frac
         self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device)
         self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
-        self.view = torch.zeros(self.layout.size, dtype=torch.float32, device=device)
-        # One reusable 4-byte-per-scalar buffer for a direction, read as float32 (perturbing) or
-        # int32 (updating): allocating it per direction would cost page faults, not arithmetic.
-        self.scratch = torch.empty(self.layout.size, dtype=torch.float32, device=device)
+        self.view = torch.empty(self.layout.size, dtype=torch.float32, device=device)
+        # Directions are expanded chunk by chunk into this small reusable buffer (read as float32
+        # to perturb, as int32 to update): a full-size z would cost memory and page faults.
+        self.scratch = torch.empty(min(self.layout.size, CHUNK), dtype=torch.float32, device=device)
         self._params: dict[str, torch.nn.Parameter] = {}
         for i, (name, p) in enumerate(items):
-            base = p.detach().to(device=device, dtype=torch.float64).reshape(-1)
-            self.layout.segment(self.acc, i).copy_(torch.round(base * math.ldexp(1.0, frac[name])))
+            # float32 * 2^f is exact and |result| < 2^31, so rounding in float32 is exact too.
+            # Chunked, so no full-size temporary of the largest tensor exists at any time.
+            src, dst, scale = p.detach().reshape(-1), self.layout.segment(self.acc, i), math.ldexp(1.0, frac[name])
+            for a in range(0, src.numel(), CHUNK):
+                part = src[a:a + CHUNK].to(device=device, dtype=torch.float32) * scale
+                dst[a:a + CHUNK].copy_(torch.round_(part))
             p.requires_grad_(False)  # forward-only: no autograd graph, no gradient buffers
             p.data = self.layout.segment(self.view, i).view(self.shapes[name])
             self._params[name] = p
@@ -93,21 +100,21 @@ class FixedPointState:
         for g in self.groups:
             self.view[g.start:g.stop].copy_(self.acc[g.start:g.stop]).mul_(math.ldexp(1.0, -g.frac_bits))
 
-    def direction(self, seed: int, dtype: torch.dtype) -> torch.Tensor:
-        """z for ``seed`` as float32 or int32, in the shared scratch buffer (valid until the next call)."""
-        out = self.scratch if dtype == torch.float32 else self.scratch.view(dtype)
-        return self.layout.rademacher(seed, dtype, out=out)
+    def perturb(self, seed: int, scale: float) -> None:
+        """view += scale * z(seed); undone exactly by ``refresh``."""
+        for a, b, z in self.layout.iter_rademacher(seed, torch.float32, [(0, self.layout.size)], self.scratch):
+            self.view[a:b].add_(z, alpha=scale)
 
-    def perturb(self, z: torch.Tensor, scale: float) -> None:
-        """view += scale * z (z float32 over the layout); undone by ``refresh``."""
-        self.view.add_(z, alpha=scale)
-
-    def add(self, z32: torch.Tensor, coeffs: Mapping[int, int]) -> None:
-        """acc += c_f * z for each step group f (z int32 over the layout). Does not refresh."""
-        for g in self.groups:
-            c = coeffs.get(g.frac_bits, 0)
-            if c:
-                self.acc[g.start:g.stop].add_(z32[g.start:g.stop], alpha=c)
+    def add(self, seed: int, coeffs: Mapping[int, int]) -> None:
+        """acc += c_f * z(seed) in each step group f (int32, wrapping). Does not refresh."""
+        groups = [g for g in self.groups if coeffs.get(g.frac_bits, 0)]
+        coeff = [coeffs[g.frac_bits] for g in groups]
+        ranges = [(g.start, g.stop) for g in groups]
+        k = 0
+        for a, b, z in self.layout.iter_rademacher(seed, torch.int32, ranges, self.scratch.view(torch.int32)):
+            while b > groups[k].stop:
+                k += 1
+            self.acc[a:b].add_(z, alpha=coeff[k])
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The accumulators per tensor name (views into ``acc``)."""
