@@ -132,14 +132,14 @@ class LedgerWriter:
         self.close()
 
 
-def save_snapshot(path: Path | str, state, digest: SetDigest, round_: int) -> None:
+def save_snapshot(path: Path | str, state, digest: SetDigest, round_: int, extra: dict[str, str] | None = None) -> None:
     """Write the accumulators with (set digest, state hash, round) atomically (safetensors)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     meta = {"state_hash": state.state_hash(), "set_digest": digest.hex(),
-            "records": str(digest.count), "round": str(round_)}
+            "records": str(digest.count), "round": str(round_), **(extra or {})}
     save_file({k: v.contiguous() for k, v in state.tensors().items()}, str(tmp), metadata=meta)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

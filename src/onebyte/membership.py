@@ -1,0 +1,86 @@
+"""Heartbeats: who is live, how far they are, and what they hold (set digest, state hash).
+
+A heartbeat is a small authenticated binary message every peer republishes about once a second::
+
+    magic "HB" | version u8 | run tag 16B | peer id u64 | seq u32 | round u32 | records u32 |
+    done u8 | set digest 32B | state hash 32B | contact length u16 | contact | HMAC tag 16B
+
+Liveness is judged by when *we* last saw a peer's ``seq`` change, never by its clock.
+The audit: two peers reporting the same set digest with different state hashes is a bug
+somewhere, and is raised as ``DivergenceError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import time
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+
+__all__ = ["Heartbeat", "decode_heartbeat", "Membership"]
+
+_HB = struct.Struct("<2sB16sQIIIB32s32sH")
+_TAG = 16
+MAX_CONTACT = 512
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    run_tag: bytes
+    peer_id: int
+    seq: int
+    round: int  # the next round this peer will run
+    records: int
+    done: bool
+    digest: bytes
+    state_hash: bytes
+    contact: str
+
+    def encode(self, secret: bytes) -> bytes:
+        c = self.contact.encode()
+        body = _HB.pack(b"HB", 1, self.run_tag, self.peer_id, self.seq, self.round, self.records,
+                        int(self.done), self.digest, self.state_hash, len(c)) + c
+        return body + hmac.new(secret, body, hashlib.sha256).digest()[:_TAG]
+
+
+def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes) -> Heartbeat:
+    if not isinstance(data, bytes | bytearray) or not _HB.size + _TAG <= len(data) <= _HB.size + MAX_CONTACT + _TAG:
+        raise ProtocolError("heartbeat has an impossible size")
+    data = bytes(data)
+    magic, version, tag_run, peer, seq, rnd, records, done, digest, shash, clen = _HB.unpack_from(data)
+    if magic != b"HB" or version != 1 or done > 1:
+        raise ProtocolError("not a onebyte heartbeat")
+    if len(data) != _HB.size + clen + _TAG:
+        raise ProtocolError("heartbeat length does not match its contact field")
+    if tag_run != run_tag:
+        raise ProtocolError("heartbeat for another run")
+    if not hmac.compare_digest(data[-_TAG:], hmac.new(secret, data[:-_TAG], hashlib.sha256).digest()[:_TAG]):
+        raise ProtocolError("heartbeat authentication failed")
+    try:
+        contact = data[_HB.size:-_TAG].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("heartbeat contact is not UTF-8") from None
+    return Heartbeat(tag_run, peer, seq, rnd, records, bool(done), digest, shash, contact)
+
+
+class Membership:
+    """The latest heartbeat of every peer and when its sequence number last moved."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self.latest: dict[int, Heartbeat] = {}
+        self.seen_at: dict[int, float] = {}
+
+    def observe(self, hb: Heartbeat, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        old = self.latest.get(hb.peer_id)
+        if old is None or hb.seq != old.seq or hb.contact != old.contact:
+            self.seen_at[hb.peer_id] = now
+        self.latest[hb.peer_id] = hb
+
+    def live(self, now: float | None = None) -> dict[int, Heartbeat]:
+        now = time.monotonic() if now is None else now
+        return {p: hb for p, hb in self.latest.items() if now - self.seen_at[p] <= self.ttl}

@@ -1,0 +1,515 @@
+"""A networked peer: the simulator's round, run by one machine against a transport.
+
+Each round a peer measures its K gradients at its current state, publishes the record, waits
+for the round's records from the peers it knows are live (or, in lockstep, from all N), applies
+whatever it has and moves on. Late records are applied whenever they arrive: the state is a
+function of the record *set*, so nobody waits for stragglers and partitions heal by exchanging
+what is missing (anti-entropy on set digests). Everything received is validated before it can
+touch the state; every accepted record is in the ledger (fsynced) before it is applied.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DivergenceError, LedgerError, OnebyteError, ProtocolError
+from .ledger import LedgerWriter, load_snapshot, save_snapshot
+from .membership import Heartbeat, Membership, decode_heartbeat
+from .record import Record, SetDigest, decode_record
+from .replay import apply_records, plan
+from .tasks.data import Example
+from .training import Setup, make_record
+from .transport.base import Transport
+
+__all__ = ["PeerOptions", "Peer"]
+
+log = logging.getLogger(__name__)
+
+LEDGER_NAME = "ledger.obl"
+SNAPSHOT_NAME = "snapshot.safetensors"
+#: Records more than this many rounds ahead of the newest round we know of are refused.
+FUTURE_ROUNDS = 4
+#: Bounds on what one bulk reply may carry.
+MAX_IDS = 1 << 20
+MAX_REPLY = 512 << 20
+
+
+@dataclass(frozen=True)
+class PeerOptions:
+    peer_id: int
+    rounds: int | None = None  # complete rounds 0..rounds-1; None: until stopped
+    lockstep: int = 0  # > 0: every round waits for the records of peers 0..lockstep-1
+    secret: bytes = b""
+    snapshot_every: int = 10
+    min_deadline: float = 2.0  # bounds of the adaptive round deadline (seconds)
+    max_deadline: float = 60.0
+    lockstep_timeout: float = 600.0
+    heartbeat_ttl: float = 10.0
+    join_timeout: float = 20.0
+    drain_timeout: float = 120.0
+    sync_interval: float = 3.0
+    poll: float = 0.05
+    lookback: int = 8  # past rounds re-polled each round for late records
+    request_timeout: float = 30.0
+
+
+class Peer:
+    """One replica: state + ledger + the round loop, over any ``Transport``."""
+
+    def __init__(self, setup: Setup, shard: list[Example], transport: Transport, out: Path | str,
+                 opts: PeerOptions):
+        self.setup, self.shard, self.net, self.opts = setup, shard, transport, opts
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tag = setup.spec.run_tag
+        self.lock = threading.RLock()  # guards state, ledger and the record index
+        self.records: dict[bytes, Record] = {}
+        self.slots: dict[tuple[int, int, int], bytes] = {}
+        self.digest = SetDigest()
+        self.pending: list[Record] = []
+        self.rejected: Counter[str] = Counter()
+        self._logged: set[tuple[int, str]] = set()
+        self.members = Membership(opts.heartbeat_ttl)
+        self.seq = 0
+        self.round = 0  # next round this peer will run
+        self.measured_through = -1  # newest round this peer has measured its own record for
+        self.rounds_completed = 0
+        self.done = False
+        self.round_time_ema: float | None = None
+        self._last_beat = 0.0
+        self._last_sync: dict[int, float] = {}
+        self.payload_bytes = 0
+        self.started = time.perf_counter()
+        self.eval_before: dict[str, float] | None = None
+        self._restore()
+        self.ledger = LedgerWriter(self.out / LEDGER_NAME)
+        self.net.serve(self.handle)
+
+    # ----------------------------------------------------------------- restoring and joining
+    def _restore(self) -> None:
+        """Rebuild from snapshot + ledger when this --out already holds a run."""
+        path = self.out / LEDGER_NAME
+        if not path.exists():
+            return
+        raw = LedgerWriter(path)  # repairs a torn tail
+        raw.close()
+        covered = 0
+        snap = self.out / SNAPSHOT_NAME
+        if snap.exists():
+            meta = load_snapshot(snap, self.setup.state)
+            covered = int(meta["ledger_entries"])
+        for i, data in enumerate(raw.existing):
+            try:
+                rec = decode_record(data, run_tag=self.tag)
+            except ProtocolError as exc:
+                raise LedgerError(f"{path}: entry {i}: {exc}") from None
+            self._index(rec)
+            if i >= covered:
+                self.pending.append(rec)
+        if snap.exists() and covered and self._digest_of(raw.existing[:covered]) != meta["set_digest"]:
+            raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries")
+        with self.lock:
+            apply_records(self.setup.state, self.pending, self.setup.train)
+            self.pending.clear()
+        own = [r.round for r in self.records.values() if r.peer_id == self.opts.peer_id]
+        self.round = max(own, default=-1) + 1
+        self.measured_through = self.round - 1
+        self.rounds_completed = len(set(own))
+        log.info("restored %d records from %s (resuming at round %d)", len(self.records), self.out, self.round)
+
+    def _digest_of(self, raws: list[bytes]) -> str:
+        d = SetDigest()
+        for data in raws:
+            d.add(decode_record(data).record_id)
+        return d.hex()
+
+    def _index(self, rec: Record) -> None:
+        self.records[rec.record_id] = rec
+        self.slots[(rec.round, rec.peer_id, rec.first_sample)] = rec.record_id
+        self.digest.add(rec.record_id)
+        self.payload_bytes += rec.payload_bytes()
+
+    def join(self) -> None:
+        """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any."""
+        if self.records:
+            return
+        deadline = time.monotonic() + self.opts.join_timeout
+        while time.monotonic() < deadline:
+            self.beat(force=True)
+            others = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
+            if others:
+                best = max(others.values(), key=lambda hb: hb.records)
+                if best.records == 0:
+                    return  # everyone is new: start from the base
+                try:
+                    self._install_snapshot(best)
+                    return
+                except (ProtocolError, LedgerError) as exc:
+                    log.warning("snapshot from peer %x rejected: %s", best.peer_id, exc)
+            time.sleep(0.5)
+        log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
+
+    def _install_snapshot(self, hb: Heartbeat) -> None:
+        reply = self.net.request(hb.contact, b"SNAP", self.opts.request_timeout)
+        if len(reply) < 8:
+            raise ProtocolError("snapshot reply too short")
+        n_snap, = struct.unpack_from("<Q", reply)
+        snap_bytes, rest = reply[8:8 + n_snap], reply[8 + n_snap:]
+        raws = _unpack_blobs(rest)
+        recs = [decode_record(r, run_tag=self.tag, secret=self.opts.secret) for r in raws]
+        tmp = self.out / (SNAPSHOT_NAME + ".joining")
+        tmp.write_bytes(snap_bytes)
+        try:
+            with self.lock:
+                meta = load_snapshot(tmp, self.setup.state)  # checks the tensors against its state hash
+                d = SetDigest()
+                for r in recs:
+                    d.add(r.record_id)
+                if d.hex() != meta["set_digest"]:
+                    raise ProtocolError("snapshot's records do not add up to its set digest")
+                for other in self.members.live().values():
+                    if other.digest.hex() == meta["set_digest"] and other.state_hash.hex() != meta["state_hash"]:
+                        raise ProtocolError(f"peer {other.peer_id:x} holds the same set with another state")
+                for r in recs:
+                    self._index(r)
+                self.ledger.append(recs)
+                self._snapshot()
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.round = max(self.round, int(meta["round"]))
+        self.measured_through = self.round - 1
+        log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(recs), meta["round"])
+
+    # ----------------------------------------------------------------- intake
+    def _reject(self, source: int, reason: str) -> None:
+        self.rejected[reason] += 1
+        if (source, reason) not in self._logged:
+            self._logged.add((source, reason))
+            log.warning("rejected a record from peer %x: %s (further ones are counted, not logged)", source, reason)
+
+    def offer(self, data: bytes) -> bool:
+        """Validate one raw record; queue it for applying if it is new and acceptable."""
+        try:
+            rec = decode_record(data, run_tag=self.tag, secret=self.opts.secret)
+        except ProtocolError as exc:
+            self._reject(_claimed_peer(data), str(exc))
+            return False
+        with self.lock:
+            if rec.record_id in self.records:
+                return False
+            if rec.count != self.setup.train.samples or rec.first_sample != 0:
+                self._reject(rec.peer_id, "record exceeds the per-round sample limit")
+                return False
+            if rec.round > max(self.round, self._newest_known()) + FUTURE_ROUNDS:
+                self._reject(rec.peer_id, "record from a round far in the future")
+                return False
+            if (rec.round, rec.peer_id, rec.first_sample) in self.slots:
+                self._reject(rec.peer_id, "second, different record for one slot (equivocation)")
+                return False
+            try:
+                plan([rec], self.setup.train, self.setup.state.frac_bits.values())
+            except ProtocolError as exc:
+                self._reject(rec.peer_id, str(exc))
+                return False
+            self._index(rec)
+            self.pending.append(rec)
+            return True
+
+    def _newest_known(self) -> int:
+        return max((hb.round for hb in self.members.latest.values()), default=0)
+
+    def apply_pending(self) -> int:
+        """Make queued records durable (ledger, fsync), then apply them as one batch.
+
+        In lockstep, records of rounds this peer has not measured yet are held back, so each
+        round is measured at exactly the state the simulator would have (all earlier rounds)."""
+        with self.lock:
+            if self.opts.lockstep:
+                batch = [r for r in self.pending if r.round <= self.measured_through]
+                self.pending = [r for r in self.pending if r.round > self.measured_through]
+            else:
+                batch, self.pending = self.pending, []
+            if batch:
+                self.ledger.append(batch)
+                apply_records(self.setup.state, batch, self.setup.train)
+            return len(batch)
+
+    def pull(self, rounds: range) -> None:
+        for r in rounds:
+            try:
+                raws = self.net.records(r)
+            except ProtocolError as exc:
+                log.debug("could not read round %d: %s", r, exc)
+                continue
+            for data in raws:
+                self.offer(data)
+
+    # ----------------------------------------------------------------- membership and sync
+    def beat(self, force: bool = False) -> None:
+        """Publish our heartbeat (about once a second), read everyone's, audit, and sync."""
+        now = time.monotonic()
+        if not force and now - self._last_beat < 1.0:
+            return
+        self._last_beat = now
+        with self.lock:
+            self.seq += 1
+            hb = Heartbeat(self.tag, self.opts.peer_id, self.seq, self.round, len(self.records),
+                           self.done, bytes.fromhex(self.digest.hex()), bytes.fromhex(self.setup.state.state_hash()),
+                           self.net.contact)
+        try:
+            self.net.announce(hb.encode(self.opts.secret))
+            beats = self.net.heartbeats()
+        except ProtocolError as exc:
+            log.debug("heartbeat exchange failed: %s", exc)
+            return
+        for data in beats:
+            try:
+                other = decode_heartbeat(data, self.tag, self.opts.secret)
+            except ProtocolError as exc:
+                self._reject(-1, f"heartbeat: {exc}")
+                continue
+            self.members.observe(other)
+        self.audit(hb)
+        self.sync()
+
+    def audit(self, mine: Heartbeat) -> None:
+        for other in self.members.live().values():
+            if other.peer_id != mine.peer_id and other.digest == mine.digest and other.state_hash != mine.state_hash:
+                raise DivergenceError(
+                    f"peer {other.peer_id:x} holds the same record set ({mine.digest.hex()[:12]}…) with state "
+                    f"{other.state_hash.hex()[:12]}…, this peer has {mine.state_hash.hex()[:12]}…: replicas diverged")
+
+    def sync(self) -> None:
+        """Anti-entropy: fetch records a live peer holds and we lack (after partitions, restarts)."""
+        now = time.monotonic()
+        for other in list(self.members.live().values()):
+            if other.peer_id == self.opts.peer_id or other.digest.hex() == self.digest.hex():
+                continue
+            if now - self._last_sync.get(other.peer_id, -1e9) < self.opts.sync_interval:
+                continue
+            self._last_sync[other.peer_id] = now
+            try:
+                ids = self.net.request(other.contact, b"IDS", self.opts.request_timeout)
+                if len(ids) % 8 or len(ids) > 8 * MAX_IDS:
+                    raise ProtocolError("malformed id list")
+                with self.lock:
+                    have = {rid[:8] for rid in self.records}
+                missing = [ids[i:i + 8] for i in range(0, len(ids), 8) if ids[i:i + 8] not in have]
+                if not missing:
+                    continue
+                reply = self.net.request(other.contact, b"GET" + b"".join(missing[:MAX_IDS]),
+                                         self.opts.request_timeout)
+                got = sum(self.offer(data) for data in _unpack_blobs(reply))
+                log.info("synced %d records from peer %x", got, other.peer_id)
+            except ProtocolError as exc:
+                log.debug("sync with peer %x failed: %s", other.peer_id, exc)
+
+    def handle(self, request: bytes) -> bytes:
+        """Serve bulk requests: IDS (8-byte id prefixes), GET (records by prefix), SNAP (snapshot)."""
+        with self.lock:
+            if request == b"IDS":
+                return b"".join(rid[:8] for rid in self.records)
+            if request.startswith(b"GET"):
+                body = request[3:]
+                if len(body) % 8 or len(body) > 8 * MAX_IDS:
+                    return b""
+                by_prefix = {rid[:8]: rec for rid, rec in self.records.items()}
+                wanted = (by_prefix.get(body[i:i + 8]) for i in range(0, len(body), 8))
+                return _pack_blobs([r.to_bytes() for r in wanted if r is not None])
+            if request == b"SNAP":
+                self.apply_pending()
+                buf = io.BytesIO()
+                from safetensors.torch import save
+
+                st = self.setup.state
+                meta = {"state_hash": st.state_hash(), "set_digest": self.digest.hex(),
+                        "records": str(len(self.records)), "round": str(self.round),
+                        "ledger_entries": str(len(self.records))}
+                buf.write(save({k: v.contiguous() for k, v in st.tensors().items()}, metadata=meta))
+                snap = buf.getvalue()
+                return struct.pack("<Q", len(snap)) + snap + _pack_blobs([r.to_bytes() for r in self.records.values()])
+        return b""
+
+    # ----------------------------------------------------------------- rounds
+    def _deadline(self) -> float:
+        if self.round_time_ema is None:
+            return self.opts.max_deadline / 2
+        return min(self.opts.max_deadline, max(self.opts.min_deadline, 3.0 * self.round_time_ema + 1.0))
+
+    def _expected(self, r: int) -> set[int]:
+        if self.opts.lockstep:
+            return set(range(self.opts.lockstep))
+        live = self.members.live()
+        # peers that are live and not behind (a joiner or restarter catches up at the newest round)
+        return {p for p, hb in live.items() if hb.round >= r and not hb.done} | {self.opts.peer_id}
+
+    def _have(self, r: int) -> set[int]:
+        with self.lock:
+            return {p for (rr, p, _) in self.slots if rr == r}
+
+    def run_round(self, r: int, stop: threading.Event | None = None) -> None:
+        t0 = time.monotonic()
+        self.pull(range(max(0, r - self.opts.lookback), r))
+        self.apply_pending()
+        with self.lock:
+            own_id = self.slots.get((r, self.opts.peer_id, 0))
+            own = self.records[own_id] if own_id else None
+        if own is None:
+            own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret)
+            self.offer(own.to_bytes())
+        self.measured_through = max(self.measured_through, r)
+        self.apply_pending()
+        self.net.publish(r, own.to_bytes())
+        published = time.monotonic()
+        limit = self.opts.lockstep_timeout if self.opts.lockstep else self._deadline()
+        while True:
+            self.pull(range(r, r + 1))
+            self.apply_pending()
+            missing = self._expected(r) - self._have(r)
+            if not missing:
+                self.round_time_ema = _ema(self.round_time_ema, time.monotonic() - published)
+                break
+            if time.monotonic() - published > limit:
+                if self.opts.lockstep:
+                    raise OnebyteError(f"lockstep round {r}: no record from peers {sorted(missing)} in {limit:.0f}s")
+                log.info("round %d closed at its %.1fs deadline without peers %s", r, limit,
+                         ", ".join(f"{p:x}" for p in sorted(missing)))
+                self.round_time_ema = _ema(self.round_time_ema, limit)
+                break
+            if stop is not None and stop.is_set() and time.monotonic() - t0 > self.opts.min_deadline:
+                break
+            self.beat()
+            time.sleep(self.opts.poll)
+        self.round = r + 1
+        self.rounds_completed += 1
+        if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
+            self._snapshot()
+        self.beat(force=True)
+
+    def _snapshot(self) -> None:
+        with self.lock:
+            self.apply_pending()
+            save_snapshot(self.out / SNAPSHOT_NAME, self.setup.state, self.digest, self.round,
+                          extra={"ledger_entries": str(len(self.records))})
+
+    def start_round(self) -> int:
+        """Where to begin: after our own last round, and at the newest round the swarm has reached."""
+        self.beat(force=True)
+        return max(self.round, self._newest_known())
+
+    def run(self, stop: threading.Event | None = None, on_round: Any = None) -> dict[str, Any]:
+        self.join()
+        r = self.start_round()
+        while (self.opts.rounds is None or r < self.opts.rounds) and not (stop is not None and stop.is_set()):
+            self.run_round(r, stop)
+            self.write_summary()
+            if on_round is not None:
+                on_round(self)
+            r = max(r + 1, self._newest_known() if not self.opts.lockstep else r + 1)
+        self.drain(short=stop is not None and stop.is_set())
+        return self.write_summary()
+
+    def drain(self, short: bool = False) -> None:
+        """Wait (bounded) until every live peer that has finished holds the same record set."""
+        self.done = True
+        timeout = min(self.opts.drain_timeout, 5.0) if short else self.opts.drain_timeout
+        end = time.monotonic() + timeout
+        final = self.opts.rounds
+        while time.monotonic() < end:
+            if final is not None:
+                self.pull(range(max(0, final - self.opts.lookback), final))
+            self.apply_pending()
+            self.beat(force=True)
+            live = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
+            if all(hb.done and hb.digest.hex() == self.digest.hex() for hb in live.values()):
+                # hold a moment so slower peers can see our final heartbeat, then leave
+                time.sleep(min(2.0, max(0.0, end - time.monotonic())))
+                self.apply_pending()
+                break
+            time.sleep(0.5)
+        else:
+            log.warning("drain ended after %.0fs without agreement from every live peer", timeout)
+        self._snapshot()
+
+    # ----------------------------------------------------------------- reporting
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            st = self.setup.state
+            return {
+                "peer_id": f"{self.opts.peer_id:x}",
+                "model": self.setup.spec.model,
+                "task": self.setup.spec.task,
+                "codec": self.setup.train.codec.label,
+                "samples_per_round": self.setup.train.samples,
+                "rounds": self.opts.rounds,
+                "rounds_completed": self.rounds_completed,
+                "round": self.round,
+                "records": len(self.records),
+                "records_accepted": len(self.records),
+                "records_rejected": sum(self.rejected.values()),
+                "rejections": dict(self.rejected),
+                "gradients": sum(r.count for r in self.records.values()),
+                "payload_bytes": self.payload_bytes,
+                "bytes_sent": self.net.bytes_sent,
+                "bytes_received": self.net.bytes_received,
+                "state_hash": st.state_hash(),
+                "set_digest": self.digest.hex(),
+                "base_hash": self.setup.spec.base_hash,
+                "run_tag": self.tag.hex(),
+                "addresses": self.net.addresses,
+                "done": self.done,
+                "seconds": round(time.perf_counter() - self.started, 3),
+            }
+
+    def write_summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        s = self.summary()
+        if extra:
+            s.update(extra)
+        tmp = self.out / "summary.json.tmp"
+        tmp.write_text(json.dumps(s, indent=2) + "\n")
+        os.replace(tmp, self.out / "summary.json")
+        return s
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:
+    return x if old is None else (1 - alpha) * old + alpha * x
+
+
+def _claimed_peer(data: bytes) -> int:
+    """The peer id a (possibly invalid) record claims, for logging only."""
+    try:
+        return struct.unpack_from("<Q", data, 24)[0]
+    except struct.error:
+        return -1
+
+
+def _pack_blobs(blobs: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+
+
+def _unpack_blobs(data: bytes) -> list[bytes]:
+    if len(data) > MAX_REPLY:
+        raise ProtocolError("reply too large")
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ProtocolError("truncated reply")
+        n, = struct.unpack_from("<I", data, pos)
+        if pos + 4 + n > len(data):
+            raise ProtocolError("truncated reply")
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out

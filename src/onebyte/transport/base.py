@@ -1,0 +1,59 @@
+"""The transport interface a peer programs against."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+__all__ = ["Transport", "Handler"]
+
+#: Answers one bulk request (request bytes -> response bytes); runs on the serving peer.
+Handler = Callable[[bytes], bytes]
+
+
+class Transport(ABC):
+    """Publish-and-poll messaging plus point-to-point requests.
+
+    * ``publish(round, record)`` puts this peer's record for a round where every peer can read it;
+      the slot belongs to this peer (no one else can overwrite it).
+    * ``records(round)`` returns every record visible for a round (raw bytes, unvalidated).
+    * ``announce``/``heartbeats``: each peer's latest heartbeat (raw bytes, unvalidated).
+    * ``serve``/``request``: bulk transfers (snapshots, ledger ranges) to a peer named by the
+      ``contact`` string it put in its heartbeat.
+    Everything that comes back is hostile until the caller validates it.
+    """
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    @property
+    @abstractmethod
+    def contact(self) -> str:
+        """How other peers address requests to this one."""
+
+    @property
+    def addresses(self) -> list[str]:
+        """Addresses others can join through (multiaddrs for hivemind)."""
+        return [self.contact]
+
+    @abstractmethod
+    def publish(self, round_: int, record: bytes) -> None: ...
+
+    @abstractmethod
+    def records(self, round_: int) -> list[bytes]: ...
+
+    @abstractmethod
+    def announce(self, heartbeat: bytes) -> None: ...
+
+    @abstractmethod
+    def heartbeats(self) -> list[bytes]: ...
+
+    @abstractmethod
+    def serve(self, handler: Handler) -> None: ...
+
+    @abstractmethod
+    def request(self, contact: str, payload: bytes, timeout: float) -> bytes:
+        """Send a request; raises ``ProtocolError`` if the peer cannot be reached in time."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release network resources."""

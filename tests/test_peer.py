@@ -1,0 +1,141 @@
+"""Peers over the in-memory transport: equivalence with the simulator, joining, restarting,
+partitions, authentication. Real processes over hivemind are in test_swarm.py (slow)."""
+
+import threading
+
+from onebyte.config import TrainConfig
+from onebyte.peer import Peer, PeerOptions
+from onebyte.simulate import SimConfig, simulate
+from onebyte.tasks.data import split_shards
+from onebyte.training import Setup
+from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+TRAIN = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_ttl=3.0, join_timeout=3.0, drain_timeout=20.0,
+            sync_interval=0.2, poll=0.01)
+
+
+def _setup():
+    return Setup.build("peer-test", "tiny-gpt2", "vader", TRAIN)
+
+
+def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None):
+    peers = []
+    for i, pid in enumerate(ids if ids is not None else range(n)):
+        setup = _setup()
+        shards = split_shards(setup.dataset.train, n, None, 0)
+        opts = PeerOptions(peer_id=pid, rounds=rounds, lockstep=lockstep, secret=secret, **FAST)
+        peers.append(Peer(setup, shards[i], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
+    return peers
+
+
+def _run_all(peers, stop=None):
+    errors = []
+
+    def go(p):
+        try:
+            p.run(stop)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in peers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    return [p.summary() for p in peers]
+
+
+def test_lockstep_peers_equal_the_simulator(tmp_path):
+    sim = simulate(SimConfig(model="tiny-gpt2", task="vader", peers=3, rounds=3, run_id="peer-test",
+                             eval_size=8, train=TRAIN), tmp_path / "sim")
+    summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=3, lockstep=3, secret=b""))
+    assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
+    assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
+    assert all(s["records_accepted"] == 9 and s["records_rejected"] == 0 for s in summaries)
+
+
+def test_free_running_peers_agree_at_the_end(tmp_path):
+    summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=4))
+    assert len({s["state_hash"] for s in summaries}) == 1
+    assert len({s["set_digest"] for s in summaries}) == 1
+    assert summaries[0]["records"] == 12
+
+
+def test_outsider_without_the_secret_gets_nothing_applied(tmp_path):
+    import numpy as np
+
+    from onebyte.codec import Codec
+    from onebyte.record import build_record
+
+    hub = MemoryHub()
+    honest = _peers(hub, tmp_path, 2, rounds=3, secret=b"swarm-secret")
+    tag = honest[0].tag
+    evil = MemoryTransport(hub, "evil")
+    for r in range(3):  # well-formed records for this very run, tagged with a guessed secret
+        evil.publish(r, build_record(Codec.BYTE, tag, r, 7, 0, np.array([100.0, -100.0]), r, b"guess").to_bytes())
+    summaries = _run_all(honest)
+    assert len({s["state_hash"] for s in summaries}) == 1
+    assert all(s["records"] == 6 for s in summaries)  # only the two honest peers' records
+    assert all(s["rejections"]["record authentication failed (wrong or missing swarm secret)"] >= 3
+               for s in summaries)
+
+
+def test_partition_heals(tmp_path):
+    hub = MemoryHub()
+    peers = _peers(hub, tmp_path, 4, rounds=None)
+    hub.partition([["p0", "p1"], ["p2", "p3"]])
+    stop = threading.Event()
+    threads = [threading.Thread(target=p.run, args=(stop,)) for p in peers]
+    for t in threads:
+        t.start()
+    try:
+        _wait(lambda: all(p.rounds_completed >= 3 for p in peers), 120)
+        assert peers[0].digest.hex() != peers[2].digest.hex()  # the two sides trained apart
+        hub.heal()
+        _wait(lambda: all(p.rounds_completed >= 6 for p in peers), 120)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    s = [p.summary() for p in peers]
+    assert len({x["set_digest"] for x in s}) == 1, [x["records"] for x in s]
+    assert len({x["state_hash"] for x in s}) == 1
+
+
+def test_restart_and_join(tmp_path):
+    hub = MemoryHub()
+    a, b = _peers(hub, tmp_path, 2, rounds=None)
+    stop = threading.Event()
+    threads = [threading.Thread(target=p.run, args=(stop,)) for p in (a, b)]
+    for t in threads:
+        t.start()
+    try:
+        _wait(lambda: a.rounds_completed >= 2 and b.rounds_completed >= 2, 120)
+        # a newcomer joins from a snapshot
+        c = _peers(hub, tmp_path, 3, rounds=None, ids=[2])[0]
+        tc = threading.Thread(target=c.run, args=(stop,))
+        tc.start()
+        _wait(lambda: c.rounds_completed >= 2, 120)
+        assert c.round > 2  # started at the swarm's newest round, not from 0
+    finally:
+        stop.set()
+        for t in threads + [tc]:
+            t.join(timeout=120)
+    # restart b from its own --out: nothing lost, nothing applied twice
+    before = b.summary()
+    b.close()
+    b2 = _peers(hub, tmp_path, 2, rounds=None, ids=[1])[0]
+    assert b2.summary()["set_digest"] == before["set_digest"]
+    assert b2.summary()["state_hash"] == before["state_hash"]
+
+
+def _wait(cond, timeout):
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
