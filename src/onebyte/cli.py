@@ -107,6 +107,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory to create")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    pe = sub.add_parser("peer", help="run one networked peer (hivemind)")
+    _add_train_flags(pe)
+    pe.add_argument("--data", dest="task", help="this peer's own .jsonl/.csv data (same as --task)")
+    pe.add_argument("--out", required=True,
+                    help="this peer's directory (ledger, snapshot, summary); reuse it to restart")
+    pe.add_argument("--join", action="append", default=[], metavar="MULTIADDR", help="address of a live peer")
+    pe.add_argument("--secret-file", help="file holding the swarm secret (every peer needs the same one)")
+    ends = pe.add_mutually_exclusive_group()
+    ends.add_argument("--rounds", type=_positive_int, help="complete rounds 0..R-1, drain, exit")
+    ends.add_argument("--until-stopped", action="store_true", help="run until SIGTERM/SIGINT (the default)")
+    pe.add_argument("--peer-id", help="64-bit peer id, decimal or 0x-hex (default: from this peer's key)")
+    pe.add_argument("--shard", help="I/N: train on shard I of N of --task, split as the simulator does")
+    pe.add_argument("--split", default="iid", help="with --shard: iid or dirichlet:ALPHA")
+    pe.add_argument("--seed", type=_non_negative_int, default=0, help="with --shard: seed of the split")
+    pe.add_argument("--lockstep", type=_non_negative_int, default=0,
+                    help="N: every round waits for the records of peers 0..N-1 (equivalence checks)")
+    pe.add_argument("--host", default="0.0.0.0", help="interface to listen on")
+    pe.add_argument("--port", type=_non_negative_int, default=0, help="TCP port to listen on (0: any free port)")
+    pe.add_argument("--announce-host", help="public IP to advertise (behind NAT / port forwarding)")
+    pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
+    pe.add_argument("--max-deadline", type=_positive_float, default=60.0, help="upper bound of the round deadline (s)")
+    pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
+
+    sw = sub.add_parser("swarm", help="start N real peer processes on loopback and collect their results")
+    _add_train_flags(sw)
+    sw.add_argument("--peers", type=_positive_int, default=3)
+    sw.add_argument("--rounds", type=_positive_int, default=20)
+    sw.add_argument("--split", default="iid")
+    sw.add_argument("--seed", type=_non_negative_int, default=0)
+    sw.add_argument("--lockstep", action="store_true", help="rounds wait for every peer (bit-equal to simulate)")
+    sw.add_argument("--threads", type=_positive_int, default=1, help="torch threads per peer")
+    sw.add_argument("--timeout", type=_positive_float, default=3600.0, help="give up after this many seconds")
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--no-progress", action="store_true")
+
     r = sub.add_parser("replay", help="rebuild a run's weights from the base model and its ledger")
     r.add_argument("--base", required=True, help="the run's base model (minilm, tiny-gpt2 or a directory)")
     r.add_argument("--run", required=True, help="run directory (holds run.json and ledger.obl)")
@@ -175,6 +210,138 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _peer_id(text: str | None, fallback: bytes) -> int:
+    if text is None:
+        import hashlib
+
+        return int.from_bytes(hashlib.sha256(fallback).digest()[:8], "little")
+    try:
+        v = int(text, 0)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 1 << 64:
+        raise ConfigError(f"--peer-id must be an integer in 0..2^64-1, not {text!r}")
+    return v
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard must be I/N with 0 <= I < N, not {text!r}")
+    return i, n
+
+
+def _cmd_peer(a: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .config import parse_split
+    from .peer import Peer, PeerOptions
+    from .tasks.data import split_shards
+    from .training import Setup
+    from .transport.dht import DhtTransport
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    secret = b""
+    if a.secret_file:
+        try:
+            secret = Path(a.secret_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--secret-file {a.secret_file}: {exc.strerror}") from None
+        if len(secret) < 16:
+            raise ConfigError("--secret-file must hold at least 16 bytes")
+    shard = _shard(a.shard)
+    alpha = parse_split(a.split)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = Setup.build(a.run_id, a.model, a.task, _train_config(a), objective=a.objective,
+                        label_names=_labels(a.labels), eval_file=a.eval_file)
+    data = setup.dataset.train
+    if shard is not None:
+        data = split_shards(data, shard[1], alpha, a.seed)[shard[0]]
+    identity = out / "identity.key"
+    net = DhtTransport(setup.spec.run_tag, initial_peers=a.join, host=a.host, port=a.port,
+                       announce_host=a.announce_host, identity=identity)
+    peer = None
+    try:
+        pid = _peer_id(a.peer_id, identity.read_bytes())
+        setup.spec.save(out / "run.json")
+        opts = PeerOptions(peer_id=pid, rounds=a.rounds, lockstep=a.lockstep, secret=secret,
+                           snapshot_every=a.snapshot_every, max_deadline=a.max_deadline)
+        peer = Peer(setup, data, net, out, opts)
+        (out / "addresses.txt").write_text("\n".join(net.addresses) + "\n")
+        print(f"peer {pid:x} listening; others can join with:", flush=True)
+        for addr in net.addresses:
+            print(f"  --join {addr}", flush=True)
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            print(f"onebyte: signal {signum}: finishing the round, then exiting", file=sys.stderr, flush=True)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        summary = peer.run(stop, on_round=lambda p: print(
+            f"round {p.round - 1} done: {len(p.records)} records, digest {p.digest.hex()[:12]}", flush=True))
+        print(json.dumps({k: summary[k] for k in ("peer_id", "rounds_completed", "records_accepted",
+                                                  "records_rejected", "state_hash", "set_digest")}), flush=True)
+    finally:
+        if peer is not None:
+            peer.close()
+        net.close()
+    return 0
+
+
+def _cmd_swarm(a: argparse.Namespace) -> int:
+    from .swarm import run_swarm
+
+    train = _train_config(a)
+    common = ["--model", a.model, "--task", a.task, "--run-id", a.run_id, "--objective", a.objective,
+              "--samples", str(train.samples), "--batch-size", str(train.batch_size), "--lr", repr(train.lr),
+              "--eps", repr(train.eps), "--codec", train.codec.label, "--tune", train.tune,
+              "--directions", train.directions.value, "--max-length", str(train.max_length),
+              "--rounds", str(a.rounds), "--split", a.split, "--seed", str(a.seed),
+              "--host", "127.0.0.1", "--threads", str(a.threads)]
+    if a.labels:
+        common += ["--labels", a.labels]
+    if a.eval_file:
+        common += ["--eval-file", a.eval_file]
+    if a.lockstep:
+        common += ["--lockstep", str(a.peers)]
+
+    def peer_args(i: int) -> list[str]:
+        return [*common, "--peer-id", str(i), "--shard", f"{i}/{a.peers}"]
+
+    bar = None
+    if not a.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=a.rounds, unit="round", file=sys.stderr, dynamic_ncols=True, desc="slowest peer")
+
+    def progress(summaries: list) -> None:
+        if bar is not None:
+            done = min((s or {}).get("rounds_completed", 0) for s in summaries)
+            bar.update(max(0, min(done, a.rounds) - bar.n))
+            bar.set_postfix({"records": max((s or {}).get("records", 0) for s in summaries)}, refresh=False)
+
+    try:
+        result = run_swarm(a.peers, peer_args, Path(a.out), a.rounds, a.timeout, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps({k: result[k] for k in ("peers", "rounds", "agree", "state_hash", "set_digest")}, indent=2))
+    print(f"wrote {Path(a.out) / 'swarm.json'}")
+    return 0 if result["agree"] else EXIT_ERROR
+
+
 def _cmd_replay(a: argparse.Namespace) -> int:
     from .config import RunSpec
     from .ledger import read_ledger
@@ -232,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"simulate": _cmd_simulate, "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger}
+    handlers = {"simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm, "replay": _cmd_replay,
+                "eval": _cmd_eval, "ledger": _cmd_ledger}
     try:
         return handlers[args.command](args)
     except OnebyteError as exc:

@@ -1,0 +1,210 @@
+"""The hivemind transport: a DHT for discovery and record publication, P2P streams for bulk.
+
+* Records of round r live under the DHT key ``onebyte/<run tag>/r/<r>``, each peer under its own
+  *signed subkey* (hivemind's ``RSASignatureValidator``: the subkey holds the owner's public key
+  and the value its signature), so no peer can overwrite another's slot. Heartbeats live the same
+  way under ``onebyte/<run tag>/peers``. The swarm secret's HMAC inside each record and heartbeat
+  is what keeps outsiders out; the DHT signature only pins slots to their owners.
+* Bulk requests (snapshots, record sync) go over a hivemind binary stream handler, served from a
+  background asyncio loop in this process.
+
+Known failure modes (hivemind 1.1.12, measured here): a ``store`` of more than ~20 KB from the
+host process can kill the DHT process (upstream PR #660), so only small values go through the
+DHT and every DHT call carries a timeout; p2pd refuses DHT messages over 4 MiB; a value can only
+be replaced by one with a strictly later expiration; the DHT child and its p2pd survive a
+SIGKILL of this process, so callers run peers in their own process group and stop the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+from ..errors import ConfigError, ProtocolError
+from .base import Handler, Transport
+
+__all__ = ["DhtTransport"]
+
+log = logging.getLogger(__name__)
+
+#: Named timeouts (seconds) for every network wait.
+STORE_TIMEOUT = 10.0
+GET_TIMEOUT = 10.0
+START_TIMEOUT = 60.0
+#: How long published values stay in the DHT; late joiners older than this sync from peers.
+RECORD_TTL = 3600.0
+HEARTBEAT_TTL = 30.0
+MAX_DHT_VALUE = 16 * 1024
+_HANDLER = "onebyte.bulk"
+
+
+def _load_key(path: Path | None):
+    from cryptography.hazmat.primitives import serialization  # noqa: I001 - hivemind depends on it
+    from hivemind.utils.crypto import RSAPrivateKey
+
+    if path is not None and path.exists():
+        key = RSAPrivateKey.__new__(RSAPrivateKey)
+        key._private_key = serialization.load_der_private_key(path.read_bytes(), password=None)
+        return key
+    key = RSAPrivateKey()
+    if path is not None:
+        path.write_bytes(key.to_bytes())
+        path.chmod(0o600)
+    return key
+
+
+class DhtTransport(Transport):
+    def __init__(self, run_tag: bytes, *, initial_peers: list[str] | None = None, host: str = "0.0.0.0",
+                 port: int = 0, announce_host: str | None = None, identity: Path | None = None):
+        try:
+            import hivemind
+            from hivemind.dht.crypto import RSASignatureValidator
+        except ImportError:
+            raise ConfigError("networked peers need hivemind: pip install 'onebyte[net]'") from None
+        self._hivemind = hivemind
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        prefix = "onebyte/" + run_tag.hex()
+        self._peers_key = prefix + "/peers"
+        self._round_key = prefix + "/r/{}"
+        self._validator = RSASignatureValidator(_load_key(identity))
+        self._subkey = self._validator.local_public_key
+        kwargs = {}
+        if announce_host:
+            kwargs["announce_maddrs"] = [f"/ip4/{announce_host}/tcp/{port}"]
+        try:
+            self.dht = hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"],
+                                    initial_peers=list(initial_peers or []), record_validators=[self._validator],
+                                    await_ready=True, **kwargs)
+        except Exception as exc:  # hivemind raises plain exceptions for unreachable peers / bad addrs
+            raise ConfigError(f"could not start the DHT node or reach --join peers: {exc}") from None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="onebyte-p2p", daemon=True)
+        self._thread.start()
+        self._p2p = self._call(self.dht.replicate_p2p(), START_TIMEOUT)
+        self._last_expiry: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def _call(self, coro, timeout: float):
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except FutureTimeout:
+            fut.cancel()
+            raise ProtocolError(f"network operation timed out after {timeout:.0f}s") from None
+
+    def _expiry(self, key: str, ttl: float) -> float:
+        from hivemind.utils import get_dht_time
+
+        # a value is only replaced by one with a strictly later expiration
+        t = max(get_dht_time() + ttl, self._last_expiry.get(key, 0.0) + 1e-3)
+        self._last_expiry[key] = t
+        return t
+
+    def _store(self, key: str, value: bytes, ttl: float) -> None:
+        if len(value) > MAX_DHT_VALUE:
+            raise ProtocolError(f"value of {len(value)} bytes is too large for the DHT")
+        try:
+            ok = self.dht.store(key, value, self._expiry(key, ttl), subkey=self._subkey,
+                                return_future=True).result(STORE_TIMEOUT)
+        except (FutureTimeout, TimeoutError):
+            raise ProtocolError(f"DHT store timed out after {STORE_TIMEOUT:.0f}s") from None
+        if not ok:
+            log.debug("DHT store of %s was not accepted by any node", key)
+        self.bytes_sent += len(value)
+
+    def _get(self, key: str) -> list[bytes]:
+        try:
+            res = self.dht.get(key, latest=True, return_future=True).result(GET_TIMEOUT)
+        except (FutureTimeout, TimeoutError):
+            raise ProtocolError(f"DHT get timed out after {GET_TIMEOUT:.0f}s") from None
+        if res is None or not isinstance(res.value, dict):
+            return []
+        out = [item.value for item in res.value.values() if isinstance(item.value, bytes)]
+        self.bytes_received += sum(map(len, out))
+        return out
+
+    # ----------------------------------------------------------------- Transport
+    @property
+    def contact(self) -> str:
+        return self.dht.peer_id.to_base58()
+
+    @property
+    def addresses(self) -> list[str]:
+        return [str(m) for m in self.dht.get_visible_maddrs()]
+
+    def publish(self, round_: int, record: bytes) -> None:
+        self._store(self._round_key.format(round_), record, RECORD_TTL)
+
+    def records(self, round_: int) -> list[bytes]:
+        return self._get(self._round_key.format(round_))
+
+    def announce(self, heartbeat: bytes) -> None:
+        self._store(self._peers_key, heartbeat, HEARTBEAT_TTL)
+
+    def heartbeats(self) -> list[bytes]:
+        return self._get(self._peers_key)
+
+    def serve(self, handler: Handler) -> None:
+        from hivemind.p2p import P2P
+
+        loop = self._loop
+        transport = self
+
+        async def on_stream(_info, reader, writer):
+            try:
+                request = await P2P.receive_raw_data(reader)
+                reply = await loop.run_in_executor(None, handler, request)
+                transport.bytes_received += len(request)
+                transport.bytes_sent += len(reply)
+                await P2P.send_raw_data(reply, writer)
+            except Exception as exc:  # a broken requester must never take the server down
+                log.debug("bulk request failed: %s", exc)
+            finally:
+                writer.close()
+
+        self._call(self._p2p.add_binary_stream_handler(_HANDLER, on_stream), START_TIMEOUT)
+
+    def request(self, contact: str, payload: bytes, timeout: float) -> bytes:
+        from hivemind.p2p import P2P, PeerID
+
+        async def ask() -> bytes:
+            _info, reader, writer = await self._p2p.call_binary_stream_handler(PeerID.from_base58(contact), _HANDLER)
+            try:
+                await P2P.send_raw_data(payload, writer)
+                return await P2P.receive_raw_data(reader)
+            finally:
+                writer.close()
+
+        try:
+            reply = self._call(ask(), timeout)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise ProtocolError(f"request to peer {contact[:16]}… failed: {exc}") from None
+        self.bytes_sent += len(payload)
+        self.bytes_received += len(reply)
+        return reply
+
+    def p2pd_pid(self) -> int | None:
+        """The p2pd daemon's process id (for wire-level byte counting)."""
+        try:
+            return self.dht.run_coroutine(_p2pd_pid, return_future=True).result(GET_TIMEOUT)
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        try:
+            self._call(self._p2p.shutdown(), 10.0)
+        except Exception as exc:
+            log.debug("p2p replica shutdown: %s", exc)
+        self.dht.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+async def _p2pd_pid(_dht, node) -> int:
+    return int(node.p2p._child.pid)
