@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_NAME = "ledger.obl"
 SNAPSHOT_NAME = "snapshot.safetensors"
+CONNECT_NAME = "connect.txt"
 #: Records more than this many rounds ahead of the newest round we know of are refused.
 FUTURE_ROUNDS = 4
 #: Bounds on what one bulk reply may carry.
@@ -89,6 +90,7 @@ class Peer:
         self._last_beat = 0.0
         self._last_sync: dict[int, float] = {}
         self.payload_bytes = 0
+        self.max_round_seconds = 0.0
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
         self._restore()
@@ -134,6 +136,8 @@ class Peer:
         return d.hex()
 
     def _index(self, rec: Record) -> None:
+        if rec.record_id in self.records:
+            return
         self.records[rec.record_id] = rec
         self.slots[(rec.round, rec.peer_id, rec.first_sample)] = rec.record_id
         self.digest.add(rec.record_id)
@@ -145,7 +149,7 @@ class Peer:
             return
         deadline = time.monotonic() + self.opts.join_timeout
         while time.monotonic() < deadline:
-            self.beat(force=True)
+            self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
             others = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
             if others:
                 best = max(others.values(), key=lambda hb: hb.records)
@@ -171,6 +175,8 @@ class Peer:
         tmp.write_bytes(snap_bytes)
         try:
             with self.lock:
+                if self.records or self.pending:
+                    raise ProtocolError("records arrived before the snapshot; joining by sync instead")
                 meta = load_snapshot(tmp, self.setup.state)  # checks the tensors against its state hash
                 d = SetDigest()
                 for r in recs:
@@ -255,12 +261,27 @@ class Peer:
                 self.offer(data)
 
     # ----------------------------------------------------------------- membership and sync
-    def beat(self, force: bool = False) -> None:
+    def _dial_requested(self) -> None:
+        """An operator (or a test) asks a running peer to dial more peers by writing their
+        multiaddrs to ``OUT/connect.txt``; the file is consumed (renamed) once dialled."""
+        path = self.out / CONNECT_NAME
+        if not path.exists():
+            return
+        addrs = path.read_text().split()
+        path.replace(path.with_suffix(".done"))
+        try:
+            self.net.connect(addrs)
+            log.info("dialled %s", " ".join(addrs))
+        except ProtocolError as exc:
+            log.warning("%s", exc)
+
+    def beat(self, force: bool = False, sync: bool = True) -> None:
         """Publish our heartbeat (about once a second), read everyone's, audit, and sync."""
         now = time.monotonic()
         if not force and now - self._last_beat < 1.0:
             return
         self._last_beat = now
+        self._dial_requested()
         with self.lock:
             self.seq += 1
             hb = Heartbeat(self.tag, self.opts.peer_id, self.seq, self.round, len(self.records),
@@ -280,7 +301,8 @@ class Peer:
                 continue
             self.members.observe(other)
         self.audit(hb)
-        self.sync()
+        if sync:
+            self.sync()
 
     def audit(self, mine: Heartbeat) -> None:
         for other in self.members.live().values():
@@ -350,8 +372,8 @@ class Peer:
         if self.opts.lockstep:
             return set(range(self.opts.lockstep))
         live = self.members.live()
-        # peers that are live and not behind (a joiner or restarter catches up at the newest round)
-        return {p for p, hb in live.items() if hb.round >= r and not hb.done} | {self.opts.peer_id}
+        # live peers at most one round behind; one further behind is catching up and is not waited for
+        return {p for p, hb in live.items() if hb.round >= r - 1 and not hb.done} | {self.opts.peer_id}
 
     def _have(self, r: int) -> set[int]:
         with self.lock:
@@ -390,6 +412,7 @@ class Peer:
                 break
             self.beat()
             time.sleep(self.opts.poll)
+        self.max_round_seconds = max(self.max_round_seconds, time.monotonic() - t0)
         self.round = r + 1
         self.rounds_completed += 1
         if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
@@ -468,6 +491,7 @@ class Peer:
                 "run_tag": self.tag.hex(),
                 "addresses": self.net.addresses,
                 "done": self.done,
+                "max_round_seconds": round(self.max_round_seconds, 3),
                 "seconds": round(time.perf_counter() - self.started, 3),
             }
 

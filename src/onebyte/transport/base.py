@@ -55,5 +55,8 @@ class Transport(ABC):
     def request(self, contact: str, payload: bytes, timeout: float) -> bytes:
         """Send a request; raises ``ProtocolError`` if the peer cannot be reached in time."""
 
+    def connect(self, addresses: list[str]) -> None:  # noqa: B027 - optional hook
+        """Dial more peers at runtime (no-op where discovery is implicit)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

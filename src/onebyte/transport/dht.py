@@ -75,12 +75,21 @@ class DhtTransport(Transport):
         kwargs = {}
         if announce_host:
             kwargs["announce_maddrs"] = [f"/ip4/{announce_host}/tcp/{port}"]
+        def start(peers: list[str]):
+            return hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"], initial_peers=peers,
+                                record_validators=[self._validator], await_ready=True, **kwargs)
+
         try:
-            self.dht = hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"],
-                                    initial_peers=list(initial_peers or []), record_validators=[self._validator],
-                                    await_ready=True, **kwargs)
+            self.dht = start(list(initial_peers or []))
         except Exception as exc:  # hivemind raises plain exceptions for unreachable peers / bad addrs
-            raise ConfigError(f"could not start the DHT node or reach --join peers: {exc}") from None
+            if not initial_peers or "bootstrap" not in str(exc):
+                raise ConfigError(f"could not start the DHT node: {exc}") from None
+            log.warning("none of the --join peers answered (%s); starting alone, others can join this peer",
+                        str(exc).splitlines()[-1])
+            try:
+                self.dht = start([])
+            except Exception as exc2:
+                raise ConfigError(f"could not start the DHT node: {exc2}") from None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="onebyte-p2p", daemon=True)
         self._thread.start()
@@ -189,6 +198,15 @@ class DhtTransport(Transport):
         self.bytes_received += len(reply)
         return reply
 
+    def connect(self, addresses: list[str]) -> None:
+        """Dial peers by multiaddr at runtime (to heal a partition or bridge two swarms)."""
+        from functools import partial
+
+        try:
+            self.dht.run_coroutine(partial(_connect, list(addresses)), return_future=True).result(START_TIMEOUT)
+        except Exception as exc:
+            raise ProtocolError(f"could not connect to {addresses}: {exc}") from None
+
     def p2pd_pid(self) -> int | None:
         """The p2pd daemon's process id (for wire-level byte counting)."""
         try:
@@ -208,3 +226,16 @@ class DhtTransport(Transport):
 
 async def _p2pd_pid(_dht, node) -> int:
     return int(node.p2p._child.pid)
+
+
+async def _connect(addresses: list[str], _dht, node) -> bool:
+    from hivemind.p2p import PeerID
+    from multiaddr import Multiaddr
+
+    for text in addresses:
+        addr = Multiaddr(text)
+        peer = PeerID.from_base58(addr["p2p"])
+        await node.p2p._client.connect(peer, [addr])
+        await node.protocol.call_ping(peer)
+    await node.find_nearest_nodes([node.node_id])
+    return True
