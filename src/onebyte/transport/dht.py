@@ -230,12 +230,11 @@ async def _p2pd_pid(_dht, node) -> int:
 
 async def _connect(addresses: list[str], _dht, node) -> bool:
     from hivemind.p2p import PeerID
-    from multiaddr import Multiaddr
+    from hivemind.utils.multiaddr import Multiaddr
 
     for text in addresses:
-        addr = Multiaddr(text)
-        peer = PeerID.from_base58(addr["p2p"])
-        await node.p2p._client.connect(peer, [addr])
+        peer = PeerID.from_base58(Multiaddr(text)["p2p"])
+        await node.p2p._client.connect(peer, [Multiaddr(text.split("/p2p/")[0])])  # transport part only
         await node.protocol.call_ping(peer)
     await node.find_nearest_nodes([node.node_id])
     return True
