@@ -1,0 +1,62 @@
+"""End-to-end: real peer processes over hivemind on loopback (marked slow: a few minutes)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from onebyte.cli import main
+
+pytestmark = pytest.mark.slow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+SMALL = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "2", "--batch-size", "8", "--tune", "all"]
+
+
+def test_lockstep_swarm_equals_simulate(tmp_path, capsys):
+    assert main(["swarm", *SMALL, "--peers", "3", "--rounds", "3", "--lockstep", "--no-progress",
+                 "--out", str(tmp_path / "swarm")]) == 0
+    assert main(["simulate", *SMALL, "--peers", "3", "--rounds", "3", "--eval-size", "8", "--no-progress",
+                 "--out", str(tmp_path / "sim")]) == 0
+    swarm = json.loads((tmp_path / "swarm" / "swarm.json").read_text())
+    sim = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert swarm["agree"]
+    assert {s["state_hash"] for s in swarm["summaries"]} == {sim["state_hash"]}
+    assert {s["set_digest"] for s in swarm["summaries"]} == {sim["set_digest"]}
+
+
+def test_churn_crash_join_restart_converge(tmp_path):
+    from churn import MAX_DEADLINE, run_churn
+
+    result = run_churn(tmp_path, rounds=60)
+    assert result["agree"], result
+    assert len(result["peers"]) == 4
+    # nobody stalled longer than the deadline allows (plus one round of compute and I/O)
+    assert result["max_round_seconds"] <= MAX_DEADLINE + 2.0
+
+
+def test_partition_heals_within_30s(tmp_path):
+    from partition import run_partition
+
+    result = run_partition(tmp_path)
+    assert result["distinct_digests_while_apart"] >= 2  # the groups really trained apart
+    assert result["seconds_to_same_records_after_reconnect"] is not None
+    assert result["seconds_to_same_records_after_reconnect"] <= 30
+    assert result["agree"] and result["exit_codes"] == [0, 0, 0, 0]
+
+
+def test_peer_without_the_secret_gets_nothing_applied(tmp_path):
+    from swarmlab import address, finish, peer, secret_file
+
+    good = ["--rounds", "8", "--secret-file", str(secret_file(tmp_path / "good"))]
+    bad = ["--rounds", "8", "--secret-file", str(secret_file(tmp_path / "bad"))]
+    p0 = peer(tmp_path / "good", 0, 3, good)
+    join = address(p0)
+    p1 = peer(tmp_path / "good", 1, 3, good, join)
+    intruder = peer(tmp_path / "bad", 2, 3, bad, join)
+    s0, s1, si = finish([p0, p1, intruder], 600)
+    assert s0["set_digest"] == s1["set_digest"] and s0["state_hash"] == s1["state_hash"]
+    assert s0["records"] == s1["records"] == 16  # 8 rounds x 2 honest peers, nothing from the intruder
+    assert s0["records_rejected"] > 0 and s1["records_rejected"] > 0
+    assert si["state_hash"] != s0["state_hash"]
