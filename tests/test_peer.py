@@ -11,7 +11,8 @@ from onebyte.training import Setup
 from onebyte.transport.memory import MemoryHub, MemoryTransport
 
 TRAIN = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_ttl=3.0, join_timeout=3.0, drain_timeout=20.0,
+FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+            join_timeout=3.0, drain_timeout=20.0,
             sync_interval=0.2, poll=0.01)
 
 
@@ -54,14 +55,15 @@ def test_lockstep_peers_equal_the_simulator(tmp_path):
     summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=3, lockstep=3, secret=b""))
     assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
     assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
-    assert all(s["records_accepted"] == 9 and s["records_rejected"] == 0 for s in summaries)
+    assert all(s["records_accepted"] == 9 and s["records_rejected"] == 0 for s in summaries), summaries[0]["rejections"]
 
 
 def test_free_running_peers_agree_at_the_end(tmp_path):
     summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=4))
     assert len({s["state_hash"] for s in summaries}) == 1
     assert len({s["set_digest"] for s in summaries}) == 1
-    assert summaries[0]["records"] == 12
+    # a peer that starts a little late joins at the swarm's newest round, so some may have fewer rounds
+    assert 9 <= summaries[0]["records"] <= 12
 
 
 def test_outsider_without_the_secret_gets_nothing_applied(tmp_path):
@@ -74,8 +76,13 @@ def test_outsider_without_the_secret_gets_nothing_applied(tmp_path):
     honest = _peers(hub, tmp_path, 2, rounds=3, secret=b"swarm-secret")
     tag = honest[0].tag
     evil = MemoryTransport(hub, "evil")
+    import struct
+
     for r in range(3):  # well-formed records for this very run, tagged with a guessed secret
-        evil.publish(r, build_record(Codec.BYTE, tag, r, 7, 0, np.array([100.0, -100.0]), r, b"guess").to_bytes())
+        raw = build_record(Codec.BYTE, tag, r, 7, 0, np.array([100.0, -100.0]), r, b"guess").to_bytes()
+        evil.publish(r, raw)  # into the DHT slot of its own
+        for target in ("p0", "p1"):  # and pushed straight at the honest peers
+            evil.request(target, b"REC" + struct.pack("<H", len(raw)) + raw, 1.0)
     summaries = _run_all(honest)
     assert len({s["state_hash"] for s in summaries}) == 1
     assert all(s["records"] == 6 for s in summaries)  # only the two honest peers' records

@@ -3,7 +3,11 @@
 A heartbeat is a small authenticated binary message every peer republishes about once a second::
 
     magic "HB" | version u8 | run tag 16B | peer id u64 | seq u32 | round u32 | records u32 |
-    done u8 | set digest 32B | state hash 32B | contact length u16 | contact | HMAC tag 16B
+    done u8 | set digest 32B | state hash 32B | closed round i32 | digest of rounds <= closed 32B |
+    contact length u16 | contact | HMAC tag 16B
+
+The *closed* digest covers only rounds old enough to be settled, so two peers can tell whether
+they disagree about the past (and must sync) while their newest rounds are still in flight.
 
 Liveness is judged by when *we* last saw a peer's ``seq`` change, never by its clock.
 The audit: two peers reporting the same set digest with different state hashes is a bug
@@ -22,7 +26,7 @@ from .errors import ProtocolError
 
 __all__ = ["Heartbeat", "decode_heartbeat", "Membership"]
 
-_HB = struct.Struct("<2sB16sQIIIB32s32sH")
+_HB = struct.Struct("<2sB16sQIIIB32s32si32sH")
 _TAG = 16
 MAX_CONTACT = 512
 
@@ -37,12 +41,14 @@ class Heartbeat:
     done: bool
     digest: bytes
     state_hash: bytes
+    closed: int  # rounds <= closed are settled (-1: none yet)
+    closed_digest: bytes
     contact: str
 
     def encode(self, secret: bytes) -> bytes:
         c = self.contact.encode()
         body = _HB.pack(b"HB", 1, self.run_tag, self.peer_id, self.seq, self.round, self.records,
-                        int(self.done), self.digest, self.state_hash, len(c)) + c
+                        int(self.done), self.digest, self.state_hash, self.closed, self.closed_digest, len(c)) + c
         return body + hmac.new(secret, body, hashlib.sha256).digest()[:_TAG]
 
 
@@ -50,8 +56,8 @@ def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes) -> Heartbeat:
     if not isinstance(data, bytes | bytearray) or not _HB.size + _TAG <= len(data) <= _HB.size + MAX_CONTACT + _TAG:
         raise ProtocolError("heartbeat has an impossible size")
     data = bytes(data)
-    magic, version, tag_run, peer, seq, rnd, records, done, digest, shash, clen = _HB.unpack_from(data)
-    if magic != b"HB" or version != 1 or done > 1:
+    magic, version, tag_run, peer, seq, rnd, records, done, digest, shash, closed, cdigest, clen = _HB.unpack_from(data)
+    if magic != b"HB" or version != 1 or done > 1 or closed < -1:
         raise ProtocolError("not a onebyte heartbeat")
     if len(data) != _HB.size + clen + _TAG:
         raise ProtocolError("heartbeat length does not match its contact field")
@@ -63,7 +69,7 @@ def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes) -> Heartbeat:
         contact = data[_HB.size:-_TAG].decode()
     except UnicodeDecodeError:
         raise ProtocolError("heartbeat contact is not UTF-8") from None
-    return Heartbeat(tag_run, peer, seq, rnd, records, bool(done), digest, shash, contact)
+    return Heartbeat(tag_run, peer, seq, rnd, records, bool(done), digest, shash, closed, cdigest, contact)
 
 
 class Membership:

@@ -55,12 +55,15 @@ class PeerOptions:
     min_deadline: float = 2.0  # bounds of the adaptive round deadline (seconds)
     max_deadline: float = 60.0
     lockstep_timeout: float = 600.0
-    heartbeat_ttl: float = 10.0
+    heartbeat_interval: float = 10.0  # DHT heartbeats (discovery); pushes carry one every round too
+    heartbeat_ttl: float = 30.0
     join_timeout: float = 20.0
     drain_timeout: float = 120.0
     sync_interval: float = 3.0
-    poll: float = 0.05
-    lookback: int = 8  # past rounds re-polled each round for late records
+    poll: float = 0.05  # local check for pushed records (no network traffic)
+    dht_poll: float = 2.0  # once half the deadline has passed, read the round from the DHT this often
+    lookback: int = 2  # rounds re-read from the DHT while draining
+    push_timeout: float = 5.0
     request_timeout: float = 30.0
 
 
@@ -74,9 +77,11 @@ class Peer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.tag = setup.spec.run_tag
         self.lock = threading.RLock()  # guards state, ledger and the record index
-        self.records: dict[bytes, Record] = {}
+        self.records: dict[bytes, Record] = {}  # every accepted record, applied or still pending
+        self.applied: set[bytes] = set()
         self.slots: dict[tuple[int, int, int], bytes] = {}
-        self.digest = SetDigest()
+        self.digest = SetDigest()  # of the *applied* records: what the state hash is a function of
+        self.round_digest: dict[int, int] = {}  # round -> sum of record ids of that round, mod 2^256
         self.pending: list[Record] = []
         self.rejected: Counter[str] = Counter()
         self._logged: set[tuple[int, str]] = set()
@@ -90,6 +95,7 @@ class Peer:
         self._last_beat = 0.0
         self._last_sync: dict[int, float] = {}
         self.payload_bytes = 0
+        self._hash_cache = ("", "")
         self.max_round_seconds = 0.0
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
@@ -123,6 +129,7 @@ class Peer:
         with self.lock:
             apply_records(self.setup.state, self.pending, self.setup.train)
             self.pending.clear()
+            self._mark_applied(list(self.records.values()))
         own = [r.round for r in self.records.values() if r.peer_id == self.opts.peer_id]
         self.round = max(own, default=-1) + 1
         self.measured_through = self.round - 1
@@ -140,8 +147,16 @@ class Peer:
             return
         self.records[rec.record_id] = rec
         self.slots[(rec.round, rec.peer_id, rec.first_sample)] = rec.record_id
-        self.digest.add(rec.record_id)
-        self.payload_bytes += rec.payload_bytes()
+
+    def _mark_applied(self, recs: list[Record]) -> None:
+        for rec in recs:
+            if rec.record_id in self.applied:
+                continue
+            self.applied.add(rec.record_id)
+            self.digest.add(rec.record_id)
+            rid = int.from_bytes(rec.record_id, "big")
+            self.round_digest[rec.round] = (self.round_digest.get(rec.round, 0) + rid) % (1 << 256)
+            self.payload_bytes += rec.payload_bytes()
 
     def join(self) -> None:
         """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any."""
@@ -151,6 +166,8 @@ class Peer:
         while time.monotonic() < deadline:
             self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
             others = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
+            if self.records:
+                return  # records already arrive by push: we are in, and sync fills the past
             if others:
                 best = max(others.values(), key=lambda hb: hb.records)
                 if best.records == 0:
@@ -188,6 +205,7 @@ class Peer:
                         raise ProtocolError(f"peer {other.peer_id:x} holds the same set with another state")
                 for r in recs:
                     self._index(r)
+                self._mark_applied(recs)
                 self.ledger.append(recs)
                 self._snapshot()
         finally:
@@ -231,6 +249,11 @@ class Peer:
             self.pending.append(rec)
             return True
 
+    def closed_digest(self, through: int) -> bytes:
+        """Digest of the records of rounds <= ``through``."""
+        total = sum(d for r, d in self.round_digest.items() if r <= through) % (1 << 256)
+        return total.to_bytes(32, "big")
+
     def _newest_known(self) -> int:
         return max((hb.round for hb in self.members.latest.values()), default=0)
 
@@ -248,6 +271,7 @@ class Peer:
             if batch:
                 self.ledger.append(batch)
                 apply_records(self.setup.state, batch, self.setup.train)
+                self._mark_applied(batch)
             return len(batch)
 
     def pull(self, rounds: range) -> None:
@@ -275,18 +299,36 @@ class Peer:
         except ProtocolError as exc:
             log.warning("%s", exc)
 
+    def _heartbeat(self) -> Heartbeat:
+        with self.lock:
+            self.seq += 1
+            closed = max(-1, self.round - 2)
+            return Heartbeat(self.tag, self.opts.peer_id, self.seq, self.round, len(self.applied),
+                             self.done, bytes.fromhex(self.digest.hex()), bytes.fromhex(self.state_hash()),
+                             closed, self.closed_digest(closed), self.net.contact)
+
+    def state_hash(self) -> str:
+        """The state hash, recomputed only when the applied set changed (it reads every weight)."""
+        with self.lock:
+            key = self.digest.hex()
+            if self._hash_cache[0] != key:
+                self._hash_cache = (key, self.setup.state.state_hash())
+            return self._hash_cache[1]
+
+    def _observe(self, data: bytes) -> None:
+        try:
+            self.members.observe(decode_heartbeat(data, self.tag, self.opts.secret))
+        except ProtocolError as exc:
+            self._reject(-1, f"heartbeat: {exc}")
+
     def beat(self, force: bool = False, sync: bool = True) -> None:
         """Publish our heartbeat (about once a second), read everyone's, audit, and sync."""
         now = time.monotonic()
-        if not force and now - self._last_beat < 1.0:
+        if not force and now - self._last_beat < self.opts.heartbeat_interval:
             return
         self._last_beat = now
         self._dial_requested()
-        with self.lock:
-            self.seq += 1
-            hb = Heartbeat(self.tag, self.opts.peer_id, self.seq, self.round, len(self.records),
-                           self.done, bytes.fromhex(self.digest.hex()), bytes.fromhex(self.setup.state.state_hash()),
-                           self.net.contact)
+        hb = self._heartbeat()
         try:
             self.net.announce(hb.encode(self.opts.secret))
             beats = self.net.heartbeats()
@@ -294,12 +336,7 @@ class Peer:
             log.debug("heartbeat exchange failed: %s", exc)
             return
         for data in beats:
-            try:
-                other = decode_heartbeat(data, self.tag, self.opts.secret)
-            except ProtocolError as exc:
-                self._reject(-1, f"heartbeat: {exc}")
-                continue
-            self.members.observe(other)
+            self._observe(data)
         self.audit(hb)
         if sync:
             self.sync()
@@ -317,6 +354,9 @@ class Peer:
         for other in list(self.members.live().values()):
             if other.peer_id == self.opts.peer_id or other.digest.hex() == self.digest.hex():
                 continue
+            settled = other.closed < self.round - 1 and other.closed_digest != self.closed_digest(other.closed)
+            if not (settled or other.done or self.done):
+                continue  # only the in-flight rounds differ: pushes and DHT reads will fill them
             if now - self._last_sync.get(other.peer_id, -1e9) < self.opts.sync_interval:
                 continue
             self._last_sync[other.peer_id] = now
@@ -338,6 +378,12 @@ class Peer:
 
     def handle(self, request: bytes) -> bytes:
         """Serve bulk requests: IDS (8-byte id prefixes), GET (records by prefix), SNAP (snapshot)."""
+        if request.startswith(b"REC") and len(request) >= 5:
+            n, = struct.unpack_from("<H", request, 3)  # a record pushed by its author, then its heartbeat
+            self.offer(request[5:5 + n])  # validated like any other
+            if len(request) > 5 + n:
+                self._observe(request[5 + n:])
+            return b""
         with self.lock:
             if request == b"IDS":
                 return b"".join(rid[:8] for rid in self.records)
@@ -355,11 +401,11 @@ class Peer:
 
                 st = self.setup.state
                 meta = {"state_hash": st.state_hash(), "set_digest": self.digest.hex(),
-                        "records": str(len(self.records)), "round": str(self.round),
-                        "ledger_entries": str(len(self.records))}
+                        "records": str(len(self.applied)), "round": str(self.round)}
                 buf.write(save({k: v.contiguous() for k, v in st.tensors().items()}, metadata=meta))
                 snap = buf.getvalue()
-                return struct.pack("<Q", len(snap)) + snap + _pack_blobs([r.to_bytes() for r in self.records.values()])
+                applied = [self.records[rid].to_bytes() for rid in self.applied]
+                return struct.pack("<Q", len(snap)) + snap + _pack_blobs(applied)
         return b""
 
     # ----------------------------------------------------------------- rounds
@@ -381,7 +427,8 @@ class Peer:
 
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
         t0 = time.monotonic()
-        self.pull(range(max(0, r - self.opts.lookback), r))
+        if r > 0 and self._expected(r - 1) - self._have(r - 1):
+            self.pull(range(r - 1, r))  # a push went missing: the DHT holds every published record
         self.apply_pending()
         with self.lock:
             own_id = self.slots.get((r, self.opts.peer_id, 0))
@@ -392,10 +439,14 @@ class Peer:
         self.measured_through = max(self.measured_through, r)
         self.apply_pending()
         self.net.publish(r, own.to_bytes())
+        self._push(own)
         published = time.monotonic()
         limit = self.opts.lockstep_timeout if self.opts.lockstep else self._deadline()
+        last_read = published + min(limit, self._deadline()) / 2 - self.opts.dht_poll  # first read at half-time
         while True:
-            self.pull(range(r, r + 1))
+            if time.monotonic() - last_read >= self.opts.dht_poll:
+                self.pull(range(r, r + 1))
+                last_read = time.monotonic()
             self.apply_pending()
             missing = self._expected(r) - self._have(r)
             if not missing:
@@ -417,13 +468,26 @@ class Peer:
         self.rounds_completed += 1
         if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
             self._snapshot()
-        self.beat(force=True)
+        self.beat()  # rate-limited: between DHT heartbeats, our pushes carry one every round
+
+    def _push(self, rec: Record) -> None:
+        """Send our record straight to every live peer (the DHT copy is the fallback)."""
+        raw = rec.to_bytes()
+        data = b"REC" + struct.pack("<H", len(raw)) + raw + self._heartbeat().encode(self.opts.secret)
+        for other in list(self.members.live().values()):
+            if other.peer_id == self.opts.peer_id:
+                continue
+            try:
+                self.net.request(other.contact, data, self.opts.push_timeout)
+            except ProtocolError as exc:
+                log.debug("push to peer %x failed: %s", other.peer_id, exc)
 
     def _snapshot(self) -> None:
         with self.lock:
             self.apply_pending()
+            # ledger entries are appended exactly when applied, so the applied count is the prefix length
             save_snapshot(self.out / SNAPSHOT_NAME, self.setup.state, self.digest, self.round,
-                          extra={"ledger_entries": str(len(self.records))})
+                          extra={"ledger_entries": str(len(self.applied))})
 
     def start_round(self) -> int:
         """Where to begin: after our own last round, and at the newest round the swarm has reached."""
@@ -438,7 +502,7 @@ class Peer:
             self.write_summary()
             if on_round is not None:
                 on_round(self)
-            r = max(r + 1, self._newest_known() if not self.opts.lockstep else r + 1)
+            r += 1  # a slow peer keeps its pace; only joiners and restarters jump to the newest round
         self.drain(short=stop is not None and stop.is_set())
         return self.write_summary()
 
@@ -477,11 +541,11 @@ class Peer:
                 "rounds": self.opts.rounds,
                 "rounds_completed": self.rounds_completed,
                 "round": self.round,
-                "records": len(self.records),
+                "records": len(self.applied),
                 "records_accepted": len(self.records),
                 "records_rejected": sum(self.rejected.values()),
                 "rejections": dict(self.rejected),
-                "gradients": sum(r.count for r in self.records.values()),
+                "gradients": sum(self.records[rid].count for rid in self.applied),
                 "payload_bytes": self.payload_bytes,
                 "bytes_sent": self.net.bytes_sent,
                 "bytes_received": self.net.bytes_received,

@@ -38,6 +38,8 @@ START_TIMEOUT = 60.0
 RECORD_TTL = 3600.0
 HEARTBEAT_TTL = 30.0
 MAX_DHT_VALUE = 16 * 1024
+#: Nodes that keep each value; every copy costs the record plus ~750 bytes of signature and key.
+NUM_REPLICAS = 3
 _HANDLER = "onebyte.bulk"
 
 
@@ -77,7 +79,8 @@ class DhtTransport(Transport):
             kwargs["announce_maddrs"] = [f"/ip4/{announce_host}/tcp/{port}"]
         def start(peers: list[str]):
             return hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"], initial_peers=peers,
-                                record_validators=[self._validator], await_ready=True, **kwargs)
+                                record_validators=[self._validator], await_ready=True, num_replicas=NUM_REPLICAS,
+                                **kwargs)
 
         try:
             self.dht = start(list(initial_peers or []))
