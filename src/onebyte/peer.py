@@ -440,11 +440,14 @@ class Peer:
         self.apply_pending()
         self.net.publish(r, own.to_bytes())
         self._push(own)
-        published = time.monotonic()
+        published = last_read = time.monotonic()
         limit = self.opts.lockstep_timeout if self.opts.lockstep else self._deadline()
-        last_read = published + min(limit, self._deadline()) / 2 - self.opts.dht_poll  # first read at half-time
         while True:
-            if time.monotonic() - last_read >= self.opts.dht_poll:
+            # Read the DHT copy only when a peer we lack is already past round r: its record
+            # exists, so its push must have been lost (waiting on a slower peer costs nothing).
+            lost = {p for p in self._expected(r) - self._have(r)
+                    if p in self.members.latest and self.members.latest[p].round > r}
+            if lost and time.monotonic() - last_read >= self.opts.dht_poll:
                 self.pull(range(r, r + 1))
                 last_read = time.monotonic()
             self.apply_pending()

@@ -1,12 +1,16 @@
 """The hivemind transport: a DHT for discovery and record publication, P2P streams for bulk.
 
-* Records of round r live under the DHT key ``onebyte/<run tag>/r/<r>``, each peer under its own
-  *signed subkey* (hivemind's ``RSASignatureValidator``: the subkey holds the owner's public key
-  and the value its signature), so no peer can overwrite another's slot. Heartbeats live the same
-  way under ``onebyte/<run tag>/peers``. The swarm secret's HMAC inside each record and heartbeat
-  is what keeps outsiders out; the DHT signature only pins slots to their owners.
-* Bulk requests (snapshots, record sync) go over a hivemind binary stream handler, served from a
-  background asyncio loop in this process.
+* Records are pushed straight to live peers by the peer itself; the DHT holds the durable copy
+  that stragglers, joiners and restarted peers read. To keep that copy cheap (every DHT value
+  costs ~750 bytes of signature and owner key per replica, and a store walks the DHT), a peer's
+  records are published in *bundles*: the records of rounds [kE, kE+E) live under the key
+  ``onebyte/<run tag>/b/<k>``, each peer under its own *signed subkey* (hivemind's
+  ``RSASignatureValidator``: the subkey holds the owner's public key and the value its
+  signature), so no peer can overwrite another's slot. Heartbeats live the same way under
+  ``onebyte/<run tag>/peers``. The swarm secret's HMAC inside each record and heartbeat is what
+  keeps outsiders out; the DHT signature only pins slots to their owners.
+* Bulk requests (snapshots, record sync) and pushes go over a hivemind binary stream handler,
+  served from a background asyncio loop in this process.
 
 Known failure modes (hivemind 1.1.12, measured here): a ``store`` of more than ~20 KB from the
 host process can kill the DHT process (upstream PR #660), so only small values go through the
@@ -40,6 +44,8 @@ HEARTBEAT_TTL = 30.0
 MAX_DHT_VALUE = 16 * 1024
 #: Nodes that keep each value; every copy costs the record plus ~750 bytes of signature and key.
 NUM_REPLICAS = 3
+#: Rounds per DHT bundle (E).
+PUBLISH_EVERY = 8
 _HANDLER = "onebyte.bulk"
 
 
@@ -71,7 +77,8 @@ class DhtTransport(Transport):
         self.bytes_received = 0
         prefix = "onebyte/" + run_tag.hex()
         self._peers_key = prefix + "/peers"
-        self._round_key = prefix + "/r/{}"
+        self._bundle_key = prefix + "/b/{}"
+        self._bundles: dict[int, list[bytes]] = {}
         self._validator = RSASignatureValidator(_load_key(identity))
         self._subkey = self._validator.local_public_key
         kwargs = {}
@@ -149,10 +156,27 @@ class DhtTransport(Transport):
         return [str(m) for m in self.dht.get_visible_maddrs()]
 
     def publish(self, round_: int, record: bytes) -> None:
-        self._store(self._round_key.format(round_), record, RECORD_TTL)
+        k = round_ // PUBLISH_EVERY
+        bundle = self._bundles.setdefault(k, [])
+        bundle.append(bytes(record))
+        if round_ % PUBLISH_EVERY == PUBLISH_EVERY - 1 or sum(map(len, bundle)) > MAX_DHT_VALUE // 2:
+            self._flush(k)
+
+    def _flush(self, k: int) -> None:
+        bundle = self._bundles.pop(k, [])
+        if bundle:
+            self._store(self._bundle_key.format(k), b"".join(len(r).to_bytes(4, "little") + r for r in bundle),
+                        RECORD_TTL)
 
     def records(self, round_: int) -> list[bytes]:
-        return self._get(self._round_key.format(round_))
+        out = []
+        for value in self._get(self._bundle_key.format(round_ // PUBLISH_EVERY)):
+            pos = 0
+            while pos + 4 <= len(value):  # unvalidated: the caller decodes and checks every record
+                n = int.from_bytes(value[pos:pos + 4], "little")
+                out.append(value[pos + 4:pos + 4 + n])
+                pos += 4 + n
+        return out
 
     def announce(self, heartbeat: bytes) -> None:
         self._store(self._peers_key, heartbeat, HEARTBEAT_TTL)
@@ -218,6 +242,11 @@ class DhtTransport(Transport):
             return None
 
     def close(self) -> None:
+        for k in list(self._bundles):
+            try:
+                self._flush(k)
+            except ProtocolError as exc:
+                log.debug("final bundle not published: %s", exc)
         try:
             self._call(self._p2p.shutdown(), 10.0)
         except Exception as exc:
