@@ -7,13 +7,13 @@ STAMP := $(VENV)/.onebyte-installed
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test test-all lint bench-speed clean
+.PHONY: demo test test-all swarm-demo bench-speed bench-wire clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[demo,test]'
+	$(PY) -m pip install --quiet -e '.[demo,test,net]'
 	touch $(STAMP)
 
 # The demo: 4 virtual peers fine-tune all-MiniLM-L6-v2 on the VADER lexicon, byte codec.
@@ -28,8 +28,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''
 
+# A real swarm on this machine: 3 peer processes over hivemind on loopback.
+swarm-demo: $(STAMP)
+	$(VENV)/bin/onebyte swarm --peers 3 --rounds 30 --out runs/swarm-$(shell date +%Y%m%d-%H%M%S)
+
 bench-speed: $(STAMP)
-	$(PY) bench/speed.py --out bench/out/speed.json
+	$(PY) bench/speed.py --out bench/results/speed_cpu.json && $(PY) bench/report.py
+
+# Needs root (network namespaces).
+bench-wire: $(STAMP)
+	$(PY) bench/wire.py && $(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) runs bench/out .pytest_cache .ruff_cache
