@@ -347,7 +347,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     from .ledger import read_ledger
     from .models import export_model
     from .record import decode_record
-    from .replay import apply_records
+    from .replay import apply_records, effective
     from .simulate import LEDGER_NAME, RUN_NAME
     from .training import Setup
 
@@ -364,7 +364,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
         raise ConfigError("this base and configuration do not reproduce the run tag of run.json")
     if a.shuffle is not None:
         random.Random(a.shuffle).shuffle(records)
-    apply_records(setup.state, records, spec.train)
+    apply_records(setup.state, effective(records), spec.train)
     print(f"records {len(records)}")
     print(f"state_hash {setup.state.state_hash()}")
     if a.out:

@@ -26,7 +26,7 @@ from .errors import DivergenceError, LedgerError, OnebyteError, ProtocolError
 from .ledger import LedgerWriter, load_snapshot, save_snapshot
 from .membership import Heartbeat, Membership, decode_heartbeat
 from .record import Record, SetDigest, decode_record
-from .replay import apply_records, plan
+from .replay import apply_records, effective, plan
 from .tasks.data import Example
 from .training import Setup, make_record
 from .transport.base import Transport
@@ -42,6 +42,10 @@ CONNECT_NAME = "connect.txt"
 FUTURE_ROUNDS = 4
 #: Bounds on what one bulk reply may carry.
 MAX_IDS = 1 << 20
+#: Flood bounds: records waiting to be applied, and distinct peers accepted per round.
+MAX_PENDING = 100_000
+MAX_PUT = 4096
+MAX_PEERS_PER_ROUND = 1024
 MAX_REPLY = 512 << 20
 
 
@@ -79,7 +83,8 @@ class Peer:
         self.lock = threading.RLock()  # guards state, ledger and the record index
         self.records: dict[bytes, Record] = {}  # every accepted record, applied or still pending
         self.applied: set[bytes] = set()
-        self.slots: dict[tuple[int, int, int], bytes] = {}
+        self.slots: dict[tuple[int, int, int], list[bytes]] = {}  # slot -> record ids (2 = equivocation)
+        self.flagged: set[int] = set()  # peers caught equivocating
         self.digest = SetDigest()  # of the *applied* records: what the state hash is a function of
         self.round_digest: dict[int, int] = {}  # round -> sum of record ids of that round, mod 2^256
         self.pending: list[Record] = []
@@ -116,20 +121,25 @@ class Peer:
         if snap.exists():
             meta = load_snapshot(snap, self.setup.state)
             covered = int(meta["ledger_entries"])
+        recs = []
         for i, data in enumerate(raw.existing):
             try:
                 rec = decode_record(data, run_tag=self.tag)
             except ProtocolError as exc:
                 raise LedgerError(f"{path}: entry {i}: {exc}") from None
             self._index(rec)
-            if i >= covered:
-                self.pending.append(rec)
+            recs.append(rec)
         if snap.exists() and covered and self._digest_of(raw.existing[:covered]) != meta["set_digest"]:
             raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries")
         with self.lock:
-            apply_records(self.setup.state, self.pending, self.setup.train)
-            self.pending.clear()
-            self._mark_applied(list(self.records.values()))
+            # the snapshot holds effective(prefix); move to effective(all), undoing what a later
+            # entry turned into an equivocation
+            before = {r.record_id: r for r in effective(recs[:covered])}
+            after = {r.record_id: r for r in effective(recs)}
+            apply_records(self.setup.state, [r for k, r in after.items() if k not in before], self.setup.train)
+            apply_records(self.setup.state, [r for k, r in before.items() if k not in after], self.setup.train,
+                          sign=-1)
+            self._mark_applied(recs)
         own = [r.round for r in self.records.values() if r.peer_id == self.opts.peer_id]
         self.round = max(own, default=-1) + 1
         self.measured_through = self.round - 1
@@ -146,7 +156,7 @@ class Peer:
         if rec.record_id in self.records:
             return
         self.records[rec.record_id] = rec
-        self.slots[(rec.round, rec.peer_id, rec.first_sample)] = rec.record_id
+        self.slots.setdefault((rec.round, rec.peer_id, rec.first_sample), []).append(rec.record_id)
 
     def _mark_applied(self, recs: list[Record]) -> None:
         for rec in recs:
@@ -206,6 +216,7 @@ class Peer:
                 for r in recs:
                     self._index(r)
                 self._mark_applied(recs)
+                self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
                 self.ledger.append(recs)
                 self._snapshot()
         finally:
@@ -237,8 +248,14 @@ class Peer:
             if rec.round > max(self.round, self._newest_known()) + FUTURE_ROUNDS:
                 self._reject(rec.peer_id, "record from a round far in the future")
                 return False
-            if (rec.round, rec.peer_id, rec.first_sample) in self.slots:
-                self._reject(rec.peer_id, "second, different record for one slot (equivocation)")
+            if len(self.slots.get((rec.round, rec.peer_id, rec.first_sample), ())) >= 2:
+                self._reject(rec.peer_id, "slot already equivocated")
+                return False
+            if len(self.pending) >= MAX_PENDING:
+                self._reject(rec.peer_id, "too many records waiting to be applied (flood)")
+                return False
+            if sum(1 for (rr, _, _) in self.slots if rr == rec.round) >= MAX_PEERS_PER_ROUND:
+                self._reject(rec.peer_id, "too many peers in one round (flood)")
                 return False
             try:
                 plan([rec], self.setup.train, self.setup.state.frac_bits.values())
@@ -270,9 +287,36 @@ class Peer:
                 batch, self.pending = self.pending, []
             if batch:
                 self.ledger.append(batch)
-                apply_records(self.setup.state, batch, self.setup.train)
+                apply_records(self.setup.state, effective(batch + self._slot_mates(batch)), self.setup.train)
+                undo = self._newly_equivocated(batch)
+                if undo:
+                    apply_records(self.setup.state, undo, self.setup.train, sign=-1)
                 self._mark_applied(batch)
             return len(batch)
+
+    def _slot_mates(self, batch: list[Record]) -> list[Record]:
+        """Already-applied records sharing a slot with the batch (so ``effective`` sees conflicts)."""
+        ids = {r.record_id for r in batch}
+        mates = []
+        for r in batch:
+            for rid in self.slots[(r.round, r.peer_id, r.first_sample)]:
+                if rid not in ids and rid in self.applied:
+                    mates.append(self.records[rid])
+        return mates
+
+    def _newly_equivocated(self, batch: list[Record]) -> list[Record]:
+        """Applied records whose slot the batch turned into an equivocation: to be undone exactly."""
+        undo = []
+        for r in batch:
+            ids = self.slots[(r.round, r.peer_id, r.first_sample)]
+            if len(ids) == 2 and r.record_id == ids[1]:
+                self.flagged.add(r.peer_id)
+                log.warning("peer %x published two different records for round %d: neither counts",
+                            r.peer_id, r.round)
+                first = ids[0]
+                if first in self.applied and len(self.slots[(r.round, r.peer_id, r.first_sample)]) == 2:
+                    undo.append(self.records[first])
+        return undo
 
     def pull(self, rounds: range) -> None:
         for r in rounds:
@@ -366,18 +410,31 @@ class Peer:
                     raise ProtocolError("malformed id list")
                 with self.lock:
                     have = {rid[:8] for rid in self.records}
-                missing = [ids[i:i + 8] for i in range(0, len(ids), 8) if ids[i:i + 8] not in have]
-                if not missing:
-                    continue
-                reply = self.net.request(other.contact, b"GET" + b"".join(missing[:MAX_IDS]),
-                                         self.opts.request_timeout)
-                got = sum(self.offer(data) for data in _unpack_blobs(reply))
-                log.info("synced %d records from peer %x", got, other.peer_id)
+                theirs = {ids[i:i + 8] for i in range(0, len(ids), 8)}
+                missing = [rid for rid in theirs if rid not in have]
+                if missing:
+                    reply = self.net.request(other.contact, b"GET" + b"".join(missing[:MAX_IDS]),
+                                             self.opts.request_timeout)
+                    got = sum(self.offer(data) for data in _unpack_blobs(reply))
+                    log.info("synced %d records from peer %x", got, other.peer_id)
+                with self.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
+                    extra = [rec.to_bytes() for rid, rec in self.records.items() if rid[:8] not in theirs]
+                if extra:
+                    self.net.request(other.contact, b"PUT" + _pack_blobs(extra[:MAX_PUT]), self.opts.request_timeout)
+                    log.info("sent %d records to peer %x", min(len(extra), MAX_PUT), other.peer_id)
             except ProtocolError as exc:
                 log.debug("sync with peer %x failed: %s", other.peer_id, exc)
 
     def handle(self, request: bytes) -> bytes:
         """Serve bulk requests: IDS (8-byte id prefixes), GET (records by prefix), SNAP (snapshot)."""
+        if request.startswith(b"PUT"):
+            try:
+                blobs = _unpack_blobs(request[3:])
+            except ProtocolError:
+                return b""
+            for data in blobs[:MAX_PUT]:
+                self.offer(data)  # each validated like any other record
+            return b""
         if request.startswith(b"REC") and len(request) >= 5:
             n, = struct.unpack_from("<H", request, 3)  # a record pushed by its author, then its heartbeat
             self.offer(request[5:5 + n])  # validated like any other
@@ -385,6 +442,9 @@ class Peer:
                 self._observe(request[5 + n:])
             return b""
         with self.lock:
+            if request.startswith(b"RND") and len(request) == 7:
+                r, = struct.unpack_from("<I", request, 3)
+                return _pack_blobs([rec.to_bytes() for rec in self.records.values() if rec.round == r])
             if request == b"IDS":
                 return b"".join(rid[:8] for rid in self.records)
             if request.startswith(b"GET"):
@@ -428,11 +488,11 @@ class Peer:
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
         t0 = time.monotonic()
         if r > 0 and self._expected(r - 1) - self._have(r - 1):
-            self.pull(range(r - 1, r))  # a push went missing: the DHT holds every published record
+            self._fetch_round(r - 1, self._expected(r - 1) - self._have(r - 1))  # a push went missing
         self.apply_pending()
         with self.lock:
-            own_id = self.slots.get((r, self.opts.peer_id, 0))
-            own = self.records[own_id] if own_id else None
+            own_ids = self.slots.get((r, self.opts.peer_id, 0))
+            own = self.records[own_ids[0]] if own_ids else None
         if own is None:
             own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret)
             self.offer(own.to_bytes())
@@ -448,7 +508,7 @@ class Peer:
             lost = {p for p in self._expected(r) - self._have(r)
                     if p in self.members.latest and self.members.latest[p].round > r}
             if lost and time.monotonic() - last_read >= self.opts.dht_poll:
-                self.pull(range(r, r + 1))
+                self._fetch_round(r, lost)
                 last_read = time.monotonic()
             self.apply_pending()
             missing = self._expected(r) - self._have(r)
@@ -472,6 +532,25 @@ class Peer:
         if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
             self._snapshot()
         self.beat()  # rate-limited: between DHT heartbeats, our pushes carry one every round
+
+    def _fetch_round(self, r: int, authors: set[int]) -> None:
+        """Ask the authors of missing records for round r directly; the DHT copy is the fallback
+        when an author cannot be reached (it may have crashed)."""
+        unreachable = False
+        for p in authors:
+            hb = self.members.latest.get(p)
+            if hb is None or p == self.opts.peer_id:
+                unreachable = True
+                continue
+            try:
+                reply = self.net.request(hb.contact, b"RND" + struct.pack("<I", r), self.opts.request_timeout)
+                for data in _unpack_blobs(reply):
+                    self.offer(data)
+            except ProtocolError as exc:
+                log.debug("could not fetch round %d from peer %x: %s", r, p, exc)
+                unreachable = True
+        if unreachable:
+            self.pull(range(r, r + 1))
 
     def _push(self, rec: Record) -> None:
         """Send our record straight to every live peer (the DHT copy is the fallback)."""
@@ -548,6 +627,7 @@ class Peer:
                 "records_accepted": len(self.records),
                 "records_rejected": sum(self.rejected.values()),
                 "rejections": dict(self.rejected),
+                "flagged_peers": sorted(f"{p:x}" for p in self.flagged),
                 "gradients": sum(self.records[rid].count for rid in self.applied),
                 "payload_bytes": self.payload_bytes,
                 "bytes_sent": self.net.bytes_sent,

@@ -20,7 +20,7 @@ from .record import Record
 from .seeds import SHARED_PEER, gradient_seed
 from .state import FixedPointState
 
-__all__ = ["direction_seeds", "plan", "apply_plan", "apply_records", "MAX_STEP_UNITS"]
+__all__ = ["direction_seeds", "plan", "apply_plan", "apply_records", "effective", "MAX_STEP_UNITS"]
 
 #: Largest |c| one gradient may move a weight, in units of its step 2^-f (2^-2 of the range at
 #: the finest step): a record beyond this is rejected by every replica alike.
@@ -71,3 +71,13 @@ def apply_plan(state: FixedPointState, p: Plan) -> None:
 def apply_records(state: FixedPointState, records: Iterable[Record], train: TrainConfig, sign: int = 1) -> None:
     """Apply (``sign=1``) or exactly undo (``sign=-1``) a batch of records."""
     apply_plan(state, plan(records, train, state.frac_bits.values(), sign))
+
+
+def effective(records: Iterable[Record]) -> list[Record]:
+    """The records that count: a slot (round, peer, first sample) holding two different records
+    is an equivocation, and neither counts. So the state stays a function of the record *set*,
+    whichever of the two arrived first."""
+    by_slot: dict[tuple[int, int, int], list[Record]] = defaultdict(list)
+    for rec in records:
+        by_slot[(rec.round, rec.peer_id, rec.first_sample)].append(rec)
+    return [recs[0] for recs in by_slot.values() if len({r.record_id for r in recs}) == 1]
