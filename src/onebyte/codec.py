@@ -107,7 +107,8 @@ def decode(codec: Codec, exponent: int, payload: bytes, count: int) -> np.ndarra
         if np.any(bits[count:]):
             raise ProtocolError("sign payload has bits set past its count")
         return 2.0 * bits[:count].astype(np.float64) - 1.0
-    g = np.frombuffer(payload, dtype="<f4").astype(np.float64)
+    with np.errstate(all="ignore"):
+        g = np.frombuffer(payload, dtype="<f4").astype(np.float64)
     if not np.all(np.isfinite(g)):
         raise ProtocolError("float32 payload holds a non-finite value")
     return g
