@@ -83,6 +83,24 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run-id", default="onebyte", help="name of the run (part of the run tag)")
 
 
+def _add_dp_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("differential privacy of each peer's own data (DP-ZO on the scalar)")
+    g.add_argument("--dp-epsilon", type=_positive_float, help="privacy budget ε for the planned rounds")
+    g.add_argument("--dp-delta", type=_positive_float, default=1e-5, help="δ (default 1e-5)")
+    g.add_argument("--dp-clip", type=_positive_float, default=1.0, help="clip of per-example derivatives")
+
+
+def _dp_config(a: argparse.Namespace):
+    if a.dp_epsilon is None:
+        return None
+    from .privacy import DPConfig
+
+    cfg = DPConfig(a.dp_epsilon, a.dp_delta, a.dp_clip)
+    if cfg.problems():
+        raise ConfigError("; ".join(cfg.problems()))
+    return cfg
+
+
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(codec=Codec.parse(a.codec), lr=a.lr, eps=a.eps, samples=a.samples, batch_size=a.batch_size,
                        tune=a.tune, directions=Directions(a.directions), max_length=a.max_length).validate()
@@ -104,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds between evaluations (0: about 10 per run)")
     s.add_argument("--eval-size", type=_non_negative_int, default=0, help="held-out examples to evaluate (0: all)")
     s.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
+    _add_dp_flags(s)
     s.add_argument("--out", required=True, help="run directory to create")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -129,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
     pe.add_argument("--max-deadline", type=_positive_float, default=60.0, help="upper bound of the round deadline (s)")
     pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
+    _add_dp_flags(pe)
 
     sw = sub.add_parser("swarm", help="start N real peer processes on loopback and collect their results")
     _add_train_flags(sw)
@@ -182,7 +202,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     cfg = SimConfig(model=a.model, task=a.task, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
                     run_id=a.run_id, objective=a.objective, eval_every=a.eval_every, eval_size=a.eval_size,
                     label_names=tuple(_labels(a.labels) or ()), eval_file=a.eval_file,
-                    train=_train_config(a)).validate()
+                    train=_train_config(a), dp=_dp_config(a)).validate()
     bar = None
 
     def on_round(line: dict) -> None:
@@ -204,8 +224,8 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     keys = ["peers", "rounds", "records", "gradients", "payload_bytes", "codec", "eval_before", "eval_after",
-            "state_hash", "set_digest", "forward_passes", "seconds"]
-    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+            "state_hash", "set_digest", "forward_passes", "seconds", "dp"]
+    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     print(f"wrote {Path(a.out) / 'summary.json'}, metrics.jsonl, curve.png, ledger.obl")
     return 0
 
@@ -267,6 +287,15 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     data = setup.dataset.train
     if shard is not None:
         data = split_shards(data, shard[1], alpha, a.seed)[shard[0]]
+    privacy = None
+    dp = _dp_config(a)
+    if dp is not None:
+        from .privacy import Accountant
+        from .training import Privacy
+
+        if a.rounds is None:
+            raise ConfigError("--dp-epsilon needs --rounds: the noise is set for the planned number of rounds")
+        privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size, a.rounds * setup.train.samples))
     identity = out / "identity.key"
     net = DhtTransport(setup.spec.run_tag, initial_peers=a.join, host=a.host, port=a.port,
                        announce_host=a.announce_host, identity=identity)
@@ -276,7 +305,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
         setup.spec.save(out / "run.json")
         opts = PeerOptions(peer_id=pid, rounds=a.rounds, lockstep=a.lockstep, secret=secret,
                            snapshot_every=a.snapshot_every, max_deadline=a.max_deadline)
-        peer = Peer(setup, data, net, out, opts)
+        peer = Peer(setup, data, net, out, opts, privacy)
         (out / "addresses.txt").write_text("\n".join(net.addresses) + "\n")
         print(f"peer {pid:x} listening; others can join with:", flush=True)
         for addr in net.addresses:

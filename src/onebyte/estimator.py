@@ -16,7 +16,7 @@ import torch
 from .errors import DivergenceError
 from .state import FixedPointState
 
-__all__ = ["Measurement", "projected_gradient", "measure"]
+__all__ = ["Measurement", "projected_gradient", "measure", "measure_private"]
 
 B = TypeVar("B")
 
@@ -52,3 +52,26 @@ def measure(state: FixedPointState, loss: Callable[[B], float], batches: Sequenc
         g.append(gk)
         losses.append(0.5 * (plus + minus))
     return Measurement(np.asarray(g, dtype=np.float64), float(np.mean(losses)))
+
+
+@torch.inference_mode()
+def measure_private(state: FixedPointState, losses: Callable[[B], np.ndarray], batches: Sequence[B],
+                    seeds: Sequence[int], eps: float, clip: float, noise_std: float,
+                    rng: np.random.Generator) -> Measurement:
+    """DP-ZO: per-example directional derivatives clipped to [-clip, clip], summed, plus
+    N(0, noise_std^2), over the batch size. ``rng`` must be private (never a public seed)."""
+    g, mean_loss = [], []
+    for batch, seed in zip(batches, seeds, strict=True):
+        try:
+            state.perturb(seed, eps)
+            plus = np.asarray(losses(batch), dtype=np.float64)
+            state.perturb(seed, -2.0 * eps)
+            minus = np.asarray(losses(batch), dtype=np.float64)
+        finally:
+            state.refresh()
+        if not (np.all(np.isfinite(plus)) and np.all(np.isfinite(minus))):
+            raise DivergenceError("a per-example loss is not finite")
+        d = np.clip((plus - minus) / (2.0 * eps), -clip, clip)
+        g.append((float(d.sum()) + float(rng.normal(0.0, noise_std))) / len(d))
+        mean_loss.append(0.5 * float(plus.mean() + minus.mean()))
+    return Measurement(np.asarray(g, dtype=np.float64), float(np.mean(mean_loss)))

@@ -28,7 +28,7 @@ from .membership import Heartbeat, Membership, decode_heartbeat
 from .record import Record, SetDigest, decode_record
 from .replay import apply_records, effective, plan
 from .tasks.data import Example
-from .training import Setup, make_record
+from .training import Privacy, Setup, make_record
 from .transport.base import Transport
 
 __all__ = ["PeerOptions", "Peer"]
@@ -75,8 +75,9 @@ class Peer:
     """One replica: state + ledger + the round loop, over any ``Transport``."""
 
     def __init__(self, setup: Setup, shard: list[Example], transport: Transport, out: Path | str,
-                 opts: PeerOptions):
+                 opts: PeerOptions, privacy: Privacy | None = None):
         self.setup, self.shard, self.net, self.opts = setup, shard, transport, opts
+        self.privacy = privacy
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.tag = setup.spec.run_tag
@@ -494,7 +495,7 @@ class Peer:
             own_ids = self.slots.get((r, self.opts.peer_id, 0))
             own = self.records[own_ids[0]] if own_ids else None
         if own is None:
-            own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret)
+            own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret, self.privacy)
             self.offer(own.to_bytes())
         self.measured_through = max(self.measured_through, r)
         self.apply_pending()
@@ -644,6 +645,8 @@ class Peer:
 
     def write_summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.summary()
+        if self.privacy is not None:
+            s["dp"] = self.privacy.accountant.report()
         if extra:
             s.update(extra)
         tmp = self.out / "summary.json.tmp"

@@ -16,10 +16,11 @@ from typing import Any
 from .config import TrainConfig, parse_split
 from .errors import ConfigError
 from .ledger import LedgerWriter
+from .privacy import Accountant, DPConfig
 from .record import SetDigest
 from .replay import apply_records
 from .tasks.data import split_shards
-from .training import Setup, make_record
+from .training import Privacy, Setup, make_record
 
 __all__ = ["SimConfig", "simulate", "LEDGER_NAME", "RUN_NAME"]
 
@@ -42,6 +43,7 @@ class SimConfig:
     label_names: tuple[str, ...] = ()
     eval_file: str | None = None
     train: TrainConfig = TrainConfig()
+    dp: DPConfig | None = None  # differential privacy per peer (each peer's own data)
 
     def validate(self) -> SimConfig:
         problems = self.train.problems()
@@ -55,6 +57,8 @@ class SimConfig:
             parse_split(self.split)
         except ConfigError as exc:
             problems.append(str(exc))
+        if self.dp is not None:
+            problems += self.dp.problems()
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -78,6 +82,10 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {out}: {exc.strerror}") from None
     shards = split_shards(setup.dataset.train, cfg.peers, parse_split(cfg.split), cfg.seed)
+    privacy = None
+    if cfg.dp is not None:
+        steps = cfg.rounds * cfg.train.samples
+        privacy = [Privacy.create(Accountant(cfg.dp, len(s), cfg.train.batch_size, steps)) for s in shards]
     test = setup.dataset.test[: cfg.eval_size] if cfg.eval_size else setup.dataset.test
     every = cfg.eval_every or max(1, cfg.rounds // 10)
     digest, payload, records_n, forwards = SetDigest(), 0, 0, 0
@@ -85,7 +93,8 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
     eval_after = eval_before
     with LedgerWriter(out / LEDGER_NAME) as ledger, open(out / "metrics.jsonl", "w") as metrics:
         for r in range(cfg.rounds):
-            made = [make_record(setup, shards[p], r, p) for p in range(cfg.peers)]
+            made = [make_record(setup, shards[p], r, p, privacy=privacy[p] if privacy else None)
+                    for p in range(cfg.peers)]
             records = [rec for rec, _ in made]
             apply_records(setup.state, records, cfg.train)
             ledger.append(records)
@@ -130,6 +139,8 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
         "forward_passes": forwards,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if privacy:  # the weakest guarantee among the peers (each protects its own shard)
+        summary["dp"] = max((p.accountant.report() for p in privacy), key=lambda d: d["epsilon_spent"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from .plots import plot_curve
 

@@ -13,9 +13,10 @@ import numpy as np
 
 from .config import RunSpec, TrainConfig
 from .errors import ModelError
-from .estimator import Measurement, measure
+from .estimator import Measurement, measure, measure_private
 from .models import LoadedModel, load_model
 from .params import TuneSpec, select_parameters
+from .privacy import Accountant
 from .record import Record, build_record
 from .replay import direction_seeds
 from .seeds import stream_seed
@@ -23,7 +24,7 @@ from .state import FixedPointState
 from .tasks.data import Dataset, Example, load_dataset
 from .tasks.objectives import Objective, ObjectiveKind, build_objective
 
-__all__ = ["Setup", "make_record", "batch_for"]
+__all__ = ["Setup", "Privacy", "make_record", "batch_for"]
 
 
 @dataclass
@@ -65,14 +66,36 @@ def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int
     return [shard[i] for i in idx]
 
 
+@dataclass
+class Privacy:
+    """A peer's differential-privacy state: its accountant and its *private* randomness."""
+
+    accountant: Accountant
+    rng: np.random.Generator
+
+    @classmethod
+    def create(cls, accountant: Accountant) -> Privacy:
+        import secrets
+
+        return cls(accountant, np.random.default_rng(secrets.randbits(128)))
+
+
 def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, first_sample: int = 0,
-                secret: bytes = b"") -> tuple[Record, Measurement]:
+                secret: bytes = b"", privacy: Privacy | None = None) -> tuple[Record, Measurement]:
     """Measure K projected gradients at the current state on the peer's data; return the record."""
     train, tag = setup.train, setup.spec.run_tag
     k = train.samples
-    batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
     probe = Record(train.codec, tag, round_, peer_id, first_sample, k, 0, b"")
     seeds = direction_seeds(tag, train.directions, probe)
-    m = measure(setup.state, setup.objective.loss, batches, seeds, train.eps)
+    if privacy is None:
+        batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
+        m = measure(setup.state, setup.objective.loss, batches, seeds, train.eps)
+    else:
+        acc = privacy.accountant
+        acc.spend(k)  # refuses before measuring once the planned budget is used
+        batches = [[shard[i] for i in privacy.rng.choice(len(shard), acc.batch, replace=False)] for _ in range(k)]
+        noise_std = 2.0 * acc.noise * acc.cfg.clip  # replace-one sensitivity of the clipped sum is 2C
+        m = measure_private(setup.state, setup.objective.losses, batches, seeds, train.eps, acc.cfg.clip,
+                            noise_std, privacy.rng)
     rounding = stream_seed(tag, "rounding", round_, peer_id, first_sample)
     return build_record(train.codec, tag, round_, peer_id, first_sample, m.ghat, rounding, secret), m

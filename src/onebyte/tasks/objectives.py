@@ -47,12 +47,22 @@ class Objective:
                              return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
-    def logits_and_loss(self, batch: Sequence[Example]) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def per_example(self, batch: Sequence[Example]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(logits or None, the loss of each example)."""
         raise NotImplementedError
+
+    def logits_and_loss(self, batch: Sequence[Example]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        logits, losses = self.per_example(batch)
+        return logits, losses.mean()
 
     @torch.inference_mode()
     def loss(self, batch: Sequence[Example]) -> float:
         return float(self.logits_and_loss(batch)[1])
+
+    @torch.inference_mode()
+    def losses(self, batch: Sequence[Example]):
+        """Per-example losses as a float64 NumPy array (for differentially private estimates)."""
+        return self.per_example(batch)[1].double().numpy()
 
     @torch.inference_mode()
     def evaluate(self, examples: Sequence[Example], batch_size: int = 128) -> dict[str, float]:
@@ -78,13 +88,13 @@ class EncoderClassifier(Objective):
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return F.normalize(pooled, dim=-1)
 
-    def logits_and_loss(self, batch):
+    def per_example(self, batch):
         texts = [self.template.format(text=e.text) for e in batch]
         descriptions = [f"This is {name}." for name in self.label_names]
         emb = self._embed(texts + descriptions)
         logits = COSINE_SCALE * emb[: len(texts)] @ emb[len(texts):].T
         labels = torch.tensor([e.label for e in batch])
-        return logits, F.cross_entropy(logits, labels)
+        return logits, F.cross_entropy(logits, labels, reduction="none")
 
 
 class CausalClassifier(Objective):
@@ -100,7 +110,7 @@ class CausalClassifier(Objective):
             raise DataError(f"labels {self.label_names} share their first token; rename them")
         self.tokenizer.padding_side = "right"
 
-    def logits_and_loss(self, batch):
+    def per_example(self, batch):
         texts = [self.template.format(text=e.text) + "\nsentiment:" for e in batch]
         enc = self._tokens(texts)
         enc.pop("token_type_ids", None)
@@ -108,16 +118,17 @@ class CausalClassifier(Objective):
         last = enc["attention_mask"].sum(1) - 1
         logits = out[torch.arange(len(batch)), last][:, self.label_tokens]
         labels = torch.tensor([e.label for e in batch])
-        return logits, F.cross_entropy(logits, labels)
+        return logits, F.cross_entropy(logits, labels, reduction="none")
 
 
 class CausalLM(Objective):
-    def logits_and_loss(self, batch):
+    def per_example(self, batch):
         enc = self._tokens([e.text for e in batch])
         enc.pop("token_type_ids", None)
         logits = self.model(**enc).logits[:, :-1]
-        target = enc["input_ids"][:, 1:].masked_fill(enc["attention_mask"][:, 1:] == 0, -100)
-        return None, F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        mask = enc["attention_mask"][:, 1:].to(logits.dtype)
+        tok = F.cross_entropy(logits.transpose(1, 2), enc["input_ids"][:, 1:], reduction="none")
+        return None, (tok * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 def build_objective(loaded: LoadedModel, dataset: Dataset, kind: ObjectiveKind, max_length: int) -> Objective:

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from onebyte.errors import ConfigError
+from onebyte.estimator import measure_private
+from onebyte.privacy import Accountant, DPConfig, calibrate_noise, epsilon_for
+from onebyte.state import FixedPointState
+
+
+def test_calibrated_noise_meets_the_budget_and_is_tight():
+    cfg = DPConfig(3.0, 1e-5)
+    sigma = calibrate_noise(cfg, n=1000, batch=32, steps=400)
+    assert epsilon_for(sigma, 1000, 32, 400, 1e-5) <= 3.0
+    assert epsilon_for(sigma * 0.95, 1000, 32, 400, 1e-5) > 3.0
+    assert calibrate_noise(DPConfig(1.0, 1e-5), 1000, 32, 400) > sigma  # less ε, more noise
+
+
+def test_budget_is_reported_by_the_accountant_and_enforced():
+    acc = Accountant(DPConfig(3.0, 1e-5), n=500, batch=16, planned_steps=20)
+    acc.spend(20)
+    rep = acc.report()
+    assert rep["epsilon_spent"] == pytest.approx(epsilon_for(acc.noise, 500, 16, 20, 1e-5))
+    assert rep["epsilon_spent"] <= 3.0 and rep["noise_multiplier"] == acc.noise
+    with pytest.raises(ConfigError, match="budget"):
+        acc.spend(1)
+
+
+def test_clipping_bounds_each_example_and_noise_is_added():
+    m = torch.nn.Linear(4, 1)
+    state = FixedPointState(sorted(m.named_parameters()))
+    x = torch.randn(8, 4) * 100
+
+    def losses(_):
+        return (m(x).squeeze(1) * 1e3).detach().double().numpy()  # huge per-example derivatives
+
+    no_noise = measure_private(state, losses, [None], [1], 1e-3, clip=0.5, noise_std=0.0,
+                               rng=np.random.default_rng(0))
+    assert abs(no_noise.ghat[0]) <= 0.5 + 1e-12
+    noisy = [measure_private(state, losses, [None], [1], 1e-3, 0.5, 10.0, np.random.default_rng(s)).ghat[0]
+             for s in range(50)]
+    assert np.std(noisy) == pytest.approx(10.0 / 8, rel=0.3)  # N(0, 10^2) over a batch of 8
+
+
+def test_simulate_with_dp_reports_the_budget(tmp_path):
+    from onebyte.config import TrainConfig
+    from onebyte.simulate import SimConfig, simulate
+
+    s = simulate(SimConfig(model="tiny-gpt2", peers=2, rounds=2, eval_size=16, dp=DPConfig(3.0, 1e-5),
+                           train=TrainConfig(samples=2, batch_size=8)), tmp_path / "r")
+    assert 0 < s["dp"]["epsilon_spent"] <= 3.0 and s["dp"]["delta"] == 1e-5
+    assert s["dp"]["steps"] == s["dp"]["planned_steps"] == 4
