@@ -103,3 +103,31 @@ def test_snapshot_roundtrip_and_tamper(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\0" * 20)
     with pytest.raises(LedgerError):
         load_snapshot(tmp_path / "bad.safetensors", state)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.lists(st.floats(-50, 50), min_size=1, max_size=8)),
+                min_size=1, max_size=12),
+       st.integers(0, 10_000))
+def test_property_any_truncation_is_detected_and_repairs_to_a_prefix(tmp_path_factory, items, cut_seed):
+    path = tmp_path_factory.mktemp("prop") / "l.obl"
+    recs = [build_record(Codec.BYTE, RUN, r, i, 0, np.array(g), i) for i, (r, g) in enumerate(items)]
+    with LedgerWriter(path) as w:
+        w.append(recs)
+    data = path.read_bytes()
+    assert read_ledger(path) == [r.to_bytes() for r in recs]
+    cut = len(LEDGER_MAGIC) + cut_seed % (len(data) - len(LEDGER_MAGIC))
+    path.write_bytes(data[:cut])
+    if cut < len(data):
+        try:
+            verify_ledger(path)
+            intact = True
+        except LedgerError:
+            intact = False
+        kept = LedgerWriter(path).existing
+        assert kept == [r.to_bytes() for r in recs[: len(kept)]]  # what survives is a prefix
+        assert intact == (path.stat().st_size == cut)  # valid exactly when cut on an entry boundary

@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
     pe.add_argument("--max-deadline", type=_positive_float, default=60.0, help="upper bound of the round deadline (s)")
     pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
+    pe.add_argument("--eval-size", type=_non_negative_int, default=256,
+                    help="held-out examples evaluated at start and end (0: skip)")
     _add_dp_flags(pe)
 
     sw = sub.add_parser("swarm", help="start N real peer processes on loopback and collect their results")
@@ -292,7 +294,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
         pid = _peer_id(a.peer_id, identity.read_bytes())
         setup.spec.save(out / "run.json")
         opts = PeerOptions(peer_id=pid, rounds=a.rounds, lockstep=a.lockstep, secret=secret,
-                           snapshot_every=a.snapshot_every, max_deadline=a.max_deadline)
+                           snapshot_every=a.snapshot_every, max_deadline=a.max_deadline, eval_size=a.eval_size)
         peer = Peer(setup, data, net, out, opts, privacy)
         (out / "addresses.txt").write_text("\n".join(net.addresses) + "\n")
         print(f"peer {pid:x} listening; others can join with:", flush=True)

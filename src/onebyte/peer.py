@@ -69,6 +69,7 @@ class PeerOptions:
     lookback: int = 2  # rounds re-read from the DHT while draining
     push_timeout: float = 5.0
     request_timeout: float = 30.0
+    eval_size: int = 0  # held-out examples evaluated at start and end (0: none)
 
 
 class Peer:
@@ -105,6 +106,7 @@ class Peer:
         self.max_round_seconds = 0.0
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
+        self.eval_after: dict[str, float] | None = None
         self._restore()
         self.ledger = LedgerWriter(self.out / LEDGER_NAME)
         self.net.serve(self.handle)
@@ -577,8 +579,16 @@ class Peer:
         self.beat(force=True)
         return max(self.round, self._newest_known())
 
+    def evaluate(self) -> dict[str, float] | None:
+        """Held-out loss and accuracy at the current state (``eval_size`` 0: skip)."""
+        if not self.opts.eval_size:
+            return None
+        with self.lock:
+            return self.setup.objective.evaluate(self.setup.dataset.test[: self.opts.eval_size])
+
     def run(self, stop: threading.Event | None = None, on_round: Any = None) -> dict[str, Any]:
         self.join()
+        self.eval_before = self.evaluate()
         r = self.start_round()
         while (self.opts.rounds is None or r < self.opts.rounds) and not (stop is not None and stop.is_set()):
             self.run_round(r, stop)
@@ -587,6 +597,7 @@ class Peer:
                 on_round(self)
             r += 1  # a slow peer keeps its pace; only joiners and restarters jump to the newest round
         self.drain(short=stop is not None and stop.is_set())
+        self.eval_after = self.evaluate()
         return self.write_summary()
 
     def drain(self, short: bool = False) -> None:
@@ -640,6 +651,10 @@ class Peer:
                 "addresses": self.net.addresses,
                 "done": self.done,
                 "max_round_seconds": round(self.max_round_seconds, 3),
+                "peers": len({rec.peer_id for rec in self.records.values()}),
+                "forward_passes": 2 * sum(r.count for r in self.records.values() if r.peer_id == self.opts.peer_id),
+                "eval_before": self.eval_before,
+                "eval_after": self.eval_after,
                 "seconds": round(time.perf_counter() - self.started, 3),
             }
 
