@@ -3,6 +3,8 @@ partitions, authentication. Real processes over hivemind are in test_swarm.py (s
 
 import threading
 
+import pytest
+
 from onebyte.config import TrainConfig
 from onebyte.peer import Peer, PeerOptions
 from onebyte.simulate import SimConfig, simulate
@@ -146,3 +148,22 @@ def _wait(cond, timeout):
     while not cond():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.05)
+
+
+def test_newcomer_with_another_base_or_config_is_refused(tmp_path):
+    from onebyte.errors import ConfigError, ModelError
+
+    hub = MemoryHub()
+    a = _peers(hub, tmp_path, 1, rounds=None)[0]
+    a.beat(force=True)
+    other_cfg = Setup.build("peer-test", "tiny-gpt2", "vader", TrainConfig(samples=3, batch_size=8, tune="all"))
+    b = Peer(other_cfg, other_cfg.dataset.train, MemoryTransport(hub, "b"), tmp_path / "b",
+             PeerOptions(peer_id=5, secret=b"s", **FAST))
+    with pytest.raises(ConfigError, match="training configuration"):
+        b.join()
+    other_base = Setup.build("peer-test", "tiny-gpt2", "vader", TRAIN)
+    other_base.spec = type(other_base.spec)(**{**other_base.spec.__dict__, "base_hash": "ab" * 32})
+    c = Peer(other_base, other_base.dataset.train, MemoryTransport(hub, "c"), tmp_path / "c",
+             PeerOptions(peer_id=6, secret=b"s", **FAST))
+    with pytest.raises(ModelError, match="another base model"):
+        c.join()

@@ -287,7 +287,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
             raise ConfigError("--dp-epsilon needs --rounds: the noise is set for the planned number of rounds")
         privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size, a.rounds * setup.train.samples))
     identity = out / "identity.key"
-    net = DhtTransport(setup.spec.run_tag, initial_peers=a.join, host=a.host, port=a.port,
+    net = DhtTransport(setup.spec.run_tag, run_id=a.run_id, initial_peers=a.join, host=a.host, port=a.port,
                        announce_host=a.announce_host, identity=identity)
     peer = None
     try:

@@ -2,7 +2,7 @@
 
 A heartbeat is a small authenticated binary message every peer republishes about once a second::
 
-    magic "HB" | version u8 | run tag 16B | peer id u64 | seq u32 | round u32 | records u32 |
+    magic "HB" | version u8 | run tag 16B | base hash 16B | peer id u64 | seq u32 | round u32 | records u32 |
     done u8 | set digest 32B | state hash 32B | closed round i32 | digest of rounds <= closed 32B |
     contact length u16 | contact | HMAC tag 16B
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from .errors import ProtocolError
 
-__all__ = ["Heartbeat", "decode_heartbeat", "Membership"]
+__all__ = ["Heartbeat", "ForeignRun", "decode_heartbeat", "Membership"]
 
-_HB = struct.Struct("<2sB16sQIIIB32s32si32sH")
+_HB = struct.Struct("<2sB16s16sQIIIB32s32si32sH")
 _TAG = 16
 MAX_CONTACT = 512
 
@@ -34,6 +34,7 @@ MAX_CONTACT = 512
 @dataclass(frozen=True)
 class Heartbeat:
     run_tag: bytes
+    base: bytes  # first 16 bytes of the base model's hash: tells a wrong base from a wrong config
     peer_id: int
     seq: int
     round: int  # the next round this peer will run
@@ -47,29 +48,39 @@ class Heartbeat:
 
     def encode(self, secret: bytes) -> bytes:
         c = self.contact.encode()
-        body = _HB.pack(b"HB", 1, self.run_tag, self.peer_id, self.seq, self.round, self.records,
+        body = _HB.pack(b"HB", 1, self.run_tag, self.base, self.peer_id, self.seq, self.round, self.records,
                         int(self.done), self.digest, self.state_hash, self.closed, self.closed_digest, len(c)) + c
         return body + hmac.new(secret, body, hashlib.sha256).digest()[:_TAG]
+
+
+class ForeignRun(ProtocolError):
+    """An authentic heartbeat from a peer of the same run id but another base or configuration."""
+
+    def __init__(self, hb: Heartbeat):
+        super().__init__("heartbeat for another run")
+        self.heartbeat = hb
 
 
 def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes) -> Heartbeat:
     if not isinstance(data, bytes | bytearray) or not _HB.size + _TAG <= len(data) <= _HB.size + MAX_CONTACT + _TAG:
         raise ProtocolError("heartbeat has an impossible size")
     data = bytes(data)
-    magic, version, tag_run, peer, seq, rnd, records, done, digest, shash, closed, cdigest, clen = _HB.unpack_from(data)
+    magic, version, tag_run, base, peer, seq, rnd, records, done, digest, shash, closed, cdigest, clen = (
+        _HB.unpack_from(data))
     if magic != b"HB" or version != 1 or done > 1 or closed < -1:
         raise ProtocolError("not a onebyte heartbeat")
     if len(data) != _HB.size + clen + _TAG:
         raise ProtocolError("heartbeat length does not match its contact field")
-    if tag_run != run_tag:
-        raise ProtocolError("heartbeat for another run")
     if not hmac.compare_digest(data[-_TAG:], hmac.new(secret, data[:-_TAG], hashlib.sha256).digest()[:_TAG]):
         raise ProtocolError("heartbeat authentication failed")
     try:
         contact = data[_HB.size:-_TAG].decode()
     except UnicodeDecodeError:
         raise ProtocolError("heartbeat contact is not UTF-8") from None
-    return Heartbeat(tag_run, peer, seq, rnd, records, bool(done), digest, shash, closed, cdigest, contact)
+    hb = Heartbeat(tag_run, base, peer, seq, rnd, records, bool(done), digest, shash, closed, cdigest, contact)
+    if tag_run != run_tag:
+        raise ForeignRun(hb)
+    return hb
 
 
 class Membership:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DivergenceError, LedgerError, OnebyteError, ProtocolError
+from .errors import ConfigError, DivergenceError, LedgerError, ModelError, OnebyteError, ProtocolError
 from .ledger import LedgerWriter, load_snapshot, save_snapshot
-from .membership import Heartbeat, Membership, decode_heartbeat
+from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .record import Record, SetDigest, decode_record
 from .replay import apply_records, effective, plan
 from .tasks.data import Example
@@ -82,6 +82,8 @@ class Peer:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.tag = setup.spec.run_tag
+        self._base = bytes.fromhex(setup.spec.base_hash)[:16]
+        self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
         self.lock = threading.RLock()  # guards state, ledger and the record index
         self.records: dict[bytes, Record] = {}  # every accepted record, applied or still pending
         self.applied: set[bytes] = set()
@@ -171,6 +173,18 @@ class Peer:
             self.round_digest[rec.round] = (self.round_digest.get(rec.round, 0) + rid) % (1 << 256)
             self.payload_bytes += rec.payload_bytes()
 
+    def _refuse_foreign(self) -> None:
+        """Refuse to join a swarm whose peers run another base model or configuration."""
+        if self.members.live().keys() - {self.opts.peer_id} or not self.foreign:
+            return
+        hb = next(iter(self.foreign.values()))
+        if hb.base != self._base:
+            raise ModelError(f"the peers of this run use another base model (hash {hb.base.hex()[:12]}…, this "
+                             f"peer has {self._base.hex()[:12]}…): check --model")
+        raise ConfigError(f"the peers of this run use another training configuration (run tag "
+                          f"{hb.run_tag.hex()[:12]}…, this peer has {self.tag.hex()[:12]}…): every flag under "
+                          "'training' must match theirs")
+
     def join(self) -> None:
         """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any."""
         if self.records:
@@ -178,6 +192,7 @@ class Peer:
         deadline = time.monotonic() + self.opts.join_timeout
         while time.monotonic() < deadline:
             self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
+            self._refuse_foreign()
             others = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
             if self.records:
                 return  # records already arrive by push: we are in, and sync fills the past
@@ -350,7 +365,7 @@ class Peer:
         with self.lock:
             self.seq += 1
             closed = max(-1, self.round - 2)
-            return Heartbeat(self.tag, self.opts.peer_id, self.seq, self.round, len(self.applied),
+            return Heartbeat(self.tag, self._base, self.opts.peer_id, self.seq, self.round, len(self.applied),
                              self.done, bytes.fromhex(self.digest.hex()), bytes.fromhex(self.state_hash()),
                              closed, self.closed_digest(closed), self.net.contact)
 
@@ -365,6 +380,9 @@ class Peer:
     def _observe(self, data: bytes) -> None:
         try:
             self.members.observe(decode_heartbeat(data, self.tag, self.opts.secret))
+        except ForeignRun as exc:
+            self.foreign[exc.heartbeat.peer_id] = exc.heartbeat
+            self._reject(exc.heartbeat.peer_id, "heartbeat for another base model or configuration")
         except ProtocolError as exc:
             self._reject(-1, f"heartbeat: {exc}")
 

@@ -65,8 +65,8 @@ def _load_key(path: Path | None):
 
 
 class DhtTransport(Transport):
-    def __init__(self, run_tag: bytes, *, initial_peers: list[str] | None = None, host: str = "0.0.0.0",
-                 port: int = 0, announce_host: str | None = None, identity: Path | None = None):
+    def __init__(self, run_tag: bytes, *, run_id: str | None = None, initial_peers: list[str] | None = None,
+                 host: str = "0.0.0.0", port: int = 0, announce_host: str | None = None, identity: Path | None = None):
         try:
             import hivemind
             from hivemind.dht.crypto import RSASignatureValidator
@@ -76,7 +76,8 @@ class DhtTransport(Transport):
         self.bytes_sent = 0
         self.bytes_received = 0
         prefix = "onebyte/" + run_tag.hex()
-        self._peers_key = prefix + "/peers"
+        # heartbeats are found by run id, so a peer with another base or configuration is told so
+        self._peers_key = "onebyte/" + (run_id if run_id is not None else run_tag.hex()) + "/peers"
         self._bundle_key = prefix + "/b/{}"
         self._bundles: dict[int, list[bytes]] = {}
         self._validator = RSASignatureValidator(_load_key(identity))
