@@ -79,14 +79,12 @@ def _add_dp_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _dp_config(a: argparse.Namespace):
-    if a.dp_epsilon is None:
-        return None
     from .privacy import DPConfig
 
-    cfg = DPConfig(a.dp_epsilon, a.dp_delta, a.dp_clip)
-    if cfg.problems():
+    cfg = DPConfig(a.dp_epsilon if a.dp_epsilon is not None else 1.0, a.dp_delta, a.dp_clip)
+    if cfg.problems():  # checked even without --dp-epsilon: a bad value is never ignored silently
         raise ConfigError("; ".join(cfg.problems()))
-    return cfg
+    return None if a.dp_epsilon is None else cfg
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
