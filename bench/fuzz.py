@@ -1,7 +1,7 @@
 """Fuzz the decoders: mutated records and mutated ledgers must be accepted or rejected with the
 project's own error, never crash.
 
-    python bench/fuzz.py [--records 100000] [--ledgers 2000] [--out bench/results/fuzz.json]
+    python bench/fuzz.py [--records 100000] [--ledgers 100000] [--out bench/results/fuzz.json]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def mutate(rng: np.random.Generator, data: bytes) -> bytes:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--ledgers", type=int, default=2_000)
+    ap.add_argument("--ledgers", type=int, default=100_000)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     rng = np.random.default_rng(0)
