@@ -1,7 +1,8 @@
 """The two-point SPSA estimator: g = (L(theta + eps z) - L(theta - eps z)) / (2 eps).
 
 The perturbation is applied to the float view in place and undone exactly from the integer
-accumulators, so measuring costs two forward passes, one generated direction, and no copies.
+accumulators, so measuring costs two forward passes, two chunk-by-chunk expansions of the
+direction (cheaper than holding a full-size z), and no copy of the weights.
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ class Peer:
         self.applied: set[bytes] = set()
         self.slots: dict[tuple[int, int, int], list[bytes]] = {}  # slot -> record ids (2 = equivocation)
         self.flagged: set[int] = set()  # peers caught equivocating
+        self.round_peers: dict[int, set[int]] = {}  # round -> peers we hold a record from
         self.digest = SetDigest()  # of the *applied* records: what the state hash is a function of
         self.round_digest: dict[int, int] = {}  # round -> sum of record ids of that round, mod 2^256
         self.pending: list[Record] = []
@@ -162,6 +163,7 @@ class Peer:
             return
         self.records[rec.record_id] = rec
         self.slots.setdefault((rec.round, rec.peer_id, rec.first_sample), []).append(rec.record_id)
+        self.round_peers.setdefault(rec.round, set()).add(rec.peer_id)
 
     def _mark_applied(self, recs: list[Record]) -> None:
         for rec in recs:
@@ -272,7 +274,7 @@ class Peer:
             if len(self.pending) >= MAX_PENDING:
                 self._reject(rec.peer_id, "too many records waiting to be applied (flood)")
                 return False
-            if sum(1 for (rr, _, _) in self.slots if rr == rec.round) >= MAX_PEERS_PER_ROUND:
+            if len(self.round_peers.get(rec.round, ())) >= MAX_PEERS_PER_ROUND:
                 self._reject(rec.peer_id, "too many peers in one round (flood)")
                 return False
             try:
@@ -504,7 +506,7 @@ class Peer:
 
     def _have(self, r: int) -> set[int]:
         with self.lock:
-            return {p for (rr, p, _) in self.slots if rr == r}
+            return set(self.round_peers.get(r, ()))
 
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
         t0 = time.monotonic()
