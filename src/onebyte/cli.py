@@ -361,11 +361,11 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
 
 def _cmd_replay(a: argparse.Namespace) -> int:
     from .config import RunSpec
-    from .ledger import read_ledger
+    from .ledger import LEDGER_NAME, read_ledger
     from .models import export_model
     from .record import decode_record
     from .replay import apply_records, effective
-    from .simulate import LEDGER_NAME, RUN_NAME
+    from .simulate import RUN_NAME
     from .training import Setup
 
     run_dir = Path(a.run)

@@ -19,11 +19,14 @@ from pathlib import Path
 from .errors import LedgerError, ProtocolError
 from .record import MAX_RECORD_SIZE, Record, SetDigest, decode_record
 
-__all__ = ["LEDGER_MAGIC", "read_ledger", "verify_ledger", "LedgerWriter", "save_snapshot", "load_snapshot"]
+__all__ = ["LEDGER_MAGIC", "LEDGER_NAME", "read_ledger", "verify_ledger", "LedgerWriter", "save_snapshot",
+           "load_snapshot"]
 
 log = logging.getLogger(__name__)
 
 LEDGER_MAGIC = b"ONEBYTE-LEDGER1\n"
+#: The ledger's file name inside a run or peer directory.
+LEDGER_NAME = "ledger.obl"
 _ENTRY = struct.Struct("<II")
 
 

@@ -10,7 +10,6 @@ touch the state; every accepted record is in the ledger (fsynced) before it is a
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DivergenceError, LedgerError, ModelError, OnebyteError, ProtocolError
-from .ledger import LedgerWriter, load_snapshot, save_snapshot
+from .ledger import LEDGER_NAME, LedgerWriter, load_snapshot, save_snapshot
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .record import Record, SetDigest, decode_record
 from .replay import apply_records, effective, plan
@@ -35,7 +34,6 @@ __all__ = ["PeerOptions", "Peer"]
 
 log = logging.getLogger(__name__)
 
-LEDGER_NAME = "ledger.obl"
 SNAPSHOT_NAME = "snapshot.safetensors"
 CONNECT_NAME = "connect.txt"
 #: Records more than this many rounds ahead of the newest round we know of are refused.
@@ -110,32 +108,30 @@ class Peer:
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
         self.eval_after: dict[str, float] | None = None
-        self._restore()
-        self.ledger = LedgerWriter(self.out / LEDGER_NAME)
+        self.ledger = LedgerWriter(self.out / LEDGER_NAME)  # creates it, or repairs a torn tail
+        self._restore(self.ledger.existing)
         self.net.serve(self.handle)
 
     # ----------------------------------------------------------------- restoring and joining
-    def _restore(self) -> None:
+    def _restore(self, entries: list[bytes]) -> None:
         """Rebuild from snapshot + ledger when this --out already holds a run."""
-        path = self.out / LEDGER_NAME
-        if not path.exists():
+        if not entries:
             return
-        raw = LedgerWriter(path)  # repairs a torn tail
-        raw.close()
+        path = self.out / LEDGER_NAME
         covered = 0
         snap = self.out / SNAPSHOT_NAME
         if snap.exists():
             meta = load_snapshot(snap, self.setup.state)
             covered = int(meta["ledger_entries"])
         recs = []
-        for i, data in enumerate(raw.existing):
+        for i, data in enumerate(entries):
             try:
                 rec = decode_record(data, run_tag=self.tag)
             except ProtocolError as exc:
                 raise LedgerError(f"{path}: entry {i}: {exc}") from None
             self._index(rec)
             recs.append(rec)
-        if snap.exists() and covered and self._digest_of(raw.existing[:covered]) != meta["set_digest"]:
+        if snap.exists() and covered and _digest_of(recs[:covered]) != meta["set_digest"]:
             raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries")
         with self.lock:
             # the snapshot holds effective(prefix); move to effective(all), undoing what a later
@@ -151,12 +147,6 @@ class Peer:
         self.measured_through = self.round - 1
         self.rounds_completed = len(set(own))
         log.info("restored %d records from %s (resuming at round %d)", len(self.records), self.out, self.round)
-
-    def _digest_of(self, raws: list[bytes]) -> str:
-        d = SetDigest()
-        for data in raws:
-            d.add(decode_record(data).record_id)
-        return d.hex()
 
     def _index(self, rec: Record) -> None:
         if rec.record_id in self.records:
@@ -225,10 +215,7 @@ class Peer:
                 if self.records or self.pending:
                     raise ProtocolError("records arrived before the snapshot; joining by sync instead")
                 meta = load_snapshot(tmp, self.setup.state)  # checks the tensors against its state hash
-                d = SetDigest()
-                for r in recs:
-                    d.add(r.record_id)
-                if d.hex() != meta["set_digest"]:
+                if _digest_of(recs) != meta["set_digest"]:
                     raise ProtocolError("snapshot's records do not add up to its set digest")
                 for other in self.members.live().values():
                     if other.digest.hex() == meta["set_digest"] and other.state_hash.hex() != meta["state_hash"]:
@@ -333,9 +320,8 @@ class Peer:
                 self.flagged.add(r.peer_id)
                 log.warning("peer %x published two different records for round %d: neither counts",
                             r.peer_id, r.round)
-                first = ids[0]
-                if first in self.applied and len(self.slots[(r.round, r.peer_id, r.first_sample)]) == 2:
-                    undo.append(self.records[first])
+                if ids[0] in self.applied:
+                    undo.append(self.records[ids[0]])
         return undo
 
     def pull(self, rounds: range) -> None:
@@ -479,14 +465,12 @@ class Peer:
                 return _pack_blobs([r.to_bytes() for r in wanted if r is not None])
             if request == b"SNAP":
                 self.apply_pending()
-                buf = io.BytesIO()
                 from safetensors.torch import save
 
                 st = self.setup.state
                 meta = {"state_hash": st.state_hash(), "set_digest": self.digest.hex(),
                         "records": str(len(self.applied)), "round": str(self.round)}
-                buf.write(save({k: v.contiguous() for k, v in st.tensors().items()}, metadata=meta))
-                snap = buf.getvalue()
+                snap = save({k: v.contiguous() for k, v in st.tensors().items()}, metadata=meta)
                 applied = [self.records[rid].to_bytes() for rid in self.applied]
                 return struct.pack("<Q", len(snap)) + snap + _pack_blobs(applied)
         return b""
@@ -678,12 +662,10 @@ class Peer:
                 "seconds": round(time.perf_counter() - self.started, 3),
             }
 
-    def write_summary(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def write_summary(self) -> dict[str, Any]:
         s = self.summary()
         if self.privacy is not None:
             s["dp"] = self.privacy.accountant.report()
-        if extra:
-            s.update(extra)
         tmp = self.out / "summary.json.tmp"
         tmp.write_text(json.dumps(s, indent=2) + "\n")
         os.replace(tmp, self.out / "summary.json")
@@ -691,6 +673,13 @@ class Peer:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def _digest_of(recs: list[Record]) -> str:
+    d = SetDigest()
+    for rec in recs:
+        d.add(rec.record_id)
+    return d.hex()
 
 
 def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:

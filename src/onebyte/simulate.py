@@ -15,16 +15,15 @@ from typing import Any
 
 from .config import TrainConfig, parse_split
 from .errors import ConfigError
-from .ledger import LedgerWriter
+from .ledger import LEDGER_NAME, LedgerWriter
 from .privacy import Accountant, DPConfig
 from .record import SetDigest
 from .replay import apply_records
 from .tasks.data import split_shards
 from .training import Privacy, Setup, make_record
 
-__all__ = ["SimConfig", "simulate", "LEDGER_NAME", "RUN_NAME"]
+__all__ = ["SimConfig", "simulate", "RUN_NAME"]
 
-LEDGER_NAME = "ledger.obl"
 RUN_NAME = "run.json"
 
 

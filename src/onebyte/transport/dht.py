@@ -235,13 +235,6 @@ class DhtTransport(Transport):
         except Exception as exc:
             raise ProtocolError(f"could not connect to {addresses}: {exc}") from None
 
-    def p2pd_pid(self) -> int | None:
-        """The p2pd daemon's process id (for wire-level byte counting)."""
-        try:
-            return self.dht.run_coroutine(_p2pd_pid, return_future=True).result(GET_TIMEOUT)
-        except Exception:
-            return None
-
     def close(self) -> None:
         for k in list(self._bundles):
             try:
@@ -255,10 +248,6 @@ class DhtTransport(Transport):
         self.dht.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-
-
-async def _p2pd_pid(_dht, node) -> int:
-    return int(node.p2p._child.pid)
 
 
 async def _connect(addresses: list[str], _dht, node) -> bool:
