@@ -1,0 +1,379 @@
+"""Learning quality: onebyte beside what users would pick instead (all-MiniLM-L6-v2 on VADER).
+
+    python bench/quality.py [--quick] [--seeds 3] [--workers 2] [--out bench/results/quality.json]
+
+Held-out accuracy on the whole VADER test split, mean ± std over seeds, for:
+  * zero-shot (the untouched model);
+  * first-order fine-tuning of every weight with Adam and backprop (the upper bound users know);
+  * single-machine SPSA with float scalars, written the MeZO way (in-place ``normal_``
+    perturbations regenerated from a seed, one update per projected gradient);
+  * onebyte, 1 peer, with the float32, byte and sign codecs;
+  * onebyte (byte) with 2, 4 and 8 peers on iid and Dirichlet(0.3) label-skewed shards.
+All SPSA runs use the demo's training configuration (bias tuning, lr 1e-3, eps 1e-3, K=4
+gradients per peer per round, batch 32). A seed changes the run id (so every direction and
+batch) and the shard split. Runs go to a pool of single-threaded worker processes.
+
+"Swarm seconds" is the wall-clock a swarm of real machines would need without network: peers
+measure in parallel, so each round costs its slowest peer's measurement plus applying the
+round's records (the simulator times both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Multi-peer runs stop once they have measured more gradients than the 1-peer run (n x rounds).
+FULL = {"rounds": 120, "multi_rounds": {2: 40, 4: 40, 8: 20}, "eval_every": 20, "multi_eval_every": 5,
+        "adam_steps": 200, "adam_eval_every": 25, "splits": ("iid", "dirichlet:0.3"), "eval_size": 0}
+QUICK = {"rounds": 10, "multi_rounds": {4: 4}, "eval_every": 5, "multi_eval_every": 2, "adam_steps": 20,
+         "adam_eval_every": 10, "splits": ("iid", "dirichlet:0.3"), "eval_size": 300}
+ADAM_LR = 2e-5
+MODEL, TASK = "minilm", "vader"
+
+
+def conditions(p: dict) -> list[dict]:
+    out = [{"name": "zero-shot", "kind": "zero-shot"},
+           {"name": "Adam (first-order, all weights)", "kind": "adam"},
+           {"name": "float SPSA, MeZO-style, 1 machine", "kind": "mezo", "peers": 1}]
+    for codec in ("float32", "byte", "sign"):
+        out.append({"name": f"onebyte {codec}, 1 peer", "kind": "onebyte", "codec": codec, "peers": 1,
+                    "split": "iid"})
+    for split in p["splits"]:
+        for n in p["multi_rounds"]:
+            out.append({"name": f"onebyte byte, {n} peers, {split}", "kind": "onebyte", "codec": "byte",
+                        "peers": n, "split": split})
+    return out
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _point(step: int, forwards: int, seconds: float, swarm_seconds: float, payload: int, ev: dict) -> dict:
+    return {"round": step, "forward_passes": forwards, "seconds": round(seconds, 3),
+            "swarm_seconds": round(swarm_seconds, 3), "payload_bytes": payload, "accuracy": ev["accuracy"],
+            "loss": ev["loss"]}
+
+
+def _test_set(dataset, size: int):
+    return dataset.test[:size] if size else dataset.test
+
+
+def run_onebyte(cond: dict, seed: int, p: dict) -> list[dict]:
+    from onebyte.codec import Codec
+    from onebyte.config import TrainConfig
+    from onebyte.simulate import SimConfig, simulate
+
+    multi = cond["peers"] > 1
+    cfg = SimConfig(model=MODEL, task=TASK, peers=cond["peers"], split=cond["split"], seed=seed,
+                    rounds=p["multi_rounds"][cond["peers"]] if multi else p["rounds"], run_id=f"quality-seed{seed}",
+                    eval_every=p["multi_eval_every"] if multi else p["eval_every"], eval_size=p["eval_size"],
+                    train=TrainConfig(codec=Codec.parse(cond["codec"])))
+    with tempfile.TemporaryDirectory(prefix="onebyte-quality-") as tmp:
+        summary = simulate(cfg, tmp)
+        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    curve = [_point(0, 0, 0.0, 0.0, 0, summary["eval_before"])]
+    curve += [_point(r["round"] + 1, r["forward_passes"], r["seconds"], r["swarm_seconds"], r["payload_bytes"],
+                     r["eval"]) for r in rows if "eval" in r]
+    return curve
+
+
+def _plain(seed: int):
+    """Model, objective and data without onebyte's state (for the baselines)."""
+    from onebyte.config import TrainConfig
+    from onebyte.models import load_model
+    from onebyte.tasks.data import load_dataset
+    from onebyte.tasks.objectives import ObjectiveKind, build_objective
+
+    loaded = load_model(MODEL)
+    dataset = load_dataset(TASK)
+    return loaded, dataset, build_objective(loaded, dataset, ObjectiveKind.AUTO, TrainConfig().max_length)
+
+
+def run_zero_shot(cond: dict, seed: int, p: dict) -> list[dict]:
+    _, dataset, obj = _plain(seed)
+    return [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(_test_set(dataset, p["eval_size"])))]
+
+
+def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
+    """MeZO (Malladi et al. 2023) on the same biases, batches and hyper-parameters, float32 throughout."""
+    import torch
+
+    from onebyte.config import RunSpec, TrainConfig
+    from onebyte.params import TuneSpec, select_parameters
+    from onebyte.seeds import stream_seed
+    from onebyte.training import batch_for
+
+    loaded, dataset, obj = _plain(seed)
+    train = TrainConfig()
+    params = [prm for _, prm in select_parameters(loaded.model, TuneSpec.parse(train.tune))]
+    tag = RunSpec(f"quality-seed{seed}", MODEL, TASK, loaded.base_hash, train).run_tag
+    test = _test_set(dataset, p["eval_size"])
+
+    @torch.no_grad()
+    def move(z_seed: int, scale: float) -> None:
+        gen = torch.Generator().manual_seed(z_seed)
+        for prm in params:
+            prm.add_(torch.normal(0.0, 1.0, size=prm.shape, generator=gen), alpha=scale)
+
+    curve = [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(test))]
+    forwards, train_s = 0, 0.0
+    for r in range(p["rounds"]):
+        t = time.perf_counter()
+        for k in range(train.samples):
+            batch = batch_for(tag, dataset.train, train.batch_size, r, 0, k)
+            z_seed = stream_seed(tag, "mezo", r, k) & 0x7FFF_FFFF_FFFF_FFFF
+            move(z_seed, train.eps)
+            plus = obj.loss(batch)
+            move(z_seed, -2 * train.eps)
+            minus = obj.loss(batch)
+            move(z_seed, train.eps)
+            move(z_seed, -train.lr * (plus - minus) / (2 * train.eps))
+            forwards += 2
+        train_s += time.perf_counter() - t
+        if (r + 1) % p["eval_every"] == 0 or r + 1 == p["rounds"]:
+            curve.append(_point(r + 1, forwards, train_s, train_s, 0, obj.evaluate(test)))
+    return curve
+
+
+def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
+    import numpy as np
+    import torch
+
+    loaded, dataset, obj = _plain(seed)
+    torch.manual_seed(seed)
+    model = loaded.model
+    model.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
+    rng = np.random.default_rng(seed)
+    test = _test_set(dataset, p["eval_size"])
+    curve = [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(test))]
+    train_s = 0.0
+    for step in range(p["adam_steps"]):
+        t = time.perf_counter()
+        model.train()
+        idx = rng.choice(len(dataset.train), size=32, replace=False)
+        opt.zero_grad()
+        obj.logits_and_loss([dataset.train[i] for i in idx])[1].backward()
+        opt.step()
+        model.eval()
+        train_s += time.perf_counter() - t
+        if (step + 1) % p["adam_eval_every"] == 0 or step + 1 == p["adam_steps"]:
+            curve.append(_point(step + 1, step + 1, train_s, train_s, 0, obj.evaluate(test)))
+    return curve
+
+
+RUNNERS = {"onebyte": run_onebyte, "mezo": run_mezo, "adam": run_adam, "zero-shot": run_zero_shot}
+
+
+def run_task(task: tuple[dict, int, dict]) -> dict:
+    cond, seed, p = task
+    t = time.perf_counter()
+    curve = RUNNERS[cond["kind"]](cond, seed, p)
+    return {"name": cond["name"], "seed": seed, "curve": curve, "task_seconds": round(time.perf_counter() - t, 1)}
+
+
+def _cost(cond: dict, p: dict) -> float:
+    """Rough forward passes, to start the longest runs first."""
+    if cond["kind"] == "onebyte":
+        return cond["peers"] * (p["multi_rounds"][cond["peers"]] if cond["peers"] > 1 else p["rounds"])
+    return {"mezo": p["rounds"], "adam": p["adam_steps"] * 0.4, "zero-shot": 0.0}[cond["kind"]]
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def summarize(conds: list[dict], runs: list[dict], p: dict) -> dict:
+    by_name: dict[str, list[dict]] = {}
+    for run in sorted(runs, key=lambda r: r["seed"]):
+        by_name.setdefault(run["name"], []).append(run)
+    rows = []
+    for cond in conds:
+        rs = by_name.get(cond["name"], [])
+        final = [r["curve"][-1] for r in rs]
+        mean, std = _mean_std([f["accuracy"] for f in final])
+        rows.append({**cond, "seeds": len(rs), "final_accuracy_mean": mean, "final_accuracy_std": std,
+                     "rounds": final[0]["round"], "forward_passes": final[0]["forward_passes"],
+                     "payload_bytes": final[0]["payload_bytes"],
+                     "swarm_seconds_mean": statistics.fmean(f["swarm_seconds"] for f in final)})
+    named = {row["name"]: row for row in rows}
+    mezo, byte1 = named["float SPSA, MeZO-style, 1 machine"], named["onebyte byte, 1 peer"]
+    targets = {"byte_vs_float_spsa": {
+        "byte_mean": byte1["final_accuracy_mean"], "float_spsa_mean": mezo["final_accuracy_mean"],
+        "forward_passes": byte1["forward_passes"], "gap_points": 100 * (mezo["final_accuracy_mean"]
+                                                                       - byte1["final_accuracy_mean"])}}
+    targets["byte_vs_float_spsa"]["met"] = targets["byte_vs_float_spsa"]["gap_points"] <= 1.0
+    # Rounds for n peers to reach the 1-peer final accuracy (same seed), first evaluation at or above it.
+    one_peer = {r["seed"]: r["curve"][-1]["accuracy"] for r in by_name.get("onebyte byte, 1 peer", [])}
+    reach = []
+    for split in p["splits"]:
+        for n in p["multi_rounds"]:
+            name = f"onebyte byte, {n} peers, {split}"
+            per_seed = []
+            for run in by_name.get(name, []):
+                hit = next((pt["round"] for pt in run["curve"] if pt["accuracy"] >= one_peer[run["seed"]]), None)
+                per_seed.append(hit)
+            reached = [h for h in per_seed if h is not None]
+            reach.append({"name": name, "peers": n, "split": split, "rounds_per_seed": per_seed,
+                          "one_peer_rounds": p["rounds"], "max_rounds_run": p["multi_rounds"][n],
+                          "worst_fraction": (max(reached) / p["rounds"]) if len(reached) == len(per_seed) and reached
+                          else None})
+    four = next((x for x in reach if x["peers"] == 4 and x["split"] == "iid"), None)
+    if four is not None:
+        targets["four_peers_third_of_rounds"] = {
+            "rounds_per_seed": four["rounds_per_seed"], "limit": p["rounds"] / 3,
+            "met": four["worst_fraction"] is not None and four["worst_fraction"] <= 1 / 3}
+    return {"rows": rows, "reach": reach, "targets": targets}
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot(runs: list[dict], out_dir: Path, prefix: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(run["name"], []).append(run)
+    axes = [("forward_passes", "forward passes (all peers)", False, "forward"),
+            ("swarm_seconds", "wall-clock of the swarm, s (peers in parallel, no network)", False, "wallclock"),
+            ("payload_bytes", "payload bytes exchanged, all peers (codes + exponents)", True, "bytes")]
+    files = []
+    for key, label, logx, tag in axes:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, rs in groups.items():
+            if name == "zero-shot":
+                ax.axhline(rs[0]["curve"][0]["accuracy"], ls="--", c="grey", lw=1, label=name)
+                continue
+            if key == "payload_bytes" and not name.startswith("onebyte"):
+                continue  # single-machine baselines exchange nothing
+            n = min(len(r["curve"]) for r in rs)
+            xs = [statistics.fmean(r["curve"][i][key] for r in rs) for i in range(n)]
+            ys = [statistics.fmean(r["curve"][i]["accuracy"] for r in rs) for i in range(n)]
+            if logx:
+                xs, ys = xs[1:], ys[1:]
+            ax.plot(xs, ys, marker=".", label=name, lw=1.2,
+                    ls=":" if "dirichlet" in name else "-")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out accuracy (mean over seeds)")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"{prefix}_{tag}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        files.append(path.name)
+    return files
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report_section(r: dict) -> str:
+    pct = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"  # noqa: E731
+    s = r["summary"]
+    lines = ["## Learning quality (all-MiniLM-L6-v2 on VADER, held-out accuracy)", "",
+             f"Measured {r['date']} on {r['machine']}: {r['seeds']} seed(s), {r['workers']} single-threaded "
+             f"worker processes, {r['wall_seconds'] / 60:.1f} min. Reproduce with `{r['command']}`. "
+             f"Held-out set: {r['test_examples']} examples never trained on. SPSA runs: bias tuning, lr 1e-3, "
+             "eps 1e-3, K=4 gradients per peer per round, batch 32 (the demo's configuration); "
+             f"Adam: all weights, lr {ADAM_LR:g}, batch 32.", "",
+             "| method | rounds / steps | forward passes | payload bytes (all peers) | swarm wall-clock s "
+             "| accuracy % (mean ± std) |", "|---|---|---|---|---|---|"]
+    for row in s["rows"]:
+        fw = "0" if row["kind"] == "zero-shot" else f"{row['forward_passes']:,}"
+        if row["kind"] == "adam":
+            fw += " (+ as many backward)"
+        lines.append(f"| {row['name']} | {row['rounds']} | {fw} | {row['payload_bytes']:,} | "
+                     f"{row['swarm_seconds_mean']:.0f} | {pct(row['final_accuracy_mean'], row['final_accuracy_std'])} |")
+    t = s["targets"]["byte_vs_float_spsa"]
+    lines += ["", "**Targets**", "",
+              f"* onebyte `byte` vs single-machine float SPSA at the same {t['forward_passes']:,} forward passes: "
+              f"{100 * t['byte_mean']:.1f} % vs {100 * t['float_spsa_mean']:.1f} % (gap "
+              f"{t['gap_points']:+.1f} points; target: byte within 1 point) — "
+              f"{'met' if t['met'] else '**missed**'}."]
+    four = s["targets"].get("four_peers_third_of_rounds")
+    if four:
+        lines.append(f"* 4 peers (iid) reach the 1-peer final accuracy (same seed) after "
+                     f"{four['rounds_per_seed']} rounds (per seed; None: not within the rounds run); target ≤ "
+                     f"{four['limit']:.0f} rounds (a third of {r['params']['rounds']}) — "
+                     f"{'met' if four['met'] else '**missed**'}.")
+    lines += ["", "Rounds for n peers to first reach the 1-peer final accuracy of the same seed "
+              f"(evaluated every {r['params']['multi_eval_every']} rounds):", "",
+              "| peers | shards | rounds run | rounds to reach, per seed | worst / 1-peer rounds |",
+              "|---|---|---|---|---|"]
+    for x in s["reach"]:
+        frac = "not reached" if x["worst_fraction"] is None else f"{x['worst_fraction']:.2f}"
+        lines.append(f"| {x['peers']} | {x['split']} | {x['max_rounds_run']} | {x['rounds_per_seed']} | {frac} |")
+    lines += [""] + [f"![{name}]({name})" for name in r["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one seed, a few rounds (minutes)")
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/quality.json"))
+    a = ap.parse_args()
+    p = dict(QUICK if a.quick else FULL)
+    seeds = list(range(a.seeds if a.seeds else (1 if a.quick else 3)))
+    conds = conditions(p)
+    tasks = [(c, s, p) for c in conds for s in (seeds[:1] if c["kind"] == "zero-shot" else seeds)]
+    tasks.sort(key=lambda t: -_cost(t[0], p))
+    start = time.perf_counter()
+    runs = []
+    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
+        for run in pool.imap_unordered(run_task, tasks):
+            runs.append(run)
+            acc = run["curve"][-1]["accuracy"]
+            print(f"[{time.perf_counter() - start:6.0f}s] {len(runs)}/{len(tasks)} {run['name']} seed {run['seed']}: "
+                  f"{100 * acc:.1f} % ({run['task_seconds']:.0f} s)", flush=True)
+    from onebyte.tasks.data import load_dataset
+
+    test_n = len(load_dataset(TASK).test)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = a.out.stem
+    cmd = "python bench/quality.py" + (" --quick" if a.quick else "") + (f" --seeds {a.seeds}" if a.seeds else "")
+    result = {
+        "command": cmd + f" --workers {a.workers}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {mp.cpu_count()} cores",
+        "seeds": len(seeds), "workers": a.workers,
+        "params": {**p, "splits": list(p["splits"]), "multi_rounds": {str(k): v for k, v in p["multi_rounds"].items()}},
+        "test_examples": p["eval_size"] or test_n,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "summary": summarize(conds, runs, p),
+        "plots": plot(runs, a.out.parent, prefix),
+        "runs": runs,
+    }
+    a.out.write_text(json.dumps(result, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o)
+                                else str(o)) + "\n")
+    print(report_section(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
