@@ -7,7 +7,7 @@ STAMP := $(VENV)/.onebyte-installed
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test test-all swarm-demo bench-speed bench-wire clean
+.PHONY: demo test test-all swarm-demo bench bench-quick bench-speed bench-wire clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test-all: $(STAMP)
 # A real swarm on this machine: 3 peer processes over hivemind on loopback.
 swarm-demo: $(STAMP)
 	$(VENV)/bin/onebyte swarm --peers 3 --rounds 30 --out runs/swarm-$(shell date +%Y%m%d-%H%M%S)
+
+# Every benchmark, then BENCHMARKS.md (about 50 min on 2 cores). The network ones need root.
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+# A smaller version of each (under 5 min): bench/results/quick/ and its BENCHMARKS.md.
+bench-quick: $(STAMP)
+	$(PY) bench/run_all.py --quick
 
 bench-speed: $(STAMP)
 	$(PY) bench/speed.py --out bench/results/speed_cpu.json && $(PY) bench/report.py

@@ -1,13 +1,14 @@
 """Speed and memory of the engine on all-MiniLM-L6-v2, as ratios measured side by side.
 
-    python bench/speed.py [--threads 2] [--repeats 7] [--out bench/out/speed.json]
+    python bench/speed.py [--threads 2] [--repeats 7] [--quick] [--out bench/out/speed.json]
 
 Measures, in one process and one run (medians of --repeats):
   * time per projected gradient / time of two plain forward passes (batch 16 x 32 tokens),
     with MeZO-style in-place ``normal_`` perturbation measured beside it;
   * Rademacher generation for every tuned parameter vs ``torch.normal_`` of the same size;
-  * applying 64 records in one batch vs one at a time (our generator), vs one at a time with a
-    fresh ``normal_`` perturbation each (MeZO-style replay), and with shared directions;
+  * applying 64 and 512 records in one batch vs one at a time (our generator), vs one at a time
+    with a fresh ``normal_`` perturbation each (MeZO-style replay), and with shared directions;
+  * replay cost of one round as the swarm grows (8, 64, 512 peers x 4 gradients);
 and, in fresh subprocesses, peak RSS of training vs inference vs first-order Adam.
 """
 
@@ -74,7 +75,7 @@ def mezo_step(params, seed, eps, loss):
     return (lp - lm) / (2 * eps)
 
 
-def bench_compute(repeats: int) -> dict:
+def bench_compute(repeats: int, quick: bool = False) -> dict:
     loaded = load_model("minilm")
     model, tok = loaded.model, loaded.tokenizer
     batch = make_batch(tok)
@@ -118,9 +119,9 @@ def bench_compute(repeats: int) -> dict:
             apply_records(state, [rec], train)
     out["apply64_one_at_a_time_s"] = median_time(one_at_a_time, r)
 
-    def mezo_replay():
+    def mezo_replay(batch=batch64):
         with torch.no_grad():
-            for i, rec in enumerate(batch64):
+            for i, rec in enumerate(batch):
                 torch.manual_seed(i)
                 g = float(rec.gradients()[0])
                 for p in params:
@@ -131,6 +132,11 @@ def bench_compute(repeats: int) -> dict:
     out["apply64x4_shared_directions_s"] = median_time(lambda: apply_records(state, batch64_shared, shared), r)
     batch512 = records(512)
     out["apply512_batched_s"] = median_time(lambda: apply_records(state, batch512, train), 1)
+    if not quick:  # ~30 s: 512 fresh normal_ perturbations of 22.7M values, timed once
+        t = time.perf_counter()
+        mezo_replay(batch512)
+        out["apply512_mezo_normal_s"] = time.perf_counter() - t
+        out["speedup_apply512_vs_mezo_normal"] = out["apply512_mezo_normal_s"] / out["apply512_batched_s"]
     out["speedup_apply64_vs_one_at_a_time"] = out["apply64_one_at_a_time_s"] / out["apply64_batched_s"]
     out["speedup_apply64_vs_mezo_normal"] = out["apply64_mezo_normal_s"] / out["apply64_batched_s"]
     out["speedup_shared_256_gradients_vs_one_at_a_time_64"] = (
@@ -138,6 +144,29 @@ def bench_compute(repeats: int) -> dict:
     out["records_per_s_batched_64"] = 64 / out["apply64_batched_s"]
     out["records_per_s_batched_512"] = 512 / out["apply512_batched_s"]
     return out
+
+
+def bench_scaling(quick: bool) -> list[dict]:
+    """Replay cost of one round as the swarm grows: P peers x K=4 gradients each, applied at once.
+
+    Synthetic records (replay cost does not depend on the values), the demo's bias tuning and
+    all weights, distinct directions (the paper's method) and shared ones (``--directions shared``).
+    """
+    rows = []
+    rng = np.random.default_rng(1)
+    for tune in ("bias", "all"):
+        state = FixedPointState(select_parameters(load_model("minilm").model, TuneSpec.parse(tune)))
+        for directions in (Directions.DISTINCT, Directions.SHARED):
+            train = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=4, directions=directions)
+            for peers in ((8, 64) if quick and tune == "all" else (8, 64, 512)):
+                recs = [build_record(Codec.BYTE, RUN, 0, p, 0, rng.normal(size=4), p) for p in range(peers)]
+                t = time.perf_counter()
+                apply_records(state, recs, train)
+                secs = time.perf_counter() - t
+                rows.append({"tune": tune, "parameters": state.numel, "directions": directions.value,
+                             "peers": peers, "records": peers, "gradients": 4 * peers, "seconds": secs,
+                             "records_per_s": peers / secs, "gradients_per_s": 4 * peers / secs})
+    return rows
 
 
 def _status_mib(field: str) -> float:
@@ -196,6 +225,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--memory-child", choices=["inference", "train", "adam"])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no 512-record MeZO replay")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.memory_child:
@@ -204,8 +234,10 @@ def main() -> None:
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                          f"torch {torch.__version__}",
               "date": time.strftime("%Y-%m-%d %H:%M"),
-              "command": f"python bench/speed.py --threads {a.threads} --repeats {a.repeats}"}
-    result.update(bench_compute(a.repeats))
+              "command": f"python bench/speed.py --threads {a.threads} --repeats {a.repeats}"
+                         + (" --quick" if a.quick else "")}
+    result.update(bench_compute(a.repeats, a.quick))
+    result["scaling"] = bench_scaling(a.quick)
     result.update(bench_memory(a.threads))
     text = json.dumps(result, indent=2)
     print(text)
