@@ -61,10 +61,12 @@ def _wrap32(c: int) -> int:
 
 def apply_plan(state: FixedPointState, p: Plan) -> None:
     """Add every planned direction to the accumulators, then refresh the view once."""
+    items = []
     for seed in sorted(p):
         coeffs = {f: _wrap32(c) for f, c in p[seed].items() if _wrap32(c)}
         if coeffs:
-            state.add(seed, coeffs)
+            items.append((seed, coeffs))
+    state.add_many(items)
     state.refresh()
 
 
