@@ -1,7 +1,8 @@
 """A networked peer: the simulator's round, run by one machine against a transport.
 
 Each round a peer measures its K gradients at its current state, publishes the record, waits
-for the round's records from the peers it knows are live (or, in lockstep, from all N), applies
+for the previous round's records from the peers it knows are live (one round in flight, so the
+link's latency hides behind compute; in lockstep, for this round's records from all N), applies
 whatever it has and moves on. Late records are applied whenever they arrive: the state is a
 function of the record *set*, so nobody waits for stragglers and partitions heal by exchanging
 what is missing (anti-entropy on set digests). Everything received is validated before it can
@@ -17,6 +18,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ MAX_PENDING = 100_000
 MAX_PUT = 4096
 MAX_PEERS_PER_ROUND = 1024
 MAX_REPLY = 512 << 20
+#: Pushes in flight at once (one per live peer per round; the rest queue).
+PUSH_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class PeerOptions:
     poll: float = 0.05  # local check for pushed records (no network traffic)
     dht_poll: float = 2.0  # once half the deadline has passed, read the round from the DHT this often
     lookback: int = 2  # rounds re-read from the DHT while draining
+    pipeline: int = 1  # rounds in flight: after publishing round r, wait for round r - pipeline (not lockstep)
     push_timeout: float = 5.0
     request_timeout: float = 30.0
     eval_size: int = 0  # held-out examples evaluated at start and end (0: none)
@@ -108,6 +113,12 @@ class Peer:
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
         self.eval_after: dict[str, float] | None = None
+        # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
+        # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
+        self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
+        self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
+        self._beating: Future | None = None
+        self._first_round: int | None = None  # where run() started: that round is waited for in full
         self.ledger = LedgerWriter(self.out / LEDGER_NAME)  # creates it, or repairs a torn tail
         self._restore(self.ledger.existing)
         self.net.serve(self.handle)
@@ -375,11 +386,23 @@ class Peer:
             self._reject(-1, f"heartbeat: {exc}")
 
     def beat(self, force: bool = False, sync: bool = True) -> None:
-        """Publish our heartbeat (about once a second), read everyone's, audit, and sync."""
+        """Publish our heartbeat, read everyone's, audit, and sync: every ``heartbeat_interval``
+        in the background (a DHT store and get walk the DHT: seconds over a slow link), or now
+        when forced. A background exchange's error (a divergence) is raised here, on the caller."""
+        beating = self._beating
+        if beating is not None and beating.done():
+            self._beating = None
+            beating.result()
         now = time.monotonic()
         if not force and now - self._last_beat < self.opts.heartbeat_interval:
             return
         self._last_beat = now
+        if force:
+            self._exchange(sync)
+        elif self._beating is None:
+            self._beating = self._beater.submit(self._exchange, sync)
+
+    def _exchange(self, sync: bool) -> None:
         self._dial_requested()
         hb = self._heartbeat()
         try:
@@ -493,9 +516,17 @@ class Peer:
             return set(self.round_peers.get(r, ()))
 
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
+        """Measure and publish round r, then wait (bounded) for the records of round w = r - pipeline.
+
+        With a pipeline of one, round r's records travel while every peer measures round r + 1: the
+        link's latency hides behind compute, and a round is measured at a state that has all rounds
+        before r - 1 and whatever of r - 1 has arrived (lockstep waits for round r itself)."""
         t0 = time.monotonic()
-        if r > 0 and self._expected(r - 1) - self._have(r - 1):
-            self._fetch_round(r - 1, self._expected(r - 1) - self._have(r - 1))  # a push went missing
+        w = r - self.opts.pipeline
+        if self.opts.lockstep or self._first_round is None or w < self._first_round:
+            w = r  # lockstep, and the first round a peer runs, wait for the round itself (peers line up)
+        if w > 0 and self._expected(w - 1) - self._have(w - 1):
+            self._fetch_round(w - 1, self._expected(w - 1) - self._have(w - 1))  # a push went missing
         self.apply_pending()
         with self.lock:
             own_ids = self.slots.get((r, self.opts.peer_id, 0))
@@ -505,27 +536,27 @@ class Peer:
             self.offer(own.to_bytes())
         self.measured_through = max(self.measured_through, r)
         self.apply_pending()
-        self.net.publish(r, own.to_bytes())
+        self._beater.submit(self._publish, r, own.to_bytes())  # a DHT store every few rounds
         self._push(own)
         published = last_read = time.monotonic()
         limit = self.opts.lockstep_timeout if self.opts.lockstep else self._deadline()
         while True:
-            # Read the DHT copy only when a peer we lack is already past round r: its record
+            # Read the DHT copy only when a peer we lack is already past round w: its record
             # exists, so its push must have been lost (waiting on a slower peer costs nothing).
-            lost = {p for p in self._expected(r) - self._have(r)
-                    if p in self.members.latest and self.members.latest[p].round > r}
+            lost = {p for p in self._expected(w) - self._have(w)
+                    if p in self.members.latest and self.members.latest[p].round > w}
             if lost and time.monotonic() - last_read >= self.opts.dht_poll:
-                self._fetch_round(r, lost)
+                self._fetch_round(w, lost)
                 last_read = time.monotonic()
             self.apply_pending()
-            missing = self._expected(r) - self._have(r)
+            missing = self._expected(w) - self._have(w)
             if not missing:
                 self.round_time_ema = _ema(self.round_time_ema, time.monotonic() - published)
                 break
             if time.monotonic() - published > limit:
                 if self.opts.lockstep:
-                    raise OnebyteError(f"lockstep round {r}: no record from peers {sorted(missing)} in {limit:.0f}s")
-                log.info("round %d closed at its %.1fs deadline without peers %s", r, limit,
+                    raise OnebyteError(f"lockstep round {w}: no record from peers {sorted(missing)} in {limit:.0f}s")
+                log.info("round %d closed at its %.1fs deadline without peers %s", w, limit,
                          ", ".join(f"{p:x}" for p in sorted(missing)))
                 self.round_time_ema = _ema(self.round_time_ema, limit)
                 break
@@ -560,16 +591,25 @@ class Peer:
             self.pull(range(r, r + 1))
 
     def _push(self, rec: Record) -> None:
-        """Send our record straight to every live peer (the DHT copy is the fallback)."""
+        """Send our record straight to every live peer, all at once and without waiting for the
+        answers (each is a stream setup plus a round trip; the DHT copy is the fallback)."""
         raw = rec.to_bytes()
         data = b"REC" + struct.pack("<H", len(raw)) + raw + self._heartbeat().encode(self.opts.secret)
         for other in list(self.members.live().values()):
-            if other.peer_id == self.opts.peer_id:
-                continue
-            try:
-                self.net.request(other.contact, data, self.opts.push_timeout)
-            except ProtocolError as exc:
-                log.debug("push to peer %x failed: %s", other.peer_id, exc)
+            if other.peer_id != self.opts.peer_id:
+                self._pusher.submit(self._push_one, other, data)
+
+    def _publish(self, r: int, raw: bytes) -> None:
+        try:
+            self.net.publish(r, raw)
+        except ProtocolError as exc:  # the DHT copy is only the fallback for lost pushes
+            log.info("DHT copy of round %d not stored: %s", r, exc)
+
+    def _push_one(self, other: Heartbeat, data: bytes) -> None:
+        try:
+            self.net.request(other.contact, data, self.opts.push_timeout)
+        except ProtocolError as exc:
+            log.debug("push to peer %x failed: %s", other.peer_id, exc)
 
     def _snapshot(self) -> None:
         with self.lock:
@@ -593,7 +633,7 @@ class Peer:
     def run(self, stop: threading.Event | None = None, on_round: Any = None) -> dict[str, Any]:
         self.join()
         self.eval_before = self.evaluate()
-        r = self.start_round()
+        r = self._first_round = self.start_round()
         while (self.opts.rounds is None or r < self.opts.rounds) and not (stop is not None and stop.is_set()):
             self.run_round(r, stop)
             self.write_summary()
@@ -672,6 +712,8 @@ class Peer:
         return s
 
     def close(self) -> None:
+        self._beater.shutdown(wait=True)  # queued DHT publications still go out (each call is bounded)
+        self._pusher.shutdown(wait=True, cancel_futures=True)  # each push is bounded by push_timeout
         self.ledger.close()
 
 

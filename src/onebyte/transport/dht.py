@@ -90,13 +90,18 @@ class DhtTransport(Transport):
                                 record_validators=[self._validator], await_ready=True, num_replicas=NUM_REPLICAS,
                                 **kwargs)
 
+        redial = False
         try:
             self.dht = start(list(initial_peers or []))
         except Exception as exc:  # hivemind raises plain exceptions for unreachable peers / bad addrs
             if not initial_peers or "bootstrap" not in str(exc):
                 raise ConfigError(f"could not start the DHT node: {exc}") from None
-            log.warning("none of the --join peers answered (%s); starting alone, others can join this peer",
+            # The bootstrap ping has hivemind's 3 s RPC timeout, which a slow link can exceed before
+            # the connection is even up (TCP + TLS + stream setup over a 400 ms round trip, a lost
+            # SYN costs 1 s): start alone, then dial the join peers without that limit.
+            log.warning("none of the --join peers answered in time (%s); starting alone and dialling them again",
                         str(exc).splitlines()[-1])
+            redial = True
             try:
                 self.dht = start([])
             except Exception as exc2:
@@ -106,6 +111,12 @@ class DhtTransport(Transport):
         self._thread.start()
         self._p2p = self._call(self.dht.replicate_p2p(), START_TIMEOUT)
         self._last_expiry: dict[str, float] = {}
+        if redial:
+            try:
+                self.connect(list(initial_peers or []))
+                log.info("reached the --join peers on the second try")
+            except ProtocolError as exc:
+                log.warning("%s; others can join this peer", exc)
 
     # ----------------------------------------------------------------- helpers
     def _call(self, coro, timeout: float):
