@@ -433,6 +433,8 @@ def run(quick: bool, peers: int = 4, k: int = 16) -> dict:
     t0 = time.monotonic()
     numel, tensors = minilm_parameters()
     http = measure_http(peers, k, rounds, work)
+    # The same pattern with 8x the gradients per round: the slope is the cost of one more gradient.
+    http_big = None if quick else measure_http(peers, 8 * k, rounds // 2, work)
     gloo = measure_gloo(peers, numel, framed_steps, work)
     # One frame per segment costs the kernel far more CPU than GSO; time the steps with GSO on.
     timed = measure_gloo(peers, numel, timed_steps, work, framed=False)
@@ -447,6 +449,7 @@ def run(quick: bool, peers: int = 4, k: int = 16) -> dict:
         "samples_per_round": k,
         "onebyte_payload": payload_table(k),
         "json_http": http,
+        "json_http_large_k": http_big and {"samples_per_round": 8 * k, **http_big},
         "gloo_allreduce": gloo,
         "link": "veth in network namespaces, MTU 1500, gso_max_segs 1; bytes = eth0 tx_bytes",
     "gloo_timing_link": "same lab with the kernel's default GSO (64 KB super-packets), timings only",

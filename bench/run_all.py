@@ -35,6 +35,7 @@ STEPS: list[tuple[str, list[str], list[str], bool]] = [
     ("fuzz", ["fuzz.py", "--out", "{out}/fuzz.json"],
      ["fuzz.py", "--records", "5000", "--ledgers", "2000", "--out", "{out}/fuzz.json"], False),
     ("wire", ["wire.py", "--rounds", "40", "--out", "{out}/wire.json"], [], True),
+    ("wire-k128", ["wire.py", "--samples", "128", "--rounds", "30", "--out", "{out}/wire_k128.json"], [], True),
     ("comm", ["comm.py", "--out", "{out}/comm.json"], ["comm.py", "--quick", "--out", "{out}/comm.json"], True),
     ("thinlink", ["thinlink.py", "--out", "{out}/thinlink.json"],
      ["thinlink.py", "--quick", "--out", "{out}/thinlink.json"], True),
