@@ -150,29 +150,31 @@ def wire_section(r: dict) -> list[str]:
 
 
 def marginal_section(small: dict, large: dict, http: dict | None, http_large: dict | None) -> list[str]:
-    """Fixed cost per round and cost of one more gradient, from two runs that differ only in K."""
-    def split(b_small: float, b_large: float, k_small: int, k_large: int) -> tuple[float, float]:
-        per_gradient = (b_large - b_small) / (k_large - k_small)
-        return b_small - k_small * per_gradient, per_gradient
+    """The same swarms with 8x the gradients per round: what grows with K and what does not."""
+    def row(name: str, k: int, per_round: float, rps: float | None, payload: int) -> str:
+        per_s = f"{per_round * rps:,.0f}" if rps else "—"
+        return f"| {name} | {k} | {payload:,} | {per_round:,.0f} | {per_s} |"
 
-    ks, kl = small["samples_per_round"], large["samples_per_round"]
-    fixed, per = split(small["wire_bytes_per_round_mean"], large["wire_bytes_per_round_mean"], ks, kl)
-    rows = [f"| onebyte (`byte`, hivemind) | {small['wire_bytes_per_round_mean']:,.0f} | "
-            f"{large['wire_bytes_per_round_mean']:,.0f} | {fixed:,.0f} | **{per:.1f}** |"]
+    rows = [row("onebyte (`byte`, hivemind)", w["samples_per_round"], w["wire_bytes_per_round_mean"],
+                w.get("rounds_per_second"), w["payload_bytes_per_round_per_peer"]) for w in (small, large)]
+    out = ["### Bytes per round as K grows", "",
+           "The same 4-peer swarms with K and 8·K gradients per peer per round (bytes each peer sends; "
+           "`sudo python bench/wire.py --samples 128 --rounds 30` for the second onebyte row).", "",
+           "| system | K | payload bytes / round | wire bytes / round | wire bytes / s |", "|---|---|---|---|---|",
+           *rows]
     if http and http_large:
-        hks, hkl = http["samples_per_round"], http_large["samples_per_round"]
-        hf, hp = split(http["json_http"]["wire_bytes_per_round_mean"], http_large["wire_bytes_per_round_mean"], hks,
-                       hkl)
-        rows.append(f"| JSON over HTTP (first public implementation) | "
-                    f"{http['json_http']['wire_bytes_per_round_mean']:,.0f} | "
-                    f"{http_large['wire_bytes_per_round_mean']:,.0f} | {hf:,.0f} | **{hp:.1f}** |")
-        rows.append(f"| ratio | | | {hf / fixed:.1f}× | **{hp / per:.1f}×** |" if per > 0 else "")
-    return ["### What one more gradient costs", "",
-            f"Two runs of each system that differ only in K (K = {ks} and K = {kl} gradients per peer per round) "
-            "split the bytes each peer sends per round into a fixed part (connections, headers, heartbeats, DHT) "
-            "and a part per gradient (the slope).", "",
-            f"| system | bytes / round, K = {ks} | K = {kl} | fixed per round | per gradient |", "|---|---|---|---|---|",
-            *[r for r in rows if r], ""]
+        h1, h2 = http["json_http"], http_large
+        k1, k2 = http["samples_per_round"], h2["samples_per_round"]
+        out += [row("JSON over HTTP (first public implementation)", k, h["wire_bytes_per_round_mean"], None,
+                    round(h["grads_json_body_bytes_mean"])) for k, h in ((k1, h1), (k2, h2))]
+        per = (h2["wire_bytes_per_round_mean"] - h1["wire_bytes_per_round_mean"]) / (k2 - k1)
+        ob = (large["wire_bytes_per_round_mean"] - small["wire_bytes_per_round_mean"]) / (k2 - k1)
+        out += ["", f"Each extra gradient adds {per:.1f} bytes per peer per round to the JSON baseline. onebyte's "
+                f"bytes per round grow by {ob:,.0f} per extra gradient, but only 1 of those is the gradient: a "
+                "round with 8× the gradients takes several times longer, and onebyte's heartbeats and DHT "
+                "traffic are paid per second as well as per round (bytes / s above), so this is an upper bound "
+                "on the cost of a gradient, not its price."]
+    return out + [""]
 
 
 def fuzz_section(r: dict) -> list[str]:

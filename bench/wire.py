@@ -52,7 +52,7 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         out.mkdir(parents=True, exist_ok=True)
         secret.write_bytes(secrets.token_bytes(32))
         args = ["--model", "tiny-gpt2", "--task", "vader", "--samples", str(samples), "--batch-size", "8",
-                "--tune", "all", "--rounds", str(rounds), "--secret-file", str(secret), "--threads", "1",
+                "--rounds", str(rounds), "--secret-file", str(secret), "--threads", "1",
                 "--max-deadline", "30"]
         procs.append(start(lab, 0, out, [*args, "--peer-id", "0", "--shard", f"0/{peers}"], []))
         addr_file = out / "peer-0" / "addresses.txt"

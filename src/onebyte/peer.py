@@ -49,6 +49,11 @@ MAX_PEERS_PER_ROUND = 1024
 MAX_REPLY = 512 << 20
 #: Pushes in flight at once (one per live peer per round; the rest queue).
 PUSH_WORKERS = 8
+#: A background heartbeat exchange reads the DHT (a walk that downloads every peer's signed
+#: heartbeat from every node: kilobytes) only when pushes have not kept each live peer fresh, or
+#: after a dial; every DHT_READ_EVERY-th exchange reads it regardless, to find peers that do not
+#: push to us (the far side of a partition, foreign runs). Our own heartbeat is stored every time.
+DHT_READ_EVERY = 3
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,10 @@ class Peer:
         self.digest = SetDigest()  # of the *applied* records: what the state hash is a function of
         self.round_digest: dict[int, int] = {}  # round -> sum of record ids of that round, mod 2^256
         self.pending: list[Record] = []
+        # records that decoded but can never be valid here (over the sample limit or the update
+        # cap): remembered so that sync and round fetches stop asking for them again and again
+        self.refused: set[bytes] = set()  # 8-byte id prefixes, as in IDS/GET
+        self.refused_slots: dict[int, set[int]] = {}  # round -> authors whose record was refused
         self.rejected: Counter[str] = Counter()
         self._logged: set[tuple[int, str]] = set()
         self.members = Membership(opts.heartbeat_ttl)
@@ -106,6 +115,7 @@ class Peer:
         self.done = False
         self.round_time_ema: float | None = None
         self._last_beat = 0.0
+        self._exchanges = 0
         self._last_sync: dict[int, float] = {}
         self.payload_bytes = 0
         self._hash_cache = ("", "")
@@ -261,6 +271,7 @@ class Peer:
             if rec.record_id in self.records:
                 return False
             if rec.count != self.setup.train.samples or rec.first_sample != 0:
+                self._refuse(rec)
                 self._reject(rec.peer_id, "record exceeds the per-round sample limit")
                 return False
             if rec.round > max(self.round, self._newest_known()) + FUTURE_ROUNDS:
@@ -278,11 +289,17 @@ class Peer:
             try:
                 plan([rec], self.setup.train, self.setup.state.frac_bits.values())
             except ProtocolError as exc:
+                self._refuse(rec)
                 self._reject(rec.peer_id, str(exc))
                 return False
             self._index(rec)
             self.pending.append(rec)
             return True
+
+    def _refuse(self, rec: Record) -> None:
+        if len(self.refused) < MAX_IDS:
+            self.refused.add(rec.record_id[:8])
+            self.refused_slots.setdefault(rec.round, set()).add(rec.peer_id)
 
     def closed_digest(self, through: int) -> bytes:
         """Digest of the records of rounds <= ``through``."""
@@ -346,12 +363,12 @@ class Peer:
                 self.offer(data)
 
     # ----------------------------------------------------------------- membership and sync
-    def _dial_requested(self) -> None:
+    def _dial_requested(self) -> bool:
         """An operator (or a test) asks a running peer to dial more peers by writing their
         multiaddrs to ``OUT/connect.txt``; the file is consumed (renamed) once dialled."""
         path = self.out / CONNECT_NAME
         if not path.exists():
-            return
+            return False
         addrs = path.read_text().split()
         path.replace(path.with_suffix(".done"))
         try:
@@ -359,6 +376,7 @@ class Peer:
             log.info("dialled %s", " ".join(addrs))
         except ProtocolError as exc:
             log.warning("%s", exc)
+        return True
 
     def _heartbeat(self) -> Heartbeat:
         with self.lock:
@@ -398,16 +416,18 @@ class Peer:
             return
         self._last_beat = now
         if force:
-            self._exchange(sync)
+            self._exchange(sync, read=True)
         elif self._beating is None:
             self._beating = self._beater.submit(self._exchange, sync)
 
-    def _exchange(self, sync: bool) -> None:
-        self._dial_requested()
+    def _exchange(self, sync: bool, read: bool = False) -> None:
+        read = self._dial_requested() or read
+        self._exchanges += 1
+        read = read or self._exchanges % DHT_READ_EVERY == 0 or self._pushes_stale()
         hb = self._heartbeat()
         try:
             self.net.announce(hb.encode(self.opts.secret))
-            beats = self.net.heartbeats()
+            beats = self.net.heartbeats() if read else []
         except ProtocolError as exc:
             log.debug("heartbeat exchange failed: %s", exc)
             return
@@ -416,6 +436,13 @@ class Peer:
         self.audit(hb)
         if sync:
             self.sync()
+
+    def _pushes_stale(self) -> bool:
+        """Whether some live peer has not been heard from (by push) within a heartbeat interval,
+        or no other peer is live: then only the DHT can tell us who is there."""
+        now = time.monotonic()
+        others = [p for p in self.members.live(now) if p != self.opts.peer_id]
+        return not others or any(now - self.members.seen_at[p] > self.opts.heartbeat_interval for p in others)
 
     def audit(self, mine: Heartbeat) -> None:
         for other in self.members.live().values():
@@ -441,7 +468,7 @@ class Peer:
                 if len(ids) % 8 or len(ids) > 8 * MAX_IDS:
                     raise ProtocolError("malformed id list")
                 with self.lock:
-                    have = {rid[:8] for rid in self.records}
+                    have = {rid[:8] for rid in self.records} | self.refused
                 theirs = {ids[i:i + 8] for i in range(0, len(ids), 8)}
                 missing = [rid for rid in theirs if rid not in have]
                 if missing:
@@ -512,8 +539,9 @@ class Peer:
         return {p for p, hb in live.items() if hb.round >= r - 1 and not hb.done} | {self.opts.peer_id}
 
     def _have(self, r: int) -> set[int]:
+        """Peers whose record for round r we hold, or refused for good (nothing more will come)."""
         with self.lock:
-            return set(self.round_peers.get(r, ()))
+            return set(self.round_peers.get(r, ())) | self.refused_slots.get(r, set())
 
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
         """Measure and publish round r, then wait (bounded) for the records of round w = r - pipeline.

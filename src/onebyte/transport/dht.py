@@ -46,6 +46,12 @@ MAX_DHT_VALUE = 16 * 1024
 NUM_REPLICAS = 3
 #: Rounds per DHT bundle (E).
 PUBLISH_EVERY = 8
+#: DHTNode settings for a swarm that reads its few keys with ``latest=True``: hivemind's defaults
+#: re-store every value found on one more node after each get (``cache_nearest``; here that is the
+#: whole heartbeat dictionary, ~1 KB per peer, every heartbeat) and re-read cached values shortly
+#: before they expire. Neither helps a swarm that always asks for the latest value; both cost
+#: link bytes every heartbeat interval.
+DHT_NODE_OPTIONS = {"cache_nearest": 0, "cache_refresh_before_expiry": 0}
 _HANDLER = "onebyte.bulk"
 
 
@@ -88,7 +94,7 @@ class DhtTransport(Transport):
         def start(peers: list[str]):
             return hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"], initial_peers=peers,
                                 record_validators=[self._validator], await_ready=True, num_replicas=NUM_REPLICAS,
-                                **kwargs)
+                                **DHT_NODE_OPTIONS, **kwargs)
 
         redial = False
         try:
