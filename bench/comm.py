@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netlab import Lab, sh  # noqa: E402
+from netlab import Lab, save_result, sh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 PORT = 7000
@@ -557,13 +557,8 @@ def main() -> None:
     if a.role == "gloo-rank":
         return gloo_rank(a.index, a.world, a.master, a.numel, a.steps, a.ctl)
     r = run(a.quick)
-    r["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, loopback veth pairs in network namespaces"
-    r["date"] = time.strftime("%Y-%m-%d %H:%M")
-    r["command"] = "python bench/comm.py" + (" --quick" if a.quick else "")
-    text = json.dumps(r, indent=2)
-    print(text)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text + "\n")
+    save_result(r, a.out, "python bench/comm.py" + (" --quick" if a.quick else ""),
+                f"{platform.machine()}, {os.cpu_count()} CPUs, loopback veth pairs in network namespaces")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import Counter
 
-from netlab import sh
+from netlab import address, sh
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -100,9 +100,7 @@ class ThinLab:
                 fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", tap.encode(), IFF_TAP | IFF_NO_PI))
                 sh("ip", "link", "set", tap, "netns", ns)  # out of the root namespace at once
                 sh("ip", "-n", ns, "link", "set", tap, "name", "eth0")
-                sh("ip", "-n", ns, "addr", "add", f"{self.ips[i]}/24", "dev", "eth0")
-                sh("ip", "-n", ns, "link", "set", "eth0", "up")
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                address(ns, self.ips[i])
         except Exception:
             self.close()
             raise

@@ -6,8 +6,10 @@ name carries a per-run prefix and ``Lab.close`` removes everything this lab crea
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -32,9 +34,7 @@ class Lab:
                 self.created.append(ns)
                 sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{i}", "netns", self.hub)
                 sh("ip", "-n", self.hub, "link", "set", f"v{i}", "master", "br0", "up")
-                sh("ip", "-n", ns, "addr", "add", f"{self.ips[i]}/24", "dev", "eth0")
-                sh("ip", "-n", ns, "link", "set", "eth0", "up")
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                address(ns, self.ips[i])
         except Exception:
             self.close()
             raise
@@ -55,6 +55,22 @@ class Lab:
         for ns in reversed(self.created):
             sh("ip", "netns", "delete", ns, check=False)
         self.created.clear()
+
+
+def address(ns: str, ip: str) -> None:
+    """Give namespace ``ns``'s eth0 the lab address ``ip`` and bring it and loopback up."""
+    sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def save_result(result: dict, out: Path, command: str, machine: str) -> None:
+    """Stamp a benchmark's result with its command, machine and date; print it and write it."""
+    result.update(machine=machine, date=time.strftime("%Y-%m-%d %H:%M"), command=command)
+    text = json.dumps(result, indent=2)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
 
 
 def available() -> bool:

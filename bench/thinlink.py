@@ -13,7 +13,6 @@ bench/wire.py; the result is the ratio thin / unconstrained.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
@@ -27,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from linkemu import ThinLab  # noqa: E402
-from netlab import Lab  # noqa: E402
+from netlab import Lab, save_result  # noqa: E402
 from wire import start  # noqa: E402
 
 from onebyte.swarm import read_summary  # noqa: E402
@@ -195,13 +194,8 @@ def main() -> None:
     t0 = time.monotonic()
     r = measure(a.quick, a.work)
     r["seconds_total"] = round(time.monotonic() - t0, 1)
-    r["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer"
-    r["date"] = time.strftime("%Y-%m-%d %H:%M")
-    r["command"] = "sudo python bench/thinlink.py" + (" --quick" if a.quick else "")
-    text = json.dumps(r, indent=2)
-    print(text)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text + "\n")
+    save_result(r, a.out, "sudo python bench/thinlink.py" + (" --quick" if a.quick else ""),
+                f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
 
 
 if __name__ == "__main__":

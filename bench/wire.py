@@ -11,7 +11,6 @@ against rounds completed, after every peer has joined and before the first one f
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import secrets
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netlab import Lab  # noqa: E402
+from netlab import Lab, save_result  # noqa: E402
 
 from onebyte.record import HEADER_SIZE, TAG_SIZE  # noqa: E402
 from onebyte.swarm import read_summary  # noqa: E402
@@ -115,13 +114,8 @@ def main() -> None:
     shutil.rmtree(a.work, ignore_errors=True)
     r = measure(a.peers, a.samples, a.rounds, a.work)
     r["ratio_wire_to_payload"] = r["wire_bytes_per_round_mean"] / r["payload_bytes_per_round_per_peer"]
-    r["machine"] = f"{platform.machine()}, loopback veth pairs in network namespaces"
-    r["date"] = time.strftime("%Y-%m-%d %H:%M")
-    r["command"] = f"python bench/wire.py --peers {a.peers} --samples {a.samples} --rounds {a.rounds}"
-    text = json.dumps(r, indent=2)
-    print(text)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(text + "\n")
+    save_result(r, a.out, f"python bench/wire.py --peers {a.peers} --samples {a.samples} --rounds {a.rounds}",
+                f"{platform.machine()}, loopback veth pairs in network namespaces")
 
 
 if __name__ == "__main__":
