@@ -35,7 +35,7 @@ from pathlib import Path
 FULL = {"rounds": 120, "multi_rounds": {2: 40, 4: 40, 8: 20}, "eval_every": 30, "multi_eval_every": 5,
         "adam_steps": 150, "adam_eval_every": 50, "splits": ("iid", "dirichlet:0.3"), "eval_size": 0}
 QUICK = {"rounds": 10, "multi_rounds": {4: 4}, "eval_every": 5, "multi_eval_every": 2, "adam_steps": 20,
-         "adam_eval_every": 10, "splits": ("iid", "dirichlet:0.3"), "eval_size": 300}
+         "adam_eval_every": 10, "splits": ("iid", "dirichlet:0.3"), "eval_size": 200}
 ADAM_LR = 2e-5
 MODEL, TASK = "minilm", "vader"
 

@@ -234,8 +234,14 @@ def catchup_section(r: dict) -> list[str]:
 def run_section(r: dict) -> list[str]:
     steps = ", ".join(f"{x['name']} {x['seconds'] / 60:.1f} min" if "seconds" in x else f"{x['name']} skipped "
                       f"({x['skipped']})" for x in r["steps"])
-    return [f"Produced by `{r['command']}` on {r['date']} ({r['machine']}, commit {r['commit']}): "
-            f"**{r['total_seconds'] / 60:.1f} min** in all ({steps}).", ""]
+    out = [f"Produced by `{r['command']}` on {r['date']} ({r['machine']}, commit {r['commit']}): "
+           f"**{r['total_seconds'] / 60:.1f} min** in all ({steps}).", ""]
+    if r["mode"] == "quick":
+        out += ["**A quick run**: every benchmark at a fraction of its size (one seed, a few rounds, short swarms), "
+                "to check that each still works and to regenerate these tables in minutes. Its figures are noisy "
+                "and its short swarms spend most of their time joining; the targets are judged on the full run in "
+                "the repository's BENCHMARKS.md.", ""]
+    return out
 
 
 def claims_section(results: dict[str, dict | None]) -> list[str]:
