@@ -142,7 +142,7 @@ def wire_section(r: dict) -> list[str]:
         "a stream: multistream negotiation, yamux and TLS framing around a 71-byte record and a 200-byte "
         "heartbeat); the DHT copy is published once per 8 rounds as a signed bundle (hivemind signs every "
         "value with RSA-2048: ~750 bytes of signature and owner key per replica, 3 replicas); DHT "
-        "heartbeats (store + read) every 10 s. The first version polled the DHT for every round and sent "
+        "heartbeats stored every 10 s and read only when pushes go stale (or every third time). The first version polled the DHT for every round and sent "
         "216 KB per round per peer; pushing records and bundling the DHT copy cut it 20×. The payload "
         "is still a small part: the overhead is per round, not per gradient, so larger K amortises it.",
         "",
