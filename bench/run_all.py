@@ -29,7 +29,7 @@ STEPS: list[tuple[str, list[str], list[str], bool]] = [
     ("quality", ["quality.py", "--out", "{out}/quality.json"],
      ["quality.py", "--quick", "--out", "{out}/quality.json"], False),
     ("speed", ["speed.py", "--out", "{out}/speed_cpu.json"],
-     ["speed.py", "--quick", "--repeats", "3", "--out", "{out}/speed_cpu.json"], False),
+     ["speed.py", "--quick", "--repeats", "2", "--out", "{out}/speed_cpu.json"], False),
     ("catchup", ["catchup.py", "--out", "{out}/catchup.json"],
      ["catchup.py", "--rounds", "100", "--out", "{out}/catchup.json"], False),
     ("fuzz", ["fuzz.py", "--out", "{out}/fuzz.json"],

@@ -158,7 +158,7 @@ def bench_scaling(quick: bool) -> list[dict]:
         state = FixedPointState(select_parameters(load_model("minilm").model, TuneSpec.parse(tune)))
         for directions in (Directions.DISTINCT, Directions.SHARED):
             train = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=4, directions=directions)
-            for peers in ((8, 64) if quick and tune == "all" else (8, 64, 512)):
+            for peers in ((8,) if quick and tune == "all" else (8, 64, 512)):
                 recs = [build_record(Codec.BYTE, RUN, 0, p, 0, rng.normal(size=4), p) for p in range(peers)]
                 t = time.perf_counter()
                 apply_records(state, recs, train)

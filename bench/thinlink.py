@@ -35,7 +35,7 @@ PEERS = 4
 LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
 #: Workloads: what a user runs (full) and a fast check of the same machinery (quick).
 FULL = {"model": "minilm", "samples": 8, "rounds": 24, "warmup": 3}
-QUICK = {"model": "minilm", "samples": 4, "rounds": 6, "warmup": 2}
+QUICK = {"model": "minilm", "samples": 4, "rounds": 8, "warmup": 2}
 RUN_TIMEOUT = 600.0
 
 
