@@ -255,7 +255,7 @@ def claims_section(results: dict[str, dict | None]) -> list[str]:
         four = q["summary"]["targets"].get("four_peers_third_of_rounds")
         if four:
             got = four["rounds_mean_curve"]
-            rows.append(("rounds for 4 peers to reach the 1-peer final accuracy (mean of 3 seeds)",
+            rows.append((f"rounds for 4 peers to reach the 1-peer final accuracy (mean of {q['seeds']} seed(s))",
                          f"{got if got is not None else 'not'} of {q['params']['rounds']} (per seed: "
                          f"{four['rounds_per_seed']})", f"≤ {four['limit']:.0f}", four["met"]))
     if th:
