@@ -421,9 +421,9 @@ class Peer:
             self._beating = self._beater.submit(self._exchange, sync)
 
     def _exchange(self, sync: bool, read: bool = False) -> None:
-        read = self._dial_requested() or read
+        dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
         self._exchanges += 1
-        read = read or self._exchanges % DHT_READ_EVERY == 0 or self._pushes_stale()
+        read = read or dialled or self._exchanges % DHT_READ_EVERY == 0 or self._pushes_stale()
         hb = self._heartbeat()
         try:
             self.net.announce(hb.encode(self.opts.secret))
@@ -553,8 +553,9 @@ class Peer:
         w = r - self.opts.pipeline
         if self.opts.lockstep or self._first_round is None or w < self._first_round:
             w = r  # lockstep, and the first round a peer runs, wait for the round itself (peers line up)
-        if w > 0 and self._expected(w - 1) - self._have(w - 1):
-            self._fetch_round(w - 1, self._expected(w - 1) - self._have(w - 1))  # a push went missing
+        lacking = self._expected(w - 1) - self._have(w - 1) if w > 0 else set()
+        if lacking:
+            self._fetch_round(w - 1, lacking)  # a push went missing
         self.apply_pending()
         with self.lock:
             own_ids = self.slots.get((r, self.opts.peer_id, 0))
