@@ -34,18 +34,18 @@ swarm-demo: $(STAMP)
 
 # Every benchmark, then BENCHMARKS.md (about 50 min on 2 cores). The network ones need root.
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 # A smaller version of each (under 5 min): bench/results/quick/ and its BENCHMARKS.md.
 bench-quick: $(STAMP)
-	$(PY) bench/run_all.py --quick
+	$(PY) -m bench.run_all --quick
 
 bench-speed: $(STAMP)
-	$(PY) bench/speed.py --out bench/results/speed_cpu.json && $(PY) bench/report.py
+	$(PY) -m bench.experiments.speed --out bench/results/speed_cpu.json && $(PY) -m bench.report
 
 # Needs root (network namespaces).
 bench-wire: $(STAMP)
-	$(PY) bench/wire.py && $(PY) bench/report.py
+	$(PY) -m bench.experiments.wire && $(PY) -m bench.report
 
 clean:
 	rm -rf $(VENV) runs bench/out .pytest_cache .ruff_cache

@@ -6,10 +6,8 @@ name carries a per-run prefix and ``Lab.close`` removes everything this lab crea
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 
@@ -40,6 +38,7 @@ class Lab:
             raise
 
     def wrap(self, i: int, cmd: list[str]) -> list[str]:
+        """``cmd`` run inside peer i's namespace."""
         return ["ip", "netns", "exec", self.names[i], *cmd]
 
     def tx_bytes(self, i: int) -> int:
@@ -50,6 +49,13 @@ class Lab:
         """Token-bucket rate limit on peer i's outgoing link (tc tbf)."""
         sh("ip", "netns", "exec", self.names[i], "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
            "rate", rate, "burst", burst, "latency", latency)
+
+    def frame_every_segment(self) -> None:
+        """One frame per TCP segment (``gso_max_segs 1``), as on a real 1500-byte MTU link: the tx
+        counter then holds the headers such a link carries (with GSO a 64 KB super-packet is
+        counted with one set of headers)."""
+        for ns in self.names:
+            sh("ip", "-n", ns, "link", "set", "eth0", "gso_max_segs", "1")
 
     def close(self) -> None:
         for ns in reversed(self.created):
@@ -62,15 +68,6 @@ def address(ns: str, ip: str) -> None:
     sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
     sh("ip", "-n", ns, "link", "set", "eth0", "up")
     sh("ip", "-n", ns, "link", "set", "lo", "up")
-
-
-def save_result(result: dict, out: Path, command: str, machine: str) -> None:
-    """Stamp a benchmark's result with its command, machine and date; print it and write it."""
-    result.update(machine=machine, date=time.strftime("%Y-%m-%d %H:%M"), command=command)
-    text = json.dumps(result, indent=2)
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
 
 
 def available() -> bool:

@@ -1,6 +1,6 @@
 """Speed and memory of the engine on all-MiniLM-L6-v2, as ratios measured side by side.
 
-    python bench/speed.py [--threads 2] [--repeats 7] [--quick] [--out bench/out/speed.json]
+    python -m bench.experiments.speed [--threads 2] [--repeats 7] [--quick] [--out bench/out/speed.json]
 
 Measures, in one process and one run (medians of --repeats):
   * time per projected gradient / time of two plain forward passes (batch 16 x 32 tokens),
@@ -8,7 +8,7 @@ Measures, in one process and one run (medians of --repeats):
   * Rademacher generation for every tuned parameter vs ``torch.normal_`` of the same size;
   * applying 64 and 512 records in one batch vs one at a time (our generator), vs one at a time
     with a fresh ``normal_`` perturbation each (MeZO-style replay), and with shared directions;
-  * replay cost of one round as the swarm grows (8, 64, 512 peers x 4 gradients);
+  * replay cost of one round as the swarm grows (bench/experiments/replay_scaling.py);
 and, in fresh subprocesses, peak RSS of training vs inference vs first-order Adam.
 """
 
@@ -26,14 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.baselines import mezo
+from bench.experiments import replay_scaling
+from bench.output import REPO
+from bench.sections import Claim, Results, Section, Step, verdict
 from onebyte.codec import Codec
 from onebyte.config import Directions, TrainConfig
 from onebyte.estimator import projected_gradient
 from onebyte.models import load_model
 from onebyte.params import TuneSpec, select_parameters
 from onebyte.record import build_record
-from onebyte.replay import apply_records
 from onebyte.state import FixedPointState
+from onebyte.update import apply_records
 
 RUN = b"bench-run-tag-16"
 
@@ -59,22 +63,6 @@ def encoder_loss(model, batch):
         return float(h.mean(1).pow(2).mean())
 
 
-def mezo_step(params, seed, eps, loss):
-    """MeZO (Malladi et al. 2023): regenerate z with normal_ for each in-place perturbation."""
-    @torch.no_grad()
-    def perturb(scale):
-        torch.manual_seed(seed)
-        for p in params:
-            z = torch.normal(0, 1, size=p.shape, dtype=p.dtype)
-            p.add_(z, alpha=scale)
-    perturb(eps)
-    lp = loss()
-    perturb(-2 * eps)
-    lm = loss()
-    perturb(eps)
-    return (lp - lm) / (2 * eps)
-
-
 def bench_compute(repeats: int, quick: bool = False) -> dict:
     loaded = load_model("minilm")
     model, tok = loaded.model, loaded.tokenizer
@@ -85,7 +73,7 @@ def bench_compute(repeats: int, quick: bool = False) -> dict:
     out: dict = {"parameters": n_params, "batch": list(batch["input_ids"].shape)}
 
     # MeZO baseline first (on the plain model), then the same model under our state.
-    out["mezo_step_s"] = median_time(lambda: mezo_step(params, 1, 1e-3, loss), repeats)
+    out["mezo_step_s"] = median_time(lambda: mezo.projected_gradient(params, 1, 1e-3, loss), repeats)
     state = FixedPointState(select_parameters(model, TuneSpec.parse("all")))
     out["forward_s"] = median_time(loss, repeats)
     seeds = iter(range(10_000))
@@ -120,12 +108,8 @@ def bench_compute(repeats: int, quick: bool = False) -> dict:
     out["apply64_one_at_a_time_s"] = median_time(one_at_a_time, r)
 
     def mezo_replay(batch=batch64):
-        with torch.no_grad():
-            for i, rec in enumerate(batch):
-                torch.manual_seed(i)
-                g = float(rec.gradients()[0])
-                for p in params:
-                    p.add_(torch.normal(0, 1, size=p.shape), alpha=-1e-6 * g)
+        for i, rec in enumerate(batch):
+            mezo.update(params, i, 1e-6, float(rec.gradients()[0]))
     out["apply64_mezo_normal_s"] = median_time(mezo_replay, r)
     shared = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=4, directions=Directions.SHARED)
     batch64_shared = records(64, count=4)
@@ -144,29 +128,6 @@ def bench_compute(repeats: int, quick: bool = False) -> dict:
     out["records_per_s_batched_64"] = 64 / out["apply64_batched_s"]
     out["records_per_s_batched_512"] = 512 / out["apply512_batched_s"]
     return out
-
-
-def bench_scaling(quick: bool) -> list[dict]:
-    """Replay cost of one round as the swarm grows: P peers x K=4 gradients each, applied at once.
-
-    Synthetic records (replay cost does not depend on the values), the demo's bias tuning and
-    all weights, distinct directions (the paper's method) and shared ones (``--directions shared``).
-    """
-    rows = []
-    rng = np.random.default_rng(1)
-    for tune in ("bias", "all"):
-        state = FixedPointState(select_parameters(load_model("minilm").model, TuneSpec.parse(tune)))
-        for directions in (Directions.DISTINCT, Directions.SHARED):
-            train = TrainConfig(codec=Codec.BYTE, lr=1e-6, samples=4, directions=directions)
-            for peers in ((8,) if quick and tune == "all" else (8, 64, 512)):
-                recs = [build_record(Codec.BYTE, RUN, 0, p, 0, rng.normal(size=4), p) for p in range(peers)]
-                t = time.perf_counter()
-                apply_records(state, recs, train)
-                secs = time.perf_counter() - t
-                rows.append({"tune": tune, "parameters": state.numel, "directions": directions.value,
-                             "peers": peers, "records": peers, "gradients": 4 * peers, "seconds": secs,
-                             "records_per_s": peers / secs, "gradients_per_s": 4 * peers / secs})
-    return rows
 
 
 def _status_mib(field: str) -> float:
@@ -209,8 +170,8 @@ def memory_child(mode: str, steps: int) -> None:
 def bench_memory(threads: int) -> dict:
     out = {}
     for mode in ("inference", "train", "adam"):
-        cmd = [sys.executable, __file__, "--memory-child", mode, "--threads", str(threads)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+        cmd = [sys.executable, "-m", "bench.experiments.speed", "--memory-child", mode, "--threads", str(threads)]
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True, timeout=600)
         loaded_rss, peak = map(float, res.stdout.strip().splitlines()[-1].split())
         out[f"peak_rss_{mode}_mib"] = peak
         out[f"rss_after_load_{mode}_mib"] = loaded_rss
@@ -234,10 +195,10 @@ def main() -> None:
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                          f"torch {torch.__version__}",
               "date": time.strftime("%Y-%m-%d %H:%M"),
-              "command": f"python bench/speed.py --threads {a.threads} --repeats {a.repeats}"
+              "command": f"python -m bench.experiments.speed --threads {a.threads} --repeats {a.repeats}"
                          + (" --quick" if a.quick else "")}
     result.update(bench_compute(a.repeats, a.quick))
-    result["scaling"] = bench_scaling(a.quick)
+    result["scaling"] = replay_scaling.measure(a.quick)  # rendered by its own section
     result.update(bench_memory(a.threads))
     text = json.dumps(result, indent=2)
     print(text)
@@ -245,6 +206,98 @@ def main() -> None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(text + "\n")
 
+
+# --------------------------------------------------------------------------------------------
+# BENCHMARKS.md
+# --------------------------------------------------------------------------------------------
+
+
+def render(results: Results) -> list[str]:
+    """The engine speed and memory section of BENCHMARKS.md."""
+    r = results.get("speed_cpu")
+    if not r:
+        return []
+    ms = lambda s: f"{1000 * s:.1f} ms"  # noqa: E731
+    rows = [
+        ("time per projected gradient / two forward passes",
+         f"{ms(r['projected_gradient_s'])} / 2 × {ms(r['forward_s'])} = **{r['ratio_pg_to_two_forwards']:.2f}**",
+         "≤ 1.25", verdict(r["ratio_pg_to_two_forwards"] <= 1.25)),
+        ("MeZO-style step (in-place `normal_`) / two forward passes, beside it",
+         f"{ms(r['mezo_step_s'])} → {r['ratio_mezo_to_two_forwards']:.2f}", "baseline", ""),
+        ("Rademacher perturbation for all parameters vs `torch.normal_`",
+         f"{ms(r['rademacher_int8_s'])} (int8), {ms(r['rademacher_float_s'])} (float32) vs {ms(r['normal_s'])}"
+         f" → **{r['speedup_rademacher_vs_normal']:.1f}×** / {r['speedup_rademacher_float_vs_normal']:.1f}×",
+         "≥ 4×", verdict(r["speedup_rademacher_vs_normal"] >= 4)),
+        ("apply 64 records batched vs one at a time, fresh `normal_` perturbation each (MeZO-style replay)",
+         f"{ms(r['apply64_batched_s'])} vs {ms(r['apply64_mezo_normal_s'])} → **{r['speedup_apply64_vs_mezo_normal']:.1f}×**",
+         "≥ 5×", verdict(r["speedup_apply64_vs_mezo_normal"] >= 5)),
+        ("apply 64 records batched vs one at a time with our generator (view refreshed per record)",
+         f"{ms(r['apply64_batched_s'])} vs {ms(r['apply64_one_at_a_time_s'])} → "
+         f"{r['speedup_apply64_vs_one_at_a_time']:.1f}×", "(not a target)", ""),
+        ("apply 64 records × 4 gradients on shared directions vs 256 gradients one at a time",
+         f"{ms(r['apply64x4_shared_directions_s'])} → {r['speedup_shared_256_gradients_vs_one_at_a_time_64']:.0f}×",
+         "(not a target)", ""),
+        ("records applied per second, batches of 64 / 512 (1 gradient each, distinct directions)",
+         f"{r['records_per_s_batched_64']:.0f} / {r['records_per_s_batched_512']:.0f}", "", ""),
+        *([("apply 512 records batched vs one at a time, fresh `normal_` each (MeZO-style replay)",
+            f"{ms(r['apply512_batched_s'])} vs {ms(r['apply512_mezo_normal_s'])} → "
+            f"**{r['speedup_apply512_vs_mezo_normal']:.1f}×**", "≥ 5×",
+            verdict(r["speedup_apply512_vs_mezo_normal"] >= 5))] if "apply512_mezo_normal_s" in r else []),
+        ("peak RSS training / inference (first-order Adam beside it)",
+         f"{r['peak_rss_train_mib']:.0f} / {r['peak_rss_inference_mib']:.0f} MiB = **{r['ratio_train_to_inference']:.2f}**"
+         f" (Adam: {r['peak_rss_adam_mib']:.0f} MiB = {r['ratio_adam_to_inference']:.2f})",
+         "≤ 1.5", verdict(r["ratio_train_to_inference"] <= 1.5)),
+    ]
+    out = [
+        "## Engine speed and memory (all-MiniLM-L6-v2, all 22.7M parameters tuned)",
+        "",
+        f"Measured {r['date']} on {r['machine']}; batch {r['batch'][0]}×{r['batch'][1]} tokens. "
+        f"Reproduce with `{r['command']}` then `python -m bench.report`. Every ratio compares two "
+        "things timed in the same process, one after the other (medians).",
+        "",
+        "| measurement | result | target | |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    out += [
+        "",
+        "Replay cost per record is dominated by expanding a direction over 22.7M parameters "
+        "(~5 ms: NumPy's C Philox, then a byte-to-signs table gather), so batching distinct "
+        "directions saves only the per-record view refresh (about 2×). What scales is sharing "
+        "directions (`--directions shared`): records that share a direction add their codes first "
+        "and the direction is expanded once.",
+        "",
+    ]
+    return out
+
+
+def claims(results: Results) -> list[Claim]:
+    sp = results.get("speed_cpu")
+    if not sp:
+        return []
+    rows: list[Claim] = []
+    rows += [("projected gradient / two forward passes", f"{sp['ratio_pg_to_two_forwards']:.2f}", "≤ 1.25",
+              sp["ratio_pg_to_two_forwards"] <= 1.25),
+             ("perturbation generation vs `normal_`", f"{sp['speedup_rademacher_vs_normal']:.1f}×", "≥ 4×",
+              sp["speedup_rademacher_vs_normal"] >= 4),
+             ("apply 64 records vs one at a time (MeZO-style)", f"{sp['speedup_apply64_vs_mezo_normal']:.1f}×",
+              "≥ 5×", sp["speedup_apply64_vs_mezo_normal"] >= 5)]
+    if "speedup_apply512_vs_mezo_normal" in sp:
+        rows.append(("apply 512 records vs one at a time (MeZO-style)",
+                     f"{sp['speedup_apply512_vs_mezo_normal']:.1f}×", "≥ 5×",
+                     sp["speedup_apply512_vs_mezo_normal"] >= 5))
+    rows.append(("apply 64 records vs one at a time (our generator)", f"{sp['speedup_apply64_vs_one_at_a_time']:.1f}×",
+                 "≥ 5×", sp["speedup_apply64_vs_one_at_a_time"] >= 5))
+    rows.append(("peak memory training / inference", f"{sp['ratio_train_to_inference']:.2f}", "≤ 1.5",
+                 sp["ratio_train_to_inference"] <= 1.5))
+    return rows
+
+
+SECTION = Section(
+    "speed", "bench.experiments.speed", render, claims=claims,
+    steps=(Step("speed", ("--out", "{out}/speed_cpu.json"),
+                ("--quick", "--repeats", "2", "--out", "{out}/speed_cpu.json")),),
+)
 
 if __name__ == "__main__":
     main()

@@ -1,13 +1,13 @@
 """Thin links: projected gradients per second of a 4-peer swarm over 64 kbit/s, 100 ms, 1 % loss links.
 
-    sudo python bench/thinlink.py [--quick] [--out bench/results/thinlink.json]
+    sudo python -m bench.experiments.thinlink [--quick] [--out bench/results/thinlink.json]
 
 The same swarm of real ``onebyte peer`` processes (one per network namespace) runs twice: once
-on plain veth links (bench/netlab.py) and once on emulated thin links (bench/linkemu.py: each
+on plain veth links (bench/lab/netns.py) and once on emulated thin links (bench/lab/linkemu.py: each
 peer's access link limited to 64 kbit/s each way, 100 ms one-way delay, 1 % random loss, a
 drop-tail queue). Throughput is projected gradients per second across the swarm over the
 steady-state window (every peer has finished the warm-up rounds, none is in its last two), as in
-bench/wire.py; the result is the ratio thin / unconstrained.
+the wire experiment; the result is the ratio thin / unconstrained.
 """
 
 from __future__ import annotations
@@ -15,21 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from linkemu import ThinLab  # noqa: E402
-from netlab import Lab, save_result  # noqa: E402
-from wire import start  # noqa: E402
-
-from onebyte.swarm import read_summary  # noqa: E402
+from bench.lab import Lab, ThinLab
+from bench.lab import peers as lab_peers
+from bench.output import RESULTS, WORK, save_result
+from bench.sections import Claim, Results, Section, Step
 
 PEERS = 4
 LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
@@ -39,48 +33,18 @@ QUICK = {"model": "minilm", "samples": 4, "rounds": 8, "warmup": 2}
 RUN_TIMEOUT = 600.0
 
 
-def run_swarm(lab, work: Path, model: str, samples: int, rounds: int, warmup: int) -> dict:
-    """Start the swarm in ``lab`` (peer 0 first), sample progress and tx counters until all exit."""
+def run_swarm(lab: lab_peers.LabWithAddresses, work: Path, model: str, samples: int, rounds: int,
+              warmup: int) -> dict:
+    """Run the swarm in ``lab`` to the end; its throughput and bytes over the steady-state window."""
     peers = len(lab.names)
-    procs: list[subprocess.Popen] = []
-    t_start = time.monotonic()
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        secret = work / "secret"
-        secret.write_bytes(secrets.token_bytes(32))
-        args = ["--model", model, "--task", "vader", "--samples", str(samples), "--rounds", str(rounds),
-                "--secret-file", str(secret), "--threads", "1", "--eval-size", "0", "--max-deadline", "30"]
-        procs.append(start(lab, 0, work, [*args, "--peer-id", "0", "--shard", f"0/{peers}"], []))
-        addr_file = work / "peer-0" / "addresses.txt"
-        end = time.monotonic() + 180
-        while not addr_file.exists() and time.monotonic() < end and procs[0].poll() is None:
-            time.sleep(0.2)
-        join = addr_file.read_text().split()[:1]
-        for i in range(1, peers):
-            procs.append(start(lab, i, work, [*args, "--peer-id", str(i), "--shard", f"{i}/{peers}"], join))
-        log: list[tuple[float, list[int], list[int]]] = []
-        end = time.monotonic() + RUN_TIMEOUT
-        while any(p.poll() is None for p in procs) and time.monotonic() < end:
-            done = [(read_summary(work / f"peer-{i}") or {}).get("rounds_completed", 0) for i in range(peers)]
-            log.append((time.monotonic(), done, [lab.tx_bytes(i) for i in range(peers)]))
-            time.sleep(0.25)
-        finished = all(p.poll() is not None for p in procs)
-    finally:
-        for p in procs:  # each peer is its own process group (its DHT child and p2pd too)
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=30)
-    wall = time.monotonic() - t_start
-    window = [s for s in log if min(s[1]) >= warmup and max(s[1]) <= rounds - 2]
-    if len(window) < 2:
-        raise RuntimeError(f"no steady-state window observed in {work}; use more rounds")
-    first, last = window[0], window[-1]
-    secs = last[0] - first[0]
-    drounds = sum(last[1][i] - first[1][i] for i in range(peers)) / peers
-    wire = [(last[2][i] - first[2][i]) / max(last[1][i] - first[1][i], 1) for i in range(peers)]
-    summaries = [read_summary(work / f"peer-{i}") or {} for i in range(peers)]
+    args = ["--model", model, "--task", "vader", "--samples", str(samples), "--rounds", str(rounds),
+            "--threads", "1", "--eval-size", "0", "--max-deadline", "30"]
+    swarm = lab_peers.run(lab, work, args, address_timeout=180, run_timeout=RUN_TIMEOUT)
+    first, last = lab_peers.steady(swarm.samples, warmup, rounds)
+    secs = last.t - first.t
+    drounds = sum(last.rounds[i] - first.rounds[i] for i in range(peers)) / peers
+    wire = [(last.tx[i] - first.tx[i]) / max(last.rounds[i] - first.rounds[i], 1) for i in range(peers)]
+    summaries = swarm.summaries
     return {
         "gradients_per_second_swarm": peers * samples * drounds / secs,
         "rounds_per_second": drounds / secs,
@@ -88,11 +52,11 @@ def run_swarm(lab, work: Path, model: str, samples: int, rounds: int, warmup: in
         "rounds_completed": [s.get("rounds_completed", 0) for s in summaries],
         "records": [s.get("records", 0) for s in summaries],
         "max_round_seconds": [s.get("max_round_seconds") for s in summaries],
-        "agree": finished and len({(s.get("set_digest"), s.get("state_hash")) for s in summaries}) == 1,
-        "finished": finished,
+        "agree": swarm.finished and len({(s.get("set_digest"), s.get("state_hash")) for s in summaries}) == 1,
+        "finished": swarm.finished,
         "wire_bytes_per_round_per_peer": [round(b) for b in wire],
-        "tx_bytes_total": sum(log[-1][2]) if log else 0,
-        "wall_seconds": round(wall, 1),
+        "tx_bytes_total": sum(swarm.samples[-1].tx) if swarm.samples else 0,
+        "wall_seconds": round(swarm.wall_seconds, 1),
     }
 
 
@@ -127,9 +91,12 @@ def measure(quick: bool, work: Path) -> dict:
     }
 
 
-def report_section(result: dict) -> str:
-    """Markdown for BENCHMARKS.md (bench/report.py imports this)."""
-    r, p, t, link = result, result["unconstrained"], result["thin"], result["link"]
+def render(results: Results) -> list[str]:
+    """The thin-links section of BENCHMARKS.md."""
+    r = results.get("thinlink")
+    if not r:
+        return []
+    p, t, link = r["unconstrained"], r["thin"], r["link"]
     emu = t.get("emulator", {})
     verdict = "met" if r["ratio"] >= r["target"] else "**missed**"
     rows = [
@@ -159,7 +126,7 @@ def report_section(result: dict) -> str:
         f"| **thin / unconstrained** (target ≥ {r['target']}) | | **{r['ratio']:.2f}** — {verdict} |",
         "",
         "The kernel here has no `tc netem`, so the thin links are a userspace emulator "
-        "(bench/linkemu.py): each peer's interface is a TAP device whose frames cross a learning switch "
+        "(bench/lab/linkemu.py): each peer's interface is a TAP device whose frames cross a learning switch "
         "that applies, per link direction, loss, a rate-limited drop-tail queue and the delay; a "
         "peer-to-peer path crosses two links (200 ms one way, about 2 % loss). It carried "
         f"{emu.get('frames', 0):,} frames ({emu.get('bytes', 0):,} bytes) and dropped "
@@ -176,16 +143,24 @@ def report_section(result: dict) -> str:
         f"Reproduce with `{r['command']}`.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def claims(results: Results) -> list[Claim]:
+    th = results.get("thinlink")
+    if not th:
+        return []
+    return [("gradients/s, thin links / unconstrained", f"{th['ratio']:.2f}", f"≥ {th['target']}",
+             th["ratio"] >= th["target"])]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="K=4, 8 rounds (a smaller check of the same swarm)")
     ap.add_argument("--out", type=Path, help="default: bench/results/thinlink.json (--quick: thinlink-quick.json)")
-    ap.add_argument("--work", type=Path, default=Path("bench/out/thinlink"))
+    ap.add_argument("--work", type=Path, default=WORK / "thinlink")
     a = ap.parse_args()
-    a.out = a.out or Path("bench/results/thinlink-quick.json" if a.quick else "bench/results/thinlink.json")
+    a.out = a.out or RESULTS / ("thinlink-quick.json" if a.quick else "thinlink.json")
 
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")  # unwind through the finally blocks: peers, devices, namespaces
@@ -194,9 +169,16 @@ def main() -> None:
     t0 = time.monotonic()
     r = measure(a.quick, a.work)
     r["seconds_total"] = round(time.monotonic() - t0, 1)
-    save_result(r, a.out, "sudo python bench/thinlink.py" + (" --quick" if a.quick else ""),
+    save_result(r, a.out, "sudo python -m bench.experiments.thinlink" + (" --quick" if a.quick else ""),
                 f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
 
+
+
+SECTION = Section(
+    "thinlink", "bench.experiments.thinlink", render, claims=claims,
+    steps=(Step("thinlink", ("--out", "{out}/thinlink.json"), ("--quick", "--out", "{out}/thinlink.json"),
+                needs_root=True),),
+)
 
 if __name__ == "__main__":
     main()

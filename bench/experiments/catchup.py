@@ -1,7 +1,7 @@
 """Catch-up: a newcomer joining a swarm that has run 1,000 rounds, from a snapshot plus the last
 rounds' records, against replaying the whole ledger from the base model.
 
-    python bench/catchup.py [--rounds 1000] [--peers 4] [--samples 1] [--tail 10]
+    python -m bench.experiments.catchup [--rounds 1000] [--peers 4] [--samples 1] [--tail 10]
 
 The records are synthetic (random codes): replay cost depends on how many directions there are,
 not on their values. Both paths end with the same state hash (checked).
@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.output import RESULTS
+from bench.sections import Results, Section, Step
 from onebyte.codec import Codec
 from onebyte.config import TrainConfig
 from onebyte.ledger import load_snapshot, save_snapshot
 from onebyte.models import load_model
 from onebyte.params import TuneSpec, select_parameters
 from onebyte.record import SetDigest, build_record
-from onebyte.replay import apply_records
 from onebyte.state import FixedPointState
+from onebyte.update import apply_records
 
 
 def fresh_state(tune: str) -> FixedPointState:
@@ -39,7 +41,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--tail", type=int, default=10)
     ap.add_argument("--tune", default="all")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/catchup.json"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "catchup.json")
     a = ap.parse_args()
     torch.set_num_threads(2)
     train = TrainConfig(lr=1e-7, samples=a.samples, tune=a.tune)
@@ -76,11 +78,45 @@ def main() -> None:
               "full_replay_s": round(replay_s, 3), "snapshot_plus_tail_s": round(snapshot_s, 3),
               "speedup": round(replay_s / snapshot_s, 1), "snapshot_bytes": size,
               "ledger_bytes": sum(len(x.to_bytes()) + 8 for x in records),
-              "command": f"python bench/catchup.py --rounds {a.rounds} --peers {a.peers} --samples {a.samples} "
+              "command": f"python -m bench.experiments.catchup --rounds {a.rounds} --peers {a.peers} --samples {a.samples} "
                          f"--tail {a.tail} --tune {a.tune}",
               "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(result, indent=2))
     a.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+
+def render(results: Results) -> list[str]:
+    """The catch-up section of BENCHMARKS.md."""
+    r = results.get("catchup")
+    if not r:
+        return []
+    link = 64_000 / 8  # bytes per second on a 64 kbit/s line
+    return [
+        "## Catch-up of a newcomer",
+        "",
+        f"`{r['command']}` ({r['date']}): a swarm of {r['peers']} peers has run {r['rounds']:,} rounds "
+        f"({r['records']:,} records, {r['tuned_parameters']:,} tuned parameters).",
+        "",
+        "| path | compute | bytes to fetch |",
+        "|---|---|---|",
+        f"| replay the whole ledger from the base model | {r['full_replay_s']:.1f} s | "
+        f"{r['ledger_bytes'] / 1024:,.0f} KiB |",
+        f"| snapshot + the last {r['tail_rounds']} rounds' records | {r['snapshot_plus_tail_s']:.2f} s "
+        f"(**{r['speedup']:.0f}× faster**) | {r['snapshot_bytes'] / 2**20:,.1f} MiB |",
+        "",
+        "Both paths end with the same state hash. The snapshot wins on compute, the ledger on bytes: on a "
+        f"64 kbit/s line the snapshot takes {r['snapshot_bytes'] / link / 3600:.1f} h to download and the ledger "
+        f"{r['ledger_bytes'] / link:.0f} s, so on thin links a newcomer should fetch the ledger and replay "
+        "(today `onebyte peer` always takes the snapshot; choosing by link speed is future work).",
+        "",
+    ]
+
+
+SECTION = Section(
+    "catchup", "bench.experiments.catchup", render,
+    steps=(Step("catchup", ("--out", "{out}/catchup.json"), ("--rounds", "100", "--out", "{out}/catchup.json")),),
+)
 
 
 if __name__ == "__main__":

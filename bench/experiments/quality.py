@@ -1,12 +1,11 @@
 """Learning quality: onebyte beside what users would pick instead (all-MiniLM-L6-v2 on VADER).
 
-    python bench/quality.py [--quick] [--seeds 3] [--workers 2] [--out bench/results/quality.json]
+    python -m bench.experiments.quality [--quick] [--seeds 3] [--workers 2] [--out bench/results/quality.json]
 
 Held-out accuracy on the whole VADER test split, mean ± std over seeds, for:
   * zero-shot (the untouched model);
   * first-order fine-tuning of every weight with Adam and backprop (the upper bound users know);
-  * single-machine SPSA with float scalars, written the MeZO way (in-place ``normal_``
-    perturbations regenerated from a seed, one update per projected gradient);
+  * single-machine SPSA with float scalars, written the MeZO way (bench/baselines/mezo.py);
   * onebyte, 1 peer, with the float32, byte and sign codecs;
   * onebyte (byte) with 2, 4 and 8 peers on iid and Dirichlet(0.3) label-skewed shards.
 All SPSA runs use the demo's training configuration (bias tuning, lr 1e-3, eps 1e-3, K=4
@@ -26,10 +25,14 @@ import math
 import multiprocessing as mp
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.baselines import mezo
+from bench.output import RESULTS
+from bench.sections import Claim, Results, Section, Step
+from onebyte.rundir import METRICS
 
 # Multi-peer runs stop once they have measured more gradients than the 1-peer run (n x rounds).
 FULL = {"rounds": 120, "multi_rounds": {2: 40, 4: 40, 8: 20}, "eval_every": 30, "multi_eval_every": 5,
@@ -76,7 +79,7 @@ def _test_set(dataset, size: int):
 def run_onebyte(cond: dict, seed: int, p: dict) -> list[dict]:
     from onebyte.codec import Codec
     from onebyte.config import TrainConfig
-    from onebyte.simulate import SimConfig, simulate
+    from onebyte.simulator import SimConfig, run_simulation
 
     multi = cond["peers"] > 1
     cfg = SimConfig(model=MODEL, task=TASK, peers=cond["peers"], split=cond["split"], seed=seed,
@@ -84,8 +87,8 @@ def run_onebyte(cond: dict, seed: int, p: dict) -> list[dict]:
                     eval_every=p["multi_eval_every"] if multi else p["eval_every"], eval_size=p["eval_size"],
                     train=TrainConfig(codec=Codec.parse(cond["codec"])))
     with tempfile.TemporaryDirectory(prefix="onebyte-quality-") as tmp:
-        summary = simulate(cfg, tmp)
-        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        summary = run_simulation(cfg, tmp).summary
+        rows = [json.loads(line) for line in (Path(tmp) / METRICS).read_text().splitlines()]
     curve = [_point(0, 0, 0.0, 0.0, 0, summary["eval_before"])]
     curve += [_point(r["round"] + 1, r["forward_passes"], r["seconds"], r["swarm_seconds"], r["payload_bytes"],
                      r["eval"]) for r in rows if "eval" in r]
@@ -111,8 +114,6 @@ def run_zero_shot(cond: dict, seed: int, p: dict) -> list[dict]:
 
 def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     """MeZO (Malladi et al. 2023) on the same biases, batches and hyper-parameters, float32 throughout."""
-    import torch
-
     from onebyte.config import RunSpec, TrainConfig
     from onebyte.params import TuneSpec, select_parameters
     from onebyte.seeds import stream_seed
@@ -124,12 +125,6 @@ def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     tag = RunSpec(f"quality-seed{seed}", MODEL, TASK, loaded.base_hash, train).run_tag
     test = _test_set(dataset, p["eval_size"])
 
-    @torch.no_grad()
-    def move(z_seed: int, scale: float) -> None:
-        gen = torch.Generator().manual_seed(z_seed)
-        for prm in params:
-            prm.add_(torch.normal(0.0, 1.0, size=prm.shape, generator=gen), alpha=scale)
-
     curve = [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(test))]
     forwards, train_s = 0, 0.0
     for r in range(p["rounds"]):
@@ -137,12 +132,8 @@ def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
         for k in range(train.samples):
             batch = batch_for(tag, dataset.train, train.batch_size, r, 0, k)
             z_seed = stream_seed(tag, "mezo", r, k) & 0x7FFF_FFFF_FFFF_FFFF
-            move(z_seed, train.eps)
-            plus = obj.loss(batch)
-            move(z_seed, -2 * train.eps)
-            minus = obj.loss(batch)
-            move(z_seed, train.eps)
-            move(z_seed, -train.lr * (plus - minus) / (2 * train.eps))
+            g = mezo.projected_gradient(params, z_seed, train.eps, lambda batch=batch: obj.loss(batch))
+            mezo.update(params, z_seed, train.lr, g)
             forwards += 2
         train_s += time.perf_counter() - t
         if (r + 1) % p["eval_every"] == 0 or r + 1 == p["rounds"]:
@@ -299,8 +290,11 @@ def plot(runs: list[dict], out_dir: Path, prefix: str) -> list[str]:
 # --------------------------------------------------------------------------- report
 
 
-def report_section(r: dict, images: str = "") -> str:
-    """The quality section of BENCHMARKS.md; ``images``: the plots' folder relative to the report."""
+def render(results: Results) -> list[str]:
+    """The quality section of BENCHMARKS.md (its plots linked from where the report is)."""
+    r, images = results.get("quality"), results.images
+    if not r:
+        return []
     pct = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"  # noqa: E731
     s = r["summary"]
     lines = ["## Learning quality (all-MiniLM-L6-v2 on VADER, held-out accuracy)", "",
@@ -344,7 +338,24 @@ def report_section(r: dict, images: str = "") -> str:
     lines += ["", "Accuracy (mean over seeds) against forward passes, against the swarm's wall-clock and "
               "against payload bytes; dotted: Dirichlet(0.3) shards.", ""]
     lines += [f"![{name}]({images}{name})" for name in r["plots"]]
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
+
+
+def claims(results: Results) -> list[Claim]:
+    q = results.get("quality")
+    if not q:
+        return []
+    rows: list[Claim] = []
+    t = q["summary"]["targets"]["byte_vs_float_spsa"]
+    rows.append(("`byte` vs single-machine float SPSA, same forward passes",
+                 f"{100 * t['byte_mean']:.1f} % vs {100 * t['float_spsa_mean']:.1f} %", "within 1 point", t["met"]))
+    four = q["summary"]["targets"].get("four_peers_third_of_rounds")
+    if four:
+        got = four["rounds_mean_curve"]
+        rows.append((f"rounds for 4 peers to reach the 1-peer final accuracy (mean of {q['seeds']} seed(s))",
+                     f"{got if got is not None else 'not'} of {q['params']['rounds']} (per seed: "
+                     f"{four['rounds_per_seed']})", f"≤ {four['limit']:.0f}", four["met"]))
+    return rows
 
 
 def main() -> None:
@@ -352,7 +363,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one seed, a few rounds (minutes)")
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/quality.json"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     a = ap.parse_args()
     p = dict(QUICK if a.quick else FULL)
     seeds = list(range(a.seeds if a.seeds else (1 if a.quick else 3)))
@@ -372,7 +383,7 @@ def main() -> None:
     test_n = len(load_dataset(TASK).test)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     prefix = a.out.stem
-    cmd = "python bench/quality.py" + (" --quick" if a.quick else "") + (f" --seeds {a.seeds}" if a.seeds else "")
+    cmd = "python -m bench.experiments.quality" + (" --quick" if a.quick else "") + (f" --seeds {a.seeds}" if a.seeds else "")
     result = {
         "command": cmd + f" --workers {a.workers}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -387,8 +398,13 @@ def main() -> None:
     }
     a.out.write_text(json.dumps(result, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o)
                                 else str(o)) + "\n")
-    print(report_section(result))
+    print("\n".join(render(Results(a.out.parent, ""))))
 
+
+SECTION = Section(
+    "quality", "bench.experiments.quality", render, claims=claims,
+    steps=(Step("quality", ("--out", "{out}/quality.json"), ("--quick", "--out", "{out}/quality.json")),),
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import Counter
 
-from netlab import address, sh
+from bench.lab.netns import address, sh
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -72,7 +72,7 @@ class Direction:
 
 
 class ThinLab:
-    """Same interface as ``netlab.Lab`` (names, ips, wrap, tx_bytes, close), over emulated links."""
+    """Same interface as ``netns.Lab`` (names, ips, wrap, tx_bytes, close), over emulated links."""
 
     def __init__(self, n: int, *, rate_bps: float | None = 64_000, delay: float = 0.1, loss: float = 0.01,
                  queue: float = 0.5, seed: int = 0, prefix: str | None = None, max_seconds: float = 3600.0):
@@ -108,10 +108,11 @@ class ThinLab:
         self._thread.start()
 
     def wrap(self, i: int, cmd: list[str]) -> list[str]:
+        """``cmd`` run inside peer i's namespace."""
         return ["ip", "netns", "exec", self.names[i], *cmd]
 
     def tx_bytes(self, i: int) -> int:
-        """Bytes peer i's processes sent on their link (everything, as netlab.Lab counts them)."""
+        """Bytes peer i's processes sent on their link (everything, as netns.Lab counts them)."""
         return int(sh("ip", "netns", "exec", self.names[i], "cat", "/sys/class/net/eth0/statistics/tx_bytes"))
 
     # ----------------------------------------------------------------- the switch
