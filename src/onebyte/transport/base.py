@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from types import TracebackType
+from typing import Self
 
 __all__ = ["Transport", "Handler"]
 
@@ -21,6 +23,9 @@ class Transport(ABC):
     * ``serve``/``request``: bulk transfers (snapshots, ledger ranges) to a peer named by the
       ``contact`` string it put in its heartbeat.
     Everything that comes back is hostile until the caller validates it.
+
+    A transport is a context manager: ``with DhtTransport(...) as net:`` closes it on the way
+    out, and ``close()`` may be called any number of times.
     """
 
     bytes_sent: int = 0
@@ -53,10 +58,20 @@ class Transport(ABC):
 
     @abstractmethod
     def request(self, contact: str, payload: bytes, timeout: float) -> bytes:
-        """Send a request; raises ``ProtocolError`` if the peer cannot be reached in time."""
+        """Send a request and wait at most ``timeout`` seconds for the reply.
+
+        Raises ``PeerUnreachable`` (unknown, gone, or it dropped the request) or ``NetworkTimeout``
+        (no reply in time; the server's work may still complete), both ``NetworkError``."""
 
     def connect(self, addresses: list[str]) -> None:  # noqa: B027 - optional hook
         """Dial more peers at runtime (no-op where discovery is implicit)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release network resources."""
+        """Release network resources; idempotent (a second call does nothing)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

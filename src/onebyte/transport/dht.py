@@ -27,7 +27,7 @@ import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from ..errors import ConfigError, ProtocolError
+from ..errors import ConfigError, MissingDependency, NetworkError, NetworkTimeout, PeerUnreachable, ProtocolError
 from .base import Handler, Transport
 
 __all__ = ["DhtTransport"]
@@ -77,7 +77,7 @@ class DhtTransport(Transport):
             import hivemind
             from hivemind.dht.crypto import RSASignatureValidator
         except ImportError:
-            raise ConfigError("networked peers need hivemind: pip install 'onebyte[net]'") from None
+            raise MissingDependency("hivemind", "net", "a networked peer") from None
         self._hivemind = hivemind
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -117,11 +117,12 @@ class DhtTransport(Transport):
         self._thread.start()
         self._p2p = self._call(self.dht.replicate_p2p(), START_TIMEOUT)
         self._last_expiry: dict[str, float] = {}
+        self._closed = False
         if redial:
             try:
                 self.connect(list(initial_peers or []))
                 log.info("reached the --join peers on the second try")
-            except ProtocolError as exc:
+            except NetworkError as exc:
                 log.warning("%s; others can join this peer", exc)
 
     # ----------------------------------------------------------------- helpers
@@ -131,7 +132,7 @@ class DhtTransport(Transport):
             return fut.result(timeout)
         except FutureTimeout:
             fut.cancel()
-            raise ProtocolError(f"network operation timed out after {timeout:.0f}s") from None
+            raise NetworkTimeout(f"network operation timed out after {timeout:.0f}s") from None
 
     def _expiry(self, key: str, ttl: float) -> float:
         from hivemind.utils import get_dht_time
@@ -148,7 +149,7 @@ class DhtTransport(Transport):
             ok = self.dht.store(key, value, self._expiry(key, ttl), subkey=self._subkey,
                                 return_future=True).result(STORE_TIMEOUT)
         except (FutureTimeout, TimeoutError):
-            raise ProtocolError(f"DHT store timed out after {STORE_TIMEOUT:.0f}s") from None
+            raise NetworkTimeout(f"DHT store timed out after {STORE_TIMEOUT:.0f}s") from None
         if not ok:
             log.debug("DHT store of %s was not accepted by any node", key)
         self.bytes_sent += len(value)
@@ -157,7 +158,7 @@ class DhtTransport(Transport):
         try:
             res = self.dht.get(key, latest=True, return_future=True).result(GET_TIMEOUT)
         except (FutureTimeout, TimeoutError):
-            raise ProtocolError(f"DHT get timed out after {GET_TIMEOUT:.0f}s") from None
+            raise NetworkTimeout(f"DHT get timed out after {GET_TIMEOUT:.0f}s") from None
         if res is None or not isinstance(res.value, dict):
             return []
         out = [item.value for item in res.value.values() if isinstance(item.value, bytes)]
@@ -235,10 +236,10 @@ class DhtTransport(Transport):
 
         try:
             reply = self._call(ask(), timeout)
-        except ProtocolError:
+        except NetworkError:
             raise
         except Exception as exc:
-            raise ProtocolError(f"request to peer {contact[:16]}… failed: {exc}") from None
+            raise PeerUnreachable(f"request to peer {contact[:16]}… failed: {exc}") from None
         self.bytes_sent += len(payload)
         self.bytes_received += len(reply)
         return reply
@@ -250,13 +251,17 @@ class DhtTransport(Transport):
         try:
             self.dht.run_coroutine(partial(_connect, list(addresses)), return_future=True).result(START_TIMEOUT)
         except Exception as exc:
-            raise ProtocolError(f"could not connect to {addresses}: {exc}") from None
+            raise PeerUnreachable(f"could not connect to {addresses}: {exc}") from None
 
     def close(self) -> None:
+        """Publish unfinished bundles, stop the P2P replica, the DHT and the loop; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         for k in list(self._bundles):
             try:
                 self._flush(k)
-            except ProtocolError as exc:
+            except (ProtocolError, NetworkError) as exc:
                 log.debug("final bundle not published: %s", exc)
         try:
             self._call(self._p2p.shutdown(), 10.0)
