@@ -10,6 +10,8 @@ The *closed* digest covers only rounds old enough to be settled, so two peers ca
 they disagree about the past (and must sync) while their newest rounds are still in flight.
 
 Liveness is judged by when *we* last saw a peer's ``seq`` change, never by its clock.
+``Membership`` is shared by server threads (which observe pushed heartbeats) and the round loop
+(which iterates who is live), so one lock guards it and every read returns a copy.
 The audit: two peers reporting the same set digest with different state hashes is a bug
 somewhere, and is raised as ``DivergenceError``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import threading
 import time
 from dataclasses import dataclass
 
@@ -84,20 +87,43 @@ def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes) -> Heartbeat:
 
 
 class Membership:
-    """The latest heartbeat of every peer and when its sequence number last moved."""
+    """The latest heartbeat of every peer and when its sequence number last moved.
+
+    Thread-safe: ``observe`` may run on server threads while the round loop calls ``live``.
+    ``latest`` and ``seen_at`` are the tables themselves (for reading single entries); to
+    iterate, use ``live``, ``peers``, ``get`` and ``seen``, which read under the lock."""
 
     def __init__(self, ttl: float):
         self.ttl = ttl
         self.latest: dict[int, Heartbeat] = {}
         self.seen_at: dict[int, float] = {}
+        self._lock = threading.Lock()
 
     def observe(self, hb: Heartbeat, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        old = self.latest.get(hb.peer_id)
-        if old is None or hb.seq != old.seq or hb.contact != old.contact:
-            self.seen_at[hb.peer_id] = now
-        self.latest[hb.peer_id] = hb
+        with self._lock:
+            old = self.latest.get(hb.peer_id)
+            if old is None or hb.seq != old.seq or hb.contact != old.contact:
+                self.seen_at[hb.peer_id] = now
+            self.latest[hb.peer_id] = hb
 
     def live(self, now: float | None = None) -> dict[int, Heartbeat]:
+        """A copy: the peers whose ``seq`` moved within ``ttl`` seconds of ``now``."""
         now = time.monotonic() if now is None else now
-        return {p: hb for p, hb in self.latest.items() if now - self.seen_at[p] <= self.ttl}
+        with self._lock:
+            return {p: hb for p, hb in self.latest.items() if now - self.seen_at[p] <= self.ttl}
+
+    def peers(self) -> dict[int, Heartbeat]:
+        """A copy of every peer's latest heartbeat, live or not."""
+        with self._lock:
+            return dict(self.latest)
+
+    def get(self, peer_id: int) -> Heartbeat | None:
+        """The latest heartbeat of ``peer_id``, or None if it was never seen."""
+        with self._lock:
+            return self.latest.get(peer_id)
+
+    def seen(self, peer_id: int) -> float | None:
+        """When (``time.monotonic``, or the injected ``now``) ``peer_id``'s seq last moved."""
+        with self._lock:
+            return self.seen_at.get(peer_id)
