@@ -11,7 +11,7 @@ def test_vader_counts_and_fixed_split():
     ds = load_dataset("vader")
     labels = [e.label for e in ds.train + ds.test]
     assert ds.label_names == ["negative", "positive"]
-    assert labels.count(1) == 2580 and labels.count(0) == 3250  # DESIGN.md §10
+    assert labels.count(1) == 2580 and labels.count(0) == 3250
     again = load_dataset("vader")
     assert [e.text for e in again.test] == [e.text for e in ds.test]
     assert not {e.text for e in ds.train} & {e.text for e in ds.test}

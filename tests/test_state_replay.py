@@ -20,12 +20,24 @@ def _records(n, codec=Codec.BYTE, count=3, scale=50.0):
 
 
 def test_view_matches_base_weights_closely(toy_state):
+    """The view is the base weights rounded to the grid: within half a step 2^-f of each, and
+    the model's parameters are that view (so perturbing the state moves the model)."""
     model, state = toy_state
-    base = Toy_params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # the base weights as they were before the state took the parameters over (Toy is seeded)
+    base = {n: p.detach() for n, p in type(model)().named_parameters()}
+    assert base.keys() == set(state.frac_bits)
     for name, p in model.named_parameters():
-        step = 2.0 ** -state.frac_bits[name]
-        assert torch.allclose(p, base[name], atol=step, rtol=1e-6)
-    assert Toy_params  # the model's parameters now alias the state's view
+        half = 2.0 ** -state.frac_bits[name] / 2
+        assert (p.detach() - base[name]).abs().max() <= half
+        nudged = base[name].double()  # float64: a step can be finer than float32 resolves at |w| ~ 10
+        nudged.view(-1)[0] += 4 * half  # two grid steps off in one element
+        assert (p.detach().double() - nudged).abs().max() > half
+    state.perturb(seed=1, scale=1.0)  # +-1 on every element of the view
+    for name, p in model.named_parameters():
+        assert ((p.detach() - base[name]).abs() > 0.5).all()
+    state.refresh()
+    for name, p in model.named_parameters():
+        assert (p.detach() - base[name]).abs().max() <= 2.0 ** -state.frac_bits[name] / 2
 
 
 def test_frac_bits_headroom():
