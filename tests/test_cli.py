@@ -95,7 +95,9 @@ def test_simulate_refuses_to_overwrite_a_run(tiny_run, capsys):
     (["frobnicate"], "invalid choice"),
     (["peer", "--out", "x", "--secret-file", "/no/such/secret"], "--secret-file"),
     (["peer", "--out", "x", "--model", "tiny-gpt2", "--shard", "5/2"], "--shard"),
-    (["peer", "--out", "x", "--model", "tiny-gpt2", "--peer-id", "-3", "--dp-epsilon", "3"], "--dp-epsilon needs"),
+    (["peer", "--out", "x", "--model", "tiny-gpt2", "--dp-epsilon", "3"], "--dp-epsilon: needs --rounds"),
+    (["peer", "--out", "x", "--model", "tiny-gpt2", "--peer-id", "-3"], "--peer-id"),
+    (["simulate", "--out", "x", "--config", "/no/such/run.toml"], "onebyte init"),
     (["simulate", "--out", "x", "--dp-delta", "2"], "--dp-delta"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):

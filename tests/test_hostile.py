@@ -5,15 +5,15 @@ import struct
 import numpy as np
 import pytest
 
-import onebyte.peer as peer_mod
+import onebyte.intake as intake_mod
 from onebyte.cli import main
 from onebyte.codec import Codec
-from onebyte.config import TrainConfig
+from onebyte.config import RunSpec, TrainConfig
 from onebyte.peer import Peer, PeerOptions
 from onebyte.record import build_record
-from onebyte.replay import MAX_STEP_UNITS, apply_records, effective
 from onebyte.training import Setup
 from onebyte.transport.memory import MemoryHub, MemoryTransport
+from onebyte.update import MAX_STEP_UNITS, apply_records, effective
 
 TRAIN = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
 SECRET = b"s" * 16
@@ -21,7 +21,7 @@ SECRET = b"s" * 16
 
 @pytest.fixture
 def victim(tmp_path):
-    setup = Setup.build("hostile", "tiny-gpt2", "vader", TRAIN)
+    setup = Setup.build(RunSpec(run_id="hostile", model="tiny-gpt2", task="vader", train=TRAIN))
     p = Peer(setup, setup.dataset.train[:50], MemoryTransport(MemoryHub(), "v"), tmp_path / "v",
              PeerOptions(peer_id=1, secret=SECRET))
     yield p
@@ -52,7 +52,7 @@ def test_equivocation_in_one_batch_and_replay_agree(victim, tmp_path):
     for r in (a, b, c):
         victim.offer(r.to_bytes())
     victim.apply_pending()
-    fresh = Setup.build("hostile", "tiny-gpt2", "vader", TRAIN)
+    fresh = Setup.build(RunSpec(run_id="hostile", model="tiny-gpt2", task="vader", train=TRAIN))
     apply_records(fresh.state, [c], TRAIN)
     assert victim.setup.state.state_hash() == fresh.state.state_hash()
 
@@ -68,7 +68,7 @@ def test_rejected_and_counted_never_applied(victim, make, reason):
     assert not victim.offer(make(victim).to_bytes())
     victim.apply_pending()
     assert victim.setup.state.state_hash() == base
-    assert any(reason in k for k in victim.rejected), victim.rejected
+    assert any(reason in k for k in victim.intake.rejections()), victim.intake.rejections()
 
 
 def test_malformed_bytes_never_crash(victim):
@@ -80,18 +80,19 @@ def test_malformed_bytes_never_crash(victim):
         victim.offer(bytes(bad))
         victim.handle(b"REC" + struct.pack("<H", len(bad)) + bytes(bad))
         victim.handle(bytes(bad))
-    assert victim.records == {} and sum(victim.rejected.values()) >= 500
+    assert victim.records == {} and sum(victim.intake.rejections().values()) >= 500
 
 
 def test_flooding_peer_cannot_grow_the_work(victim, monkeypatch):
-    monkeypatch.setattr(peer_mod, "MAX_PEERS_PER_ROUND", 5)
+    monkeypatch.setattr(intake_mod, "MAX_PEERS_PER_ROUND", 5)
     accepted = sum(victim.offer(_rec(victim, peer=i).to_bytes()) for i in range(40))
-    assert accepted == 5 and len(victim.pending) == 5
-    assert victim.rejected["too many peers in one round (flood)"] == 35
+    assert accepted == 5 and len(victim.replica.pending) == 5
+    assert victim.intake.rejections()["too many peers in one round (flood)"] == 35
 
 
 def test_per_record_influence_is_capped():
-    setup = Setup.build("hostile", "tiny-gpt2", "vader", TrainConfig(samples=1, lr=1.0, tune="all"))
+    setup = Setup.build(RunSpec(run_id="hostile", model="tiny-gpt2", task="vader",
+                                train=TrainConfig(samples=1, lr=1.0, tune="all")))
     state = setup.state
     before = state.view.clone()
     lr = 1.0
@@ -118,7 +119,7 @@ def test_canary_in_training_data_never_leaves_the_peer(tmp_path):
     rows = [f'{{"text": "{canary} reading {i}", "label": "{["bad", "good"][i % 2]}"}}' for i in range(40)]
     data.write_text("\n".join(rows) + "\n")
     hub = MemoryHub()
-    setup = Setup.build("canary", "tiny-gpt2", str(data), TRAIN)
+    setup = Setup.build(RunSpec(run_id="canary", model="tiny-gpt2", task=str(data), train=TRAIN))
     p = Peer(setup, setup.dataset.train, MemoryTransport(hub, "me"), tmp_path / "out",
              PeerOptions(peer_id=3, rounds=3, secret=SECRET, min_deadline=0.1, max_deadline=0.5,
                          heartbeat_interval=0.1, drain_timeout=1.0))

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from onebyte.config import TrainConfig
+from onebyte.config import RunSpec, TrainConfig
 from onebyte.peer import Peer, PeerOptions
-from onebyte.simulate import SimConfig, simulate
+from onebyte.simulator import SimConfig, run_simulation
 from onebyte.tasks.data import split_shards
 from onebyte.training import Setup
 from onebyte.transport.memory import MemoryHub, MemoryTransport
@@ -19,7 +19,7 @@ FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbea
 
 
 def _setup():
-    return Setup.build("peer-test", "tiny-gpt2", "vader", TRAIN)
+    return Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader", train=TRAIN))
 
 
 def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None):
@@ -52,8 +52,8 @@ def _run_all(peers, stop=None):
 
 
 def test_lockstep_peers_equal_the_simulator(tmp_path):
-    sim = simulate(SimConfig(model="tiny-gpt2", task="vader", peers=3, rounds=3, run_id="peer-test",
-                             eval_size=8, train=TRAIN), tmp_path / "sim")
+    sim = run_simulation(SimConfig(model="tiny-gpt2", task="vader", peers=3, rounds=3, run_id="peer-test",
+                             eval_size=8, train=TRAIN), tmp_path / "sim").summary
     summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=3, lockstep=3, secret=b""))
     assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
     assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
@@ -150,20 +150,26 @@ def _wait(cond, timeout):
         time.sleep(0.05)
 
 
-def test_newcomer_with_another_base_or_config_is_refused(tmp_path):
-    from onebyte.errors import ConfigError, ModelError
+def test_newcomer_with_another_base_or_config_is_refused_naming_the_setting(tmp_path, caplog):
+    from onebyte.errors import ModelError, RunMismatch
 
     hub = MemoryHub()
     a = _peers(hub, tmp_path, 1, rounds=None)[0]
-    a.beat(force=True)
-    other_cfg = Setup.build("peer-test", "tiny-gpt2", "vader", TrainConfig(samples=3, batch_size=8, tune="all"))
-    b = Peer(other_cfg, other_cfg.dataset.train, MemoryTransport(hub, "b"), tmp_path / "b",
-             PeerOptions(peer_id=5, secret=b"s", **FAST))
-    with pytest.raises(ConfigError, match="training configuration"):
-        b.join()
-    other_base = Setup.build("peer-test", "tiny-gpt2", "vader", TRAIN)
-    other_base.spec = type(other_base.spec)(**{**other_base.spec.__dict__, "base_hash": "ab" * 32})
-    c = Peer(other_base, other_base.dataset.train, MemoryTransport(hub, "c"), tmp_path / "c",
-             PeerOptions(peer_id=6, secret=b"s", **FAST))
-    with pytest.raises(ModelError, match="another base model"):
-        c.join()
+    other_cfg = Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader",
+                                    train=TrainConfig(samples=3, batch_size=8, tune="all")))
+    other_base = Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader", train=TRAIN))
+    other_base.spec = type(other_base.spec)(other_base.spec.spec, "ab" * 32)
+    with a, Peer(other_cfg, other_cfg.dataset.train, MemoryTransport(hub, "b"), tmp_path / "b",
+                 PeerOptions(peer_id=5, secret=b"s", **FAST)) as b, \
+            Peer(other_base, other_base.dataset.train, MemoryTransport(hub, "c"), tmp_path / "c",
+                 PeerOptions(peer_id=6, secret=b"s", **FAST)) as c:
+        a.beat(force=True)
+        with pytest.raises(RunMismatch, match=r"train\.samples: 2 here, 3 there|train\.samples: 3 here, 2 there"):
+            b.join()
+        assert "train.batch_size" not in str(b.foreign_diff)  # only the setting that differs is named
+        with pytest.raises(ModelError, match="another base model"):
+            c.join()
+        b.beat(force=True)
+        a.beat(force=True)  # a sees b's heartbeat, asks for its configuration, logs what differs
+        _wait(lambda: 5 in a.foreign_diff, 10)
+    assert any("train.samples" in r.getMessage() for r in caplog.records if r.name == "onebyte.peer")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from onebyte.errors import ConfigError
+from onebyte.errors import BudgetExhausted
 from onebyte.estimator import measure_private
 from onebyte.privacy import Accountant, DPConfig, calibrate_noise, epsilon_for
 from onebyte.state import FixedPointState
@@ -22,7 +22,7 @@ def test_budget_is_reported_by_the_accountant_and_enforced():
     rep = acc.report()
     assert rep["epsilon_spent"] == pytest.approx(epsilon_for(acc.noise, 500, 16, 20, 1e-5))
     assert rep["epsilon_spent"] <= 3.0 and rep["noise_multiplier"] == acc.noise
-    with pytest.raises(ConfigError, match="budget"):
+    with pytest.raises(BudgetExhausted, match="budget"):
         acc.spend(1)
 
 
@@ -44,9 +44,9 @@ def test_clipping_bounds_each_example_and_noise_is_added():
 
 def test_simulate_with_dp_reports_the_budget(tmp_path):
     from onebyte.config import TrainConfig
-    from onebyte.simulate import SimConfig, simulate
+    from onebyte.simulator import SimConfig, run_simulation
 
-    s = simulate(SimConfig(model="tiny-gpt2", peers=2, rounds=2, eval_size=16, dp=DPConfig(3.0, 1e-5),
-                           train=TrainConfig(samples=2, batch_size=8)), tmp_path / "r")
+    s = run_simulation(SimConfig(model="tiny-gpt2", peers=2, rounds=2, eval_size=16, dp=DPConfig(3.0, 1e-5),
+                           train=TrainConfig(samples=2, batch_size=8)), tmp_path / "r").summary
     assert 0 < s["dp"]["epsilon_spent"] <= 3.0 and s["dp"]["delta"] == 1e-5
     assert s["dp"]["steps"] == s["dp"]["planned_steps"] == 4

@@ -8,8 +8,8 @@ from onebyte.codec import Codec
 from onebyte.config import Directions, TrainConfig
 from onebyte.errors import ProtocolError
 from onebyte.record import build_record
-from onebyte.replay import MAX_STEP_UNITS, apply_records, direction_seeds, plan
 from onebyte.state import FixedPointState, frac_bits_for
+from onebyte.update import MAX_STEP_UNITS, apply_records, plan, record_seeds
 
 RUN = b"r" * 16
 
@@ -87,7 +87,7 @@ def test_update_moves_weights_by_minus_lr_g_z(toy_state):
     model, state = toy_state
     train = TrainConfig(codec=Codec.FLOAT32, lr=1e-3)
     rec = build_record(Codec.FLOAT32, RUN, 0, 1, 0, np.array([2.5]), 0)
-    seed = direction_seeds(RUN, Directions.DISTINCT, rec)[0]
+    seed = record_seeds(rec, Directions.DISTINCT)[0]
     z = state.layout.rademacher(seed).double()
     before = state.view.double().clone()
     apply_records(state, [rec], train)

@@ -1,7 +1,10 @@
-"""The ``onebyte`` command: parse flags, build a config, call the library, report.
+"""The ``onebyte`` command: parse flags (over a run file), build a config, call the library, report.
 
-Every error the library raises on purpose (``OnebyteError``) and every bad flag becomes one line
-on stderr and exit code 2; no traceback.
+Every command takes ``--config run.toml`` (``onebyte init`` writes a commented one); flags given
+on the command line override the file; anything in neither takes ``RunSpec``'s defaults, the same
+as in Python. Every error the library raises on purpose (``OnebyteError``) and every bad flag
+becomes one line on stderr and exit code 2, with the library's field names mapped to flags.
+Heavy modules (torch, transformers) load only inside the commands that need them.
 """
 
 from __future__ import annotations
@@ -10,17 +13,29 @@ import argparse
 import json
 import logging
 import os
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .codec import Codec
-from .config import Directions, TrainConfig
-from .errors import ConfigError, LedgerError, OnebyteError
+from .errors import ConfigError, OnebyteError
 
 EXIT_ERROR = 2
+#: The training flags: run-file field -> flag.
+TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--samples",
+               "batch_size": "--batch-size", "tune": "--tune", "directions": "--directions",
+               "max_length": "--max-length"}
+RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
+             "labels": "--labels", "eval_file": "--eval-file"}
+
+
+def flag_for(field: str) -> str:
+    """The flag that sets a library field: ``train.lr`` -> ``--lr``, ``dp.epsilon`` -> ``--dp-epsilon``."""
+    if field.startswith("train."):
+        return TRAIN_FLAGS.get(field[6:], "--" + field[6:].replace("_", "-"))
+    if field.startswith("dp."):
+        return "--dp-" + field[3:].replace("_", "-")
+    return RUN_FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,29 +61,30 @@ _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
-_D = TrainConfig()
+def _add_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="RUN.TOML", help="the run file every site shares (flags override it)")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training (every peer of a run must agree on these)")
-    g.add_argument("--model", default="minilm", help="minilm, tiny-gpt2, or a local Hugging Face model directory")
-    g.add_argument("--task", default="vader", help="vader, or a local .jsonl/.csv file with text,label columns")
+    """Training flags default to None: unset flags take the run file's value, else RunSpec's default."""
+    _add_config_flag(p)
+    g = p.add_argument_group("the run (every peer must agree on these, except model and task paths)")
+    g.add_argument("--model", help="minilm, tiny-gpt2, or a local Hugging Face model directory [minilm]")
+    g.add_argument("--task", help="vader, or a local .jsonl/.csv file with text,label columns [vader]")
     g.add_argument("--eval-file", help="held-out .jsonl/.csv (default: 20%% of --task, fixed split)")
     g.add_argument("--labels", help="comma-separated label names, in index order (default: from the data)")
-    g.add_argument("--objective", choices=["auto", "classify", "lm"], default="auto",
-                   help="classify (label from text) or lm (next-token loss); auto = classify")
-    g.add_argument("--samples", type=_positive_int, default=_D.samples,
-                   help="projected gradients per peer per round (K)")
-    g.add_argument("--batch-size", type=_positive_int, default=_D.batch_size, help="examples per projected gradient")
-    g.add_argument("--lr", type=_positive_float, default=_D.lr, help="learning rate")
-    g.add_argument("--eps", type=_positive_float, default=_D.eps, help="perturbation size")
-    g.add_argument("--codec", choices=[c.label for c in Codec], default=_D.codec.label,
-                   help="wire format of gradients")
-    g.add_argument("--tune", default=_D.tune, help="all, bias, or regex:PATTERN over parameter names")
-    g.add_argument("--directions", choices=[d.value for d in Directions], default="distinct",
+    g.add_argument("--objective", choices=["auto", "classify", "lm"],
+                   help="classify (label from text) or lm (next-token loss); auto = classify [auto]")
+    g.add_argument("--samples", type=_positive_int, help="projected gradients per peer per round (K) [4]")
+    g.add_argument("--batch-size", type=_positive_int, help="examples per projected gradient [32]")
+    g.add_argument("--lr", type=_positive_float, help="learning rate [1e-3]")
+    g.add_argument("--eps", type=_positive_float, help="perturbation size [1e-3]")
+    g.add_argument("--codec", choices=["byte", "sign", "float32"], help="wire format of gradients [byte]")
+    g.add_argument("--tune", help="all, bias, or regex:PATTERN over parameter names [bias]")
+    g.add_argument("--directions", choices=["distinct", "shared"],
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
-    g.add_argument("--max-length", type=_positive_int, default=_D.max_length, help="tokens per example")
-    g.add_argument("--run-id", default="onebyte", help="name of the run (part of the run tag)")
+    g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
+    g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 
 def _add_dp_flags(p: argparse.ArgumentParser) -> None:
@@ -78,32 +94,25 @@ def _add_dp_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dp-clip", type=_positive_float, default=1.0, help="clip of per-example derivatives")
 
 
-def _dp_config(a: argparse.Namespace):
-    from .privacy import DPConfig
-
-    cfg = DPConfig(a.dp_epsilon if a.dp_epsilon is not None else 1.0, a.dp_delta, a.dp_clip)
-    if cfg.problems():  # checked even without --dp-epsilon: a bad value is never ignored silently
-        raise ConfigError("; ".join(cfg.problems()))
-    return None if a.dp_epsilon is None else cfg
-
-
-def _train_config(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(codec=Codec.parse(a.codec), lr=a.lr, eps=a.eps, samples=a.samples, batch_size=a.batch_size,
-                       tune=a.tune, directions=Directions(a.directions), max_length=a.max_length).validate()
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .api import Defaults
+
     p = _Parser(prog="onebyte", description="Decentralized fine-tuning, one byte per projected gradient.")
     p.add_argument("--version", action="version", version=f"onebyte {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    i = sub.add_parser("init", help="write a commented run file of every setting that changes the math")
+    i.add_argument("path", help="run file to write (e.g. run.toml)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _add_train_flags(i)
+
     s = sub.add_parser("simulate", help="N virtual peers on one machine")
     _add_train_flags(s)
-    s.add_argument("--peers", type=_positive_int, default=4)
-    s.add_argument("--rounds", type=_positive_int, default=100)
-    s.add_argument("--split", default="iid", help="iid or dirichlet:ALPHA (label skew across peers)")
-    s.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the shard split")
+    s.add_argument("--peers", type=_positive_int, default=Defaults.peers)
+    s.add_argument("--rounds", type=_positive_int, default=Defaults.rounds)
+    s.add_argument("--split", default=Defaults.split, help="iid or dirichlet:ALPHA (label skew across peers)")
+    s.add_argument("--seed", type=_non_negative_int, default=Defaults.seed, help="seed of the shard split")
     s.add_argument("--eval-every", type=_non_negative_int, default=0,
                    help="rounds between evaluations (0: about 10 per run)")
     s.add_argument("--eval-size", type=_non_negative_int, default=0, help="held-out examples to evaluate (0: all)")
@@ -124,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     ends.add_argument("--until-stopped", action="store_true", help="run until SIGTERM/SIGINT (the default)")
     pe.add_argument("--peer-id", help="64-bit peer id, decimal or 0x-hex (default: from this peer's key)")
     pe.add_argument("--shard", help="I/N: train on shard I of N of --task, split as the simulator does")
-    pe.add_argument("--split", default="iid", help="with --shard: iid or dirichlet:ALPHA")
-    pe.add_argument("--seed", type=_non_negative_int, default=0, help="with --shard: seed of the split")
+    pe.add_argument("--split", default=Defaults.split, help="with --shard: iid or dirichlet:ALPHA")
+    pe.add_argument("--seed", type=_non_negative_int, default=Defaults.seed, help="with --shard: seed of the split")
     pe.add_argument("--lockstep", type=_non_negative_int, default=0,
                     help="N: every round waits for the records of peers 0..N-1 (equivalence checks)")
     pe.add_argument("--host", default="0.0.0.0", help="interface to listen on")
@@ -142,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(sw)
     sw.add_argument("--peers", type=_positive_int, default=3)
     sw.add_argument("--rounds", type=_positive_int, default=20)
-    sw.add_argument("--split", default="iid")
-    sw.add_argument("--seed", type=_non_negative_int, default=0)
+    sw.add_argument("--split", default=Defaults.split)
+    sw.add_argument("--seed", type=_non_negative_int, default=Defaults.seed)
     sw.add_argument("--lockstep", action="store_true", help="rounds wait for every peer (bit-equal to simulate)")
     sw.add_argument("--threads", type=_positive_int, default=1, help="torch threads per peer")
     sw.add_argument("--timeout", type=_positive_float, default=3600.0, help="give up after this many seconds")
@@ -151,18 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("replay", help="rebuild a run's weights from the base model and its ledger")
-    r.add_argument("--base", required=True, help="the run's base model (minilm, tiny-gpt2 or a directory)")
     r.add_argument("--run", required=True, help="run directory (holds run.json and ledger.obl)")
+    r.add_argument("--base", help="the run's base model (default: the model named in run.json)")
     r.add_argument("--shuffle", type=_non_negative_int, help="apply records in an order shuffled by this seed")
     r.add_argument("--out", help="write the fine-tuned model here as a Hugging Face directory")
 
     e = sub.add_parser("eval", help="held-out loss and accuracy of a model, as JSON")
-    e.add_argument("--model", default="minilm")
-    e.add_argument("--task", default="vader")
-    e.add_argument("--eval-file")
-    e.add_argument("--labels")
-    e.add_argument("--objective", choices=["auto", "classify", "lm"], default="auto")
-    e.add_argument("--max-length", type=_positive_int, default=32)
+    _add_train_flags(e)
 
     led = sub.add_parser("ledger", help="ledger tools")
     lsub = led.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
@@ -171,26 +175,62 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _labels(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if len(names) < 2:
-        raise ConfigError("--labels needs at least two comma-separated names")
-    return names
+def _spec(a: argparse.Namespace):
+    """The run: the run file (if any), then every flag given on the command line."""
+    from .config import RunSpec, TrainConfig
+
+    spec = RunSpec.load(a.config) if getattr(a, "config", None) else RunSpec()
+    run = {f: getattr(a, f, None) for f in RUN_FLAGS}
+    if run["labels"] is not None:
+        names = [t.strip() for t in run["labels"].split(",") if t.strip()]
+        if len(names) < 2:
+            raise ConfigError.of("labels", "needs at least two comma-separated names")
+        run["labels"] = tuple(names)
+    train = {f: getattr(a, f, None) for f in TRAIN_FLAGS}
+    train = {k: v for k, v in train.items() if v is not None}
+    if train:
+        train = TrainConfig.from_dict({**spec.train.to_dict(), **train}).to_dict()
+    return RunSpec.from_dict({**spec.to_dict(), **{k: v for k, v in run.items() if v is not None},
+                              "train": train or spec.train.to_dict()})
+
+
+def _dp_config(a: argparse.Namespace):
+    from .privacy import DPConfig
+
+    cfg = DPConfig(a.dp_epsilon if a.dp_epsilon is not None else 1.0, a.dp_delta, a.dp_clip)
+    if cfg.problems():  # checked even without --dp-epsilon: a bad value is never ignored silently
+        raise ConfigError.many(cfg.problems())
+    return None if a.dp_epsilon is None else cfg
+
+
+def _threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _cmd_init(a: argparse.Namespace) -> int:
+    path = Path(a.path)
+    if path.exists() and not a.force:
+        raise ConfigError(f"{path} exists; use --force to overwrite it")
+    spec = _spec(a)
+    try:
+        spec.save(path)
+    except OSError as exc:
+        from .errors import storage_error
+
+        raise storage_error(exc, str(path)) from None
+    print(f"wrote {path}: share it with every site, then: onebyte simulate --config {path} --out DIR")
+    return 0
 
 
 def _cmd_simulate(a: argparse.Namespace) -> int:
-    from .simulate import SimConfig, simulate
+    from .api import simulate
 
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
-    cfg = SimConfig(model=a.model, task=a.task, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
-                    run_id=a.run_id, objective=a.objective, eval_every=a.eval_every, eval_size=a.eval_size,
-                    label_names=tuple(_labels(a.labels) or ()), eval_file=a.eval_file,
-                    train=_train_config(a), dp=_dp_config(a)).validate()
+    spec = _spec(a)
+    dp = _dp_config(a)
+    _threads(a.threads)
     bar = None
 
     def on_round(line: dict) -> None:
@@ -198,7 +238,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         if bar is None and not a.no_progress:  # created after set-up, so load errors stay one line
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.rounds, unit="round", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=a.rounds, unit="round", file=sys.stderr, dynamic_ncols=True)
         if bar is not None:
             post = {"loss": f"{line['train_loss']:.4f}", "bytes": line["payload_bytes"]}
             if "eval" in line:
@@ -207,10 +247,12 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
             bar.update(1)
 
     try:
-        summary = simulate(cfg, a.out, on_round)
+        result = simulate(spec, out=a.out, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
+                          eval_every=a.eval_every, eval_size=a.eval_size, dp=dp, on_round=on_round)
     finally:
         if bar is not None:
             bar.close()
+    summary = result.summary
     keys = ["peers", "rounds", "records", "gradients", "payload_bytes", "codec", "eval_before", "eval_after",
             "state_hash", "set_digest", "forward_passes", "seconds", "dp"]
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
@@ -218,17 +260,15 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _peer_id(text: str | None, fallback: bytes) -> int:
+def _peer_id(text: str | None) -> int | None:
     if text is None:
-        import hashlib
-
-        return int.from_bytes(hashlib.sha256(fallback).digest()[:8], "little")
+        return None
     try:
         v = int(text, 0)
     except ValueError:
         v = -1
     if not 0 <= v < 1 << 64:
-        raise ConfigError(f"--peer-id must be an integer in 0..2^64-1, not {text!r}")
+        raise ConfigError.of("peer_id", f"must be an integer in 0..2^64-1, not {text!r}")
     return v
 
 
@@ -240,7 +280,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         i, n = -1, 0
     if not 0 <= i < n:
-        raise ConfigError(f"--shard must be I/N with 0 <= I < N, not {text!r}")
+        raise ConfigError.of("shard", f"must be I/N with 0 <= I < N, not {text!r}")
     return i, n
 
 
@@ -249,54 +289,23 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     import threading
 
     from .config import parse_split
-    from .peer import Peer, PeerOptions
-    from .tasks.data import split_shards
-    from .training import Setup
-    from .transport.dht import DhtTransport
+    from .peer import Peer, _read_secret
 
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
-    secret = b""
     if a.secret_file:
-        try:
-            secret = Path(a.secret_file).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"--secret-file {a.secret_file}: {exc.strerror}") from None
-        if len(secret) < 16:
-            raise ConfigError("--secret-file must hold at least 16 bytes")
-    shard = _shard(a.shard)
-    alpha = parse_split(a.split)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    setup = Setup.build(a.run_id, a.model, a.task, _train_config(a), objective=a.objective,
-                        label_names=_labels(a.labels), eval_file=a.eval_file)
-    data = setup.dataset.train
-    if shard is not None:
-        data = split_shards(data, shard[1], alpha, a.seed)[shard[0]]
-    privacy = None
+        _read_secret(a.secret_file)  # a bad secret file is reported before anything loads
+    spec = _spec(a)
+    shard, peer_id = _shard(a.shard), _peer_id(a.peer_id)
+    parse_split(a.split)
     dp = _dp_config(a)
-    if dp is not None:
-        from .privacy import Accountant
-        from .training import Privacy
-
-        if a.rounds is None:
-            raise ConfigError("--dp-epsilon needs --rounds: the noise is set for the planned number of rounds")
-        privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size, a.rounds * setup.train.samples))
-    identity = out / "identity.key"
-    net = DhtTransport(setup.spec.run_tag, run_id=a.run_id, initial_peers=a.join, host=a.host, port=a.port,
-                       announce_host=a.announce_host, identity=identity)
-    peer = None
-    try:
-        pid = _peer_id(a.peer_id, identity.read_bytes())
-        setup.spec.save(out / "run.json")
-        opts = PeerOptions(peer_id=pid, rounds=a.rounds, lockstep=a.lockstep, secret=secret,
-                           snapshot_every=a.snapshot_every, max_deadline=a.max_deadline, eval_size=a.eval_size)
-        peer = Peer(setup, data, net, out, opts, privacy)
-        (out / "addresses.txt").write_text("\n".join(net.addresses) + "\n")
-        print(f"peer {pid:x} listening; others can join with:", flush=True)
-        for addr in net.addresses:
+    if dp is not None and a.rounds is None:
+        raise ConfigError.of("dp.epsilon", "needs --rounds: the noise is set for the planned number of rounds")
+    _threads(a.threads)
+    with Peer.open(spec, out=a.out, join=a.join, secret_file=a.secret_file, peer_id=peer_id, shard=shard,
+                   split=a.split, seed=a.seed, host=a.host, port=a.port, announce_host=a.announce_host, dp=dp,
+                   rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
+                   max_deadline=a.max_deadline, eval_size=a.eval_size) as peer:
+        print(f"peer {peer.opts.peer_id:x} listening; others can join with:", flush=True)
+        for addr in peer.addresses:
             print(f"  --join {addr}", flush=True)
         stop = threading.Event()
 
@@ -310,27 +319,21 @@ def _cmd_peer(a: argparse.Namespace) -> int:
             f"round {p.round - 1} done: {len(p.records)} records, digest {p.digest.hex()[:12]}", flush=True))
         print(json.dumps({k: summary[k] for k in ("peer_id", "rounds_completed", "records_accepted",
                                                   "records_rejected", "state_hash", "set_digest")}), flush=True)
-    finally:
-        if peer is not None:
-            peer.close()
-        net.close()
     return 0
 
 
 def _cmd_swarm(a: argparse.Namespace) -> int:
+    from .config import parse_split
     from .swarm import run_swarm
 
-    train = _train_config(a)
-    common = ["--model", a.model, "--task", a.task, "--run-id", a.run_id, "--objective", a.objective,
-              "--samples", str(train.samples), "--batch-size", str(train.batch_size), "--lr", repr(train.lr),
-              "--eps", repr(train.eps), "--codec", train.codec.label, "--tune", train.tune,
-              "--directions", train.directions.value, "--max-length", str(train.max_length),
-              "--rounds", str(a.rounds), "--split", a.split, "--seed", str(a.seed),
+    spec = _spec(a)
+    parse_split(a.split)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.toml"
+    spec.save(run_file)  # every peer reads the same run file
+    common = ["--config", str(run_file), "--rounds", str(a.rounds), "--split", a.split, "--seed", str(a.seed),
               "--host", "127.0.0.1", "--threads", str(a.threads)]
-    if a.labels:
-        common += ["--labels", a.labels]
-    if a.eval_file:
-        common += ["--eval-file", a.eval_file]
     if a.lockstep:
         common += ["--lockstep", str(a.peers)]
 
@@ -350,56 +353,33 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
             bar.set_postfix({"records": max((s or {}).get("records", 0) for s in summaries)}, refresh=False)
 
     try:
-        result = run_swarm(a.peers, peer_args, Path(a.out), a.rounds, a.timeout, progress)
+        result = run_swarm(a.peers, peer_args, out, a.rounds, a.timeout, progress)
     finally:
         if bar is not None:
             bar.close()
     print(json.dumps({k: result[k] for k in ("peers", "rounds", "agree", "state_hash", "set_digest")}, indent=2))
-    print(f"wrote {Path(a.out) / 'swarm.json'}")
+    print(f"wrote {out / 'swarm.json'}")
     return 0 if result["agree"] else EXIT_ERROR
 
 
 def _cmd_replay(a: argparse.Namespace) -> int:
-    from .config import RunSpec
-    from .ledger import LEDGER_NAME, read_ledger
-    from .models import export_model
-    from .record import decode_record
-    from .replay import apply_records, effective
-    from .simulate import RUN_NAME
-    from .training import Setup
+    from .api import replay
 
-    run_dir = Path(a.run)
-    spec = RunSpec.load(run_dir / RUN_NAME)
-    raw = read_ledger(run_dir / LEDGER_NAME)
-    try:
-        records = [decode_record(b, run_tag=spec.run_tag) for b in raw]
-    except OnebyteError as exc:
-        raise LedgerError(f"{run_dir / LEDGER_NAME}: {exc}") from None
-    setup = Setup.build(spec.run_id, a.base, spec.task, spec.train, objective=spec.objective,
-                        expect_base_hash=spec.base_hash)
-    if setup.spec.run_tag != spec.run_tag:
-        raise ConfigError("this base and configuration do not reproduce the run tag of run.json")
-    if a.shuffle is not None:
-        random.Random(a.shuffle).shuffle(records)
-    apply_records(setup.state, effective(records), spec.train)
-    print(f"records {len(records)}")
-    print(f"state_hash {setup.state.state_hash()}")
+    tuned = replay(a.run, a.base, shuffle=a.shuffle)
+    print(f"records {tuned.records}")
+    print(f"state_hash {tuned.state_hash}")
     if a.out:
-        print(f"wrote {export_model(setup.loaded, a.out)}")
+        print(f"wrote {tuned.export(a.out)}")
     return 0
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .models import load_model
-    from .tasks.data import load_dataset
-    from .tasks.objectives import ObjectiveKind, build_objective
+    from .training import Setup
 
-    kind = ObjectiveKind(a.objective)
-    loaded = load_model(a.model)
-    ds = load_dataset(a.task, label_names=_labels(a.labels), need_labels=kind is not ObjectiveKind.LM,
-                      eval_file=a.eval_file)
-    result = build_objective(loaded, ds, kind, a.max_length).evaluate(ds.test)
-    print(json.dumps({"model": a.model, "task": a.task, "examples": len(ds.test), **result}))
+    spec = _spec(a)
+    setup = Setup.build(spec)
+    result = setup.objective.evaluate(setup.dataset.test)
+    print(json.dumps({"model": spec.model, "task": spec.task, "examples": len(setup.dataset.test), **result}))
     return 0
 
 
@@ -411,15 +391,26 @@ def _cmd_ledger(a: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """The command line's choices for the libraries it drives (the library itself sets none)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    handlers = {"simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm, "replay": _cmd_replay,
-                "eval": _cmd_eval, "ledger": _cmd_ledger}
+    _quiet_libraries()
+    handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm,
+                "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger}
     try:
         return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"onebyte: error: {exc.render({f: flag_for(f) for f, _ in exc.problems})}", file=sys.stderr)
+        return EXIT_ERROR
     except OnebyteError as exc:
         print(f"onebyte: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

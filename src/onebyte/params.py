@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # keeps ``import onebyte`` and the config free of torch
+    import torch
 
 __all__ = ["TuneSpec", "select_parameters"]
 
@@ -26,9 +28,9 @@ class TuneSpec:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ConfigError(f"--tune regex {pattern!r} is invalid: {exc}") from None
+                raise ConfigError.of("train.tune", f"regex {pattern!r} is invalid: {exc}") from None
             return cls("regex", pattern)
-        raise ConfigError(f"--tune must be all, bias or regex:PATTERN, not {text!r}")
+        raise ConfigError.of("train.tune", f"must be all, bias or regex:PATTERN, not {text!r}")
 
     def __str__(self) -> str:
         return f"regex:{self.pattern}" if self.kind == "regex" else self.kind
@@ -45,5 +47,5 @@ def select_parameters(model: torch.nn.Module, spec: TuneSpec) -> list[tuple[str,
     """The tuned (name, parameter) pairs in name order; tied parameters appear once."""
     chosen = sorted((n, p) for n, p in model.named_parameters() if spec.matches(n))
     if not chosen:
-        raise ConfigError(f"--tune {spec} selects no parameters of this model")
+        raise ConfigError.of("train.tune", f"{spec} selects no parameters of this model")
     return chosen

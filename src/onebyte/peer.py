@@ -17,17 +17,28 @@ import os
 import struct
 import threading
 import time
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DivergenceError, LedgerError, ModelError, OnebyteError, ProtocolError
-from .ledger import LEDGER_NAME, LedgerWriter, load_snapshot, save_snapshot
+from .config import RunSpec, differing_fields
+from .errors import (
+    ConfigError,
+    DivergenceError,
+    LedgerError,
+    ModelError,
+    NetworkError,
+    NetworkTimeout,
+    ProtocolError,
+    RunMismatch,
+    storage_error,
+)
+from .intake import Intake
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
-from .record import Record, SetDigest, decode_record
-from .replay import apply_records, effective, plan
+from .record import Record
+from .replica import Replica
+from .rundir import RunDir
 from .tasks.data import Example
 from .training import Privacy, Setup, make_record
 from .transport.base import Transport
@@ -36,17 +47,12 @@ __all__ = ["PeerOptions", "Peer"]
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_NAME = "snapshot.safetensors"
-CONNECT_NAME = "connect.txt"
-#: Records more than this many rounds ahead of the newest round we know of are refused.
-FUTURE_ROUNDS = 4
 #: Bounds on what one bulk reply may carry.
 MAX_IDS = 1 << 20
-#: Flood bounds: records waiting to be applied, and distinct peers accepted per round.
-MAX_PENDING = 100_000
 MAX_PUT = 4096
-MAX_PEERS_PER_ROUND = 1024
 MAX_REPLY = 512 << 20
+#: The largest canonical configuration a peer may send in answer to CONF.
+MAX_CONFIG = 64 << 10
 #: Pushes in flight at once (one per live peer per round; the rest queue).
 PUSH_WORKERS = 8
 #: A background heartbeat exchange reads the DHT (a walk that downloads every peer's signed
@@ -81,44 +87,38 @@ class PeerOptions:
 
 
 class Peer:
-    """One replica: state + ledger + the round loop, over any ``Transport``."""
+    """One replica: state + ledger + the round loop, over any ``Transport``.
+
+    ``Peer.open(spec, out=...)`` builds one over hivemind from a run spec; the constructor takes
+    the parts (for the in-memory transport and tests). A peer is a context manager: leaving it
+    stops its executors, closes its ledger and, when it opened its transport, the transport."""
 
     def __init__(self, setup: Setup, shard: list[Example], transport: Transport, out: Path | str,
-                 opts: PeerOptions, privacy: Privacy | None = None):
+                 opts: PeerOptions, privacy: Privacy | None = None, *, own_transport: bool = False):
         self.setup, self.shard, self.net, self.opts = setup, shard, transport, opts
         self.privacy = privacy
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.dir = RunDir(out)
+        self.out = self.dir.root
+        self._own_transport = own_transport
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, str(self.out)) from None
         self.tag = setup.spec.run_tag
         self._base = bytes.fromhex(setup.spec.base_hash)[:16]
         self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
-        self.lock = threading.RLock()  # guards state, ledger and the record index
-        self.records: dict[bytes, Record] = {}  # every accepted record, applied or still pending
-        self.applied: set[bytes] = set()
-        self.slots: dict[tuple[int, int, int], list[bytes]] = {}  # slot -> record ids (2 = equivocation)
-        self.flagged: set[int] = set()  # peers caught equivocating
-        self.round_peers: dict[int, set[int]] = {}  # round -> peers we hold a record from
-        self.digest = SetDigest()  # of the *applied* records: what the state hash is a function of
-        self.round_digest: dict[int, int] = {}  # round -> sum of record ids of that round, mod 2^256
-        self.pending: list[Record] = []
-        # records that decoded but can never be valid here (over the sample limit or the update
-        # cap): remembered so that sync and round fetches stop asking for them again and again
-        self.refused: set[bytes] = set()  # 8-byte id prefixes, as in IDS/GET
-        self.refused_slots: dict[int, set[int]] = {}  # round -> authors whose record was refused
-        self.rejected: Counter[str] = Counter()
-        self._logged: set[tuple[int, str]] = set()
+        self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
         self.members = Membership(opts.heartbeat_ttl)
         self.seq = 0
         self.round = 0  # next round this peer will run
         self.measured_through = -1  # newest round this peer has measured its own record for
         self.rounds_completed = 0
         self.done = False
+        self.closed = False
         self.round_time_ema: float | None = None
         self._last_beat = 0.0
         self._exchanges = 0
         self._last_sync: dict[int, float] = {}
-        self.payload_bytes = 0
-        self._hash_cache = ("", "")
         self.max_round_seconds = 0.0
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
@@ -129,63 +129,116 @@ class Peer:
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
         self._first_round: int | None = None  # where run() started: that round is waited for in full
-        self.ledger = LedgerWriter(self.out / LEDGER_NAME)  # creates it, or repairs a torn tail
-        self._restore(self.ledger.existing)
-        self.net.serve(self.handle)
+        try:
+            # the ledger is created, or a torn tail repaired; the state is rebuilt from snapshot + ledger
+            self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag)
+            self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon, self.foreign_diff.get)
+            own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
+            self.round = max(own, default=-1) + 1
+            self.measured_through = self.round - 1
+            self.rounds_completed = len(set(own))
+            if self.replica.records:
+                log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
+                         self.out, self.round)
+            self.net.serve(self.handle)
+        except BaseException:
+            self.close()
+            raise
 
-    # ----------------------------------------------------------------- restoring and joining
-    def _restore(self, entries: list[bytes]) -> None:
-        """Rebuild from snapshot + ledger when this --out already holds a run."""
-        if not entries:
-            return
-        path = self.out / LEDGER_NAME
-        covered = 0
-        snap = self.out / SNAPSHOT_NAME
-        if snap.exists():
-            meta = load_snapshot(snap, self.setup.state)
-            covered = int(meta["ledger_entries"])
-        recs = []
-        for i, data in enumerate(entries):
-            try:
-                rec = decode_record(data, run_tag=self.tag)
-            except ProtocolError as exc:
-                raise LedgerError(f"{path}: entry {i}: {exc}") from None
-            self._index(rec)
-            recs.append(rec)
-        if snap.exists() and covered and _digest_of(recs[:covered]) != meta["set_digest"]:
-            raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries")
-        with self.lock:
-            # the snapshot holds effective(prefix); move to effective(all), undoing what a later
-            # entry turned into an equivocation
-            before = {r.record_id: r for r in effective(recs[:covered])}
-            after = {r.record_id: r for r in effective(recs)}
-            apply_records(self.setup.state, [r for k, r in after.items() if k not in before], self.setup.train)
-            apply_records(self.setup.state, [r for k, r in before.items() if k not in after], self.setup.train,
-                          sign=-1)
-            self._mark_applied(recs)
-        own = [r.round for r in self.records.values() if r.peer_id == self.opts.peer_id]
-        self.round = max(own, default=-1) + 1
-        self.measured_through = self.round - 1
-        self.rounds_completed = len(set(own))
-        log.info("restored %d records from %s (resuming at round %d)", len(self.records), self.out, self.round)
+    @classmethod
+    def open(cls, spec: RunSpec, *, out: Path | str, join: list[str] | tuple[str, ...] = (),
+             secret_file: Path | str | None = None, secret: bytes | None = None, peer_id: int | None = None,
+             shard: tuple[int, int] | None = None, split: str = "iid", seed: int = 0, host: str = "0.0.0.0",
+             port: int = 0, announce_host: str | None = None, dp: Any = None, rounds: int | None = None,
+             setup: Setup | None = None, **options: Any) -> Peer:
+        """A networked peer over hivemind for ``spec``, with its directory at ``out``.
 
-    def _index(self, rec: Record) -> None:
-        if rec.record_id in self.records:
-            return
-        self.records[rec.record_id] = rec
-        self.slots.setdefault((rec.round, rec.peer_id, rec.first_sample), []).append(rec.record_id)
-        self.round_peers.setdefault(rec.round, set()).add(rec.peer_id)
+        ``join``: multiaddrs of live peers; ``secret_file`` (or ``secret``): the swarm secret;
+        ``shard=(i, n)``: train on the simulator's shard i of n; ``dp``: a ``DPConfig`` (needs
+        ``rounds``); ``options``: any ``PeerOptions`` field."""
+        import hashlib
 
-    def _mark_applied(self, recs: list[Record]) -> None:
-        for rec in recs:
-            if rec.record_id in self.applied:
-                continue
-            self.applied.add(rec.record_id)
-            self.digest.add(rec.record_id)
-            rid = int.from_bytes(rec.record_id, "big")
-            self.round_digest[rec.round] = (self.round_digest.get(rec.round, 0) + rid) % (1 << 256)
-            self.payload_bytes += rec.payload_bytes()
+        from .config import parse_split
+        from .tasks.data import split_shards
+        from .transport.dht import DhtTransport
 
+        key = _read_secret(secret_file) if secret_file is not None else (secret or b"")
+        alpha = parse_split(split)
+        setup = setup if setup is not None else Setup.build(spec)
+        data = setup.dataset.train
+        if shard is not None:
+            data = split_shards(data, shard[1], alpha, seed)[shard[0]]
+        privacy = None
+        if dp is not None:
+            from .privacy import Accountant
+
+            if rounds is None:
+                raise ConfigError.of("rounds", "differential privacy needs a planned number of rounds")
+            privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size, rounds * setup.train.samples))
+        d = RunDir(out)
+        try:
+            d.root.mkdir(parents=True, exist_ok=True)
+            setup.spec.save(d.run)
+        except OSError as exc:
+            raise storage_error(exc, str(d.run)) from None
+        net = DhtTransport(setup.spec.run_tag, run_id=spec.run_id, initial_peers=list(join), host=host, port=port,
+                           announce_host=announce_host, identity=d.identity)
+        try:
+            if peer_id is None:
+                peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
+            opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=key, **options)
+            peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
+        except BaseException:
+            net.close()
+            raise
+        try:
+            (d.addresses).write_text("\n".join(net.addresses) + "\n")
+        except OSError as exc:
+            peer.close()
+            raise storage_error(exc, str(d.addresses)) from None
+        return peer
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- views of the replica
+    @property
+    def records(self) -> dict[bytes, Record]:
+        return self.replica.records
+
+    @property
+    def digest(self):
+        return self.replica.digest
+
+    @property
+    def flagged(self) -> set[int]:
+        return self.replica.flagged
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.net.addresses
+
+    def offer(self, data: bytes) -> bool:
+        """Validate one raw record from a peer; queue it for applying if new and acceptable."""
+        return self.intake.offer(data)
+
+    def apply_pending(self) -> int:
+        """Make queued records durable, then apply them (in lockstep, only rounds measured)."""
+        return self.replica.flush(self.measured_through if self.opts.lockstep else None)
+
+    def state_hash(self) -> str:
+        return self.replica.state_hash()
+
+    def _horizon(self) -> int:
+        return max(self.round, self._newest_known())
+
+    def _newest_known(self) -> int:
+        return max((hb.round for hb in list(self.members.latest.values())), default=0)
+
+    # ----------------------------------------------------------------- joining
     def _refuse_foreign(self) -> None:
         """Refuse to join a swarm whose peers run another base model or configuration."""
         if self.members.live().keys() - {self.opts.peer_id} or not self.foreign:
@@ -193,21 +246,39 @@ class Peer:
         hb = next(iter(self.foreign.values()))
         if hb.base != self._base:
             raise ModelError(f"the peers of this run use another base model (hash {hb.base.hex()[:12]}…, this "
-                             f"peer has {self._base.hex()[:12]}…): check --model")
-        raise ConfigError(f"the peers of this run use another training configuration (run tag "
-                          f"{hb.run_tag.hex()[:12]}…, this peer has {self.tag.hex()[:12]}…): every flag under "
-                          "'training' must match theirs")
+                             f"peer has {self._base.hex()[:12]}…): check model")
+        why = self.foreign_diff.get(hb.peer_id) or self._learn_config(hb)
+        raise RunMismatch(f"the peers of this run use another configuration (run tag {hb.run_tag.hex()[:12]}…, "
+                          f"this peer has {self.tag.hex()[:12]}…): " + (why or "every [math] setting must match"))
+
+    def _learn_config(self, hb: Heartbeat) -> str | None:
+        """Ask a peer of another configuration for it (CONF) and log the settings that differ."""
+        try:
+            reply = self.net.request(hb.contact, b"CONF", self.opts.request_timeout)
+            if len(reply) > MAX_CONFIG:
+                raise ProtocolError("configuration reply too large")
+            theirs = json.loads(reply)
+            if not isinstance(theirs, dict):
+                raise ProtocolError("configuration reply is not an object")
+        except (ProtocolError, NetworkError, ValueError) as exc:
+            log.debug("could not learn peer %x's configuration: %s", hb.peer_id, exc)
+            return None
+        diff = "; ".join(differing_fields(self.setup.spec.canonical(), theirs)) or "settings differ"
+        if hb.peer_id not in self.foreign_diff:
+            log.warning("peer %x runs another configuration of this run: %s", hb.peer_id, diff)
+        self.foreign_diff[hb.peer_id] = diff
+        return diff
 
     def join(self) -> None:
         """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any."""
-        if self.records:
+        if self.replica.records:
             return
         deadline = time.monotonic() + self.opts.join_timeout
         while time.monotonic() < deadline:
             self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
             self._refuse_foreign()
             others = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
-            if self.records:
+            if self.replica.records:
                 return  # records already arrive by push: we are in, and sync fills the past
             if others:
                 best = max(others.values(), key=lambda hb: hb.records)
@@ -216,7 +287,7 @@ class Peer:
                 try:
                     self._install_snapshot(best)
                     return
-                except (ProtocolError, LedgerError) as exc:
+                except (ProtocolError, NetworkError, LedgerError) as exc:
                     log.warning("snapshot from peer %x rejected: %s", best.peer_id, exc)
             time.sleep(0.5)
         log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
@@ -226,137 +297,20 @@ class Peer:
         if len(reply) < 8:
             raise ProtocolError("snapshot reply too short")
         n_snap, = struct.unpack_from("<Q", reply)
-        snap_bytes, rest = reply[8:8 + n_snap], reply[8 + n_snap:]
-        raws = _unpack_blobs(rest)
-        recs = [decode_record(r, run_tag=self.tag, secret=self.opts.secret) for r in raws]
-        tmp = self.out / (SNAPSHOT_NAME + ".joining")
-        tmp.write_bytes(snap_bytes)
-        try:
-            with self.lock:
-                if self.records or self.pending:
-                    raise ProtocolError("records arrived before the snapshot; joining by sync instead")
-                meta = load_snapshot(tmp, self.setup.state)  # checks the tensors against its state hash
-                if _digest_of(recs) != meta["set_digest"]:
-                    raise ProtocolError("snapshot's records do not add up to its set digest")
-                for other in self.members.live().values():
-                    if other.digest.hex() == meta["set_digest"] and other.state_hash.hex() != meta["state_hash"]:
-                        raise ProtocolError(f"peer {other.peer_id:x} holds the same set with another state")
-                for r in recs:
-                    self._index(r)
-                self._mark_applied(recs)
-                self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
-                self.ledger.append(recs)
-                self._snapshot()
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.round = max(self.round, int(meta["round"]))
+        if 8 + n_snap > len(reply):
+            raise ProtocolError("snapshot reply truncated")
+        snap, raws = reply[8:8 + n_snap], _unpack_blobs(reply[8 + n_snap:])
+        others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.members.live().values()]
+        meta = self.replica.install(snap, raws, self.opts.secret, others)
+        self.round = max(self.round, int(meta.get("round", "0")))
         self.measured_through = self.round - 1
-        log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(recs), meta["round"])
-
-    # ----------------------------------------------------------------- intake
-    def _reject(self, source: int, reason: str) -> None:
-        self.rejected[reason] += 1
-        if (source, reason) not in self._logged:
-            self._logged.add((source, reason))
-            log.warning("rejected a record from peer %x: %s (further ones are counted, not logged)", source, reason)
-
-    def offer(self, data: bytes) -> bool:
-        """Validate one raw record; queue it for applying if it is new and acceptable."""
-        try:
-            rec = decode_record(data, run_tag=self.tag, secret=self.opts.secret)
-        except ProtocolError as exc:
-            self._reject(_claimed_peer(data), str(exc))
-            return False
-        with self.lock:
-            if rec.record_id in self.records:
-                return False
-            if rec.count != self.setup.train.samples or rec.first_sample != 0:
-                self._refuse(rec)
-                self._reject(rec.peer_id, "record exceeds the per-round sample limit")
-                return False
-            if rec.round > max(self.round, self._newest_known()) + FUTURE_ROUNDS:
-                self._reject(rec.peer_id, "record from a round far in the future")
-                return False
-            if len(self.slots.get((rec.round, rec.peer_id, rec.first_sample), ())) >= 2:
-                self._reject(rec.peer_id, "slot already equivocated")
-                return False
-            if len(self.pending) >= MAX_PENDING:
-                self._reject(rec.peer_id, "too many records waiting to be applied (flood)")
-                return False
-            if len(self.round_peers.get(rec.round, ())) >= MAX_PEERS_PER_ROUND:
-                self._reject(rec.peer_id, "too many peers in one round (flood)")
-                return False
-            try:
-                plan([rec], self.setup.train, self.setup.state.frac_bits.values())
-            except ProtocolError as exc:
-                self._refuse(rec)
-                self._reject(rec.peer_id, str(exc))
-                return False
-            self._index(rec)
-            self.pending.append(rec)
-            return True
-
-    def _refuse(self, rec: Record) -> None:
-        if len(self.refused) < MAX_IDS:
-            self.refused.add(rec.record_id[:8])
-            self.refused_slots.setdefault(rec.round, set()).add(rec.peer_id)
-
-    def closed_digest(self, through: int) -> bytes:
-        """Digest of the records of rounds <= ``through``."""
-        total = sum(d for r, d in self.round_digest.items() if r <= through) % (1 << 256)
-        return total.to_bytes(32, "big")
-
-    def _newest_known(self) -> int:
-        return max((hb.round for hb in self.members.latest.values()), default=0)
-
-    def apply_pending(self) -> int:
-        """Make queued records durable (ledger, fsync), then apply them as one batch.
-
-        In lockstep, records of rounds this peer has not measured yet are held back, so each
-        round is measured at exactly the state the simulator would have (all earlier rounds)."""
-        with self.lock:
-            if self.opts.lockstep:
-                batch = [r for r in self.pending if r.round <= self.measured_through]
-                self.pending = [r for r in self.pending if r.round > self.measured_through]
-            else:
-                batch, self.pending = self.pending, []
-            if batch:
-                self.ledger.append(batch)
-                apply_records(self.setup.state, effective(batch + self._slot_mates(batch)), self.setup.train)
-                undo = self._newly_equivocated(batch)
-                if undo:
-                    apply_records(self.setup.state, undo, self.setup.train, sign=-1)
-                self._mark_applied(batch)
-            return len(batch)
-
-    def _slot_mates(self, batch: list[Record]) -> list[Record]:
-        """Already-applied records sharing a slot with the batch (so ``effective`` sees conflicts)."""
-        ids = {r.record_id for r in batch}
-        mates = []
-        for r in batch:
-            for rid in self.slots[(r.round, r.peer_id, r.first_sample)]:
-                if rid not in ids and rid in self.applied:
-                    mates.append(self.records[rid])
-        return mates
-
-    def _newly_equivocated(self, batch: list[Record]) -> list[Record]:
-        """Applied records whose slot the batch turned into an equivocation: to be undone exactly."""
-        undo = []
-        for r in batch:
-            ids = self.slots[(r.round, r.peer_id, r.first_sample)]
-            if len(ids) == 2 and r.record_id == ids[1]:
-                self.flagged.add(r.peer_id)
-                log.warning("peer %x published two different records for round %d: neither counts",
-                            r.peer_id, r.round)
-                if ids[0] in self.applied:
-                    undo.append(self.records[ids[0]])
-        return undo
+        log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(raws), meta.get("round"))
 
     def pull(self, rounds: range) -> None:
         for r in rounds:
             try:
                 raws = self.net.records(r)
-            except ProtocolError as exc:
+            except (ProtocolError, NetworkError) as exc:
                 log.debug("could not read round %d: %s", r, exc)
                 continue
             for data in raws:
@@ -366,7 +320,7 @@ class Peer:
     def _dial_requested(self) -> bool:
         """An operator (or a test) asks a running peer to dial more peers by writing their
         multiaddrs to ``OUT/connect.txt``; the file is consumed (renamed) once dialled."""
-        path = self.out / CONNECT_NAME
+        path = self.dir.connect
         if not path.exists():
             return False
         addrs = path.read_text().split()
@@ -374,34 +328,31 @@ class Peer:
         try:
             self.net.connect(addrs)
             log.info("dialled %s", " ".join(addrs))
-        except ProtocolError as exc:
+        except (ProtocolError, NetworkError) as exc:
             log.warning("%s", exc)
         return True
 
     def _heartbeat(self) -> Heartbeat:
-        with self.lock:
+        rep = self.replica
+        with rep.lock:
             self.seq += 1
             closed = max(-1, self.round - 2)
-            return Heartbeat(self.tag, self._base, self.opts.peer_id, self.seq, self.round, len(self.applied),
-                             self.done, bytes.fromhex(self.digest.hex()), bytes.fromhex(self.state_hash()),
-                             closed, self.closed_digest(closed), self.net.contact)
-
-    def state_hash(self) -> str:
-        """The state hash, recomputed only when the applied set changed (it reads every weight)."""
-        with self.lock:
-            key = self.digest.hex()
-            if self._hash_cache[0] != key:
-                self._hash_cache = (key, self.setup.state.state_hash())
-            return self._hash_cache[1]
+            return Heartbeat(self.tag, self._base, self.opts.peer_id, self.seq, self.round, len(rep.applied),
+                             self.done, bytes.fromhex(rep.digest.hex()), bytes.fromhex(rep.state_hash()),
+                             closed, rep.closed_digest(closed), self.net.contact)
 
     def _observe(self, data: bytes) -> None:
         try:
             self.members.observe(decode_heartbeat(data, self.tag, self.opts.secret))
         except ForeignRun as exc:
-            self.foreign[exc.heartbeat.peer_id] = exc.heartbeat
-            self._reject(exc.heartbeat.peer_id, "heartbeat for another base model or configuration")
+            hb = exc.heartbeat
+            first = hb.peer_id not in self.foreign
+            self.foreign[hb.peer_id] = hb
+            self.intake.reject(hb.peer_id, "heartbeat for another base model or configuration")
+            if first and hb.base == self._base and not self.closed:
+                self._beater.submit(self._learn_config, hb)  # off the server thread: a request
         except ProtocolError as exc:
-            self._reject(-1, f"heartbeat: {exc}")
+            self.intake.reject(-1, f"heartbeat: {exc}")
 
     def beat(self, force: bool = False, sync: bool = True) -> None:
         """Publish our heartbeat, read everyone's, audit, and sync: every ``heartbeat_interval``
@@ -428,7 +379,7 @@ class Peer:
         try:
             self.net.announce(hb.encode(self.opts.secret))
             beats = self.net.heartbeats() if read else []
-        except ProtocolError as exc:
+        except (ProtocolError, NetworkError) as exc:
             log.debug("heartbeat exchange failed: %s", exc)
             return
         for data in beats:
@@ -442,7 +393,8 @@ class Peer:
         or no other peer is live: then only the DHT can tell us who is there."""
         now = time.monotonic()
         others = [p for p in self.members.live(now) if p != self.opts.peer_id]
-        return not others or any(now - self.members.seen_at[p] > self.opts.heartbeat_interval for p in others)
+        seen = dict(self.members.seen_at)
+        return not others or any(now - seen.get(p, 0.0) > self.opts.heartbeat_interval for p in others)
 
     def audit(self, mine: Heartbeat) -> None:
         for other in self.members.live().values():
@@ -454,10 +406,11 @@ class Peer:
     def sync(self) -> None:
         """Anti-entropy: fetch records a live peer holds and we lack (after partitions, restarts)."""
         now = time.monotonic()
+        rep = self.replica
         for other in list(self.members.live().values()):
-            if other.peer_id == self.opts.peer_id or other.digest.hex() == self.digest.hex():
+            if other.peer_id == self.opts.peer_id or other.digest.hex() == rep.digest.hex():
                 continue
-            settled = other.closed < self.round - 1 and other.closed_digest != self.closed_digest(other.closed)
+            settled = other.closed < self.round - 1 and other.closed_digest != rep.closed_digest(other.closed)
             if not (settled or other.done or self.done):
                 continue  # only the in-flight rounds differ: pushes and DHT reads will fill them
             if now - self._last_sync.get(other.peer_id, -1e9) < self.opts.sync_interval:
@@ -467,8 +420,8 @@ class Peer:
                 ids = self.net.request(other.contact, b"IDS", self.opts.request_timeout)
                 if len(ids) % 8 or len(ids) > 8 * MAX_IDS:
                     raise ProtocolError("malformed id list")
-                with self.lock:
-                    have = {rid[:8] for rid in self.records} | self.refused
+                with rep.lock:
+                    have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()
                 theirs = {ids[i:i + 8] for i in range(0, len(ids), 8)}
                 missing = [rid for rid in theirs if rid not in have]
                 if missing:
@@ -476,16 +429,18 @@ class Peer:
                                              self.opts.request_timeout)
                     got = sum(self.offer(data) for data in _unpack_blobs(reply))
                     log.info("synced %d records from peer %x", got, other.peer_id)
-                with self.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
-                    extra = [rec.to_bytes() for rid, rec in self.records.items() if rid[:8] not in theirs]
+                with rep.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
+                    extra = [rec.to_bytes() for rid, rec in rep.records.items() if rid[:8] not in theirs]
                 if extra:
                     self.net.request(other.contact, b"PUT" + _pack_blobs(extra[:MAX_PUT]), self.opts.request_timeout)
                     log.info("sent %d records to peer %x", min(len(extra), MAX_PUT), other.peer_id)
-            except ProtocolError as exc:
+            except (ProtocolError, NetworkError) as exc:
                 log.debug("sync with peer %x failed: %s", other.peer_id, exc)
 
     def handle(self, request: bytes) -> bytes:
-        """Serve bulk requests: IDS (8-byte id prefixes), GET (records by prefix), SNAP (snapshot)."""
+        """Serve requests: REC (a pushed record + heartbeat), PUT (records), RND (a round's
+        records), IDS (8-byte id prefixes), GET (records by prefix), SNAP (snapshot), CONF (our
+        canonical configuration, so a mismatched peer can name what differs)."""
         if request.startswith(b"PUT"):
             try:
                 blobs = _unpack_blobs(request[3:])
@@ -500,28 +455,26 @@ class Peer:
             if len(request) > 5 + n:
                 self._observe(request[5 + n:])
             return b""
-        with self.lock:
+        if request == b"CONF":
+            return self.setup.spec.canonical_bytes()
+        rep = self.replica
+        with rep.lock:
             if request.startswith(b"RND") and len(request) == 7:
                 r, = struct.unpack_from("<I", request, 3)
-                return _pack_blobs([rec.to_bytes() for rec in self.records.values() if rec.round == r])
+                return _pack_blobs([rec.to_bytes() for rec in rep.records.values() if rec.round == r])
             if request == b"IDS":
-                return b"".join(rid[:8] for rid in self.records)
+                return b"".join(rid[:8] for rid in rep.records)
             if request.startswith(b"GET"):
                 body = request[3:]
                 if len(body) % 8 or len(body) > 8 * MAX_IDS:
                     return b""
-                by_prefix = {rid[:8]: rec for rid, rec in self.records.items()}
+                by_prefix = {rid[:8]: rec for rid, rec in rep.records.items()}
                 wanted = (by_prefix.get(body[i:i + 8]) for i in range(0, len(body), 8))
                 return _pack_blobs([r.to_bytes() for r in wanted if r is not None])
             if request == b"SNAP":
                 self.apply_pending()
-                from safetensors.torch import save
-
-                st = self.setup.state
-                meta = {"state_hash": st.state_hash(), "set_digest": self.digest.hex(),
-                        "records": str(len(self.applied)), "round": str(self.round)}
-                snap = save({k: v.contiguous() for k, v in st.tensors().items()}, metadata=meta)
-                applied = [self.records[rid].to_bytes() for rid in self.applied]
+                snap = rep.snapshot(self.round)
+                applied = [r.to_bytes() for r in rep.applied_records()]
                 return struct.pack("<Q", len(snap)) + snap + _pack_blobs(applied)
         return b""
 
@@ -540,40 +493,61 @@ class Peer:
 
     def _have(self, r: int) -> set[int]:
         """Peers whose record for round r we hold, or refused for good (nothing more will come)."""
-        with self.lock:
-            return set(self.round_peers.get(r, ())) | self.refused_slots.get(r, set())
+        return self.replica.peers_in_round(r) | self.intake.refused_in(r)
+
+    def _measure(self, r: int) -> Record:
+        """Our record for round r: the one in the ledger after a restart, or measured now."""
+        own = self.replica.record_in_slot((r, self.opts.peer_id, 0))
+        if own is None:
+            own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret, self.privacy)
+            self.intake.accept(own)  # our own record: the same policy, no bytes -> decode round trip
+        self.measured_through = max(self.measured_through, r)
+        self.apply_pending()
+        return own
 
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
-        """Measure and publish round r, then wait (bounded) for the records of round w = r - pipeline.
+        """Measure → publish → wait → apply, for round r.
 
-        With a pipeline of one, round r's records travel while every peer measures round r + 1: the
-        link's latency hides behind compute, and a round is measured at a state that has all rounds
-        before r - 1 and whatever of r - 1 has arrived (lockstep waits for round r itself)."""
+        With a pipeline of one, the wait is for round w = r - 1: round r's records travel while
+        every peer measures round r + 1, so the link's latency hides behind compute, and a round
+        is measured at a state holding every round before r - 1 and whatever of r - 1 has arrived.
+        Lockstep (and the first round a peer runs) waits for round r itself."""
         t0 = time.monotonic()
         w = r - self.opts.pipeline
         if self.opts.lockstep or self._first_round is None or w < self._first_round:
-            w = r  # lockstep, and the first round a peer runs, wait for the round itself (peers line up)
+            w = r
         lacking = self._expected(w - 1) - self._have(w - 1) if w > 0 else set()
         if lacking:
             self._fetch_round(w - 1, lacking)  # a push went missing
         self.apply_pending()
-        with self.lock:
-            own_ids = self.slots.get((r, self.opts.peer_id, 0))
-            own = self.records[own_ids[0]] if own_ids else None
-        if own is None:
-            own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret, self.privacy)
-            self.offer(own.to_bytes())
-        self.measured_through = max(self.measured_through, r)
-        self.apply_pending()
-        self._beater.submit(self._publish, r, own.to_bytes())  # a DHT store every few rounds
-        self._push(own)
+        own = self._measure(r)
+        self._publish(own)
+        self._wait_for(w, t0, stop)
+        self.max_round_seconds = max(self.max_round_seconds, time.monotonic() - t0)
+        self.round = r + 1
+        self.rounds_completed += 1
+        if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
+            self._snapshot()
+        self.beat()  # rate-limited: between DHT heartbeats, our pushes carry one every round
+
+    def _publish(self, own: Record) -> None:
+        """Push our record to every live peer now, and queue its durable DHT copy."""
+        raw = own.to_bytes()
+        self._beater.submit(self._store, own.round, raw)  # a DHT store every few rounds
+        data = b"REC" + struct.pack("<H", len(raw)) + raw + self._heartbeat().encode(self.opts.secret)
+        for other in list(self.members.live().values()):
+            if other.peer_id != self.opts.peer_id:
+                self._pusher.submit(self._push_one, other, data)
+
+    def _wait_for(self, w: int, t0: float, stop: threading.Event | None) -> None:
+        """Wait (bounded by the adaptive deadline) until every expected peer's record of round w is in."""
         published = last_read = time.monotonic()
         limit = self.opts.lockstep_timeout if self.opts.lockstep else self._deadline()
         while True:
             # Read the DHT copy only when a peer we lack is already past round w: its record
             # exists, so its push must have been lost (waiting on a slower peer costs nothing).
-            lost = {p for p in self._expected(w) - self._have(w)
-                    if p in self.members.latest and self.members.latest[p].round > w}
+            latest = dict(self.members.latest)
+            lost = {p for p in self._expected(w) - self._have(w) if p in latest and latest[p].round > w}
             if lost and time.monotonic() - last_read >= self.opts.dht_poll:
                 self._fetch_round(w, lost)
                 last_read = time.monotonic()
@@ -581,24 +555,18 @@ class Peer:
             missing = self._expected(w) - self._have(w)
             if not missing:
                 self.round_time_ema = _ema(self.round_time_ema, time.monotonic() - published)
-                break
+                return
             if time.monotonic() - published > limit:
                 if self.opts.lockstep:
-                    raise OnebyteError(f"lockstep round {w}: no record from peers {sorted(missing)} in {limit:.0f}s")
+                    raise NetworkTimeout(f"lockstep round {w}: no record from peers {sorted(missing)} in {limit:.0f}s")
                 log.info("round %d closed at its %.1fs deadline without peers %s", w, limit,
                          ", ".join(f"{p:x}" for p in sorted(missing)))
                 self.round_time_ema = _ema(self.round_time_ema, limit)
-                break
+                return
             if stop is not None and stop.is_set() and time.monotonic() - t0 > self.opts.min_deadline:
-                break
+                return
             self.beat()
             time.sleep(self.opts.poll)
-        self.max_round_seconds = max(self.max_round_seconds, time.monotonic() - t0)
-        self.round = r + 1
-        self.rounds_completed += 1
-        if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
-            self._snapshot()
-        self.beat()  # rate-limited: between DHT heartbeats, our pushes carry one every round
 
     def _fetch_round(self, r: int, authors: set[int]) -> None:
         """Ask the authors of missing records for round r directly; the DHT copy is the fallback
@@ -613,39 +581,28 @@ class Peer:
                 reply = self.net.request(hb.contact, b"RND" + struct.pack("<I", r), self.opts.request_timeout)
                 for data in _unpack_blobs(reply):
                     self.offer(data)
-            except ProtocolError as exc:
+            except (ProtocolError, NetworkError) as exc:
                 log.debug("could not fetch round %d from peer %x: %s", r, p, exc)
                 unreachable = True
         if unreachable:
             self.pull(range(r, r + 1))
 
-    def _push(self, rec: Record) -> None:
-        """Send our record straight to every live peer, all at once and without waiting for the
-        answers (each is a stream setup plus a round trip; the DHT copy is the fallback)."""
-        raw = rec.to_bytes()
-        data = b"REC" + struct.pack("<H", len(raw)) + raw + self._heartbeat().encode(self.opts.secret)
-        for other in list(self.members.live().values()):
-            if other.peer_id != self.opts.peer_id:
-                self._pusher.submit(self._push_one, other, data)
-
-    def _publish(self, r: int, raw: bytes) -> None:
+    def _store(self, r: int, raw: bytes) -> None:
         try:
             self.net.publish(r, raw)
-        except ProtocolError as exc:  # the DHT copy is only the fallback for lost pushes
+        except (ProtocolError, NetworkError) as exc:  # the DHT copy is only the fallback for lost pushes
             log.info("DHT copy of round %d not stored: %s", r, exc)
 
     def _push_one(self, other: Heartbeat, data: bytes) -> None:
         try:
             self.net.request(other.contact, data, self.opts.push_timeout)
-        except ProtocolError as exc:
+        except (ProtocolError, NetworkError) as exc:
             log.debug("push to peer %x failed: %s", other.peer_id, exc)
 
     def _snapshot(self) -> None:
-        with self.lock:
+        with self.replica.lock:
             self.apply_pending()
-            # ledger entries are appended exactly when applied, so the applied count is the prefix length
-            save_snapshot(self.out / SNAPSHOT_NAME, self.setup.state, self.digest, self.round,
-                          extra={"ledger_entries": str(len(self.applied))})
+            self.replica.save_snapshot(self.round)
 
     def start_round(self) -> int:
         """Where to begin: after our own last round, and at the newest round the swarm has reached."""
@@ -656,14 +613,20 @@ class Peer:
         """Held-out loss and accuracy at the current state (``eval_size`` 0: skip)."""
         if not self.opts.eval_size:
             return None
-        with self.lock:
+        with self.replica.lock:
             return self.setup.objective.evaluate(self.setup.dataset.test[: self.opts.eval_size])
 
-    def run(self, stop: threading.Event | None = None, on_round: Any = None) -> dict[str, Any]:
+    def run(self, stop: threading.Event | None = None, on_round: Any = None, *,
+            rounds: int | None = None) -> dict[str, Any]:
+        """Join, run rounds until ``rounds`` (or ``PeerOptions.rounds``; None: until ``stop``),
+        drain, and return the summary (also written to ``summary.json``)."""
+        final = rounds if rounds is not None else self.opts.rounds
+        if rounds is not None:
+            self.opts = _replace_rounds(self.opts, rounds)
         self.join()
         self.eval_before = self.evaluate()
         r = self._first_round = self.start_round()
-        while (self.opts.rounds is None or r < self.opts.rounds) and not (stop is not None and stop.is_set()):
+        while (final is None or r < final) and not (stop is not None and stop.is_set()):
             self.run_round(r, stop)
             self.write_summary()
             if on_round is not None:
@@ -685,7 +648,7 @@ class Peer:
             self.apply_pending()
             self.beat(force=True)
             live = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
-            if all(hb.done and hb.digest.hex() == self.digest.hex() for hb in live.values()):
+            if all(hb.done and hb.digest.hex() == self.replica.digest.hex() for hb in live.values()):
                 # hold a moment so slower peers can see our final heartbeat, then leave
                 time.sleep(min(2.0, max(0.0, end - time.monotonic())))
                 self.apply_pending()
@@ -697,8 +660,9 @@ class Peer:
 
     # ----------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:
-        with self.lock:
-            st = self.setup.state
+        rep = self.replica
+        with rep.lock:
+            rejections = self.intake.rejections()
             return {
                 "peer_id": f"{self.opts.peer_id:x}",
                 "model": self.setup.spec.model,
@@ -708,24 +672,25 @@ class Peer:
                 "rounds": self.opts.rounds,
                 "rounds_completed": self.rounds_completed,
                 "round": self.round,
-                "records": len(self.applied),
-                "records_accepted": len(self.records),
-                "records_rejected": sum(self.rejected.values()),
-                "rejections": dict(self.rejected),
-                "flagged_peers": sorted(f"{p:x}" for p in self.flagged),
-                "gradients": sum(self.records[rid].count for rid in self.applied),
-                "payload_bytes": self.payload_bytes,
+                "records": len(rep.applied),
+                "records_accepted": len(rep.records),
+                "records_rejected": sum(rejections.values()),
+                "rejections": rejections,
+                "flagged_peers": sorted(f"{p:x}" for p in rep.flagged),
+                "foreign_peers": {f"{p:x}": why for p, why in self.foreign_diff.items()},
+                "gradients": sum(rep.records[rid].count for rid in rep.applied),
+                "payload_bytes": rep.payload_bytes,
                 "bytes_sent": self.net.bytes_sent,
                 "bytes_received": self.net.bytes_received,
-                "state_hash": st.state_hash(),
-                "set_digest": self.digest.hex(),
+                "state_hash": rep.state_hash(),
+                "set_digest": rep.digest.hex(),
                 "base_hash": self.setup.spec.base_hash,
                 "run_tag": self.tag.hex(),
                 "addresses": self.net.addresses,
                 "done": self.done,
                 "max_round_seconds": round(self.max_round_seconds, 3),
-                "peers": len({rec.peer_id for rec in self.records.values()}),
-                "forward_passes": 2 * sum(r.count for r in self.records.values() if r.peer_id == self.opts.peer_id),
+                "peers": len({rec.peer_id for rec in rep.records.values()}),
+                "forward_passes": 2 * sum(r.count for r in rep.records.values() if r.peer_id == self.opts.peer_id),
                 "eval_before": self.eval_before,
                 "eval_after": self.eval_after,
                 "seconds": round(time.perf_counter() - self.started, 3),
@@ -735,34 +700,47 @@ class Peer:
         s = self.summary()
         if self.privacy is not None:
             s["dp"] = self.privacy.accountant.report()
-        tmp = self.out / "summary.json.tmp"
-        tmp.write_text(json.dumps(s, indent=2) + "\n")
-        os.replace(tmp, self.out / "summary.json")
+        tmp = self.dir.summary.with_name(self.dir.summary.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(s, indent=2) + "\n")
+            os.replace(tmp, self.dir.summary)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(exc, str(self.dir.summary)) from None
         return s
 
     def close(self) -> None:
+        """Stop the executors, close the ledger and (if this peer opened it) the transport. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
         self._beater.shutdown(wait=True)  # queued DHT publications still go out (each call is bounded)
         self._pusher.shutdown(wait=True, cancel_futures=True)  # each push is bounded by push_timeout
-        self.ledger.close()
+        replica = getattr(self, "replica", None)
+        if replica is not None and replica.ledger is not None:
+            replica.ledger.close()
+        if self._own_transport:
+            self.net.close()
 
 
-def _digest_of(recs: list[Record]) -> str:
-    d = SetDigest()
-    for rec in recs:
-        d.add(rec.record_id)
-    return d.hex()
+def _replace_rounds(opts: PeerOptions, rounds: int) -> PeerOptions:
+    from dataclasses import replace
+
+    return replace(opts, rounds=rounds)
+
+
+def _read_secret(path: Path | str) -> bytes:
+    try:
+        secret = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError.of("secret_file", f"{path}: {exc.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError.of("secret_file", f"{path} must hold at least 16 bytes")
+    return secret
 
 
 def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:
     return x if old is None else (1 - alpha) * old + alpha * x
-
-
-def _claimed_peer(data: bytes) -> int:
-    """The peer id a (possibly invalid) record claims, for logging only."""
-    try:
-        return struct.unpack_from("<Q", data, 24)[0]
-    except struct.error:
-        return -1
 
 
 def _pack_blobs(blobs: list[bytes]) -> bytes:

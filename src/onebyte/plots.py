@@ -1,4 +1,4 @@
-"""Curves from metrics.jsonl (matplotlib, headless)."""
+"""Curves from metrics.jsonl (matplotlib's object API: no pyplot, no global backend switch)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ __all__ = ["plot_curve"]
 
 def plot_curve(metrics: Path, out: Path, title: str = "", before: dict | None = None) -> Path:
     """Training loss and held-out accuracy against forward passes (``before``: eval at the start)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot([r["forward_passes"] for r in rows], [r["train_loss"] for r in rows], lw=1)
     ax1.set_xlabel("forward passes")
     ax1.set_ylabel("training loss (at theta)")
@@ -30,5 +28,4 @@ def plot_curve(metrics: Path, out: Path, title: str = "", before: dict | None = 
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import BudgetExhausted, ConfigError, MissingDependency
 
 __all__ = ["DPConfig", "Accountant", "calibrate_noise"]
 
@@ -28,14 +28,14 @@ class DPConfig:
     delta: float
     clip: float = 1.0
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[tuple[str, str]]:
         out = []
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            out.append(f"--dp-epsilon must be positive, not {self.epsilon}")
+            out.append(("dp.epsilon", f"must be positive, not {self.epsilon}"))
         if not 0 < self.delta < 1:
-            out.append(f"--dp-delta must be in (0, 1), not {self.delta}")
+            out.append(("dp.delta", f"must be in (0, 1), not {self.delta}"))
         if not (math.isfinite(self.clip) and self.clip > 0):
-            out.append(f"--dp-clip must be positive, not {self.clip}")
+            out.append(("dp.clip", f"must be positive, not {self.clip}"))
         return out
 
 
@@ -44,7 +44,7 @@ def _accounting():
         import dp_accounting
         from dp_accounting import rdp
     except ImportError:
-        raise ConfigError("differential privacy needs dp-accounting: pip install 'onebyte[privacy]'") from None
+        raise MissingDependency("dp-accounting", "privacy", "differential privacy") from None
     return dp_accounting, rdp
 
 
@@ -66,7 +66,8 @@ def calibrate_noise(cfg: DPConfig, n: int, batch: int, steps: int) -> float:
     while epsilon_for(hi, n, batch, steps, cfg.delta) > cfg.epsilon:
         hi *= 2
         if hi > 1e4:
-            raise ConfigError(f"no noise level reaches ε={cfg.epsilon} in {steps} steps; train fewer rounds")
+            raise ConfigError.of("dp.epsilon",
+                                    f"no noise level reaches ε={cfg.epsilon} in {steps} steps; train fewer rounds")
     while hi / lo > 1.01:
         mid = math.sqrt(lo * hi)
         if epsilon_for(mid, n, batch, steps, cfg.delta) > cfg.epsilon:
@@ -81,15 +82,15 @@ class Accountant:
 
     def __init__(self, cfg: DPConfig, n: int, batch: int, planned_steps: int):
         if batch > n:
-            raise ConfigError(f"--batch-size {batch} exceeds the {n} examples this peer holds")
+            raise ConfigError.of("train.batch_size", f"{batch} exceeds the {n} examples this peer holds")
         self.cfg, self.n, self.batch, self.planned = cfg, n, batch, planned_steps
         self.noise = calibrate_noise(cfg, n, batch, planned_steps)
         self.steps = 0
 
     def spend(self, steps: int) -> None:
         if self.steps + steps > self.planned:
-            raise ConfigError(f"privacy budget exhausted: {self.planned} gradients were planned for "
-                              f"ε={self.cfg.epsilon}; refusing to train further")
+            raise BudgetExhausted(f"privacy budget exhausted: {self.planned} gradients were planned for "
+                                  f"ε={self.cfg.epsilon}; refusing to train further")
         self.steps += steps
 
     def report(self) -> dict[str, float | int | str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
-__all__ = ["gradient_seed", "stream_seed", "SHARED_PEER"]
+__all__ = ["gradient_seed", "direction_seeds", "stream_seed", "SHARED_PEER"]
 
 #: Peer id used for directions shared by all peers of a round (``directions = N`` mode).
 SHARED_PEER = (1 << 64) - 1
@@ -35,3 +35,13 @@ def stream_seed(run_tag: bytes, purpose: str, *values: int) -> int:
 def gradient_seed(run_tag: bytes, round_: int, peer_id: int, sample: int) -> int:
     """The seed of the perturbation for (round, peer, sample index)."""
     return stream_seed(run_tag, "direction", round_, peer_id, sample)
+
+
+def direction_seeds(run_tag: bytes, shared: bool, round_: int, peer_id: int, first_sample: int,
+                    count: int) -> list[int]:
+    """The seeds of the ``count`` directions a peer measures in a round from ``first_sample`` on.
+
+    With ``shared`` directions every peer of a round measures along the same K directions (the
+    record still names its author; only the direction's seed drops the peer)."""
+    peer = SHARED_PEER if shared else peer_id
+    return [gradient_seed(run_tag, round_, peer, first_sample + k) for k in range(count)]

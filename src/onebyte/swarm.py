@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import OnebyteError
+from .errors import NetworkTimeout, PeerProcessError
 
 __all__ = ["PeerProcess", "start_peer", "run_swarm", "read_summary", "stop_group"]
 
@@ -63,9 +63,9 @@ def wait_for_address(p: PeerProcess, timeout: float = ADDRESS_TIMEOUT) -> list[s
             if addrs:
                 return addrs
         if not p.alive():
-            raise OnebyteError(f"peer {p.index} exited (code {p.proc.returncode}); see {p.out / 'peer.log'}")
+            raise PeerProcessError(f"peer {p.index} exited (code {p.proc.returncode}); see {p.out / 'peer.log'}")
         time.sleep(0.2)
-    raise OnebyteError(f"peer {p.index} printed no address within {timeout:.0f}s; see {p.out / 'peer.log'}")
+    raise PeerProcessError(f"peer {p.index} printed no address within {timeout:.0f}s; see {p.out / 'peer.log'}")
 
 
 def stop_group(p: PeerProcess, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
@@ -112,13 +112,13 @@ def run_swarm(n: int, peer_args: Callable[[int], list[str]], out: Path, rounds: 
         end = time.monotonic() + timeout
         while any(p.alive() for p in procs):
             if time.monotonic() > end:
-                raise OnebyteError(f"swarm did not finish within {timeout:.0f}s")
+                raise NetworkTimeout(f"swarm did not finish within {timeout:.0f}s")
             if on_progress is not None:
                 on_progress([read_summary(p.out) for p in procs])
             time.sleep(1.0)
         failed = [p for p in procs if p.proc.returncode != 0]
         if failed:
-            raise OnebyteError(f"peer {failed[0].index} exited with code {failed[0].proc.returncode}; "
+            raise PeerProcessError(f"peer {failed[0].index} exited with code {failed[0].proc.returncode}; "
                                f"see {failed[0].out / 'peer.log'}")
     finally:
         for p in procs:

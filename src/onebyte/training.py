@@ -11,25 +11,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import RunSpec, TrainConfig
+from .config import Directions, ObjectiveKind, Run, RunSpec, TrainConfig
 from .errors import ModelError
 from .estimator import Measurement, measure, measure_private
 from .models import LoadedModel, load_model
 from .params import TuneSpec, select_parameters
 from .privacy import Accountant
 from .record import Record, build_record
-from .replay import direction_seeds
-from .seeds import stream_seed
+from .seeds import direction_seeds, stream_seed
 from .state import FixedPointState
 from .tasks.data import Dataset, Example, load_dataset
-from .tasks.objectives import Objective, ObjectiveKind, build_objective
+from .tasks.objectives import Objective, build_objective
 
 __all__ = ["Setup", "Privacy", "make_record", "batch_for"]
 
 
 @dataclass
 class Setup:
-    spec: RunSpec
+    """Everything one replica needs: the bound run, the model, the data, the objective, the state."""
+
+    spec: Run
     loaded: LoadedModel
     dataset: Dataset
     objective: Objective
@@ -40,22 +41,25 @@ class Setup:
         return self.spec.train
 
     @classmethod
-    def build(cls, run_id: str, model: str, task: str, train: TrainConfig, *, objective: str = "auto",
-              label_names: list[str] | None = None, eval_file: str | None = None,
+    def build(cls, spec: RunSpec, *, model: LoadedModel | None = None, dataset: Dataset | None = None,
               expect_base_hash: str | None = None) -> Setup:
-        train.validate()
-        kind = ObjectiveKind(objective)
-        loaded = load_model(model)
+        """Load ``spec.model`` and ``spec.task`` (unless given in memory) and build the state.
+
+        ``expect_base_hash`` makes a run directory's base mandatory: a model with other weights
+        is refused before anything is trained or replayed."""
+        spec.validate()
+        kind = spec.objective
+        loaded = model if model is not None else load_model(spec.model)
         base_hash = loaded.base_hash
         if expect_base_hash is not None and base_hash != expect_base_hash:
-            raise ModelError(f"model {model!r} is not this run's base (hash {base_hash[:12]}…, run expects "
+            raise ModelError(f"model {spec.model!r} is not this run's base (hash {base_hash[:12]}…, run expects "
                              f"{expect_base_hash[:12]}…)")
-        dataset = load_dataset(task, label_names=label_names, need_labels=kind is not ObjectiveKind.LM,
-                               eval_file=eval_file)
-        obj = build_objective(loaded, dataset, kind, train.max_length)
-        state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(train.tune)))
-        spec = RunSpec(run_id, model, task, base_hash, train, objective)
-        return cls(spec, loaded, dataset, obj, state)
+        if dataset is None:
+            dataset = load_dataset(spec.task, label_names=list(spec.labels) or None,
+                                   need_labels=kind is not ObjectiveKind.LM, eval_file=spec.eval_file)
+        obj = build_objective(loaded, dataset, kind, spec.train.max_length)
+        state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(spec.train.tune)))
+        return cls(Run(spec, base_hash), loaded, dataset, obj, state)
 
 
 def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int, peer_id: int,
@@ -85,8 +89,7 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     """Measure K projected gradients at the current state on the peer's data; return the record."""
     train, tag = setup.train, setup.spec.run_tag
     k = train.samples
-    probe = Record(train.codec, tag, round_, peer_id, first_sample, k, 0, b"")
-    seeds = direction_seeds(tag, train.directions, probe)
+    seeds = direction_seeds(tag, train.directions is Directions.SHARED, round_, peer_id, first_sample, k)
     if privacy is None:
         batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
         m = measure(setup.state, setup.objective.loss, batches, seeds, train.eps)

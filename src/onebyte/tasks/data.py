@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, MissingDependency
 
-__all__ = ["Example", "Dataset", "load_dataset", "split_shards", "TEST_FRACTION"]
+__all__ = ["Example", "Dataset", "load_dataset", "dataset_from_examples", "split_shards", "TEST_FRACTION"]
 
 TEST_FRACTION = 0.2
 _SPLIT_SEED = 20231006
@@ -58,7 +58,7 @@ def _vader() -> Dataset:
     try:
         import vaderSentiment
     except ImportError:
-        raise DataError("task 'vader' needs the demo extra: pip install 'onebyte[demo]'") from None
+        raise MissingDependency("vaderSentiment", "demo", "task 'vader'") from None
     path = Path(vaderSentiment.__file__).parent / "vader_lexicon.txt"
     items = []
     for line in sorted(path.read_text(encoding="utf-8", errors="replace").splitlines()):
@@ -160,6 +160,37 @@ def load_dataset(spec: str, *, label_names: list[str] | None = None, need_labels
         return _split(items, path.name, names)
     test, _ = _from_rows(Path(eval_file), _rows(Path(eval_file)), names or None, need_labels)
     return Dataset(path.name, items, test, names)
+
+
+def _as_rows(items: object, where: str) -> list[tuple[int, dict]]:
+    """Python examples as rows: ``Example``, ``(text, label)``, ``{"text":…, "label":…}`` or a bare text."""
+    if not isinstance(items, list | tuple) or not items:
+        raise DataError(f"{where}: give a non-empty list of examples")
+    rows = []
+    for n, item in enumerate(items, 1):
+        if isinstance(item, Example):
+            row = {"text": item.text, "label": item.label if item.label >= 0 else None}
+        elif isinstance(item, dict):
+            row = item
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            row = {"text": item[0], "label": item[1]}
+        elif isinstance(item, str):
+            row = {"text": item, "label": None}
+        else:
+            raise DataError(f"{where}[{n - 1}]: an example is a (text, label) pair, a dict or a text, "
+                            f"not {type(item).__name__}")
+        rows.append((n, row))
+    return rows
+
+
+def dataset_from_examples(train: list, eval: list | None = None, *, label_names: list[str] | None = None,
+                          need_labels: bool = True, name: str = "examples") -> Dataset:
+    """A dataset from Python lists (held out as a file would be when ``eval`` is None)."""
+    items, names = _from_rows(Path("train_data"), _as_rows(train, "train_data"), label_names, need_labels)
+    if eval is None:
+        return _split(items, name, names)
+    test, _ = _from_rows(Path("eval_data"), _as_rows(eval, "eval_data"), names or None, need_labels)
+    return Dataset(name, items, test, names)
 
 
 def split_shards(examples: list[Example], peers: int, alpha: float | None, seed: int) -> list[list[Example]]:

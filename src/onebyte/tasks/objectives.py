@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..config import ObjectiveKind
 from ..errors import ConfigError, DataError
 from ..models import LoadedModel, ModelKind
 from .data import Dataset, Example
@@ -24,12 +24,6 @@ from .data import Dataset, Example
 __all__ = ["ObjectiveKind", "Objective", "EncoderClassifier", "CausalClassifier", "CausalLM", "build_objective"]
 
 COSINE_SCALE = 20.0
-
-
-class ObjectiveKind(enum.Enum):
-    AUTO = "auto"
-    CLASSIFY = "classify"
-    LM = "lm"
 
 
 class Objective:
@@ -135,10 +129,10 @@ def build_objective(loaded: LoadedModel, dataset: Dataset, kind: ObjectiveKind, 
     """Pick the objective for (model kind, requested kind)."""
     if kind is ObjectiveKind.LM:
         if loaded.kind is not ModelKind.CAUSAL:
-            raise ConfigError("--objective lm needs a causal language model")
+            raise ConfigError.of("objective", "lm needs a causal language model")
         return CausalLM(loaded, dataset, max_length)
     if not dataset.label_names:
-        raise ConfigError("classification needs labelled data")
+        raise ConfigError.of("objective", "classification needs labelled data (or objective = lm)")
     if loaded.kind is ModelKind.ENCODER:
         return EncoderClassifier(loaded, dataset, max_length)
     return CausalClassifier(loaded, dataset, max_length)

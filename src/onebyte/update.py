@@ -1,4 +1,4 @@
-"""Apply records to the state with integer arithmetic.
+"""The update: apply records to the state with integer arithmetic (what replay is made of).
 
 A gradient g measured along direction z (seed s) moves tensor group f by
 ``c_f = -round(lr * g * 2^f)`` units of ``2^-f`` times z: one float64 rounding, then exact
@@ -14,13 +14,15 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
+
 from .config import Directions, TrainConfig
 from .errors import ProtocolError
 from .record import Record
-from .seeds import SHARED_PEER, gradient_seed
+from .seeds import direction_seeds
 from .state import FixedPointState
 
-__all__ = ["direction_seeds", "plan", "apply_plan", "apply_records", "effective", "MAX_STEP_UNITS"]
+__all__ = ["record_seeds", "check_cap", "plan", "apply_plan", "apply_records", "effective", "MAX_STEP_UNITS"]
 
 #: Largest |c| one gradient may move a weight, in units of its step 2^-f (2^-2 of the range at
 #: the finest step): a record beyond this is rejected by every replica alike.
@@ -29,10 +31,19 @@ MAX_STEP_UNITS = 1 << 27
 Plan = dict[int, dict[int, int]]  # seed -> {frac_bits: coefficient}
 
 
-def direction_seeds(run_tag: bytes, directions: Directions, record: Record) -> list[int]:
+def record_seeds(record: Record, directions: Directions) -> list[int]:
     """The perturbation seed of each gradient in ``record``."""
-    peer = SHARED_PEER if directions is Directions.SHARED else record.peer_id
-    return [gradient_seed(run_tag, record.round, peer, record.first_sample + k) for k in range(record.count)]
+    return direction_seeds(record.run_tag, directions is Directions.SHARED, record.round, record.peer_id,
+                           record.first_sample, record.count)
+
+
+def check_cap(record: Record, train: TrainConfig, finest_frac_bits: int) -> None:
+    """Raise ``ProtocolError`` if a gradient of ``record`` moves a weight by more than
+    ``MAX_STEP_UNITS`` steps: the same test ``plan`` applies (the finest step gives the largest
+    coefficient, and rounding is monotone in |x|), without planning the update."""
+    g = float(np.max(np.abs(record.gradients()))) if record.count else 0.0
+    if abs(round(math.ldexp(train.lr_at(record.round) * g, finest_frac_bits))) > MAX_STEP_UNITS:
+        raise ProtocolError(f"record (round {record.round}, peer {record.peer_id:x}) exceeds the per-record update cap")
 
 
 def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int], sign: int = 1) -> Plan:
@@ -41,7 +52,7 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
     out: Plan = defaultdict(lambda: defaultdict(int))
     for rec in records:
         lr = train.lr_at(rec.round)
-        seeds = direction_seeds(rec.run_tag, train.directions, rec)
+        seeds = record_seeds(rec, train.directions)
         for seed, g in zip(seeds, rec.gradients(), strict=True):
             step = lr * float(g)
             for f in fracs:

@@ -13,22 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, parse_split
-from .errors import ConfigError
-from .ledger import LEDGER_NAME, LedgerWriter
+from .config import RunSpec, TrainConfig, parse_split
+from .errors import ConfigError, storage_error
 from .privacy import Accountant, DPConfig
-from .record import SetDigest
-from .replay import apply_records
+from .replica import Replica
+from .rundir import RunDir
 from .tasks.data import split_shards
 from .training import Privacy, Setup, make_record
 
-__all__ = ["SimConfig", "simulate", "RUN_NAME"]
-
-RUN_NAME = "run.json"
+__all__ = ["SimConfig", "SimResult", "run_simulation"]
 
 
 @dataclass(frozen=True)
 class SimConfig:
+    """A simulation: the run (model, task, training settings) and how the swarm is simulated."""
+
     model: str = "tiny-gpt2"
     task: str = "vader"
     peers: int = 4
@@ -44,42 +43,90 @@ class SimConfig:
     train: TrainConfig = TrainConfig()
     dp: DPConfig | None = None  # differential privacy per peer (each peer's own data)
 
+    @classmethod
+    def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
+        return cls(model=spec.model, task=spec.task, run_id=spec.run_id, objective=spec.objective.value,
+                   label_names=spec.labels, eval_file=spec.eval_file, train=spec.train, **sim)
+
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec(run_id=self.run_id, model=self.model, task=self.task, objective=self.objective,
+                       labels=self.label_names, eval_file=self.eval_file, train=self.train)
+
     def validate(self) -> SimConfig:
-        problems = self.train.problems()
+        problems = self.spec.problems()
         if not 1 <= self.peers <= 4096:
-            problems.append(f"--peers must be in 1..4096, not {self.peers}")
+            problems.append(("peers", f"must be in 1..4096, not {self.peers}"))
         if not 1 <= self.rounds <= 10_000_000:
-            problems.append(f"--rounds must be at least 1, not {self.rounds}")
-        if self.eval_every < 0 or self.eval_size < 0:
-            problems.append("--eval-every and --eval-size must be >= 0")
+            problems.append(("rounds", f"must be at least 1, not {self.rounds}"))
+        if self.eval_every < 0:
+            problems.append(("eval_every", "must be >= 0"))
+        if self.eval_size < 0:
+            problems.append(("eval_size", "must be >= 0"))
         try:
             parse_split(self.split)
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems += exc.problems
         if self.dp is not None:
             problems += self.dp.problems()
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError.many(problems)
         return self
 
 
 RoundHook = Callable[[dict[str, Any]], None]
 
 
-def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None) -> dict[str, Any]:
-    """Run the simulation, writing run.json, the ledger, metrics.jsonl, curve.png, summary.json."""
+@dataclass
+class SimResult:
+    """What a simulation leaves: its summary and the setup holding the fine-tuned model."""
+
+    summary: dict[str, Any]
+    setup: Setup
+    out: Path
+
+    @property
+    def model(self):
+        """The fine-tuned model (its tuned weights are the final state's view)."""
+        return self.setup.loaded.model
+
+    @property
+    def tokenizer(self):
+        return self.setup.loaded.tokenizer
+
+    @property
+    def state_hash(self) -> str:
+        return self.summary["state_hash"]
+
+
+def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None, *,
+                   setup: Setup | None = None) -> SimResult:
+    """Run the simulation, writing run.json, the ledger, metrics.jsonl, curve.png, summary.json.
+
+    ``setup``: a prebuilt one (an in-memory model or data); it must match ``cfg``'s settings.
+    A disk that refuses a write ends the run with ``StorageError``; the ledger stays a valid prefix."""
     cfg.validate()
-    out = Path(out)
-    if (out / LEDGER_NAME).exists():
-        raise ConfigError(f"{out} already holds a run; choose a new --out")
-    start = time.perf_counter()
-    setup = Setup.build(cfg.run_id, cfg.model, cfg.task, cfg.train, objective=cfg.objective,
-                        label_names=list(cfg.label_names) or None, eval_file=cfg.eval_file)
+    d = RunDir(out)
+    if d.ledger.exists():
+        raise ConfigError.of("out", f"{d.root} already holds a run; choose a new directory")
+    setup = setup if setup is not None else Setup.build(cfg.spec)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        setup.spec.save(out / RUN_NAME)
+        d.root.mkdir(parents=True, exist_ok=True)
+        setup.spec.save(d.run)
     except OSError as exc:
-        raise ConfigError(f"cannot write to --out {out}: {exc.strerror}") from None
+        raise storage_error(exc, str(d.run)) from None
+    replica = Replica.open(d, setup.state, cfg.train, setup.spec.run_tag)
+    try:
+        summary = _rounds(cfg, setup, replica, d, on_round)
+    except OSError as exc:  # metrics, summary, curve: the ledger itself raises StorageError
+        raise storage_error(exc, str(d.root)) from None
+    finally:
+        replica.ledger.close()
+    return SimResult(summary, setup, d.root)
+
+
+def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round: RoundHook | None) -> dict[str, Any]:
+    start = time.perf_counter()
     shards = split_shards(setup.dataset.train, cfg.peers, parse_split(cfg.split), cfg.seed)
     privacy = None
     if cfg.dp is not None:
@@ -87,13 +134,13 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
         privacy = [Privacy.create(Accountant(cfg.dp, len(s), cfg.train.batch_size, steps)) for s in shards]
     test = setup.dataset.test[: cfg.eval_size] if cfg.eval_size else setup.dataset.test
     every = cfg.eval_every or max(1, cfg.rounds // 10)
-    digest, payload, records_n, forwards = SetDigest(), 0, 0, 0
+    forwards = 0
     # The wall-clock a swarm of real machines would need: peers measure in parallel, so a round
     # costs its slowest peer's measurement plus applying the round's records (no network).
     swarm_seconds = 0.0
     eval_before = setup.objective.evaluate(test)
     eval_after = eval_before
-    with LedgerWriter(out / LEDGER_NAME) as ledger, open(out / "metrics.jsonl", "w") as metrics:
+    with open(d.metrics, "w") as metrics:
         for r in range(cfg.rounds):
             made, slowest = [], 0.0
             for p in range(cfg.peers):
@@ -102,18 +149,13 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
             t = time.perf_counter()
-            apply_records(setup.state, records, cfg.train)
+            replica.add(records)  # durable in the ledger, then applied
             swarm_seconds += slowest + time.perf_counter() - t
-            ledger.append(records)
-            for rec in records:
-                digest.add(rec.record_id)
-                payload += rec.payload_bytes()
-            records_n += len(records)
             forwards += 2 * sum(rec.count for rec in records)
             line: dict[str, Any] = {
                 "round": r,
                 "train_loss": sum(m.loss for _, m in made) / len(made),
-                "payload_bytes": payload,
+                "payload_bytes": replica.payload_bytes,
                 "forward_passes": forwards,
                 "seconds": round(time.perf_counter() - start, 3),
                 "swarm_seconds": round(swarm_seconds, 3),
@@ -125,6 +167,7 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
             metrics.flush()
             if on_round is not None:
                 on_round(line)
+    records_n = len(replica.applied)
     summary = {
         "model": cfg.model,
         "task": cfg.task,
@@ -133,15 +176,15 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
         "samples_per_round": cfg.train.samples,
         "records": records_n,
         "gradients": records_n * cfg.train.samples,
-        "payload_bytes": payload,
+        "payload_bytes": replica.payload_bytes,
         "codec": cfg.train.codec.label,
         "tune": cfg.train.tune,
         "tuned_parameters": setup.state.numel,
         "split": cfg.split,
         "eval_before": eval_before,
         "eval_after": eval_after,
-        "state_hash": setup.state.state_hash(),
-        "set_digest": digest.hex(),
+        "state_hash": replica.state_hash(),
+        "set_digest": replica.digest.hex(),
         "base_hash": setup.spec.base_hash,
         "run_tag": setup.spec.run_tag.hex(),
         "forward_passes": forwards,
@@ -150,9 +193,9 @@ def simulate(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None)
     }
     if privacy:  # the weakest guarantee among the peers (each protects its own shard)
         summary["dp"] = max((p.accountant.report() for p in privacy), key=lambda d: d["epsilon_spent"])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    d.summary.write_text(json.dumps(summary, indent=2) + "\n")
     from .plots import plot_curve
 
-    plot_curve(out / "metrics.jsonl", out / "curve.png", title=f"{cfg.model} on {cfg.task}, {cfg.peers} peers, "
+    plot_curve(d.metrics, d.curve, title=f"{cfg.model} on {cfg.task}, {cfg.peers} peers, "
                f"{cfg.train.codec.label}", before=eval_before)
     return summary

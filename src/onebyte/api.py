@@ -1,0 +1,140 @@
+"""The Python API: what the command line does, callable from Python with the same defaults.
+
+    import onebyte
+    spec = onebyte.RunSpec.load("run.toml")            # or onebyte.RunSpec(model=..., task=..., ...)
+    result = onebyte.simulate(spec, peers=4, rounds=100, out="runs/x")
+    result.model, result.tokenizer, result.state_hash, result.summary
+    tuned = onebyte.replay("runs/x")                  # base taken from the run; .model, .state_hash
+    with onebyte.Peer.open(spec, out="site-a", join=[addr], secret_file="swarm.key") as peer:
+        peer.run(rounds=100)
+
+Models and data may also be given in memory: ``model=(module, tokenizer)`` and
+``train_data=[(text, label), ...]`` (or dicts, or ``Example``s).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import ObjectiveKind, Run, RunSpec
+from .errors import ConfigError, LedgerError, ProtocolError
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+    from .privacy import DPConfig
+    from .simulator import RoundHook, SimResult
+    from .state import FixedPointState
+
+__all__ = ["simulate", "replay", "Replayed", "Defaults"]
+
+
+class Defaults:
+    """Defaults shared by the Python API and the command line (one place, one value)."""
+
+    peers = 4
+    rounds = 100
+    split = "iid"
+    seed = 0
+
+
+def _loaded(model: Any) -> LoadedModel | None:
+    """``None``, a ``LoadedModel``, or ``(module, tokenizer)`` -> a loaded base (or None: load by name)."""
+    from .models import LoadedModel, wrap_model
+
+    if model is None or isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, tuple) and len(model) == 2:
+        return wrap_model(*model)
+    raise ConfigError.of("model", "give a name or path in the spec, or model=(module, tokenizer)")
+
+
+def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rounds: int = Defaults.rounds,
+             split: str = Defaults.split, seed: int = Defaults.seed, eval_every: int = 0, eval_size: int = 0,
+             dp: DPConfig | None = None, model: Any = None, train_data: list | None = None,
+             eval_data: list | None = None, on_round: RoundHook | None = None) -> SimResult:
+    """Simulate ``peers`` virtual peers for ``rounds`` rounds; write the run to ``out``.
+
+    The result holds the fine-tuned ``model`` and ``tokenizer``, the ``state_hash`` and the
+    ``summary``. ``model=(module, tokenizer)`` and ``train_data``/``eval_data`` (Python lists)
+    replace loading ``spec.model``/``spec.task`` from disk."""
+    from .simulator import SimConfig, run_simulation
+    from .tasks.data import dataset_from_examples
+    from .training import Setup
+
+    spec = spec.validate()
+    cfg = SimConfig.from_spec(spec, peers=peers, rounds=rounds, split=split, seed=seed, eval_every=eval_every,
+                              eval_size=eval_size, dp=dp).validate()
+    setup = None
+    loaded = _loaded(model)
+    if loaded is not None or train_data is not None:
+        dataset = None
+        if train_data is not None:
+            dataset = dataset_from_examples(train_data, eval_data, label_names=list(spec.labels) or None,
+                                            need_labels=spec.objective is not ObjectiveKind.LM)
+        setup = Setup.build(spec, model=loaded, dataset=dataset)
+    return run_simulation(cfg, out, on_round, setup=setup)
+
+
+@dataclass
+class Replayed:
+    """A run rebuilt from its base model and ledger: the fine-tuned model and its state hash."""
+
+    run: Run
+    loaded: LoadedModel
+    state: FixedPointState
+    records: int
+    state_hash: str
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    def export(self, out: Path | str) -> Path:
+        """Write the fine-tuned model as a Hugging Face directory (safetensors + tokenizer)."""
+        from .models import export_model
+
+        return export_model(self.loaded, out)
+
+
+def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None) -> Replayed:
+    """Rebuild a run's fine-tuned weights from its base model and its ledger.
+
+    ``base``: the base model (a name or directory, or ``(module, tokenizer)``); by default the
+    one named in the run's ``run.json``. It must have the run's base hash. ``shuffle``: apply the
+    records in an order shuffled by this seed (the result is the same in any order)."""
+    from .ledger import read_ledger
+    from .models import load_model
+    from .params import TuneSpec, select_parameters
+    from .record import decode_record
+    from .replica import Replica
+    from .rundir import RunDir
+    from .state import FixedPointState
+
+    d = RunDir(run_dir)
+    run = Run.load(d.run)
+    raws = read_ledger(d.ledger)
+    try:
+        records = [decode_record(b, run_tag=run.run_tag) for b in raws]
+    except ProtocolError as exc:
+        raise LedgerError(f"{d.ledger}: {exc}") from None
+    loaded = _loaded(base) if not isinstance(base, str | Path) else load_model(str(base))
+    if loaded is None:
+        loaded = load_model(run.model)
+    if loaded.base_hash != run.base_hash:
+        from .errors import ModelError
+
+        raise ModelError(f"model {loaded.spec!r} is not this run's base (hash {loaded.base_hash[:12]}…, run "
+                         f"expects {run.base_hash[:12]}…)")
+    state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(run.train.tune)))
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(records)
+    replica = Replica(state, run.train, run.run_tag)
+    replica.add(records)
+    return Replayed(run, loaded, state, len(records), replica.state_hash())

@@ -1,0 +1,136 @@
+"""Admission: what a record must pass before it reaches the replica.
+
+Peer input is hostile. A record from the network is decoded (every field checked, run tag and
+HMAC under the swarm secret), then held to the run's policy: the per-round sample count, a
+horizon of rounds ahead of the swarm, one record per slot, flood bounds (records waiting,
+distinct peers per round) and the per-gradient update cap. A peer's own record skips only the
+decoding: it is held to the same policy. Rejections are counted by reason and logged once per
+(peer, reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from .config import TrainConfig
+from .errors import ProtocolError
+from .record import Record, decode_record
+from .replica import Replica
+from .update import check_cap
+
+__all__ = ["Intake", "FUTURE_ROUNDS", "MAX_PENDING", "MAX_PEERS_PER_ROUND", "MAX_REFUSED", "claimed_peer"]
+
+log = logging.getLogger(__name__)
+
+#: Records more than this many rounds ahead of the newest round we know of are refused.
+FUTURE_ROUNDS = 4
+#: Flood bounds: records waiting to be applied, and distinct peers accepted per round.
+MAX_PENDING = 100_000
+MAX_PEERS_PER_ROUND = 1024
+#: Refused record ids remembered (so sync stops asking for them again).
+MAX_REFUSED = 1 << 20
+
+
+def claimed_peer(data: bytes) -> int:
+    """The peer id a (possibly invalid) record claims, for logging only."""
+    try:
+        return struct.unpack_from("<Q", data, 24)[0]
+    except struct.error:
+        return -1
+
+
+class Intake:
+    """The admission policy in front of a ``Replica``.
+
+    ``horizon()`` gives the newest round this peer knows of (its own or a peer's heartbeat);
+    ``explain(peer)`` may add why a peer's records are for another run (the differing settings)."""
+
+    def __init__(self, replica: Replica, train: TrainConfig, secret: bytes, horizon: Callable[[], int],
+                 explain: Callable[[int], str | None] | None = None):
+        self.replica, self.train, self.secret = replica, train, secret
+        self.horizon = horizon
+        self.explain = explain
+        self._finest = max(replica.state.frac_bits.values())
+        self._lock = threading.Lock()  # guards the counters; server threads reject while the loop reads
+        self._rejected: Counter[str] = Counter()
+        self._logged: set[tuple[int, str]] = set()
+        # records that decoded but can never be valid here (over the sample limit or the update
+        # cap): remembered so that sync and round fetches stop asking for them again and again
+        self.refused: set[bytes] = set()  # 8-byte id prefixes, as in IDS/GET
+        self.refused_slots: dict[int, set[int]] = {}  # round -> authors whose record was refused
+
+    def offer(self, data: bytes) -> bool:
+        """Decode and validate one raw record from a peer; queue it if new and acceptable."""
+        try:
+            rec = decode_record(data, run_tag=self.replica.run_tag, secret=self.secret)
+        except ProtocolError as exc:
+            source = claimed_peer(data)
+            reason = str(exc)
+            if "run tag mismatch" in reason and self.explain is not None:
+                why = self.explain(source)
+                if why:
+                    reason = f"{reason}: {why}"
+            self.reject(source, reason)
+            return False
+        return self.accept(rec)
+
+    def accept(self, rec: Record) -> bool:
+        """Hold a decoded record (a peer's own, or one from ``offer``) to the run's policy."""
+        rep = self.replica
+        with rep.lock:
+            if rep.knows(rec.record_id):
+                return False
+            if rec.count != self.train.samples or rec.first_sample != 0:
+                self._refuse(rec)
+                self.reject(rec.peer_id, "record exceeds the per-round sample limit")
+                return False
+            if rec.round > self.horizon() + FUTURE_ROUNDS:
+                self.reject(rec.peer_id, "record from a round far in the future")
+                return False
+            if rep.in_slot((rec.round, rec.peer_id, rec.first_sample)) >= 2:
+                self.reject(rec.peer_id, "slot already equivocated")
+                return False
+            if len(rep.pending) >= MAX_PENDING:
+                self.reject(rec.peer_id, "too many records waiting to be applied (flood)")
+                return False
+            if len(rep.peers_in_round(rec.round) - {rec.peer_id}) >= MAX_PEERS_PER_ROUND:
+                self.reject(rec.peer_id, "too many peers in one round (flood)")
+                return False
+            try:
+                check_cap(rec, self.train, self._finest)
+            except ProtocolError as exc:
+                self._refuse(rec)
+                self.reject(rec.peer_id, str(exc))
+                return False
+            return rep.admit(rec)
+
+    def reject(self, source: int, reason: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+            first = (source, reason) not in self._logged
+            if first:
+                self._logged.add((source, reason))
+        if first:
+            log.warning("rejected a record from peer %x: %s (further ones are counted, not logged)", source, reason)
+
+    def rejections(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._rejected)
+
+    def _refuse(self, rec: Record) -> None:
+        with self._lock:
+            if len(self.refused) < MAX_REFUSED:
+                self.refused.add(rec.record_id[:8])
+                self.refused_slots.setdefault(rec.round, set()).add(rec.peer_id)
+
+    def refused_in(self, round_: int) -> set[int]:
+        with self._lock:
+            return set(self.refused_slots.get(round_, ()))
+
+    def refused_ids(self) -> set[bytes]:
+        with self._lock:
+            return set(self.refused)

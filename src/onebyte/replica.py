@@ -1,0 +1,291 @@
+"""The replica: a record set, its ledger, the state it determines, and the digests that name it.
+
+Every path that changes a model's state goes through here — the simulator, a networked peer,
+a restart and ``replay`` — in one order: *admit* (index the record, queue it), *flush* (append
+the batch to the ledger and fsync, then apply it with integer arithmetic). So nothing touches the
+state before it is durable, and replicas holding the same record set hold the same bits.
+
+Equivocation: a slot (round, peer, first sample) holding two different records counts for
+nothing; when the second arrives after the first was applied, the first is undone exactly. The
+state is therefore a function of the record *set*, whichever arrived first.
+
+Snapshots are the accumulators at a known set digest, as safetensors bytes with metadata
+(``snapshot_bytes``/``read_snapshot``); a file is the same bytes written atomically. They are a
+cache of the ledger: a damaged one is set aside with a warning and the state is rebuilt from the
+ledger, which holds every record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import LedgerError, ProtocolError
+from .ledger import LedgerWriter, read_snapshot, snapshot_bytes, write_atomic
+from .record import Record, SetDigest, decode_record
+from .rundir import RunDir
+from .state import FixedPointState
+from .update import apply_records, effective
+
+__all__ = ["Replica", "Slot", "digest_of"]
+
+log = logging.getLogger(__name__)
+
+Slot = tuple[int, int, int]  # (round, peer id, first sample): one record per slot
+def digest_of(records: Iterable[Record]) -> str:
+    d = SetDigest()
+    for rec in records:
+        d.add(rec.record_id)
+    return d.hex()
+
+
+class Replica:
+    """Record set → ledger → state → set and per-round digests. Thread-safe (one lock)."""
+
+    def __init__(self, state: FixedPointState, train: TrainConfig, run_tag: bytes,
+                 ledger: LedgerWriter | None = None, snapshot_path: Path | None = None):
+        self.state, self.train, self.run_tag = state, train, run_tag
+        self.ledger = ledger
+        self.snapshot_path = snapshot_path
+        self.lock = threading.RLock()
+        self.records: dict[bytes, Record] = {}  # every admitted record, applied or pending
+        self.applied: set[bytes] = set()
+        self.slots: dict[Slot, list[bytes]] = {}  # slot -> record ids (two: an equivocation)
+        self.flagged: set[int] = set()  # peers caught equivocating
+        self.round_peers: dict[int, set[int]] = {}  # round -> peers we hold a record from
+        self.digest = SetDigest()  # of the *applied* records: the state hash is a function of it
+        self.round_digest: dict[int, int] = {}  # round -> sum of applied record ids, mod 2^256
+        self.pending: list[Record] = []
+        self.payload_bytes = 0
+        self._hash_cache = ("", "")
+
+    @classmethod
+    def open(cls, out: RunDir | Path | str, state: FixedPointState, train: TrainConfig, run_tag: bytes) -> Replica:
+        """The replica of a run directory: its ledger (created, or a torn tail repaired) and its
+        state restored from snapshot + ledger. Storage faults raise ``StorageError``."""
+        out = out if isinstance(out, RunDir) else RunDir(out)
+        replica = cls(state, train, run_tag, LedgerWriter(out.ledger), out.snapshot)
+        replica._restore(replica.ledger.existing)
+        return replica
+
+    # ------------------------------------------------------------------ the record set
+    def knows(self, record_id: bytes) -> bool:
+        with self.lock:
+            return record_id in self.records
+
+    def in_slot(self, slot: Slot) -> int:
+        """How many different records we hold for a slot (two or more: an equivocation)."""
+        with self.lock:
+            return len(self.slots.get(slot, ()))
+
+    def peers_in_round(self, round_: int) -> set[int]:
+        with self.lock:
+            return set(self.round_peers.get(round_, ()))
+
+    def record_in_slot(self, slot: Slot) -> Record | None:
+        with self.lock:
+            ids = self.slots.get(slot)
+            return self.records[ids[0]] if ids else None
+
+    def admit(self, rec: Record) -> bool:
+        """Index a record the caller has validated and queue it for ``flush``; False if known."""
+        with self.lock:
+            if rec.record_id in self.records:
+                return False
+            self._index(rec)
+            self.pending.append(rec)
+            return True
+
+    def flush(self, through: int | None = None) -> int:
+        """Make queued records durable (ledger, fsync), then apply them as one batch.
+
+        ``through``: hold back records of later rounds (lockstep measures each round at exactly
+        the simulator's state). Returns how many were applied."""
+        with self.lock:
+            if through is None:
+                batch, self.pending = self.pending, []
+            else:
+                batch = [r for r in self.pending if r.round <= through]
+                if not batch:
+                    return 0
+                self.pending = [r for r in self.pending if r.round > through]
+            if not batch:
+                return 0
+            if self.ledger is not None:
+                try:
+                    self.ledger.append(batch)
+                except BaseException:
+                    self.pending = batch + self.pending  # not durable: not applied, still queued
+                    raise
+            apply_records(self.state, effective(batch + self._slot_mates(batch)), self.train)
+            undo = self._newly_equivocated(batch)
+            if undo:
+                apply_records(self.state, undo, self.train, sign=-1)
+            self._mark_applied(batch)
+            return len(batch)
+
+    def add(self, records: Iterable[Record]) -> int:
+        """Admit and flush: the simulator's and replay's path (records already validated)."""
+        with self.lock:
+            for rec in records:
+                self.admit(rec)
+            return self.flush()
+
+    def _index(self, rec: Record) -> None:
+        self.records[rec.record_id] = rec
+        slot = (rec.round, rec.peer_id, rec.first_sample)
+        self.slots.setdefault(slot, []).append(rec.record_id)
+        self.round_peers.setdefault(rec.round, set()).add(rec.peer_id)
+
+    def _mark_applied(self, recs: Iterable[Record]) -> None:
+        for rec in recs:
+            if rec.record_id in self.applied:
+                continue
+            self.applied.add(rec.record_id)
+            self.digest.add(rec.record_id)
+            rid = int.from_bytes(rec.record_id, "big")
+            self.round_digest[rec.round] = (self.round_digest.get(rec.round, 0) + rid) % (1 << 256)
+            self.payload_bytes += rec.payload_bytes()
+
+    def _slot_mates(self, batch: list[Record]) -> list[Record]:
+        """Already-applied records sharing a slot with the batch (so ``effective`` sees conflicts)."""
+        ids = {r.record_id for r in batch}
+        mates = []
+        for r in batch:
+            for rid in self.slots[(r.round, r.peer_id, r.first_sample)]:
+                if rid not in ids and rid in self.applied:
+                    mates.append(self.records[rid])
+        return mates
+
+    def _newly_equivocated(self, batch: list[Record]) -> list[Record]:
+        """Applied records whose slot the batch turned into an equivocation: to be undone exactly."""
+        undo = []
+        for r in batch:
+            ids = self.slots[(r.round, r.peer_id, r.first_sample)]
+            if len(ids) == 2 and r.record_id == ids[1]:
+                self.flagged.add(r.peer_id)
+                log.warning("peer %x published two different records for round %d: neither counts",
+                            r.peer_id, r.round)
+                if ids[0] in self.applied:
+                    undo.append(self.records[ids[0]])
+        return undo
+
+    # ------------------------------------------------------------------ names of the set and state
+    def closed_digest(self, through: int) -> bytes:
+        """Digest of the applied records of rounds <= ``through``."""
+        with self.lock:
+            total = sum(d for r, d in self.round_digest.items() if r <= through) % (1 << 256)
+        return total.to_bytes(32, "big")
+
+    def state_hash(self) -> str:
+        """The state hash, recomputed only when the applied set changed (it reads every weight)."""
+        with self.lock:
+            key = self.digest.hex()
+            if self._hash_cache[0] != key:
+                self._hash_cache = (key, self.state.state_hash())
+            return self._hash_cache[1]
+
+    def applied_records(self) -> list[Record]:
+        with self.lock:
+            return [self.records[rid] for rid in self.applied]
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, round_: int) -> bytes:
+        """The state after flushing, as snapshot bytes naming its set digest and ``round_``."""
+        with self.lock:
+            self.flush()
+            # ledger entries are appended exactly when applied: the applied count is the prefix length
+            meta = {"state_hash": self.state_hash(), "set_digest": self.digest.hex(),
+                    "records": str(len(self.applied)), "round": str(round_),
+                    "ledger_entries": str(len(self.applied))}
+            return snapshot_bytes(self.state, meta)
+
+    def save_snapshot(self, round_: int) -> None:
+        """Write ``snapshot(round_)`` to the run directory atomically."""
+        if self.snapshot_path is None:
+            return
+        data = self.snapshot(round_)
+        write_atomic(self.snapshot_path, data)
+
+    def install(self, snap: bytes, raws: list[bytes], secret: bytes, others: Iterable[tuple[int, str, str]] = ()
+                ) -> dict[str, str]:
+        """Join from a peer's snapshot and the records it covers, checking both first.
+
+        ``others``: (peer, set digest, state hash) that live peers report; one holding the same
+        set with another state makes the snapshot suspect."""
+        recs = [decode_record(r, run_tag=self.run_tag, secret=secret) for r in raws]
+        with self.lock:
+            if self.records or self.pending:
+                raise ProtocolError("records arrived before the snapshot; joining by sync instead")
+            before = {k: v.clone() for k, v in self.state.tensors().items()}
+            meta = read_snapshot(snap, self.state, "peer's snapshot")  # checks it against its state hash
+            problem = None
+            if digest_of(recs) != meta.get("set_digest"):
+                problem = "snapshot's records do not add up to its set digest"
+            for peer, digest, shash in others:
+                if digest == meta.get("set_digest") and shash != meta.get("state_hash"):
+                    problem = f"peer {peer:x} holds the same set with another state"
+            if problem is not None:
+                self.state.load_tensors(before)
+                raise ProtocolError(problem)
+            for r in recs:
+                self._index(r)
+            self._mark_applied(recs)
+            self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
+            if self.ledger is not None:
+                self.ledger.append(recs)
+            self.save_snapshot(int(meta.get("round", "0")))
+        return meta
+
+    def _restore(self, entries: list[bytes]) -> None:
+        """Rebuild from snapshot + ledger when the run directory already holds records."""
+        if not entries:
+            return
+        where = self.ledger.path if self.ledger is not None else "ledger"
+        recs = []
+        for i, data in enumerate(entries):
+            try:
+                recs.append(decode_record(data, run_tag=self.run_tag))
+            except ProtocolError as exc:
+                raise LedgerError(f"{where}: entry {i}: {exc}") from None
+        covered = self._load_own_snapshot(recs)
+        with self.lock:
+            for rec in recs:
+                if rec.record_id not in self.records:
+                    self._index(rec)
+            # the snapshot holds effective(prefix); move to effective(all), undoing what a later
+            # entry turned into an equivocation
+            before = {r.record_id: r for r in effective(recs[:covered])}
+            after = {r.record_id: r for r in effective(recs)}
+            apply_records(self.state, [r for k, r in after.items() if k not in before], self.train)
+            apply_records(self.state, [r for k, r in before.items() if k not in after], self.train, sign=-1)
+            self._mark_applied(recs)
+            self.flagged |= {peer for (_, peer, _), ids in self.slots.items() if len(ids) > 1}
+
+    def _load_own_snapshot(self, recs: list[Record]) -> int:
+        """Load this directory's snapshot; return the ledger entries it covers (0 without one).
+
+        A damaged or mismatched snapshot is only a lost cache: it is set aside and the state is
+        rebuilt from the ledger."""
+        snap = self.snapshot_path
+        if snap is None or not snap.exists():
+            return 0
+        base = {k: v.clone() for k, v in self.state.tensors().items()}
+        try:
+            meta = read_snapshot(snap.read_bytes(), self.state, str(snap))
+            covered = int(meta.get("ledger_entries", "-1"))
+            if not 0 <= covered <= len(recs) or digest_of(recs[:covered]) != meta.get("set_digest"):
+                raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries")
+            return covered
+        except (LedgerError, OSError, ValueError) as exc:
+            self.state.load_tensors(base)
+            aside = snap.with_name(snap.name + ".damaged")
+            log.warning("%s; set aside as %s, rebuilding the state from the ledger", exc, aside.name)
+            try:
+                snap.replace(aside)
+            except OSError:
+                pass
+            return 0

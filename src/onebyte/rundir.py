@@ -1,0 +1,78 @@
+"""Every file name of a run directory, defined once.
+
+A run directory (``simulate --out``, or a peer's ``--out``) holds::
+
+    run.json              the run: settings that change the math, base hash, run tag
+    ledger.obl            append-only, checksummed records (ledger.py)
+    snapshot.safetensors  the accumulators at a known set digest (a cache of the ledger)
+    summary.json          what the run or peer reports, rewritten atomically
+    metrics.jsonl         one line per round (simulator)
+    curve.png             training loss and held-out accuracy (simulator)
+    identity.key          this peer's network key (peer)
+    addresses.txt         multiaddrs others can join through (peer)
+    connect.txt           multiaddrs an operator asks a running peer to dial (peer)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RUN", "LEDGER", "SNAPSHOT", "SUMMARY", "METRICS", "CURVE", "IDENTITY", "ADDRESSES", "CONNECT",
+           "RunDir"]
+
+RUN = "run.json"
+LEDGER = "ledger.obl"
+SNAPSHOT = "snapshot.safetensors"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+CURVE = "curve.png"
+IDENTITY = "identity.key"
+ADDRESSES = "addresses.txt"
+CONNECT = "connect.txt"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory."""
+
+    root: Path
+
+    def __init__(self, root: Path | str):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def run(self) -> Path:
+        return self.root / RUN
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / LEDGER
+
+    @property
+    def snapshot(self) -> Path:
+        return self.root / SNAPSHOT
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SUMMARY
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def curve(self) -> Path:
+        return self.root / CURVE
+
+    @property
+    def identity(self) -> Path:
+        return self.root / IDENTITY
+
+    @property
+    def addresses(self) -> Path:
+        return self.root / ADDRESSES
+
+    @property
+    def connect(self) -> Path:
+        return self.root / CONNECT
