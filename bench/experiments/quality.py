@@ -114,7 +114,7 @@ def run_zero_shot(cond: dict, seed: int, p: dict) -> list[dict]:
 
 def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     """MeZO (Malladi et al. 2023) on the same biases, batches and hyper-parameters, float32 throughout."""
-    from onebyte.config import RunSpec, TrainConfig
+    from onebyte.config import Run, RunSpec, TrainConfig
     from onebyte.params import TuneSpec, select_parameters
     from onebyte.seeds import stream_seed
     from onebyte.training import batch_for
@@ -122,7 +122,7 @@ def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     loaded, dataset, obj = _plain(seed)
     train = TrainConfig()
     params = [prm for _, prm in select_parameters(loaded.model, TuneSpec.parse(train.tune))]
-    tag = RunSpec(f"quality-seed{seed}", MODEL, TASK, loaded.base_hash, train).run_tag
+    tag = Run(RunSpec(f"quality-seed{seed}", MODEL, TASK, train=train), loaded.base_hash).run_tag
     test = _test_set(dataset, p["eval_size"])
 
     curve = [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(test))]
