@@ -186,6 +186,8 @@ class Peer:
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
+            if not join:  # the first peer of a swarm has no one to take a snapshot from: start at once
+                options.setdefault("join_timeout", 0.0)
             opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=key, **options)
             peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
         except BaseException:
@@ -236,7 +238,7 @@ class Peer:
         return max(self.round, self._newest_known())
 
     def _newest_known(self) -> int:
-        return max((hb.round for hb in list(self.members.latest.values())), default=0)
+        return max((hb.round for hb in self.members.peers().values()), default=0)
 
     # ----------------------------------------------------------------- joining
     def _refuse_foreign(self) -> None:
@@ -290,7 +292,8 @@ class Peer:
                 except (ProtocolError, NetworkError, LedgerError) as exc:
                     log.warning("snapshot from peer %x rejected: %s", best.peer_id, exc)
             time.sleep(0.5)
-        log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
+        if self.opts.join_timeout:
+            log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
 
     def _install_snapshot(self, hb: Heartbeat) -> None:
         reply = self.net.request(hb.contact, b"SNAP", self.opts.request_timeout)
@@ -393,8 +396,7 @@ class Peer:
         or no other peer is live: then only the DHT can tell us who is there."""
         now = time.monotonic()
         others = [p for p in self.members.live(now) if p != self.opts.peer_id]
-        seen = dict(self.members.seen_at)
-        return not others or any(now - seen.get(p, 0.0) > self.opts.heartbeat_interval for p in others)
+        return not others or any(now - (self.members.seen(p) or 0.0) > self.opts.heartbeat_interval for p in others)
 
     def audit(self, mine: Heartbeat) -> None:
         for other in self.members.live().values():
@@ -546,7 +548,7 @@ class Peer:
         while True:
             # Read the DHT copy only when a peer we lack is already past round w: its record
             # exists, so its push must have been lost (waiting on a slower peer costs nothing).
-            latest = dict(self.members.latest)
+            latest = self.members.peers()
             lost = {p for p in self._expected(w) - self._have(w) if p in latest and latest[p].round > w}
             if lost and time.monotonic() - last_read >= self.opts.dht_poll:
                 self._fetch_round(w, lost)
@@ -573,7 +575,7 @@ class Peer:
         when an author cannot be reached (it may have crashed)."""
         unreachable = False
         for p in authors:
-            hb = self.members.latest.get(p)
+            hb = self.members.get(p)
             if hb is None or p == self.opts.peer_id:
                 unreachable = True
                 continue

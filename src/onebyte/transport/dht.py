@@ -116,6 +116,8 @@ class DhtTransport(Transport):
         self._thread = threading.Thread(target=self._loop.run_forever, name="onebyte-p2p", daemon=True)
         self._thread.start()
         self._p2p = self._call(self.dht.replicate_p2p(), START_TIMEOUT)
+        self._contact: str | None = None
+        _ = self.contact
         self._last_expiry: dict[str, float] = {}
         self._closed = False
         if redial:
@@ -132,7 +134,7 @@ class DhtTransport(Transport):
             return fut.result(timeout)
         except FutureTimeout:
             fut.cancel()
-            raise NetworkTimeout(f"network operation timed out after {timeout:.0f}s") from None
+            raise NetworkTimeout(f"network operation timed out after {timeout:g}s") from None
 
     def _expiry(self, key: str, ttl: float) -> float:
         from hivemind.utils import get_dht_time
@@ -168,7 +170,9 @@ class DhtTransport(Transport):
     # ----------------------------------------------------------------- Transport
     @property
     def contact(self) -> str:
-        return self.dht.peer_id.to_base58()
+        if self._contact is None:  # hivemind looks the peer id up lazily, and not after shutdown
+            self._contact = self.dht.peer_id.to_base58()
+        return self._contact
 
     @property
     def addresses(self) -> list[str]:
