@@ -108,11 +108,24 @@ class CausalClassifier(Objective):
         texts = [self.template.format(text=e.text) + "\nsentiment:" for e in batch]
         enc = self._tokens(texts)
         enc.pop("token_type_ids", None)
-        out = self.model(**enc).logits
-        last = enc["attention_mask"].sum(1) - 1
-        logits = out[torch.arange(len(batch)), last][:, self.label_tokens]
+        logits = self._label_logits(enc)
         labels = torch.tensor([e.label for e in batch])
         return logits, F.cross_entropy(logits, labels, reduction="none")
+
+
+    def _label_logits(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the label tokens at each text's last position. Only those rows of the LM head
+        are computed: a full head costs positions x vocabulary (30k-50k) per example, which is
+        most of a small model's forward pass, for a softmax over a handful of labels."""
+        last = enc["attention_mask"].sum(1) - 1
+        rows = torch.arange(len(last))
+        backbone = getattr(self.model, "base_model", None)
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if backbone is None or backbone is self.model or not isinstance(head, torch.nn.Linear):
+            return self.model(**enc).logits[rows, last][:, self.label_tokens]
+        hidden = backbone(**enc).last_hidden_state[rows, last]
+        logits = hidden @ head.weight[self.label_tokens].T
+        return logits + head.bias[self.label_tokens] if head.bias is not None else logits
 
 
 class CausalLM(Objective):
