@@ -7,12 +7,8 @@ time is up; ``steady`` picks the window in which every peer has joined and none 
 
 from __future__ import annotations
 
-import inspect
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +16,6 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.lab.control import AnyLab
-from onebyte.rundir import ADDRESSES
 from onebyte.swarm import PeerProcess, read_summary, start_peer, stop_group, wait_for_address
 
 #: How often progress and counters are sampled.
@@ -49,7 +44,7 @@ class SwarmRun:
 
 def start(lab: LabWithAddresses, i: int, work: Path, args: Sequence[str], join: Sequence[str] = ()) -> PeerProcess:
     """``onebyte peer`` number i in namespace i, listening on the lab address, output in work/peer-i."""
-    return _start_peer(i, work / f"peer-{i}", [*args, "--host", lab.ips[i]], join, lab.wrap(i, []))
+    return start_peer(i, work / f"peer-{i}", [*args, "--host", lab.ips[i]], join, lab.wrap(i, []))
 
 
 def run(lab: LabWithAddresses, work: Path, args: Sequence[str], *, address_timeout: float,
@@ -91,21 +86,3 @@ def steady(samples: list[Sample], warmup: int, rounds: int) -> tuple[Sample, Sam
 
 
 # ------------------------------------------------------------------------------------------------
-# Until onebyte.swarm.start_peer takes a command prefix (``prefix=lab.wrap(i, [])``), the same
-# launch with the prefix put in front here. Remove this once it does.
-
-_TAKES_PREFIX = "prefix" in inspect.signature(start_peer).parameters
-
-
-def _start_peer(index: int, out: Path, args: Sequence[str], join: Sequence[str], prefix: list[str]) -> PeerProcess:
-    if _TAKES_PREFIX:
-        return start_peer(index, out, args, join, prefix=prefix)  # type: ignore[call-arg]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ADDRESSES).unlink(missing_ok=True)
-    cmd = [*prefix, sys.executable, "-m", "onebyte", "peer", "--out", str(out), *args]
-    for addr in join:
-        cmd += ["--join", addr]
-    with open(out / "peer.log", "ab") as log_fh:
-        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return PeerProcess(index, out, proc, list(args))

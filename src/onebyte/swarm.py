@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NetworkTimeout, PeerProcessError
+from .rundir import ADDRESSES, SUMMARY
 
 __all__ = ["PeerProcess", "start_peer", "run_swarm", "read_summary", "stop_group"]
 
@@ -40,11 +41,14 @@ class PeerProcess:
         return self.proc.poll() is None
 
 
-def start_peer(index: int, out: Path, args: Sequence[str], join: Sequence[str] = ()) -> PeerProcess:
-    """Launch ``onebyte peer`` in a new process group, logging to ``out/peer.log``."""
+def start_peer(index: int, out: Path, args: Sequence[str], join: Sequence[str] = (),
+               prefix: Sequence[str] = ()) -> PeerProcess:
+    """Launch ``onebyte peer`` in a new process group, logging to ``out/peer.log``.
+
+    ``prefix`` goes in front of the command (the labs run ``ip netns exec NS``)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "addresses.txt").unlink(missing_ok=True)  # the peer writes it once it is reachable
-    cmd = [sys.executable, "-m", "onebyte", "peer", "--out", str(out), *args]
+    (out / ADDRESSES).unlink(missing_ok=True)  # the peer writes it once it is reachable
+    cmd = [*prefix, sys.executable, "-m", "onebyte", "peer", "--out", str(out), *args]
     for addr in join:
         cmd += ["--join", addr]
     log_fh = open(out / "peer.log", "ab")
@@ -55,7 +59,7 @@ def start_peer(index: int, out: Path, args: Sequence[str], join: Sequence[str] =
 
 
 def wait_for_address(p: PeerProcess, timeout: float = ADDRESS_TIMEOUT) -> list[str]:
-    path = p.out / "addresses.txt"
+    path = p.out / ADDRESSES
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if path.exists():
@@ -89,7 +93,7 @@ def stop_group(p: PeerProcess, sig: int = signal.SIGTERM, grace: float = STOP_GR
 
 def read_summary(out: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((out / "summary.json").read_text())
+        return json.loads((out / SUMMARY).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
