@@ -18,6 +18,17 @@ FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbea
             sync_interval=0.2, poll=0.01)
 
 
+_OPEN: list[Peer] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_every_peer():
+    """Every peer a test opens is closed (executors stopped, ledger closed), pass or fail."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def _setup():
     return Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader", train=TRAIN))
 
@@ -29,6 +40,7 @@ def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None):
         shards = split_shards(setup.dataset.train, n, None, 0)
         opts = PeerOptions(peer_id=pid, rounds=rounds, lockstep=lockstep, secret=secret, **FAST)
         peers.append(Peer(setup, shards[i], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
+    _OPEN.extend(peers)
     return peers
 
 

@@ -60,3 +60,25 @@ def test_peer_without_the_secret_gets_nothing_applied(tmp_path):
     assert s0["records"] == s1["records"] == 16  # 8 rounds x 2 honest peers, nothing from the intruder
     assert s0["records_rejected"] > 0 and s1["records_rejected"] > 0
     assert si["state_hash"] != s0["state_hash"]
+
+
+def test_peers_from_run_files_differing_in_one_setting_name_it(tmp_path):
+    from swarmlab import address, peer, secret_file, wait_until
+
+    from onebyte.config import RunSpec, TrainConfig
+    from onebyte.swarm import stop_group
+
+    key = ["--secret-file", str(secret_file(tmp_path))]
+    RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, tune="all")).save(tmp_path / "a.toml")
+    RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, tune="all", lr=2e-3)).save(tmp_path / "b.toml")
+    first = peer(tmp_path / "a", 0, 2, ["--config", str(tmp_path / "a.toml"), "--rounds", "40", *key])
+    try:
+        other = peer(tmp_path / "b", 1, 2, ["--config", str(tmp_path / "b.toml"), "--rounds", "40", *key],
+                     address(first))
+        wait_until(lambda: not other.alive(), 300, "the mismatched peer to give up")
+        log = (other.out / "peer.log").read_text()
+        assert other.proc.returncode == 2, log[-2000:]
+        errors = [line for line in log.splitlines() if line.startswith("onebyte: error")]
+        assert len(errors) == 1 and "train.lr: 0.002 here, 0.001 there" in errors[0], log[-2000:]
+    finally:
+        stop_group(first)

@@ -154,7 +154,7 @@ def load_dataset(spec: str, *, label_names: list[str] | None = None, need_labels
         return _vader()
     path = Path(spec)
     if not path.suffix:
-        raise ConfigError(f"--task must be vader or a .jsonl/.csv file, not {spec!r}")
+        raise ConfigError.of("task", f"must be vader or a .jsonl/.csv file, not {spec!r}")
     items, names = _from_rows(path, _rows(path), label_names, need_labels)
     if eval_file is None:
         return _split(items, path.name, names)
@@ -196,7 +196,7 @@ def dataset_from_examples(train: list, eval: list | None = None, *, label_names:
 def split_shards(examples: list[Example], peers: int, alpha: float | None, seed: int) -> list[list[Example]]:
     """Split training examples over peers: iid (``alpha=None``) or Dirichlet(alpha) label skew."""
     if peers < 1:
-        raise ConfigError("--peers must be at least 1")
+        raise ConfigError.of("peers", "must be at least 1")
     if len(examples) < peers:
         raise DataError(f"{len(examples)} training examples cannot feed {peers} peers")
     rng = np.random.default_rng(seed)

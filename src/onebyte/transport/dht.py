@@ -101,7 +101,7 @@ class DhtTransport(Transport):
             self.dht = start(list(initial_peers or []))
         except Exception as exc:  # hivemind raises plain exceptions for unreachable peers / bad addrs
             if not initial_peers or "bootstrap" not in str(exc):
-                raise ConfigError(f"could not start the DHT node: {exc}") from None
+                raise ConfigError(f"could not start the DHT node: {_one_line(exc)}") from None
             # The bootstrap ping has hivemind's 3 s RPC timeout, which a slow link can exceed before
             # the connection is even up (TCP + TLS + stream setup over a 400 ms round trip, a lost
             # SYN costs 1 s): start alone, then dial the join peers without that limit.
@@ -111,7 +111,7 @@ class DhtTransport(Transport):
             try:
                 self.dht = start([])
             except Exception as exc2:
-                raise ConfigError(f"could not start the DHT node: {exc2}") from None
+                raise ConfigError(f"could not start the DHT node: {_one_line(exc2)}") from None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="onebyte-p2p", daemon=True)
         self._thread.start()
@@ -243,7 +243,7 @@ class DhtTransport(Transport):
         except NetworkError:
             raise
         except Exception as exc:
-            raise PeerUnreachable(f"request to peer {contact[:16]}… failed: {exc}") from None
+            raise PeerUnreachable(f"request to peer {contact[:16]}… failed: {_one_line(exc)}") from None
         self.bytes_sent += len(payload)
         self.bytes_received += len(reply)
         return reply
@@ -255,7 +255,7 @@ class DhtTransport(Transport):
         try:
             self.dht.run_coroutine(partial(_connect, list(addresses)), return_future=True).result(START_TIMEOUT)
         except Exception as exc:
-            raise PeerUnreachable(f"could not connect to {addresses}: {exc}") from None
+            raise PeerUnreachable(f"could not connect to {addresses}: {_one_line(exc)}") from None
 
     def close(self) -> None:
         """Publish unfinished bundles, stop the P2P replica, the DHT and the loop; idempotent."""
@@ -286,3 +286,9 @@ async def _connect(addresses: list[str], _dht, node) -> bool:
         await node.protocol.call_ping(peer)
     await node.find_nearest_nodes([node.node_id])
     return True
+
+
+def _one_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's message (hivemind's can span many)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
