@@ -26,7 +26,8 @@ TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--s
                "batch_size": "--batch-size", "tune": "--tune", "directions": "--directions",
                "max_length": "--max-length"}
 RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
-             "labels": "--labels", "eval_file": "--eval-file"}
+             "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
+             "label_column": "--label-column", "template": "--template", "chat": "--chat"}
 
 
 def flag_for(field: str) -> str:
@@ -73,6 +74,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", help="vader, or a local .jsonl/.csv file with text,label columns [vader]")
     g.add_argument("--eval-file", help="held-out .jsonl/.csv (default: 20%% of --task, fixed split)")
     g.add_argument("--labels", help="comma-separated label names, in index order (default: from the data)")
+    g.add_argument("--text-column", help="column of the data file holding the text [text]")
+    g.add_argument("--label-column", help="column of the data file holding the label [label]")
+    g.add_argument("--template", help='how an example is put to the model, naming any columns: '
+                   '"Drug: {drugName}\\nReview: {review}\\nSentiment:" (\\n is a newline) [the text]')
+    g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                   help="wrap prompts in the model's chat template (causal LMs that have one) [no]")
     g.add_argument("--objective", choices=["auto", "classify", "lm"],
                    help="classify (label from text) or lm (next-token loss); auto = classify [auto]")
     g.add_argument("--samples", type=_positive_int, help="projected gradients per peer per round (K) [4]")
@@ -181,6 +188,8 @@ def _spec(a: argparse.Namespace):
 
     spec = RunSpec.load(a.config) if getattr(a, "config", None) else RunSpec()
     run = {f: getattr(a, f, None) for f in RUN_FLAGS}
+    if run["template"] is not None:
+        run["template"] = run["template"].replace("\\n", "\n")
     if run["labels"] is not None:
         names = [t.strip() for t in run["labels"].split(",") if t.strip()]
         if len(names) < 2:

@@ -127,7 +127,7 @@ def _plain(v: Any) -> Any:
 
 #: The fields of a ``RunSpec`` (besides ``train``) that change the math; model and task name
 #: where each site finds its files, so they differ between sites and stay out of the run tag.
-MATH_FIELDS = ("run_id", "objective", "labels")
+MATH_FIELDS = ("run_id", "objective", "labels", "template", "chat")
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,10 @@ class RunSpec:
     objective: ObjectiveKind = ObjectiveKind.AUTO
     labels: tuple[str, ...] = ()
     eval_file: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    template: str | None = None
+    chat: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:  # friendly types from Python callers: strings and lists
@@ -165,6 +169,13 @@ class RunSpec:
             out.append(("task", "must be vader or a local data file"))
         if self.labels and len(self.labels) < 2:
             out.append(("labels", "needs at least two names"))
+        for name in ("text_column", "label_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                out.append((name, "must be a column name"))
+        if self.template is not None and (not isinstance(self.template, str) or "{" not in self.template):
+            out.append(("template", f"must name at least one column as {{column}}, not {self.template!r}"))
+        if not isinstance(self.chat, bool):
+            out.append(("chat", f"must be true or false, not {self.chat!r}"))
         return out
 
     def validate(self) -> RunSpec:
@@ -189,13 +200,15 @@ class RunSpec:
     def math(self) -> dict[str, Any]:
         """The canonical configuration: every field that changes the math, plain JSON types."""
         return {"run_id": self.run_id, "objective": self.objective.value, "labels": list(self.labels),
-                "train": self.train.to_dict()}
+                "template": self.template, "chat": self.chat, "train": self.train.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
         d = {"run_id": self.run_id, "model": self.model, "task": self.task, "objective": self.objective.value,
-             "labels": list(self.labels), "train": self.train.to_dict()}
-        if self.eval_file is not None:
-            d["eval_file"] = self.eval_file
+             "labels": list(self.labels), "text_column": self.text_column, "label_column": self.label_column,
+             "chat": self.chat, "train": self.train.to_dict()}
+        for optional in ("eval_file", "template"):
+            if getattr(self, optional) is not None:
+                d[optional] = getattr(self, optional)
         return d
 
     @classmethod
@@ -247,10 +260,12 @@ class RunSpec:
 
     def to_toml(self) -> str:
         """This spec as a commented run file (``RunSpec.load`` reads it back equal)."""
-        values = {k: _toml(v) for k, v in self.to_dict().items() if k not in ("train", "eval_file")}
+        values = {k: _toml(v) for k, v in self.to_dict().items() if k not in ("train", "eval_file", "template")}
         values.update({f"train_{k}": _toml(v) for k, v in self.train.to_dict().items()})
         values["eval_file_line"] = ("# eval_file = \"\"" if self.eval_file is None
                                     else f"eval_file = {_toml(self.eval_file)}")
+        values["template_line"] = ("# template = \"Review: {review}\\nSentiment:\"" if self.template is None
+                                   else f"template = {_toml(self.template)}")
         return RUN_FILE_TEMPLATE.format(**values)
 
     def save(self, path: Path | str) -> None:
@@ -286,6 +301,13 @@ objective = {objective}
 labels = {labels}
 # held-out data file of this site (empty: 20% of task, always the same texts)
 {eval_file_line}
+# the columns of this site's data file holding the text and the label
+text_column = {text_column}
+label_column = {label_column}
+# [math] how an example is put to the model; may name any column as {{column}} (empty: the text)
+{template_line}
+# [math] wrap the prompt in the model's chat template (causal LMs that have one)
+chat = {chat}
 
 [train]
 # [math] wire format of a gradient: byte (1 byte + 1 exponent byte per record), sign (1 bit), float32

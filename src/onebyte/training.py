@@ -56,7 +56,9 @@ class Setup:
                              f"{expect_base_hash[:12]}…)")
         if dataset is None:
             dataset = load_dataset(spec.task, label_names=list(spec.labels) or None,
-                                   need_labels=kind is not ObjectiveKind.LM, eval_file=spec.eval_file)
+                                   need_labels=kind is not ObjectiveKind.LM, eval_file=spec.eval_file,
+                                   text_column=spec.text_column, label_column=spec.label_column,
+                                   template=spec.template)
         obj = build_objective(loaded, dataset, kind, spec.train.max_length)
         state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(spec.train.tune)))
         return cls(Run(spec, base_hash), loaded, dataset, obj, state)

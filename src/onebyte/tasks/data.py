@@ -144,7 +144,8 @@ def _from_rows(path: Path, rows: list[tuple[int, dict]], label_names: list[str] 
 
 
 def load_dataset(spec: str, *, label_names: list[str] | None = None, need_labels: bool = True,
-                 eval_file: str | None = None) -> Dataset:
+                 eval_file: str | None = None, text_column: str = "text", label_column: str = "label",
+                 template: str | None = None) -> Dataset:
     """``vader`` or a path to a .jsonl/.csv file (optionally with a separate eval file)."""
     if spec == "vader":
         if not need_labels:
