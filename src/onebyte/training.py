@@ -59,7 +59,7 @@ class Setup:
                                    need_labels=kind is not ObjectiveKind.LM, eval_file=spec.eval_file,
                                    text_column=spec.text_column, label_column=spec.label_column,
                                    template=spec.template)
-        obj = build_objective(loaded, dataset, kind, spec.train.max_length)
+        obj = build_objective(loaded, dataset, kind, spec.train.max_length, chat=spec.chat)
         state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(spec.train.tune)))
         return cls(Run(spec, base_hash), loaded, dataset, obj, state)
 

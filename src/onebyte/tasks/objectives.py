@@ -92,40 +92,89 @@ class EncoderClassifier(Objective):
 
 
 class CausalClassifier(Objective):
-    def __init__(self, loaded, dataset, max_length):
+    """A causal LM classifies by the likelihood of each label's words after the prompt.
+
+    The prompt is the example's text (through the dataset's template), then the cue
+    ``"\nsentiment:"`` unless the user's template ends in its own, optionally wrapped in the
+    model's chat template (``chat``). Label words (verbalizers) may span several tokens: an
+    example's loss is the negative total log-likelihood of its label's tokens (full vocabulary),
+    and it is classified as the label of highest likelihood. Long texts lose their *beginning*:
+    the end of the text, the cue and the answer always fit in ``max_length``.
+
+    Sequences are left-padded with explicit position ids, so every row ends at the same position
+    and only the last few positions go through the LM head (``logits_to_keep``): a full head is
+    positions x vocabulary per example, most of a small model's forward pass."""
+
+    CUE = "\nsentiment:"
+
+    def __init__(self, loaded, dataset, max_length, chat: bool = False):
         super().__init__(loaded, dataset, max_length)
-        self.label_tokens = []
+        tok = self.tokenizer
+        self.cue = "" if getattr(dataset, "custom_template", False) else self.CUE
+        self.pre, self.post = [], []
+        if chat:
+            if not getattr(tok, "chat_template", None):
+                raise ConfigError.of("chat", "this model's tokenizer has no chat template")
+            marker = "\u2063onebyte\u2063"
+            wrapped = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                              add_generation_prompt=True)
+            before, after = wrapped.split(marker)
+            self.pre = tok(before, add_special_tokens=False)["input_ids"]
+            self.post = tok(after, add_special_tokens=False)["input_ids"]
+        elif tok.bos_token_id is not None and getattr(tok, "add_bos_token", False):
+            self.pre = [tok.bos_token_id]
+        space = "" if chat else " "
+        self.label_ids: list[list[int]] = []
         for name in self.label_names:
-            ids = self.tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+            ids = tok(space + name, add_special_tokens=False)["input_ids"]
             if not ids:
                 raise DataError(f"label {name!r} tokenizes to nothing")
-            self.label_tokens.append(ids[0])
-        if len(set(self.label_tokens)) != len(self.label_tokens):
-            raise DataError(f"labels {self.label_names} share their first token; rename them")
-        self.tokenizer.padding_side = "right"
+            self.label_ids.append(list(ids))
+        if len({tuple(x) for x in self.label_ids}) != len(self.label_ids):
+            raise DataError(f"labels {self.label_names} tokenize to the same tokens; rename them")
+        self.longest = max(map(len, self.label_ids))
+        self.budget = max_length - len(self.pre) - len(self.post) - self.longest
+        if self.budget < 4:
+            raise ConfigError.of("train.max_length", f"{max_length} tokens leave no room for the text after the "
+                                 "chat template and the label")
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        """Token ids of one prompt, cut from the left to fit (the end of the text, nearest the answer, stays)."""
+        body = self.tokenizer(self.template.format(text=example.text) + self.cue, add_special_tokens=False)
+        return self.pre + body["input_ids"][-self.budget:] + self.post
+
+    def _forward(self, rows: list[list[int]], keep: int) -> torch.Tensor:
+        """Log-probabilities at the last ``keep`` positions of left-padded rows: (rows, keep, vocab)."""
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+        return F.log_softmax(out.logits[:, -keep:].float(), dim=-1)
+
+    def label_loglik(self, batch: Sequence[Example]) -> torch.Tensor:
+        """log p(label words | prompt) for every example and label: (examples, labels)."""
+        prompts = [self.prompt_ids(e) for e in batch]
+        if self.longest == 1:  # one forward: the next-token distribution after each prompt
+            logp = self._forward(prompts, 1)[:, -1]
+            return logp[:, [ids[0] for ids in self.label_ids]]
+        # several tokens: one row per (example, label), each ending in its label's words
+        rows = [p + ids for p in prompts for ids in self.label_ids]
+        logp = self._forward(rows, self.longest + 1)[:, :-1]  # position j predicts token j + 1
+        scores = torch.empty(len(rows))
+        for r, ids in enumerate(self.label_ids * len(prompts)):
+            picked = logp[r, self.longest - len(ids):].gather(1, torch.tensor(ids).unsqueeze(1))
+            scores[r] = picked.sum()
+        return scores.view(len(prompts), len(self.label_ids))
 
     def per_example(self, batch):
-        texts = [self.template.format(text=e.text) + "\nsentiment:" for e in batch]
-        enc = self._tokens(texts)
-        enc.pop("token_type_ids", None)
-        logits = self._label_logits(enc)
+        scores = self.label_loglik(batch)
         labels = torch.tensor([e.label for e in batch])
-        return logits, F.cross_entropy(logits, labels, reduction="none")
-
-
-    def _label_logits(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits of the label tokens at each text's last position. Only those rows of the LM head
-        are computed: a full head costs positions x vocabulary (30k-50k) per example, which is
-        most of a small model's forward pass, for a softmax over a handful of labels."""
-        last = enc["attention_mask"].sum(1) - 1
-        rows = torch.arange(len(last))
-        backbone = getattr(self.model, "base_model", None)
-        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
-        if backbone is None or backbone is self.model or not isinstance(head, torch.nn.Linear):
-            return self.model(**enc).logits[rows, last][:, self.label_tokens]
-        hidden = backbone(**enc).last_hidden_state[rows, last]
-        logits = hidden @ head.weight[self.label_tokens].T
-        return logits + head.bias[self.label_tokens] if head.bias is not None else logits
+        return scores, -scores.gather(1, labels.unsqueeze(1)).squeeze(1)
 
 
 class CausalLM(Objective):
@@ -138,7 +187,8 @@ class CausalLM(Objective):
         return None, (tok * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def build_objective(loaded: LoadedModel, dataset: Dataset, kind: ObjectiveKind, max_length: int) -> Objective:
+def build_objective(loaded: LoadedModel, dataset: Dataset, kind: ObjectiveKind, max_length: int,
+                    chat: bool = False) -> Objective:
     """Pick the objective for (model kind, requested kind)."""
     if kind is ObjectiveKind.LM:
         if loaded.kind is not ModelKind.CAUSAL:
@@ -148,4 +198,4 @@ def build_objective(loaded: LoadedModel, dataset: Dataset, kind: ObjectiveKind, 
         raise ConfigError.of("objective", "classification needs labelled data (or objective = lm)")
     if loaded.kind is ModelKind.ENCODER:
         return EncoderClassifier(loaded, dataset, max_length)
-    return CausalClassifier(loaded, dataset, max_length)
+    return CausalClassifier(loaded, dataset, max_length, chat=chat)
