@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -21,9 +22,34 @@ from ..errors import ConfigError, DataError
 from ..models import LoadedModel, ModelKind
 from .data import Dataset, Example
 
-__all__ = ["ObjectiveKind", "Objective", "EncoderClassifier", "CausalClassifier", "CausalLM", "build_objective"]
+__all__ = ["ObjectiveKind", "Objective", "EncoderClassifier", "CausalClassifier", "CausalLM", "build_objective",
+           "classification_metrics", "METRICS"]
 
 COSINE_SCALE = 20.0
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def classification_metrics(confusion) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro-F1 of a confusion matrix (``confusion[i, j]``: examples
+    of class i predicted as j). All three are NaN when it counts no example.
+
+    * balanced accuracy: the mean recall over the classes present among the true labels;
+    * macro-F1: the mean F1 over the classes present among the true labels *or* the predictions.
+      A present class never predicted scores 0, and so does a class predicted but never true; a
+      class that is neither (F1 = 0/0) is left out, not counted as 0, so a held-out slice that
+      happens to lack a rare class is not scored down for it (scikit-learn's
+      ``zero_division=np.nan``)."""
+    c = np.asarray(confusion, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"a confusion matrix is square, not of shape {c.shape}")
+    n = c.sum()
+    if n == 0:
+        return dict.fromkeys(METRICS, math.nan)
+    tp, support, predicted = np.diag(c), c.sum(1), c.sum(0)
+    present, occurs = support > 0, support + predicted > 0
+    recall = tp[present] / support[present]
+    f1 = 2 * tp[occurs] / (support[occurs] + predicted[occurs])  # 2TP / (2TP + FP + FN)
+    return {"accuracy": float(tp.sum() / n), "balanced_accuracy": float(recall.mean()), "macro_f1": float(f1.mean())}
 
 
 class Objective:
@@ -60,17 +86,19 @@ class Objective:
 
     @torch.inference_mode()
     def evaluate(self, examples: Sequence[Example], batch_size: int = 128) -> dict[str, float]:
-        total, correct, n = 0.0, 0, 0
+        """Mean loss, and for a classifier accuracy, balanced accuracy and macro-F1 from one confusion
+        matrix (the same keys for plain text, NaN there)."""
+        total, n = 0.0, 0
+        confusion = np.zeros((len(self.label_names),) * 2, dtype=np.int64)
         for i in range(0, len(examples), batch_size):
             chunk = examples[i:i + batch_size]
             logits, loss = self.logits_and_loss(chunk)
             total += float(loss) * len(chunk)
             n += len(chunk)
             if logits is not None:
-                labels = torch.tensor([e.label for e in chunk])
-                correct += int((logits.argmax(-1) == labels).sum())
+                np.add.at(confusion, ([e.label for e in chunk], logits.argmax(-1).tolist()), 1)
         out = {"loss": total / max(n, 1)}
-        out["accuracy"] = correct / max(n, 1) if self.label_names else math.nan
+        out.update(classification_metrics(confusion) if self.label_names else dict.fromkeys(METRICS, math.nan))
         return out
 
 
