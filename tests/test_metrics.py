@@ -125,3 +125,19 @@ def test_evaluate_plain_text_keeps_the_keys_as_nan():
     out = _Fixed([], {}).evaluate([Example("x", -1), Example("y", -1)])
     assert out["loss"] == 1.0 and set(out) == {"loss", *METRICS}
     assert all(math.isnan(out[k]) for k in METRICS)
+
+
+@pytest.mark.parametrize("ev", [{"loss": 0.5, "accuracy": 0.6, "balanced_accuracy": 0.5, "macro_f1": 0.4},
+                                {"loss": 0.5, "accuracy": 0.6},  # a run from before macro-F1
+                                {"loss": 0.5, "accuracy": math.nan, "balanced_accuracy": math.nan,
+                                 "macro_f1": math.nan}])  # plain text
+def test_curve_draws_what_the_run_reports(tmp_path, ev):
+    import json
+
+    from onebyte.plots import plot_curve
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"round": r, "forward_passes": 8 * r, "train_loss": 1.0 / (r + 1),
+                                           **({"eval": ev} if r % 2 else {})}) + "\n" for r in range(4)))
+    out = plot_curve(metrics, tmp_path / "curve.png", title="t", before=ev)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
