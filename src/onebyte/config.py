@@ -164,9 +164,9 @@ class RunSpec:
         if not isinstance(self.run_id, str) or not 1 <= len(self.run_id) <= 200:
             out.append(("run_id", f"must be a name of 1..200 characters, not {self.run_id!r}"))
         if not isinstance(self.model, str) or not self.model:
-            out.append(("model", "must be minilm, tiny-gpt2 or a local model directory"))
+            out.append(("model", "must be minilm, tiny-gpt2, smollm2 or a local model directory"))
         if not isinstance(self.task, str) or not self.task:
-            out.append(("task", "must be vader or a local data file"))
+            out.append(("task", "must be vader, tweets or a local data file"))
         if self.labels and len(self.labels) < 2:
             out.append(("labels", "needs at least two names"))
         for name in ("text_column", "label_column"):
@@ -293,7 +293,7 @@ run_id = {run_id}
 # minilm, tiny-gpt2, or a local Hugging Face model directory (each site may keep its own copy;
 # the weights must be the same: the base hash is part of the run tag)
 model = {model}
-# vader, or this site's own data file (.jsonl / .csv with text,label columns)
+# vader, tweets, or this site's own data file (.jsonl, .json, .csv, .tsv or .parquet)
 task = {task}
 # [math] classify (label from text), lm (next-token loss), or auto (= classify)
 objective = {objective}
