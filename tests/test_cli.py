@@ -46,14 +46,14 @@ def test_replay_exports_a_model_that_evaluates_like_the_run(tiny_run, tmp_path, 
     assert main(["replay", "--base", "tiny-gpt2", "--run", str(tiny_run), "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "model.safetensors").exists()
     capsys.readouterr()
-    # the first 64 held-out examples are what the run evaluated on
+    # the run evaluated on eval_subset(test, 64)
     from onebyte.models import load_model
-    from onebyte.tasks.data import load_dataset
+    from onebyte.tasks.data import eval_subset, load_dataset
     from onebyte.tasks.objectives import ObjectiveKind, build_objective
 
     loaded = load_model(str(tmp_path / "m"))
     ds = load_dataset("vader")
-    ev = build_objective(loaded, ds, ObjectiveKind.AUTO, 32).evaluate(ds.test[:64])
+    ev = build_objective(loaded, ds, ObjectiveKind.AUTO, 32).evaluate(eval_subset(ds.test, 64))
     assert ev["accuracy"] == s["eval_after"]["accuracy"]
     assert abs(ev["loss"] - s["eval_after"]["loss"]) < 1e-5
 

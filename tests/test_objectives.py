@@ -67,9 +67,8 @@ def test_long_text_loses_its_beginning_never_the_cue_or_answer(tiny):
 
 def test_custom_template_brings_its_own_cue(tiny):
     loaded, ds = tiny
-    obj = CausalClassifier(loaded, replace(ds, custom_template=True) if hasattr(ds, "custom_template") else ds, 32)
-    if hasattr(ds, "custom_template"):
-        assert obj.cue == ""
+    assert CausalClassifier(loaded, ds, 32).cue == CausalClassifier.CUE
+    assert CausalClassifier(loaded, replace(ds, custom_template=True), 32).cue == ""
 
 
 def test_chat_template_wraps_the_prompt(tiny):

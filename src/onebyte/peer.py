@@ -39,7 +39,7 @@ from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .record import Record
 from .replica import Replica
 from .rundir import RunDir
-from .tasks.data import Example
+from .tasks.data import Example, eval_subset
 from .training import Privacy, Setup, make_record
 from .transport.base import Transport
 
@@ -616,7 +616,7 @@ class Peer:
         if not self.opts.eval_size:
             return None
         with self.replica.lock:
-            return self.setup.objective.evaluate(self.setup.dataset.test[: self.opts.eval_size])
+            return self.setup.objective.evaluate(eval_subset(self.setup.dataset.test, self.opts.eval_size))
 
     def run(self, stop: threading.Event | None = None, on_round: Any = None, *,
             rounds: int | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from .errors import ConfigError, storage_error
 from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
-from .tasks.data import split_shards
+from .tasks.data import eval_subset, split_shards
 from .training import Privacy, Setup, make_record
 
 __all__ = ["SimConfig", "SimResult", "run_simulation"]
@@ -132,7 +132,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
     if cfg.dp is not None:
         steps = cfg.rounds * cfg.train.samples
         privacy = [Privacy.create(Accountant(cfg.dp, len(s), cfg.train.batch_size, steps)) for s in shards]
-    test = setup.dataset.test[: cfg.eval_size] if cfg.eval_size else setup.dataset.test
+    test = eval_subset(setup.dataset.test, cfg.eval_size)
     every = cfg.eval_every or max(1, cfg.rounds // 10)
     forwards = 0
     # The wall-clock a swarm of real machines would need: peers measure in parallel, so a round

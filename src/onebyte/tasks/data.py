@@ -36,8 +36,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, MissingDependency
 
-__all__ = ["Example", "Dataset", "load_dataset", "dataset_from_examples", "split_shards", "TEST_FRACTION",
-           "FORMATS", "BUILTIN_TASKS"]
+__all__ = ["Example", "Dataset", "load_dataset", "dataset_from_examples", "eval_subset", "split_shards",
+           "TEST_FRACTION", "FORMATS", "BUILTIN_TASKS"]
 
 TEST_FRACTION = 0.2
 _SPLIT_SEED = 20231006
@@ -405,6 +405,16 @@ def dataset_from_examples(train: list, eval: list | None = None, *, label_names:
         return _split(items, name, names)
     test, _, _ = _examples(_as_table(eval, "eval_data"), label_names=names or None, need_labels=need_labels)
     return Dataset(name, items, test, names)
+
+
+def eval_subset(test: list[Example], n: int) -> list[Example]:
+    """``n`` held-out examples drawn with a fixed seed (all when ``n`` is 0 or too large): every run
+    that evaluates n examples evaluates the same ones, spread over the file rather than its head
+    (files such as the tweets concatenate corpora, so their first rows are all of one source)."""
+    if not n or n >= len(test):
+        return list(test)
+    keep = np.sort(np.random.default_rng(_SPLIT_SEED).permutation(len(test))[:n])
+    return [test[i] for i in keep]
 
 
 def split_shards(examples: list[Example], peers: int, alpha: float | None, seed: int) -> list[list[Example]]:
