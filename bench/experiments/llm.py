@@ -1,0 +1,166 @@
+"""A real causal LM on real sentences: SmolLM2-135M-Instruct on the labelled tweets (3 classes).
+
+    python -m bench.experiments.llm [--quick] [--rounds 60] [--out bench/results/llm.json]
+
+Three conditions on the same model, data, prompt and held-out sample (`--eval-size` tweets drawn
+with a fixed seed from the fixed test split; accuracy, balanced accuracy and macro-F1):
+  * zero-shot (the untouched model, chat prompt, label = likeliest of negative/neutral/positive);
+  * onebyte: `onebyte simulate` with 4 peers (iid shards), the configuration below;
+  * first-order Adam with backprop on all weights, same batches' size, for `--adam-steps` steps.
+Wall-clock is this machine's, everything in one process, peers measured one after another
+(`swarm_seconds` is what 4 real machines would need: each round costs its slowest peer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.output import RESULTS, save_result
+from bench.sections import Claim, Results, Section, Step
+
+TEMPLATE = "Tweet: {text}\nIs the sentiment of this tweet negative, neutral or positive?"
+FULL = {"rounds": 60, "eval_size": 300, "eval_every": 20, "adam_steps": 60}
+QUICK = {"rounds": 4, "eval_size": 30, "eval_every": 2, "adam_steps": 4}
+
+
+def spec(a: argparse.Namespace):
+    import onebyte
+
+    return onebyte.RunSpec(run_id="llm-bench", model=a.model, task=a.task, labels=("negative", "neutral", "positive"),
+                           template=TEMPLATE, chat=a.chat,
+                           train=onebyte.TrainConfig(tune=a.tune, lr=a.lr, eps=a.eps, samples=a.samples,
+                                                     batch_size=a.batch_size, max_length=a.max_length))
+
+
+def run_onebyte(a: argparse.Namespace, p: dict) -> dict:
+    import onebyte
+
+    curve = []
+    with tempfile.TemporaryDirectory(prefix="onebyte-llm-") as tmp:
+        result = onebyte.simulate(spec(a), out=Path(tmp) / "run", peers=a.peers, rounds=p["rounds"],
+                                  eval_every=p["eval_every"], eval_size=p["eval_size"],
+                                  on_round=lambda line: curve.append(line) if "eval" in line else None)
+        s = result.summary
+    return {"before": s["eval_before"], "after": s["eval_after"], "seconds": s["seconds"],
+            "swarm_seconds": s["swarm_seconds"], "forward_passes": s["forward_passes"],
+            "payload_bytes": s["payload_bytes"], "tuned_parameters": s["tuned_parameters"],
+            "curve": [{"round": c["round"] + 1, "forward_passes": c["forward_passes"], "seconds": c["seconds"],
+                       **c["eval"]} for c in curve]}
+
+
+def run_adam(a: argparse.Namespace, p: dict) -> dict:
+    import numpy as np
+    import torch
+
+    from onebyte.tasks.data import eval_subset
+    from onebyte.training import Setup
+
+    setup = Setup.build(spec(a).with_overrides(tune="all"))
+    model, obj = setup.loaded.model, setup.objective
+    model.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=a.adam_lr)
+    rng = np.random.default_rng(0)
+    test = eval_subset(setup.dataset.test, p["eval_size"])
+    t0 = time.perf_counter()
+    for _ in range(p["adam_steps"]):
+        idx = rng.choice(len(setup.dataset.train), size=a.batch_size, replace=False)
+        opt.zero_grad()
+        obj.logits_and_loss([setup.dataset.train[i] for i in idx])[1].backward()
+        opt.step()
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        after = obj.evaluate(test)
+    return {"after": after, "seconds": round(seconds, 1), "steps": p["adam_steps"],
+            "forward_backward_passes": p["adam_steps"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--task", default="tweets")
+    ap.add_argument("--peers", type=int, default=4)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--tune", default="norm")
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--eps", type=float, default=1e-3)
+    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--adam-lr", type=float, default=1e-5)
+    ap.add_argument("--adam-steps", type=int)
+    ap.add_argument("--skip-adam", action="store_true")
+    ap.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
+                    help="wrap prompts in the model's chat template")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=RESULTS / "llm.json")
+    a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    p = dict(QUICK if a.quick else FULL)
+    p.update({k: v for k, v in (("rounds", a.rounds), ("adam_steps", a.adam_steps)) if v is not None})
+    result = {"config": {k: getattr(a, k) for k in ("model", "task", "peers", "tune", "lr", "eps", "samples",
+                                                     "batch_size", "max_length", "adam_lr")},
+              "template": TEMPLATE, "chat": a.chat, **p}
+    result["onebyte"] = run_onebyte(a, p)
+    if not a.skip_adam:
+        result["adam"] = run_adam(a, p)
+    args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result["config"].items())
+    save_result(result, a.out, f"python -m bench.experiments.llm {'--quick ' if a.quick else ''}"
+                f"--rounds {p['rounds']} --adam-steps {p['adam_steps']} {args}", "2-core CPU, no GPU")
+
+
+def _row(name: str, ev: dict, extra: str) -> str:
+    return (f"| {name} | {ev['accuracy']:.3f} | {ev.get('balanced_accuracy', float('nan')):.3f} | "
+            f"{ev.get('macro_f1', float('nan')):.3f} | {extra} |")
+
+
+def render(results: Results) -> list[str]:
+    r = results.get("llm")
+    if not r:
+        return []
+    ob, c = r["onebyte"], r["config"]
+    out = [f"## A real causal LM on real sentences ({c['model']} on {c['task']})", "",
+           f"`{r['command']}` ({r['date']}, {r['machine']}). {c['peers']} peers, tune `{c['tune']}` "
+           f"({ob['tuned_parameters']:,} scalars), lr {c['lr']}, ε {c['eps']}, K = {c['samples']}, batch "
+           f"{c['batch_size']}, max length {c['max_length']}, {'chat template' if r['chat'] else 'no chat template'}, prompt `{r['template']!r}`; "
+           f"held-out: {r['eval_size']} tweets of the fixed test split (fixed-seed sample).", "",
+           "| condition | accuracy | balanced accuracy | macro-F1 | cost |", "|---|---|---|---|---|",
+           _row("zero-shot", ob["before"], "—"),
+           _row(f"onebyte, {c['peers']} peers, {r['rounds']} rounds", ob["after"],
+                f"{ob['forward_passes']} forward passes, {ob['seconds'] / 60:.1f} min here "
+                f"({ob['swarm_seconds'] / 60:.1f} min as a swarm), {ob['payload_bytes']} gradient bytes")]
+    if "adam" in r:
+        ad = r["adam"]
+        out.append(_row(f"Adam, all weights, {ad['steps']} steps", ad["after"],
+                        f"{ad['steps']} forward+backward passes, {ad['seconds'] / 60:.1f} min"))
+    out += ["", "Held-out curve of the onebyte run:", "", "| round | forward passes | minutes | accuracy | macro-F1 |",
+            "|---|---|---|---|---|"]
+    out += [f"| {pt['round']} | {pt['forward_passes']} | {pt['seconds'] / 60:.1f} | {pt['accuracy']:.3f} | "
+            f"{pt['macro_f1']:.3f} |" for pt in ob["curve"]]
+    return out + [""]
+
+
+def claims(results: Results) -> list[Claim]:
+    r = results.get("llm")
+    if not r:
+        return []
+    ob = r["onebyte"]
+    gain = 100 * (ob["after"]["accuracy"] - ob["before"]["accuracy"])
+    c = r["config"]
+    return [(f"{c['model']} on {c['task']}: accuracy over zero-shot within 30 min", f"{gain:+.1f} points in "
+             f"{ob['seconds'] / 60:.1f} min", "≥ +5 points, ≤ 30 min", gain >= 5 and ob["seconds"] <= 1800)]
+
+
+SECTION = Section("llm", "bench.experiments.llm", render,
+                  steps=(Step("llm", ("--out", "{out}/llm.json"), ("--quick", "--out", "{out}/llm.json")),),
+                  claims=claims)
+
+
+if __name__ == "__main__":
+    main()
