@@ -32,6 +32,10 @@ ADDRESSES = "addresses.txt"
 CONNECT = "connect.txt"
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"``{name}`` in this run directory")
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The paths of one run directory."""
@@ -41,38 +45,12 @@ class RunDir:
     def __init__(self, root: Path | str):
         object.__setattr__(self, "root", Path(root))
 
-    @property
-    def run(self) -> Path:
-        return self.root / RUN
-
-    @property
-    def ledger(self) -> Path:
-        return self.root / LEDGER
-
-    @property
-    def snapshot(self) -> Path:
-        return self.root / SNAPSHOT
-
-    @property
-    def summary(self) -> Path:
-        return self.root / SUMMARY
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS
-
-    @property
-    def curve(self) -> Path:
-        return self.root / CURVE
-
-    @property
-    def identity(self) -> Path:
-        return self.root / IDENTITY
-
-    @property
-    def addresses(self) -> Path:
-        return self.root / ADDRESSES
-
-    @property
-    def connect(self) -> Path:
-        return self.root / CONNECT
+    run = _file(RUN)
+    ledger = _file(LEDGER)
+    snapshot = _file(SNAPSHOT)
+    summary = _file(SUMMARY)
+    metrics = _file(METRICS)
+    curve = _file(CURVE)
+    identity = _file(IDENTITY)
+    addresses = _file(ADDRESSES)
+    connect = _file(CONNECT)
