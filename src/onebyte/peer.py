@@ -272,8 +272,11 @@ class Peer:
         return diff
 
     def join(self) -> None:
-        """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any."""
-        if self.replica.records:
+        """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any.
+
+        Lockstep peers never do: they all start from the base and measure every round at the
+        simulator's state, so a snapshot holding rounds they have not measured would be wrong."""
+        if self.replica.records or self.opts.lockstep:
             return
         deadline = time.monotonic() + self.opts.join_timeout
         while time.monotonic() < deadline:
