@@ -2,13 +2,31 @@
 
 Each tuned tensor t lives as int32 accumulators ``A_t`` with a power-of-two step
 ``delta_t = 2^-f_t``; the float weights the model runs with are a *view*
-``theta_t = float32(A_t) * delta_t``, recomputed whenever ``A_t`` changes. Integer addition
-commutes, so replicas that applied the same set of records hold the same bits in any order.
+``theta_t = dtype(float32(A_t) * delta_t)`` in the model's own dtype (float32, bfloat16, float16),
+recomputed whenever ``A_t`` changes. Integer addition commutes, so replicas that applied the same
+set of records hold the same bits in any order.
 
-All tuned tensors share two flat buffers (``acc`` int32 and ``view`` float32) laid out by
-``PerturbationLayout``, ordered by (step, name) so tensors of equal step are contiguous and one
-update is one vector op per step group. The model's parameters are re-pointed at slices of
+All tuned tensors share two flat buffers (``acc`` int32 and ``view`` in the model's dtype) laid
+out by ``PerturbationLayout``, ordered by (step, name) so tensors of equal step are contiguous and
+one update is one vector op per step group. The model's parameters are re-pointed at slices of
 ``view``: perturbing the model is one ``add_`` over the flat view.
+
+**Exact restore in every dtype.** The view is always computed the same way: int32 -> float32
+(round to nearest even, exact below 2^24), times 2^-f (exact), then one cast to the view's dtype
+(round to nearest even). Every step is a correctly rounded IEEE operation, the same on any CPU or
+GPU, so a view recomputed from the same ``A`` has the same bits however it was perturbed before.
+A perturbation (``theta + eps z`` rounded to bf16/fp16) may be inexact; it never matters, because
+restoring never subtracts: it recomputes.
+
+**The step does not depend on the dtype (except for fp16's range).** ``f`` gives 4x headroom over
+the base weights with a 29-bit grid, as for float32, even though a bfloat16 view shows only 8
+significant bits. The grid is not wasted: ``A`` is the master copy, and updates far below the
+view's resolution (lr ~ 1e-6 x g, while a bf16 step at 0.05 is 2^-12 ~ 2.4e-4) accumulate in
+``A`` until they move the view, like float32 master weights in mixed precision. A grid as coarse
+as the view would round every such update to zero and stall training (DESIGN §13's price for
+"float32 as exact fixed point", 2^16 times worse in bf16). The dtype matters only for range: the
+accumulators' range 2^(31-f) is kept within the dtype's finite range (float16 tops out at 65504),
+so no reachable state has an infinite view (``frac_bits_for(max_abs, dtype)``).
 """
 
 from __future__ import annotations
@@ -37,12 +55,24 @@ _MANY_BLOCK = 1 << 22
 _ACC_BITS = 29
 
 
-def frac_bits_for(max_abs: float) -> int:
-    """f such that 2^(31-f) >= 4 * max(max_abs, 1): the representable range has 4x headroom."""
+#: Dtypes a view may have: the int32 -> float32 -> dtype chain is correctly rounded for each.
+VIEW_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def frac_bits_for(max_abs: float, dtype: torch.dtype = torch.float32) -> int:
+    """f such that 2^(31-f) >= 4 * max(max_abs, 1): the representable range has 4x headroom.
+
+    For a dtype whose finite range is narrower than that (float16 weights above 8192), f is made
+    finer so the range 2^(31-f) stays finite in ``dtype``, though never so fine that the base
+    weights themselves would overflow int32 (then the headroom shrinks instead)."""
     if not math.isfinite(max_abs):
         raise ValueError("base weights are not finite")
     _, e = math.frexp(max(max_abs, 1.0))  # max_abs < 2^e
-    return _ACC_BITS - e
+    f = _ACC_BITS - e
+    _, top = math.frexp(torch.finfo(dtype).max)  # dtype max < 2^top, and 2^(top-1) is finite
+    if 31 - f > top - 1:
+        f = min(31 - (top - 1), 31 - e)
+    return f
 
 
 @dataclass(frozen=True)
@@ -55,24 +85,39 @@ class _Group:
 class FixedPointState:
     """The tuned tensors of ``model`` as int32 accumulators plus the float view the model uses."""
 
-    def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu"):
+    def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu",
+                 magnitudes: Mapping[str, float] | None = None):
+        """``magnitudes``: for tensors whose base values say nothing of their future scale (LoRA's
+        B starts at zero), the magnitude their step should hold with 4x headroom instead of
+        ``max|theta|`` (see ``adapters.lora_magnitudes``)."""
         items = list(params)
         if not items:
             raise ValueError("no parameters to tune")
-        frac = {n: frac_bits_for(float(p.detach().abs().max())) for n, p in items}
+        dtypes = {p.dtype for _, p in items}
+        if len(dtypes) != 1:
+            raise ValueError(f"tuned parameters mix dtypes ({', '.join(sorted(map(str, dtypes)))}); "
+                             "tune tensors of one dtype")
+        self.dtype = dtypes.pop()
+        if self.dtype not in VIEW_DTYPES:
+            raise ValueError(f"tuned parameters are {self.dtype}; the float view supports "
+                             f"{', '.join(map(str, VIEW_DTYPES))}")
+        magnitudes = magnitudes or {}
+        frac = {n: frac_bits_for(magnitudes.get(n, float(p.detach().abs().max())), self.dtype) for n, p in items}
         items.sort(key=lambda np_: (-frac[np_[0]], np_[0]))
         self.names = [n for n, _ in items]
         self.shapes = {n: tuple(p.shape) for n, p in items}
         self.frac_bits = frac
         self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device)
         self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
-        self.view = torch.empty(self.layout.size, dtype=torch.float32, device=device)
+        self.view = torch.empty(self.layout.size, dtype=self.dtype, device=device)
         # Directions are expanded chunk by chunk into this small reusable buffer (read as float32
-        # to perturb, as int32 to update): a full-size z would cost memory and page faults.
+        # to perturb, as int32 to update): a full-size z would cost memory and page faults. It
+        # also holds float32(A) * 2^-f on its way to a bf16/fp16 view.
         self.scratch = torch.empty(min(self.layout.size, CHUNK), dtype=torch.float32, device=device)
         self._params: dict[str, torch.nn.Parameter] = {}
         for i, (name, p) in enumerate(items):
-            # float32 * 2^f is exact and |result| < 2^31, so rounding in float32 is exact too.
+            # float32 * 2^f is exact and |result| < 2^31, so rounding in float32 is exact too
+            # (bf16 and fp16 convert to float32 exactly).
             # Chunked, so no full-size temporary of the largest tensor exists at any time.
             src, dst, scale = p.detach().reshape(-1), self.layout.segment(self.acc, i), math.ldexp(1.0, frac[name])
             for a in range(0, src.numel(), CHUNK):
@@ -102,12 +147,23 @@ class FixedPointState:
         return sum(self.layout.numels)
 
     def refresh(self) -> None:
-        """Recompute the float view exactly from the accumulators (also undoes any perturbation)."""
+        """Recompute the float view exactly from the accumulators (also undoes any perturbation):
+        dtype(float32(A) * 2^-f), the same correctly rounded steps every time."""
         for g in self.groups:
-            self.view[g.start:g.stop].copy_(self.acc[g.start:g.stop]).mul_(math.ldexp(1.0, -g.frac_bits))
+            scale = math.ldexp(1.0, -g.frac_bits)
+            if self.dtype in (torch.float32, torch.float64):  # float64 holds every int32 exactly
+                self.view[g.start:g.stop].copy_(self.acc[g.start:g.stop]).mul_(scale)
+                continue
+            # Via float32 chunk by chunk (no full-size temporary): copy_ from int32 straight to a
+            # 16-bit float would round once from the integer, scaling after would round again.
+            for a in range(g.start, g.stop, CHUNK):
+                b = min(a + CHUNK, g.stop)
+                part = self.scratch[:b - a]
+                part.copy_(self.acc[a:b]).mul_(scale)
+                self.view[a:b].copy_(part)
 
     def perturb(self, seed: int, scale: float) -> None:
-        """view += scale * z(seed); undone exactly by ``refresh``."""
+        """view += scale * z(seed) (rounded to the view's dtype); undone exactly by ``refresh``."""
         for a, b, z in self.layout.iter_rademacher(seed, torch.float32, [(0, self.layout.size)], self.scratch):
             self.view[a:b].add_(z, alpha=scale)
 
