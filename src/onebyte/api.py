@@ -96,10 +96,16 @@ class Replayed:
     def tokenizer(self):
         return self.loaded.tokenizer
 
-    def export(self, out: Path | str) -> Path:
-        """Write the fine-tuned model as a Hugging Face directory (safetensors + tokenizer)."""
+    def export(self, out: Path | str, merge: bool = False) -> Path:
+        """Write the fine-tuned model as a Hugging Face directory (safetensors + tokenizer).
+
+        A LoRA run writes a PEFT adapter directory (``PeftModel.from_pretrained(base, out)``
+        loads it), or with ``merge`` the base with the adapters merged in."""
+        from .adapters import export_adapter, is_lora
         from .models import export_model
 
+        if is_lora(self.loaded):
+            return export_adapter(self.loaded, out, merge=merge)
         return export_model(self.loaded, out)
 
 
@@ -111,11 +117,10 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     records in an order shuffled by this seed (the result is the same in any order)."""
     from .ledger import read_ledger
     from .models import load_model
-    from .params import TuneSpec, select_parameters
     from .record import decode_record
     from .replica import Replica
     from .rundir import RunDir
-    from .state import FixedPointState
+    from .training import tuned_state
 
     d = RunDir(run_dir)
     run = Run.load(d.run)
@@ -132,7 +137,7 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
 
         raise ModelError(f"model {loaded.spec!r} is not this run's base (hash {loaded.base_hash[:12]}…, run "
                          f"expects {run.base_hash[:12]}…)")
-    state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(run.train.tune)))
+    loaded, state = tuned_state(loaded, run.train.tune, run.run_tag)
     if shuffle is not None:
         random.Random(shuffle).shuffle(records)
     replica = Replica(state, run.train, run.run_tag)

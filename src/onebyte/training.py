@@ -1,7 +1,8 @@
 """The two halves of a round that the simulator and a networked peer share.
 
 ``Setup`` builds everything a replica needs from a ``RunSpec``: base model, objective, data and
-the fixed-point state. ``make_record`` turns (state, a peer's shard, seeds) into one signed
+the fixed-point state (``tuned_state``: base -> base hash -> run tag -> LoRA adapters if tuned ->
+selected parameters -> state). ``make_record`` turns (state, a peer's shard, seeds) into one signed
 record; ``replay.apply_records`` applies records to the state.
 """
 
@@ -23,7 +24,20 @@ from .state import FixedPointState
 from .tasks.data import Dataset, Example, load_dataset
 from .tasks.objectives import Objective, build_objective
 
-__all__ = ["Setup", "Privacy", "make_record", "batch_for"]
+__all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state"]
+
+
+def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes) -> tuple[LoadedModel, FixedPointState]:
+    """The model a run trains and its fixed-point state: for ``lora:`` the base wrapped in adapters
+    initialised from ``run_tag`` (only they are tuned), else the base itself."""
+    spec = TuneSpec.parse(tune)
+    magnitudes = None
+    if spec.kind == "lora":
+        from .adapters import attach_lora, lora_magnitudes
+
+        loaded = attach_lora(loaded, spec, run_tag)
+        magnitudes = lora_magnitudes(loaded.model)
+    return loaded, FixedPointState(select_parameters(loaded.model, spec), magnitudes=magnitudes)
 
 
 @dataclass
@@ -59,9 +73,10 @@ class Setup:
                                    need_labels=kind is not ObjectiveKind.LM, eval_file=spec.eval_file,
                                    text_column=spec.text_column, label_column=spec.label_column,
                                    template=spec.template)
+        run = Run(spec, base_hash)
+        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag)
         obj = build_objective(loaded, dataset, kind, spec.train.max_length, chat=spec.chat)
-        state = FixedPointState(select_parameters(loaded.model, TuneSpec.parse(spec.train.tune)))
-        return cls(Run(spec, base_hash), loaded, dataset, obj, state)
+        return cls(run, loaded, dataset, obj, state)
 
 
 def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int, peer_id: int,
