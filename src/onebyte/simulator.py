@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunSpec, TrainConfig, parse_split
-from .errors import ConfigError, storage_error
+from .errors import ConfigError, ProtocolError, storage_error
 from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
 from .tasks.data import eval_subset, split_shards
 from .training import Privacy, Setup, make_record
+from .update import check_cap
 
 __all__ = ["SimConfig", "SimResult", "run_simulation"]
 
@@ -99,6 +100,19 @@ class SimResult:
         return self.summary["state_hash"]
 
 
+def _within_cap(records: list, train: TrainConfig, setup: Setup) -> None:
+    """Our own records obey the per-record update cap every replica enforces, or the learning rate
+    is too large for this model: said before anything is written, naming the setting."""
+    finest = max(setup.state.frac_bits.values())
+    for rec in records:
+        try:
+            check_cap(rec, train, finest)
+        except ProtocolError:
+            raise ConfigError.of("train.lr", f"{train.lr} is too large for this model: a gradient of round "
+                                 f"{rec.round} would move a weight by more than the update cap (1/16 of its "
+                                 "range); lower it") from None
+
+
 def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None, *,
                    setup: Setup | None = None) -> SimResult:
     """Run the simulation, writing run.json, the ledger, metrics.jsonl, curve.png, summary.json.
@@ -148,6 +162,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
                 made.append(make_record(setup, shards[p], r, p, privacy=privacy[p] if privacy else None))
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
+            _within_cap(records, cfg.train, setup)
             t = time.perf_counter()
             replica.add(records)  # durable in the ledger, then applied
             swarm_seconds += slowest + time.perf_counter() - t
