@@ -85,3 +85,12 @@ def test_replay_with_another_base_is_a_model_error(tmp_path):
     next(other.model.parameters()).data.add_(1.0)
     with pytest.raises(onebyte.ModelError, match="not this run's base"):
         onebyte.replay(tmp_path / "r", (other.model, other.tokenizer))
+
+
+def test_a_learning_rate_beyond_the_update_cap_is_a_config_error(tmp_path):
+    spec = onebyte.RunSpec(model="tiny-gpt2", train=onebyte.TrainConfig(lr=1e9, samples=1, batch_size=4))
+    with pytest.raises(onebyte.ConfigError, match=r"train\.lr: 1000000000\.0 is too large"):
+        onebyte.simulate(spec, out=tmp_path / "r", peers=1, rounds=2, eval_size=4)
+    from onebyte.ledger import read_ledger
+
+    assert read_ledger(tmp_path / "r" / "ledger.obl") == []  # nothing it could not apply was written

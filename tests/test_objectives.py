@@ -46,10 +46,11 @@ def test_left_padding_changes_no_score(tiny):
         together = obj.label_loglik(batch)
         alone = torch.cat([obj.label_loglik([e]) for e in batch])
     assert torch.allclose(together, alone, atol=1e-5)
-    # the loss is minus the log-likelihood of the true label; classifying picks the likeliest
+    # the loss is the cross-entropy of the label scores; classifying picks the likeliest label
     _, losses = obj.per_example(batch)
     labels = torch.tensor([e.label for e in batch])
-    assert torch.allclose(losses, -together[torch.arange(len(batch)), labels], atol=1e-5)
+    expected = -torch.log_softmax(together, 1)[torch.arange(len(batch)), labels]
+    assert torch.allclose(losses, expected, atol=1e-5)
 
 
 def test_long_text_loses_its_beginning_never_the_cue_or_answer(tiny):

@@ -124,10 +124,14 @@ class CausalClassifier(Objective):
 
     The prompt is the example's text (through the dataset's template), then the cue
     ``"\nsentiment:"`` unless the user's template ends in its own, optionally wrapped in the
-    model's chat template (``chat``). Label words (verbalizers) may span several tokens: an
-    example's loss is the negative total log-likelihood of its label's tokens (full vocabulary),
-    and it is classified as the label of highest likelihood. Long texts lose their *beginning*:
-    the end of the text, the cue and the answer always fit in ``max_length``.
+    model's chat template (``chat``). Label words (verbalizers) may span several tokens: each
+    label's score is the total log-likelihood of its tokens (full vocabulary); an example is
+    classified as the label of highest score, and its loss is the cross-entropy of the scores
+    against its label. (Minus the true label's log-likelihood alone would also reward putting
+    probability on *any* label word rather than on other answers — "The sentiment is…" —, which a
+    chat model spends most of that loss on; the cross-entropy only rewards telling labels apart.)
+    Long texts lose their *beginning*: the end of the text, the cue and the answer always fit in
+    ``max_length``.
 
     Sequences are left-padded with explicit position ids, so every row ends at the same position
     and only the last few positions go through the LM head (``logits_to_keep``): a full head is
@@ -202,7 +206,7 @@ class CausalClassifier(Objective):
     def per_example(self, batch):
         scores = self.label_loglik(batch)
         labels = torch.tensor([e.label for e in batch])
-        return scores, -scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+        return scores, F.cross_entropy(scores, labels, reduction="none")
 
 
 class CausalLM(Objective):
