@@ -186,8 +186,6 @@ class Peer:
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
-            if not join:  # the first peer of a swarm has no one to take a snapshot from: start at once
-                options.setdefault("join_timeout", 0.0)
             opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=key, **options)
             peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
         except BaseException:
