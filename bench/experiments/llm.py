@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=4)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--tune", default="norm")
-    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--lr", type=float, default=7e-5)
     ap.add_argument("--eps", type=float, default=1e-3)
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
