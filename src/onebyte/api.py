@@ -116,7 +116,7 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     one named in the run's ``run.json``. It must have the run's base hash. ``shuffle``: apply the
     records in an order shuffled by this seed (the result is the same in any order)."""
     from .ledger import read_ledger
-    from .models import load_model
+    from .models import check_base, load_model
     from .record import decode_record
     from .replica import Replica
     from .rundir import RunDir
@@ -132,11 +132,7 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     loaded = _loaded(base) if not isinstance(base, str | Path) else load_model(str(base))
     if loaded is None:
         loaded = load_model(run.model)
-    if loaded.base_hash != run.base_hash:
-        from .errors import ModelError
-
-        raise ModelError(f"model {loaded.spec!r} is not this run's base (hash {loaded.base_hash[:12]}…, run "
-                         f"expects {run.base_hash[:12]}…)")
+    check_base(loaded, run.base_hash)
     loaded, state = tuned_state(loaded, run.train.tune, run.run_tag)
     if shuffle is not None:
         random.Random(shuffle).shuffle(records)

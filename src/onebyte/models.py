@@ -29,8 +29,8 @@ import torch
 
 from .errors import MissingDependency, ModelError
 
-__all__ = ["ModelKind", "LoadedModel", "load_model", "wrap_model", "model_hash", "export_model", "minilm_path",
-           "smollm2_gguf", "model_cache_dir", "tensors_hash"]
+__all__ = ["ModelKind", "LoadedModel", "load_model", "wrap_model", "check_base", "model_hash", "export_model",
+           "minilm_path", "smollm2_gguf", "model_cache_dir", "tensors_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,13 @@ def wrap_model(model: torch.nn.Module, tokenizer: object, name: str = "in-memory
     if getattr(tokenizer, "pad_token", "") is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name, model.eval(), tokenizer, ModelKind.CAUSAL if causal else ModelKind.ENCODER)
+
+
+def check_base(loaded: LoadedModel, expected: str) -> None:
+    """Refuse a model whose weights are not the run's base (its hash is part of the run tag)."""
+    if loaded.base_hash != expected:
+        raise ModelError(f"model {loaded.spec!r} is not this run's base (hash {loaded.base_hash[:12]}…, run "
+                         f"expects {expected[:12]}…)")
 
 
 def model_hash(model: torch.nn.Module) -> str:

@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -625,7 +625,7 @@ class Peer:
         drain, and return the summary (also written to ``summary.json``)."""
         final = rounds if rounds is not None else self.opts.rounds
         if rounds is not None:
-            self.opts = _replace_rounds(self.opts, rounds)
+            self.opts = replace(self.opts, rounds=rounds)
         self.join()
         self.eval_before = self.evaluate()
         r = self._first_round = self.start_round()
@@ -724,12 +724,6 @@ class Peer:
             replica.ledger.close()
         if self._own_transport:
             self.net.close()
-
-
-def _replace_rounds(opts: PeerOptions, rounds: int) -> PeerOptions:
-    from dataclasses import replace
-
-    return replace(opts, rounds=rounds)
 
 
 def _read_secret(path: Path | str) -> bytes:

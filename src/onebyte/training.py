@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Directions, ObjectiveKind, Run, RunSpec, TrainConfig
-from .errors import ModelError
 from .estimator import Measurement, measure, measure_private
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_base, load_model
 from .params import TuneSpec, select_parameters
 from .privacy import Accountant
 from .record import Record, build_record
@@ -65,9 +64,8 @@ class Setup:
         kind = spec.objective
         loaded = model if model is not None else load_model(spec.model)
         base_hash = loaded.base_hash
-        if expect_base_hash is not None and base_hash != expect_base_hash:
-            raise ModelError(f"model {spec.model!r} is not this run's base (hash {base_hash[:12]}…, run expects "
-                             f"{expect_base_hash[:12]}…)")
+        if expect_base_hash is not None:
+            check_base(loaded, expect_base_hash)
         if dataset is None:
             dataset = load_dataset(spec.task, label_names=list(spec.labels) or None,
                                    need_labels=kind is not ObjectiveKind.LM, eval_file=spec.eval_file,
