@@ -5,11 +5,12 @@
 Philox known answers against NumPy on the GPU; Rademacher values for a MiniLM-sized layout
 (22.7M) bit-identical on CUDA and CPU for several seeds; a fixed-point state on CUDA and on CPU
 reaching the same state hash after the same records (in opposite orders); and GPU timings of the
-generator against ``torch.normal_``. Skipped where CUDA is unavailable.
+generator against ``torch.normal_``. On CUDA the generator runs fused (one Triton kernel from
+``torch.compile``); the tensor-op path it replaces is checked and timed beside it. Skipped where CUDA is unavailable.
 
 ``ONEBYTE_GPU_CHECK_DEVICE=cpu`` compares CPU with CPU (checks these tests themselves on any
 machine); ``ONEBYTE_GPU_REPORT=PATH`` writes the checks and timings as JSON (BENCHMARKS.md's
-device section reads bench/results/gpu_check_h200.json).
+device section reads bench/results/gpu_check_h100.json).
 """
 
 from __future__ import annotations
@@ -69,7 +70,15 @@ def layouts(device: torch.device, report: dict) -> tuple[PerturbationLayout, Per
     names, sizes = zip(*MINILM_LIKE, strict=True)
     cpu, dev = PerturbationLayout(names, sizes, "cpu"), PerturbationLayout(names, sizes, device)
     report["layout_size"] = cpu.size
+    report["fused"] = dev.fused
     return cpu, dev
+
+
+@pytest.fixture(scope="module")
+def eager(device: torch.device) -> PerturbationLayout:
+    """The tensor-op generator on the device (launch-bound on CUDA): the fused kernel's reference."""
+    names, sizes = zip(*MINILM_LIKE, strict=True)
+    return PerturbationLayout(names, sizes, device, fused=False)
 
 
 def _check(report: dict, name: str, ok: bool) -> None:
@@ -92,6 +101,21 @@ def test_rademacher_bit_identical(layouts: tuple[PerturbationLayout, Perturbatio
     cpu, dev = layouts
     _check(report, f"rademacher bit-identical CUDA vs CPU, seed {seed}",
            torch.equal(dev.rademacher(seed).cpu(), cpu.rademacher(seed)))
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.float32])
+def test_fused_and_eager_paths_bit_identical(layouts: tuple[PerturbationLayout, PerturbationLayout],
+                                             eager: PerturbationLayout, report: dict, dtype: torch.dtype) -> None:
+    """Both device paths (fused kernel, tensor ops) and the chunked byte path give CPU's bits."""
+    cpu, dev = layouts
+    seed = 2**64 - 3
+    want = cpu.rademacher(seed, dtype)
+    _check(report, f"device default path (fused={dev.fused}) == CPU, {dtype}",
+           torch.equal(dev.rademacher(seed, dtype).cpu(), want))
+    _check(report, f"device tensor-op path == CPU, {dtype}", torch.equal(eager.rademacher(seed, dtype).cpu(), want))
+    scratch = torch.empty(1 << 20, dtype=dtype, device=dev.device)
+    chunks = [z.cpu().clone() for _, _, z in dev.iter_rademacher(seed, dtype, [(0, dev.size)], scratch)]
+    _check(report, f"device chunked path == CPU, {dtype}", torch.equal(torch.cat(chunks), want))
 
 
 def _toy(device: torch.device | str) -> FixedPointState:
@@ -132,13 +156,16 @@ def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 20) ->
     return statistics.median(times)
 
 
-def test_timings(device: torch.device, layouts: tuple[PerturbationLayout, PerturbationLayout], report: dict) -> None:
+def test_timings(device: torch.device, layouts: tuple[PerturbationLayout, PerturbationLayout],
+                 eager: PerturbationLayout, report: dict) -> None:
     """Not a check: the generator against ``normal_`` on the device, and on 2 CPU threads, for the report."""
     cpu, dev = layouts
     buf = torch.empty(dev.size, device=device)
     report["cuda_normal_s"] = _timed(lambda: buf.normal_(), device)
     report["cuda_rademacher_int8_s"] = _timed(lambda: dev.rademacher(7), device)
-    report["cuda_rademacher_float_s"] = _timed(lambda: dev.rademacher(7).float(), device)
+    report["cuda_rademacher_float_s"] = _timed(lambda: dev.rademacher(7, torch.float32), device)
+    report["cuda_rademacher_eager_int8_s"] = _timed(lambda: eager.rademacher(7), device)
+    report["cuda_fused_speedup_vs_eager"] = report["cuda_rademacher_eager_int8_s"] / report["cuda_rademacher_int8_s"]
     report["cuda_speedup_rademacher_vs_normal"] = report["cuda_normal_s"] / report["cuda_rademacher_int8_s"]
     cpu_buf = torch.empty(cpu.size)
     threads = torch.get_num_threads()

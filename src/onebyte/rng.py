@@ -20,7 +20,7 @@ import torch
 
 Limb = torch.Tensor | int
 
-__all__ = ["BITS_PER_BLOCK", "PerturbationLayout", "key_limbs", "philox4x64", "tensor_id"]
+__all__ = ["BITS_PER_BLOCK", "PerturbationLayout", "key_limbs", "philox4x64", "tensor_id", "fused_available"]
 
 BITS_PER_BLOCK = 256
 _M32 = 0xFFFFFFFF
@@ -113,6 +113,49 @@ def _sign_tables(device: torch.device) -> dict[torch.dtype, torch.Tensor]:
     return out
 
 
+def _signs_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor,
+                        dtype: torch.dtype) -> torch.Tensor:
+    """Philox of (blk, 0, tensor id, 0) under ``key`` (two int64 limbs), expanded straight into
+    signs: bit b of output limb l of a block is value ``32 l + b`` of that block, the same order
+    as the byte-and-table path (limb l's byte j holds values 32 l + 8 j .. 32 l + 8 j + 7). Written
+    in elementwise tensor ops only, so ``torch.compile`` fuses it into one GPU kernel."""
+    zero = torch.zeros_like(blk)
+    limbs = philox4x64([blk, zero, zero, zero, t_lo, t_hi, zero, zero], [key[0], key[1], 0, 0])
+    words = torch.stack(limbs, dim=1).unsqueeze(-1)  # (blocks, 8, 1), values in [0, 2^32)
+    shifts = torch.arange(32, dtype=torch.int64, device=blk.device)
+    return (2 * ((words >> shifts) & 1) - 1).to(dtype).reshape(-1)
+
+
+def _bytes_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """The same Philox output as little-endian bytes, as int32 (the sign table's row indices)."""
+    zero = torch.zeros_like(blk)
+    limbs = philox4x64([blk, zero, zero, zero, t_lo, t_hi, zero, zero], [key[0], key[1], 0, 0])
+    words = torch.stack(limbs, dim=1).unsqueeze(-1)  # (blocks, 8, 1)
+    shifts = 8 * torch.arange(4, dtype=torch.int64, device=blk.device)
+    return ((words >> shifts) & 255).to(torch.int32).reshape(-1)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def fused_available(device: torch.device | str) -> bool:
+    """Whether the one-kernel generator can run on ``device``: CUDA with Triton importable."""
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _compiled(fn):
+    """``fn`` compiled once per process (one Triton kernel on CUDA)."""
+    if fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False, fullgraph=True)
+    return _COMPILED[fn.__name__]
+
+
 def numpy_counter(tid: int) -> list[int]:
     """NumPy's Philox adds one to its 256-bit counter before each block; start one below
     (0, 0, tid, 0) so its first block is block 0 of tensor ``tid``."""
@@ -132,9 +175,14 @@ class PerturbationLayout:
     same bits, several times faster than tensor ops); on other devices from ``philox4x64`` in
     tensor ops. Expansion into signs reuses preallocated buffers: allocating (and page-faulting)
     fresh 100 MB tensors would cost more than the arithmetic.
+
+    On CUDA the tensor-op Philox launches hundreds of tiny kernels; with ``fused`` (the default
+    where Triton is available) ``rademacher`` runs the same arithmetic compiled into one kernel
+    that goes from counters to signs, with the same bits.
     """
 
-    def __init__(self, names: Sequence[str], numels: Sequence[int], device: torch.device | str = "cpu"):
+    def __init__(self, names: Sequence[str], numels: Sequence[int], device: torch.device | str = "cpu",
+                 fused: bool | None = None):
         if len(names) != len(numels) or not names:
             raise ValueError("layout needs one numel per name and at least one tensor")
         self.names = list(names)
@@ -153,6 +201,7 @@ class PerturbationLayout:
         self._counter: list[torch.Tensor] | None = None
         self._tables = _sign_tables(self.device)
         self._index = torch.empty(self.size // 8, dtype=torch.int32, device=self.device)
+        self.fused = fused_available(self.device) if fused is None else bool(fused)
 
     def _torch_counter(self) -> list[torch.Tensor]:
         """Counter limbs (block, 0, tensor id, 0) for every block, built on first use."""
@@ -181,9 +230,15 @@ class PerturbationLayout:
             for off, nb, tid in zip(self.offsets, self.blocks, self.tensor_ids, strict=True):
                 bg = np.random.Philox(key=key, counter=np.array(numpy_counter(tid), dtype=np.uint64))
                 idx[off // 8:(off + nb * BITS_PER_BLOCK) // 8] = bg.random_raw(4 * nb).view(np.uint8)
+        elif self.fused:
+            blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
+            self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)))
         else:
             self._index.copy_(self.bits(seed))
         return self._index
+
+    def _key(self, seed: int) -> torch.Tensor:
+        return torch.tensor(key_limbs(seed)[:2], dtype=torch.int64).to(self.device)
 
     def bits(self, seed: int) -> torch.Tensor:
         """The raw Philox output for ``seed`` over the whole layout, as uint8 (size // 8 bytes),
@@ -209,10 +264,14 @@ class PerturbationLayout:
         """z in {-1, +1} for every position of the layout, z_i = 2 * bit_i - 1, as ``dtype``
         (int8, int32 or float32); written into ``out`` when given (reused across calls)."""
         table = self._tables[dtype]
+        if out is not None and (out.dtype != dtype or out.numel() != self.size or not out.is_contiguous()):
+            raise ValueError("out must be a contiguous tensor of the layout's size and dtype")
+        if self.fused:
+            blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
+            z = _compiled(_signs_from_counter)(blk, t_lo, t_hi, self._key(seed), dtype)
+            return z if out is None else out.copy_(z)
         if out is None:
             out = torch.empty(self.size, dtype=dtype, device=self.device)
-        elif out.dtype != dtype or out.numel() != self.size or not out.is_contiguous():
-            raise ValueError("out must be a contiguous tensor of the layout's size and dtype")
         rows = out.view(torch.int64).view(self.size // 8, -1)
         torch.index_select(table, 0, self._fill_index(seed), out=rows)
         return out
