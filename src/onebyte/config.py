@@ -27,8 +27,8 @@ from .codec import Codec
 from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Directions", "ObjectiveKind", "TrainConfig", "RunSpec", "Run", "parse_split", "differing_fields",
-           "RUN_FILE_TEMPLATE"]
+__all__ = ["Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "RunSpec", "Run", "parse_split",
+           "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
 class Directions(enum.Enum):
@@ -38,6 +38,43 @@ class Directions(enum.Enum):
 
     DISTINCT = "distinct"
     SHARED = "shared"
+
+
+class Estimator(enum.Enum):
+    """How a peer turns forward passes into the scalars it sends (``estimator.py``).
+
+    * ``spsa``: two-point, (L(θ+εz) − L(θ−εz)) / 2ε per direction, each on its own batch: 2K
+      forward passes for K scalars (the paper's).
+    * ``fzoo``: FZOO's one-sided, normalised form (arXiv 2506.09034): K directions on one batch
+      against one shared unperturbed loss, each difference divided by the standard deviation of
+      the K perturbed losses: K + 1 forward passes, scalars of unit scale whatever ε and the loss.
+    """
+
+    SPSA = "spsa"
+    FZOO = "fzoo"
+
+
+class Schedule(enum.Enum):
+    """A value as a function of the round only: ``constant``, or ``cosine`` from the set value
+    down to ``final_ratio`` times it over ``horizon`` rounds (then flat)."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+
+
+def cosine_factor(round_: int, horizon: int, final_ratio: float) -> float:
+    """``final + (1 - final) * (1 + cos(pi * t)) / 2`` at ``t = min(round, horizon) / horizon``.
+
+    The cosine is a fixed Taylor polynomial evaluated by Horner's rule: only IEEE-754 additions and
+    multiplications, which every machine rounds alike, where ``math.cos`` may differ in the last
+    bit between C libraries. The learning rate enters every replica's integer update, so it must
+    be the same double everywhere."""
+    t = min(max(round_, 0), horizon) / horizon
+    x2 = (math.pi * t) ** 2
+    c = 0.0
+    for n in range(24, 0, -1):  # cos x = sum (-1)^n x^2n / (2n)!, |x| <= pi: 24 terms are exact to 1 ulp
+        c = 1.0 - c * x2 / ((2 * n - 1) * (2 * n))
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + c)
 
 
 class ObjectiveKind(enum.Enum):
@@ -59,6 +96,12 @@ class TrainConfig:
     tune: str = "bias"
     directions: Directions = Directions.DISTINCT
     max_length: int = 32
+    estimator: Estimator = Estimator.SPSA
+    lr_schedule: Schedule = Schedule.CONSTANT
+    eps_schedule: Schedule = Schedule.CONSTANT
+    warmup: int = 0
+    horizon: int = 0
+    final_ratio: float = 0.1
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -74,6 +117,14 @@ class TrainConfig:
             TuneSpec.parse(self.tune)
         except ConfigError as exc:
             out += [("train.tune", m) for _, m in exc.problems] or [("train.tune", str(exc))]
+        for name in ("warmup", "horizon"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 31):
+                out.append((f"train.{name}", f"must be a whole number of rounds >= 0, not {v!r}"))
+        if not (isinstance(self.final_ratio, int | float) and 0 <= self.final_ratio <= 1):
+            out.append(("train.final_ratio", f"must be a number in [0, 1], not {self.final_ratio!r}"))
+        if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
+            out.append(("train.horizon", "a cosine schedule needs the rounds it runs over (horizon > 0)"))
         return out
 
     def validate(self) -> TrainConfig:
@@ -83,8 +134,33 @@ class TrainConfig:
         return self
 
     def lr_at(self, round_: int) -> float:
-        """The learning rate of a round (constant; a schedule may use the round number only)."""
-        return self.lr
+        """The learning rate of a round: linear warm-up over ``warmup`` rounds, then the schedule.
+        A function of the round only, computed with the same IEEE operations everywhere."""
+        lr = self.lr
+        if self.lr_schedule is Schedule.COSINE:
+            lr *= cosine_factor(round_ - self.warmup, self.horizon, self.final_ratio)
+        if round_ < self.warmup:
+            lr *= (round_ + 1) / self.warmup
+        return lr
+
+    def eps_at(self, round_: int) -> float:
+        """The perturbation size of a round (only the sender uses it: it is not in the update)."""
+        if self.eps_schedule is Schedule.COSINE:
+            return self.eps * cosine_factor(round_, self.horizon, self.final_ratio)
+        return self.eps
+
+    def forward_passes(self, count: int) -> int:
+        """Forward passes a record of ``count`` scalars cost its sender."""
+        return count + 1 if self.estimator is Estimator.FZOO else 2 * count
+
+    #: What the settings added after the first runs were implicitly then: a run that keeps them is
+    #: described (and tagged) without them, so run directories written before keep their run tags.
+    LEGACY = {"estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0,
+              "horizon": 0, "final_ratio": 0.1}
+
+    def canonical(self) -> dict[str, Any]:
+        """``to_dict`` less the settings that are at their ``LEGACY`` value (see there)."""
+        return {k: v for k, v in self.to_dict().items() if not (k in self.LEGACY and self.LEGACY[k] == v)}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -102,12 +178,15 @@ class TrainConfig:
                 values["codec"] = Codec.parse(str(values["codec"]))
             except ValueError as exc:
                 problems.append(("train.codec", str(exc)))
-        if "directions" in values:
-            try:
-                values["directions"] = Directions(values["directions"])
-            except ValueError:
-                problems.append(("train.directions", f"must be distinct or shared, not {values['directions']!r}"))
-        for k in ("lr", "eps"):  # TOML writes 1 for 1.0; accept ints where floats are meant
+        for name, kind in (("directions", Directions), ("estimator", Estimator), ("lr_schedule", Schedule),
+                           ("eps_schedule", Schedule)):
+            if name in values:
+                try:
+                    values[name] = kind(values[name])
+                except ValueError:
+                    choices = " or ".join(m.value for m in kind)
+                    problems.append((f"train.{name}", f"must be {choices}, not {values[name]!r}"))
+        for k in ("lr", "eps", "final_ratio"):  # TOML writes 1 for 1.0; accept ints where floats are meant
             if isinstance(values.get(k), int) and not isinstance(values.get(k), bool):
                 values[k] = float(values[k])
         if problems:
@@ -200,7 +279,7 @@ class RunSpec:
     def math(self) -> dict[str, Any]:
         """The canonical configuration: every field that changes the math, plain JSON types."""
         return {"run_id": self.run_id, "objective": self.objective.value, "labels": list(self.labels),
-                "template": self.template, "chat": self.chat, "train": self.train.to_dict()}
+                "template": self.template, "chat": self.chat, "train": self.train.canonical()}
 
     def to_dict(self) -> dict[str, Any]:
         d = {"run_id": self.run_id, "model": self.model, "task": self.task, "objective": self.objective.value,
@@ -326,6 +405,16 @@ tune = {train_tune}
 directions = {train_directions}
 # [math] tokens per example
 max_length = {train_max_length}
+# [math] how forward passes become scalars: spsa (two-point, 2K passes for K) or fzoo (one-sided,
+# normalised by the spread of the K perturbed losses, K + 1 passes on one batch)
+estimator = {train_estimator}
+# [math] learning-rate and perturbation-size schedules over rounds: constant or cosine (from the value
+# set above to final_ratio times it over horizon rounds); warmup: rounds of linear learning-rate warm-up
+lr_schedule = {train_lr_schedule}
+eps_schedule = {train_eps_schedule}
+warmup = {train_warmup}
+horizon = {train_horizon}
+final_ratio = {train_final_ratio}
 """
 
 
@@ -380,6 +469,9 @@ class Run:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
+            train = d["spec"].get("train")
+            if isinstance(train, dict):  # written before these settings existed: they had their LEGACY values
+                d["spec"]["train"] = {**TrainConfig.LEGACY, **train}
             run = cls(RunSpec.from_dict(d["spec"], where="run.json"), str(d["base_hash"]))
         except FileNotFoundError:
             raise ConfigError(f"{path} not found: is this a onebyte run directory?") from None

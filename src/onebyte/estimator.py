@@ -1,8 +1,19 @@
-"""The two-point SPSA estimator: g = (L(theta + eps z) - L(theta - eps z)) / (2 eps).
+"""Estimators: forward passes in, one scalar per direction out.
 
-The perturbation is applied to the float view in place and undone exactly from the integer
-accumulators, so measuring costs two forward passes, two chunk-by-chunk expansions of the
-direction (cheaper than holding a full-size z), and no copy of the weights.
+* ``measure`` (``spsa``): two-point, g = (L(θ+εz) − L(θ−εz)) / 2ε, each direction on its own
+  batch: 2K forward passes.
+* ``measure_fzoo`` (``fzoo``, after FZOO, arXiv 2506.09034): the K directions share one batch and
+  one unperturbed loss L0; the scalar of direction i is (L(θ+εz_i) − L0) / σ, σ the standard
+  deviation of the K perturbed losses: K + 1 forward passes. Dividing by σ (≈ ε‖∇L‖ for
+  Rademacher z) makes the step a normalised-gradient step: its size is set by the learning rate,
+  not by the loss's scale or ε, and each peer normalises its own scalars, so a peer whose shard
+  gives large losses does not outvote the others. The sender folds σ in before encoding; the
+  update stays lr × scalar × z, an order-free integer sum like SPSA's.
+* ``measure_private``: DP-ZO (per-example clipped two-point differences plus Gaussian noise).
+
+A perturbation is applied to the float view in place and undone exactly from the integer
+accumulators, so measuring costs the forward passes, chunk-by-chunk expansions of the direction
+(cheaper than holding a full-size z), and no copy of the weights.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import torch
 from .errors import DivergenceError
 from .state import FixedPointState
 
-__all__ = ["Measurement", "projected_gradient", "measure", "measure_private"]
+__all__ = ["Measurement", "projected_gradient", "measure", "measure_fzoo", "measure_private"]
 
 B = TypeVar("B")
 
@@ -53,6 +64,30 @@ def measure(state: FixedPointState, loss: Callable[[B], float], batches: Sequenc
         g.append(gk)
         losses.append(0.5 * (plus + minus))
     return Measurement(np.asarray(g, dtype=np.float64), float(np.mean(losses)))
+
+
+@torch.inference_mode()
+def measure_fzoo(state: FixedPointState, loss: Callable[[B], float], batch: B, seeds: Sequence[int],
+                 eps: float) -> Measurement:
+    """FZOO's normalised one-sided scalars along ``seeds`` on one batch (K + 1 forward passes).
+
+    With one direction there is no spread to normalise by: the scalar is the sign of the
+    difference. When every perturbed loss is the same (σ = 0) the scalars are 0: no step."""
+    base = float(loss(batch))
+    perturbed = []
+    for seed in seeds:
+        try:
+            state.perturb(seed, eps)
+            perturbed.append(float(loss(batch)))
+        finally:
+            state.refresh()
+    lp = np.asarray(perturbed, dtype=np.float64)
+    if not (np.isfinite(base) and np.all(np.isfinite(lp))):
+        raise DivergenceError(f"loss is not finite (L0={base}, perturbed={perturbed})")
+    diff = lp - base
+    sigma = float(lp.std()) if len(lp) > 1 else float(abs(diff[0]))
+    g = diff / sigma if sigma > 0 else np.zeros_like(diff)
+    return Measurement(g, base)
 
 
 @torch.inference_mode()

@@ -40,7 +40,7 @@ from .record import Record
 from .replica import Replica
 from .rundir import RunDir
 from .tasks.data import Example, eval_subset
-from .training import Privacy, Setup, make_record
+from .training import Privacy, Setup, check_private, make_record
 from .transport.base import Transport
 
 __all__ = ["PeerOptions", "Peer"]
@@ -174,6 +174,7 @@ class Peer:
 
             if rounds is None:
                 raise ConfigError.of("rounds", "differential privacy needs a planned number of rounds")
+            check_private(setup.train)
             privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size, rounds * setup.train.samples))
         d = RunDir(out)
         try:
@@ -693,7 +694,8 @@ class Peer:
                 "done": self.done,
                 "max_round_seconds": round(self.max_round_seconds, 3),
                 "peers": len({rec.peer_id for rec in rep.records.values()}),
-                "forward_passes": 2 * sum(r.count for r in rep.records.values() if r.peer_id == self.opts.peer_id),
+                "forward_passes": sum(self.setup.train.forward_passes(r.count) for r in rep.records.values()
+                                      if r.peer_id == self.opts.peer_id),
                 "eval_before": self.eval_before,
                 "eval_after": self.eval_after,
                 "seconds": round(time.perf_counter() - self.started, 3),

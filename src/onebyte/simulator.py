@@ -19,7 +19,7 @@ from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
 from .tasks.data import eval_subset, split_shards
-from .training import Privacy, Setup, make_record
+from .training import Privacy, Setup, check_private, make_record
 from .update import check_cap
 
 __all__ = ["SimConfig", "SimResult", "run_simulation"]
@@ -144,6 +144,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
     shards = split_shards(setup.dataset.train, cfg.peers, parse_split(cfg.split), cfg.seed)
     privacy = None
     if cfg.dp is not None:
+        check_private(cfg.train)
         steps = cfg.rounds * cfg.train.samples
         privacy = [Privacy.create(Accountant(cfg.dp, len(s), cfg.train.batch_size, steps)) for s in shards]
     test = eval_subset(setup.dataset.test, cfg.eval_size)
@@ -166,7 +167,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
             t = time.perf_counter()
             replica.add(records)  # durable in the ledger, then applied
             swarm_seconds += slowest + time.perf_counter() - t
-            forwards += 2 * sum(rec.count for rec in records)
+            forwards += sum(cfg.train.forward_passes(rec.count) for rec in records)
             line: dict[str, Any] = {
                 "round": r,
                 "train_loss": sum(m.loss for _, m in made) / len(made),

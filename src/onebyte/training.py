@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Directions, ObjectiveKind, Run, RunSpec, TrainConfig
-from .estimator import Measurement, measure, measure_private
+from .config import Directions, Estimator, ObjectiveKind, Run, RunSpec, TrainConfig
+from .errors import ConfigError
+from .estimator import Measurement, measure, measure_fzoo, measure_private
 from .models import LoadedModel, check_base, load_model
 from .params import TuneSpec, select_parameters
 from .privacy import Accountant
@@ -23,7 +24,13 @@ from .state import FixedPointState
 from .tasks.data import Dataset, Example, load_dataset
 from .tasks.objectives import Objective, build_objective
 
-__all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state"]
+__all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state", "check_private"]
+
+
+def check_private(train: TrainConfig) -> None:
+    """Differential privacy clips per-example two-point differences: it needs ``spsa``."""
+    if train.estimator is not Estimator.SPSA:
+        raise ConfigError.of("train.estimator", f"differential privacy needs spsa, not {train.estimator.value}")
 
 
 def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes) -> tuple[LoadedModel, FixedPointState]:
@@ -105,15 +112,20 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     train, tag = setup.train, setup.spec.run_tag
     k = train.samples
     seeds = direction_seeds(tag, train.directions is Directions.SHARED, round_, peer_id, first_sample, k)
-    if privacy is None:
+    eps = train.eps_at(round_)
+    if privacy is None and train.estimator is Estimator.FZOO:
+        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
+        m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps)
+    elif privacy is None:
         batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
-        m = measure(setup.state, setup.objective.loss, batches, seeds, train.eps)
+        m = measure(setup.state, setup.objective.loss, batches, seeds, eps)
     else:
+        check_private(train)
         acc = privacy.accountant
         acc.spend(k)  # refuses before measuring once the planned budget is used
         batches = [[shard[i] for i in privacy.rng.choice(len(shard), acc.batch, replace=False)] for _ in range(k)]
         noise_std = 2.0 * acc.noise * acc.cfg.clip  # replace-one sensitivity of the clipped sum is 2C
-        m = measure_private(setup.state, setup.objective.losses, batches, seeds, train.eps, acc.cfg.clip,
+        m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,
                             noise_std, privacy.rng)
     rounding = stream_seed(tag, "rounding", round_, peer_id, first_sample)
     return build_record(train.codec, tag, round_, peer_id, first_sample, m.ghat, rounding, secret), m

@@ -1,0 +1,299 @@
+"""Memory and time of training against inference on a real causal LM: SmolLM2-135M-Instruct on tweets.
+
+    python -m bench.experiments.memory [--rounds 3] [--repeats 7] [--threads 1] [--out bench/results/memory.json]
+
+The configuration is bench/experiments/llm.py's (CausalClassifier objective, chat template, batch 8,
+max length 64, K = 2 projected gradients per record), with three ways of running it:
+
+* **Peak memory.** Each configuration runs in a fresh subprocess, which reports its RSS after each
+  phase and its peak (the kernel's high-water mark VmHWM; unlike ``ru_maxrss`` it is not inherited
+  from the parent): (a) inference: the model loaded as ``Setup.build`` loads it, the objective's
+  loss on the batches under ``torch.inference_mode``; (b) onebyte training with every weight tuned
+  (``tune = "all"``): ``Setup.build`` then ``make_record`` + ``update.apply_records`` per round;
+  (c) the same with LoRA (``lora:r=8``). Every child loads the same model in the same dtype the same
+  way (``load_model``) and runs one warm-up round (2K loss calls, or one record) and ``--rounds``
+  measured rounds on the same fixed batches; each imports what its path needs (only the LoRA child
+  imports peft, itself ~140 MiB of RSS: reported as ``imported``). Reported: the process's peak (setup
+  included) and the *steady-state* peak, i.e. the high-water mark over the measured rounds alone,
+  reset after the warm-up by writing 5 to ``/proc/self/clear_refs``. Targets: (b)/(a) <= 1.3 and
+  (c)/(a) <= 1.1 (process peaks).
+* **Time.** In this process, for ``all``, ``lora:r=8`` and ``norm``: one projected gradient
+  (``estimator.projected_gradient``: perturb, forward, perturb, forward, restore) against two
+  plain calls of the same model's loss on the same batch, interleaved (alternating which goes
+  first), medians of ``--repeats``; beside them the perturbation and the restore alone.
+  Target: at most 1.15x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.output import REPO, RESULTS, save_result
+from bench.sections import Claim, Results, Section, Step, verdict
+
+#: The configurations whose peak memory is measured, each in a fresh process.
+MEMORY_MODES = ("inference", "all", "lora:r=8")
+#: The tune settings whose projected gradient is timed.
+TIME_TUNES = ("all", "lora:r=8", "norm")
+TARGET_ALL = 1.3
+TARGET_LORA = 1.1
+TARGET_TIME = 1.15
+#: bench/experiments/llm.py's configuration (its defaults).
+CONFIG = {"model": "smollm2", "task": "tweets", "lr": 7e-5, "eps": 1e-3, "samples": 2, "batch_size": 8,
+          "max_length": 64, "chat": True}
+_TAG = "MEMORY-CHILD "
+
+
+def _spec(tune: str):
+    from bench.experiments.llm import spec
+
+    return spec(argparse.Namespace(tune=tune, **CONFIG))
+
+
+def _status() -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon, RssFile of this process, in MiB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel refuses."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _batches(dataset, count: int, size: int) -> list:
+    """``count`` fixed batches of the training split (the same in every child)."""
+    import numpy as np
+
+    rng = np.random.default_rng(20240610)
+    return [[dataset.train[i] for i in rng.choice(len(dataset.train), size=size, replace=False)] for _ in range(count)]
+
+
+def memory_child(mode: str, rounds: int) -> dict:
+    """One configuration in this (fresh) process: its RSS after each phase and its peaks, in MiB."""
+    import torch
+
+    from onebyte.models import load_model
+    from onebyte.tasks.data import load_dataset
+    from onebyte.tasks.objectives import build_objective
+    from onebyte.training import Setup, make_record
+    from onebyte.update import apply_records
+
+    phases = {"imported": _status()}
+    spec = _spec("norm" if mode == "inference" else mode)
+    loaded = load_model(spec.model)
+    phases["loaded"] = _status()
+    if mode == "inference":  # what Setup.build does, less the base hash and the fixed-point state
+        dataset = load_dataset(spec.task, label_names=list(spec.labels), need_labels=True, eval_file=spec.eval_file,
+                               text_column=spec.text_column, label_column=spec.label_column,
+                               template=spec.template)
+        obj = build_objective(loaded, dataset, spec.objective, spec.train.max_length, chat=spec.chat)
+        state = None
+    else:
+        setup = Setup.build(spec, model=loaded)
+        dataset, obj, state = setup.dataset, setup.objective, setup.state
+    phases["built"] = _status()
+    batches = _batches(dataset, rounds + 1, spec.train.batch_size)
+
+    def one_round(r: int) -> None:
+        if state is None:
+            with torch.inference_mode():
+                for _ in range(2 * spec.train.samples):
+                    obj.loss(batches[r])
+        else:  # a shard of exactly one batch: every sample of the record draws these 8 examples
+            record, _ = make_record(setup, batches[r], r, 0)
+            apply_records(state, [record], setup.train)
+
+    t = time.perf_counter()
+    one_round(0)
+    phases["warm"] = _status()
+    warm_s = time.perf_counter() - t
+    setup_peak = phases["warm"]["VmHWM"]
+    reset = _reset_peak()
+    for r in range(1, rounds + 1):
+        one_round(r)
+    phases["measured"] = _status()
+    steady = phases["measured"]["VmHWM"] if reset else None
+    out = {"mode": mode, "phases": phases, "peak_mib": max(setup_peak, phases["measured"]["VmHWM"]),
+           "steady_peak_mib": steady, "warm_round_s": round(warm_s, 2), "rounds": rounds,
+           "dtype": str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
+           "model_parameters": sum(p.numel() for p in loaded.model.parameters())}
+    if state is not None:
+        out.update(tuned_parameters=state.numel, accumulator_mib=round(state.acc.numel() * 4 / 2**20, 1),
+                   view_mib=round(state.view.numel() * state.view.element_size() / 2**20, 1))
+    return out
+
+
+def bench_memory(rounds: int, threads: int) -> dict:
+    rows = []
+    for mode in MEMORY_MODES:
+        cmd = [sys.executable, "-m", "bench.experiments.memory", "--child", mode, "--rounds", str(rounds),
+               "--threads", str(threads)]
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+        if res.returncode:
+            raise RuntimeError(f"memory child {mode} failed:\n{res.stderr[-3000:]}")
+        line = next(x for x in reversed(res.stdout.splitlines()) if x.startswith(_TAG))
+        rows.append(json.loads(line[len(_TAG):]))
+        print(f"memory {mode}: peak {rows[-1]['peak_mib']:.0f} MiB", flush=True)
+    base = rows[0]
+    for row in rows:
+        row["peak_ratio"] = round(row["peak_mib"] / base["peak_mib"], 3)
+        if row["steady_peak_mib"] is not None and base["steady_peak_mib"] is not None:
+            row["steady_ratio"] = round(row["steady_peak_mib"] / base["steady_peak_mib"], 3)
+    return {"rows": rows}
+
+
+def _median_pairs(first, second, repeats: int) -> tuple[float, float]:
+    """Medians of two timed callables, interleaved, alternating which runs first."""
+    a, b = [], []
+    for i in range(repeats):
+        for fn, times in ((first, a), (second, b)) if i % 2 == 0 else ((second, b), (first, a)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(a), statistics.median(b)
+
+
+def bench_time(repeats: int) -> dict:
+    import torch
+
+    from onebyte.estimator import projected_gradient
+    from onebyte.models import load_model
+    from onebyte.seeds import direction_seeds
+    from onebyte.training import Setup
+
+    rows = []
+    for tune in TIME_TUNES:
+        setup = Setup.build(_spec(tune), model=load_model(CONFIG["model"]))
+        state, loss, eps = setup.state, setup.objective.loss, setup.train.eps
+        batch = _batches(setup.dataset, 1, setup.train.batch_size)[0]
+        seeds = iter(direction_seeds(setup.spec.run_tag, False, 0, 0, 0, 4 * repeats + 4))
+
+        def plain():
+            loss(batch)
+            loss(batch)
+
+        def pg():
+            with torch.inference_mode():  # as estimator.measure calls it
+                projected_gradient(state, loss, batch, next(seeds), eps)
+
+        def perturb():
+            state.perturb(next(seeds), eps)
+
+        plain()
+        pg()  # warm-up
+        two_forwards_s, pg_s = _median_pairs(plain, pg, repeats)
+        perturb_s, refresh_s = _median_pairs(perturb, state.refresh, repeats)
+        state.refresh()
+        rows.append({"tune": tune, "tuned_parameters": state.numel, "two_forwards_s": round(two_forwards_s, 4),
+                     "projected_gradient_s": round(pg_s, 4), "ratio": round(pg_s / two_forwards_s, 3),
+                     "perturb_s": round(perturb_s, 4), "refresh_s": round(refresh_s, 4),
+                     "overhead_s": round(pg_s - two_forwards_s, 4)})
+        print(f"time {tune}: {rows[-1]}", flush=True)
+        del setup, state, loss
+        gc.collect()
+    return {"rows": rows, "repeats": repeats}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per memory child (after one warm-up)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per tune setting (medians)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (in this process and the children)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    if a.child:
+        print(_TAG + json.dumps(memory_child(a.child, a.rounds)), flush=True)
+        return
+    result = {"config": dict(CONFIG), "threads": a.threads, "torch": torch.__version__,
+              "targets": {"all_over_inference": TARGET_ALL, "lora_over_inference": TARGET_LORA,
+                          "projected_gradient_over_two_forwards": TARGET_TIME},
+              "memory": bench_memory(a.rounds, a.threads), "time": bench_time(a.repeats)}
+    save_result(result, a.out, f"python -m bench.experiments.memory --rounds {a.rounds} --repeats {a.repeats} "
+                f"--threads {a.threads}", f"2-core CPU, no GPU, {a.threads} torch thread(s)")
+
+
+# --------------------------------------------------------------------------------------------
+# BENCHMARKS.md
+# --------------------------------------------------------------------------------------------
+
+_LABEL = {"inference": "(a) inference", "all": "(b) onebyte, all weights", "lora:r=8": "(c) onebyte, LoRA r=8"}
+_TARGET = {"all": TARGET_ALL, "lora:r=8": TARGET_LORA}
+
+
+def render(results: Results) -> list[str]:
+    r = results.get("memory")
+    if not r:
+        return []
+    c = r["config"]
+    rows = r["memory"]["rows"]
+    out = [f"## Memory and time: training against inference ({c['model']} on {c['task']})", "",
+           f"`{r['command']}` ({r['date']}, {r['machine']}). The LLM benchmark's configuration: batch "
+           f"{c['batch_size']}, max length {c['max_length']}, chat template, K = {c['samples']}; model in "
+           f"{rows[0]['dtype']}. Each configuration runs in a fresh process (same imports, same model load, one "
+           "warm-up round, then the measured rounds on the same batches); peak = the process's VmHWM, setup "
+           "included; steady = the high-water mark over the measured rounds alone.", "",
+           "| configuration | tuned scalars | RSS after load (MiB) | peak (MiB) | peak / (a) | steady peak (MiB) | "
+           "steady / (a) | target | |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        target = _TARGET.get(row["mode"])
+        steady = f"{row['steady_peak_mib']:.0f}" if row.get("steady_peak_mib") is not None else "—"
+        out.append(f"| {_LABEL.get(row['mode'], row['mode'])} | {row.get('tuned_parameters', 0):,} | "
+                   f"{row['phases']['loaded']['VmRSS']:.0f} | {row['peak_mib']:.0f} | **{row['peak_ratio']:.2f}** | "
+                   f"{steady} | {row.get('steady_ratio', float('nan')):.2f} | "
+                   f"{f'≤ {target}' if target else '—'} | {verdict(row['peak_ratio'] <= target) if target else ''} |")
+    out += ["", f"Time of one projected gradient against two plain forward passes of the same model on the same "
+            f"batch, interleaved, medians of {r['time']['repeats']}:", "",
+            "| tune | tuned scalars | two forwards (s) | projected gradient (s) | ratio | perturb (s) | restore (s) "
+            "| target | |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["time"]["rows"]:
+        out.append(f"| `{row['tune']}` | {row['tuned_parameters']:,} | {row['two_forwards_s']:.3f} | "
+                   f"{row['projected_gradient_s']:.3f} | **{row['ratio']:.2f}** | {row['perturb_s']:.3f} | "
+                   f"{row['refresh_s']:.3f} | ≤ {TARGET_TIME} | {verdict(row['ratio'] <= TARGET_TIME)} |")
+    return out + [""]
+
+
+def claims(results: Results) -> list[Claim]:
+    r = results.get("memory")
+    if not r:
+        return []
+    c = r["config"]
+    out: list[Claim] = []
+    for row in r["memory"]["rows"]:
+        if row["mode"] in _TARGET:
+            target = _TARGET[row["mode"]]
+            out.append((f"{c['model']}: peak memory of training `{row['mode']}` / inference", f"{row['peak_ratio']:.2f}",
+                        f"≤ {target}", row["peak_ratio"] <= target))
+    for row in r["time"]["rows"]:
+        out.append((f"{c['model']}: projected gradient / two forward passes, `{row['tune']}`", f"{row['ratio']:.2f}",
+                    f"≤ {TARGET_TIME}", row["ratio"] <= TARGET_TIME))
+    return out
+
+
+SECTION = Section("memory", "bench.experiments.memory", render,
+                  steps=(Step("memory", ("--out", "{out}/memory.json"),
+                              ("--rounds", "1", "--repeats", "2", "--out", "{out}/memory.json")),),
+                  claims=claims)
+
+
+if __name__ == "__main__":
+    main()

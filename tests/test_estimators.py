@@ -1,0 +1,107 @@
+"""The estimator interface (spsa, fzoo) and the round schedules: what each sends, what it costs,
+and that runs made with them stay exact replicas."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import onebyte
+from onebyte.config import Estimator, Run, RunSpec, Schedule, TrainConfig, cosine_factor
+from onebyte.estimator import measure_fzoo
+from onebyte.state import FixedPointState
+
+
+class Vec(torch.nn.Module):
+    def __init__(self, n: int = 64):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.linspace(-1, 1, n))
+
+
+def test_fzoo_scalars_are_normalised_one_sided_differences():
+    m = Vec()
+    state = FixedPointState(m.named_parameters())
+    c = torch.linspace(1, -1, 64)
+    calls = []
+
+    def loss(scale):
+        calls.append(1)
+        return float(scale * ((m.theta.detach() - c) ** 2).sum())
+
+    before = state.state_hash()
+    small, big = measure_fzoo(state, loss, 1.0, [1, 2, 3, 4, 5], 1e-2), measure_fzoo(state, loss, 1000.0,
+                                                                                     [1, 2, 3, 4, 5], 1e-2)
+    assert len(calls) == 2 * 6  # K + 1 forward passes per measurement
+    assert state.state_hash() == before  # perturbations undone exactly
+    assert abs(float(small.ghat.std()) - 1.0) < 1e-9  # unit spread whatever the loss scale
+    np.testing.assert_allclose(small.ghat, big.ghat, rtol=1e-4)
+    # each scalar has the sign of the directional derivative along its direction
+    grad = (2 * (m.theta.detach() - c)).double().numpy()
+    for seed, g in zip([1, 2, 3, 4, 5], small.ghat, strict=True):
+        z = state.layout.segment(state.layout.rademacher(seed), 0).double().numpy()
+        if abs(grad @ z) > 1.0:
+            assert np.sign(g) == np.sign(grad @ z)
+
+
+def test_fzoo_with_equal_losses_sends_zeros_and_one_direction_sends_a_sign():
+    m = Vec()
+    state = FixedPointState(m.named_parameters())
+    assert not measure_fzoo(state, lambda _: 1.0, None, [1, 2, 3], 1e-3).ghat.any()
+    one = measure_fzoo(state, lambda _: float(m.theta.detach().sum()), None, [7], 1e-2).ghat
+    assert one.tolist() in ([1.0], [-1.0])
+
+
+def test_forward_passes_per_record():
+    assert TrainConfig(estimator=Estimator.SPSA).forward_passes(4) == 8
+    assert TrainConfig(estimator=Estimator.FZOO).forward_passes(4) == 5
+
+
+def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
+    for r in range(0, 101):
+        want = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * r / 100))
+        assert abs(cosine_factor(r, 100, 0.1) - want) < 1e-14
+    assert cosine_factor(0, 100, 0.1) == 1.0 and cosine_factor(500, 100, 0.1) == cosine_factor(100, 100, 0.1)
+    t = TrainConfig(lr=1e-3, lr_schedule=Schedule.COSINE, warmup=10, horizon=100, final_ratio=0.0)
+    assert t.lr_at(0) == pytest.approx(1e-4) and t.lr_at(9) == pytest.approx(1e-3)
+    assert t.lr_at(10) == 1e-3 and t.lr_at(60) == pytest.approx(5e-4) and t.lr_at(200) == pytest.approx(0.0)
+    e = TrainConfig(eps=1e-2, eps_schedule=Schedule.COSINE, horizon=10, final_ratio=0.5)
+    assert e.eps_at(0) == 1e-2 and e.eps_at(10) == pytest.approx(5e-3) and e.lr_at(10) == e.lr
+
+
+def test_schedule_settings_are_checked_and_named():
+    with pytest.raises(onebyte.ConfigError, match="train.horizon"):
+        TrainConfig(lr_schedule=Schedule.COSINE).validate()
+    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa or fzoo"):
+        TrainConfig.from_dict({"estimator": "adam"})
+    with pytest.raises(onebyte.ConfigError, match="train.final_ratio"):
+        TrainConfig.from_dict({"final_ratio": 2})
+
+
+def test_new_settings_at_their_old_values_keep_old_run_tags(tmp_path):
+    """A run made before the estimator and schedules existed keeps its run tag and reads back as spsa."""
+    old = Run(RunSpec(train=TrainConfig(estimator=Estimator.SPSA)), "ab" * 32)
+    assert "estimator" not in old.canonical()["train"] and "horizon" not in old.canonical()["train"]
+    new = Run(RunSpec(train=TrainConfig(estimator=Estimator.FZOO)), "ab" * 32)
+    assert new.canonical()["train"]["estimator"] == "fzoo" and new.run_tag != old.run_tag
+    d = json.loads(old.to_json())
+    for k in TrainConfig.LEGACY:
+        del d["spec"]["train"][k]  # as run.json was written before
+    (tmp_path / "run.json").write_text(json.dumps(d))
+    back = Run.load(tmp_path / "run.json")
+    assert back.train.estimator is Estimator.SPSA and back.run_tag == old.run_tag
+
+
+def test_differential_privacy_needs_spsa(tmp_path):
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.FZOO, samples=2, batch_size=4))
+    with pytest.raises(onebyte.ConfigError, match="differential privacy needs spsa"):
+        onebyte.simulate(spec, out=tmp_path / "r", peers=1, rounds=1, dp=onebyte.DPConfig(epsilon=8.0, delta=1e-5))
+
+
+def test_fzoo_cosine_run_replays_exactly_in_any_order(tmp_path):
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.FZOO, samples=3, batch_size=4, lr=1e-3,
+                                                        lr_schedule=Schedule.COSINE, warmup=2, horizon=6))
+    result = onebyte.simulate(spec, out=tmp_path / "r", peers=3, rounds=6)
+    assert result.summary["forward_passes"] == 6 * 3 * (3 + 1)
+    assert onebyte.replay(tmp_path / "r", shuffle=5).state_hash == result.state_hash
