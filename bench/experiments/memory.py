@@ -2,8 +2,9 @@
 
     python -m bench.experiments.memory [--rounds 3] [--repeats 7] [--threads 1] [--out bench/results/memory.json]
 
-The configuration is bench/experiments/llm.py's (CausalClassifier objective, chat template, batch 8,
-max length 64, K = 2 projected gradients per record), with three ways of running it:
+The run is bench/experiments/llm.py's (same run id, prompt, labels; CausalClassifier objective, chat
+template, batch 8, max length 64) with the two-point ``spsa`` estimator, K = 2 projected gradients per
+record, measured three ways:
 
 * **Peak memory.** Each configuration runs in a fresh subprocess, which reports its RSS after each
   phase and its peak (the kernel's high-water mark VmHWM; unlike ``ru_maxrss`` it is not inherited
@@ -13,7 +14,7 @@ max length 64, K = 2 projected gradients per record), with three ways of running
   (c) the same with LoRA (``lora:r=8``). Every child loads the same model in the same dtype the same
   way (``load_model``) and runs one warm-up round (2K loss calls, or one record) and ``--rounds``
   measured rounds on the same fixed batches; each imports what its path needs (only the LoRA child
-  imports peft, itself ~140 MiB of RSS: reported as ``imported``). Reported: the process's peak (setup
+  imports peft, inside ``Setup.build``). Reported: the process's peak (setup
   included) and the *steady-state* peak, i.e. the high-water mark over the measured rounds alone,
   reset after the warm-up by writing 5 to ``/proc/self/clear_refs``. Targets: (b)/(a) <= 1.3 and
   (c)/(a) <= 1.1 (process peaks).
@@ -48,13 +49,20 @@ TARGET_TIME = 1.15
 #: bench/experiments/llm.py's configuration (its defaults).
 CONFIG = {"model": "smollm2", "task": "tweets", "lr": 7e-5, "eps": 1e-3, "samples": 2, "batch_size": 8,
           "max_length": 64, "chat": True}
+LABELS = ("negative", "neutral", "positive")
 _TAG = "MEMORY-CHILD "
 
 
 def _spec(tune: str):
-    from bench.experiments.llm import spec
+    """The run as bench/experiments/llm.py builds it (same run id, prompt and labels), estimator spsa."""
+    import onebyte
+    from bench.experiments.llm import TEMPLATE
 
-    return spec(argparse.Namespace(tune=tune, **CONFIG))
+    c = CONFIG
+    return onebyte.RunSpec(run_id="llm-bench", model=c["model"], task=c["task"], labels=LABELS, template=TEMPLATE,
+                           chat=c["chat"], train=onebyte.TrainConfig(tune=tune, lr=c["lr"], eps=c["eps"],
+                                                                     samples=c["samples"], batch_size=c["batch_size"],
+                                                                     max_length=c["max_length"]))
 
 
 def _status() -> dict[str, float]:
@@ -158,18 +166,20 @@ def bench_memory(rounds: int, threads: int) -> dict:
     return {"rows": rows}
 
 
-def _median_pairs(first, second, repeats: int) -> tuple[float, float]:
-    """Medians of two timed callables, interleaved, alternating which runs first."""
-    a, b = [], []
+def _interleaved(first, second, repeats: int) -> tuple[list[float], list[float]]:
+    """Times of two callables, interleaved, alternating which runs first."""
+    a: list[float] = []
+    b: list[float] = []
     for i in range(repeats):
         for fn, times in ((first, a), (second, b)) if i % 2 == 0 else ((second, b), (first, a)):
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-    return statistics.median(a), statistics.median(b)
+    return a, b
 
 
-def bench_time(repeats: int) -> dict:
+def time_tune(tune: str, repeats: int) -> dict:
+    """One projected gradient against two plain forward passes, for one tune setting."""
     import torch
 
     from onebyte.estimator import projected_gradient
@@ -177,35 +187,40 @@ def bench_time(repeats: int) -> dict:
     from onebyte.seeds import direction_seeds
     from onebyte.training import Setup
 
+    setup = Setup.build(_spec(tune), model=load_model(CONFIG["model"]))
+    state, loss, eps = setup.state, setup.objective.loss, setup.train.eps
+    batch = _batches(setup.dataset, 1, setup.train.batch_size)[0]
+    seeds = iter(direction_seeds(setup.spec.run_tag, False, 0, 0, 0, 4 * repeats + 4))
+
+    def plain():
+        loss(batch)
+        loss(batch)
+
+    def pg():
+        with torch.inference_mode():  # as estimator.measure calls it
+            projected_gradient(state, loss, batch, next(seeds), eps)
+
+    def perturb():
+        state.perturb(next(seeds), eps)
+
+    plain()
+    pg()  # warm-up
+    fwd, grad = _interleaved(plain, pg, repeats)
+    perturb_t, refresh_t = _interleaved(perturb, state.refresh, repeats)
+    state.refresh()
+    med = statistics.median
+    return {"tune": tune, "tuned_parameters": state.numel, "two_forwards_s": round(med(fwd), 4),
+            "projected_gradient_s": round(med(grad), 4), "ratio": round(med(grad) / med(fwd), 3),
+            "median_pair_ratio": round(med(g / f for f, g in zip(fwd, grad, strict=True)), 3),
+            "perturb_s": round(med(perturb_t), 4), "refresh_s": round(med(refresh_t), 4),
+            "overhead_s": round(med(grad) - med(fwd), 4)}
+
+
+def bench_time(repeats: int) -> dict:
     rows = []
     for tune in TIME_TUNES:
-        setup = Setup.build(_spec(tune), model=load_model(CONFIG["model"]))
-        state, loss, eps = setup.state, setup.objective.loss, setup.train.eps
-        batch = _batches(setup.dataset, 1, setup.train.batch_size)[0]
-        seeds = iter(direction_seeds(setup.spec.run_tag, False, 0, 0, 0, 4 * repeats + 4))
-
-        def plain():
-            loss(batch)
-            loss(batch)
-
-        def pg():
-            with torch.inference_mode():  # as estimator.measure calls it
-                projected_gradient(state, loss, batch, next(seeds), eps)
-
-        def perturb():
-            state.perturb(next(seeds), eps)
-
-        plain()
-        pg()  # warm-up
-        two_forwards_s, pg_s = _median_pairs(plain, pg, repeats)
-        perturb_s, refresh_s = _median_pairs(perturb, state.refresh, repeats)
-        state.refresh()
-        rows.append({"tune": tune, "tuned_parameters": state.numel, "two_forwards_s": round(two_forwards_s, 4),
-                     "projected_gradient_s": round(pg_s, 4), "ratio": round(pg_s / two_forwards_s, 3),
-                     "perturb_s": round(perturb_s, 4), "refresh_s": round(refresh_s, 4),
-                     "overhead_s": round(pg_s - two_forwards_s, 4)})
+        rows.append(time_tune(tune, repeats))
         print(f"time {tune}: {rows[-1]}", flush=True)
-        del setup, state, loss
         gc.collect()
     return {"rows": rows, "repeats": repeats}
 
@@ -229,7 +244,7 @@ def main() -> None:
                           "projected_gradient_over_two_forwards": TARGET_TIME},
               "memory": bench_memory(a.rounds, a.threads), "time": bench_time(a.repeats)}
     save_result(result, a.out, f"python -m bench.experiments.memory --rounds {a.rounds} --repeats {a.repeats} "
-                f"--threads {a.threads}", f"2-core CPU, no GPU, {a.threads} torch thread(s)")
+                f"--threads {a.threads}", f"2-core CPU, no GPU, {a.threads} torch thread{'s' if a.threads > 1 else ''}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,27 +262,40 @@ def render(results: Results) -> list[str]:
     c = r["config"]
     rows = r["memory"]["rows"]
     out = [f"## Memory and time: training against inference ({c['model']} on {c['task']})", "",
-           f"`{r['command']}` ({r['date']}, {r['machine']}). The LLM benchmark's configuration: batch "
-           f"{c['batch_size']}, max length {c['max_length']}, chat template, K = {c['samples']}; model in "
-           f"{rows[0]['dtype']}. Each configuration runs in a fresh process (same imports, same model load, one "
+           f"`{r['command']}` ({r['date']}, {r['machine']}). The LLM benchmark's run (prompt, labels): batch "
+           f"{c['batch_size']}, max length {c['max_length']}, chat template, estimator spsa, K = {c['samples']}; model in "
+           f"{rows[0]['dtype']}. Each configuration runs in a fresh process (the same model load, one "
            "warm-up round, then the measured rounds on the same batches); peak = the process's VmHWM, setup "
-           "included; steady = the high-water mark over the measured rounds alone.", "",
+           "included; steady = the high-water mark over the measured rounds alone (reset after the warm-up).", "",
            "| configuration | tuned scalars | RSS after load (MiB) | peak (MiB) | peak / (a) | steady peak (MiB) | "
            "steady / (a) | target | |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         target = _TARGET.get(row["mode"])
         steady = f"{row['steady_peak_mib']:.0f}" if row.get("steady_peak_mib") is not None else "—"
-        out.append(f"| {_LABEL.get(row['mode'], row['mode'])} | {row.get('tuned_parameters', 0):,} | "
+        tuned = f"{row['tuned_parameters']:,}" if "tuned_parameters" in row else "—"
+        out.append(f"| {_LABEL.get(row['mode'], row['mode'])} | {tuned} | "
                    f"{row['phases']['loaded']['VmRSS']:.0f} | {row['peak_mib']:.0f} | **{row['peak_ratio']:.2f}** | "
                    f"{steady} | {row.get('steady_ratio', float('nan')):.2f} | "
                    f"{f'≤ {target}' if target else '—'} | {verdict(row['peak_ratio'] <= target) if target else ''} |")
-    out += ["", f"Time of one projected gradient against two plain forward passes of the same model on the same "
-            f"batch, interleaved, medians of {r['time']['repeats']}:", "",
-            "| tune | tuned scalars | two forwards (s) | projected gradient (s) | ratio | perturb (s) | restore (s) "
-            "| target | |", "|---|---|---|---|---|---|---|---|---|"]
+    end = {row["mode"]: row["phases"]["measured"] for row in rows}
+    out += ["", "Resident after the measured rounds: " + "; ".join(
+        f"{_LABEL.get(m, m)} {ph['RssAnon']:.0f} MiB anonymous + {ph['RssFile']:.0f} MiB file-backed" for m, ph in end.items())
+        + " (the base weights are a memory map of the safetensors cache until the state copies them)."]
+    for row in rows:
+        if "accumulator_mib" in row:
+            built = row["phases"]["built"]
+            out.append(f"{_LABEL.get(row['mode'], row['mode'])}: int32 accumulators {row['accumulator_mib']:.0f} MiB "
+                       f"plus the {row['dtype']} view {row['view_mib']:.0f} MiB (the model's {row['model_parameters']:,} "
+                       f"weights are {row['model_parameters'] * 4 / 2**20:.0f} MiB in float32); RSS after "
+                       f"`Setup.build` {built['VmRSS']:.0f} MiB, high-water mark by then {built['VmHWM']:.0f} MiB.")
+    out += ["", f"Time of one projected gradient (perturb, forward, perturb, forward, restore) against two plain "
+            f"forward passes of the same model on the same batch, interleaved, medians of {r['time']['repeats']}; "
+            "ratio = median over median; perturb and restore timed alone beside them:", "",
+            "| tune | tuned scalars | two forwards (s) | projected gradient (s) | ratio | median of pair ratios | "
+            "perturb (s) | restore (s) | target | |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["time"]["rows"]:
         out.append(f"| `{row['tune']}` | {row['tuned_parameters']:,} | {row['two_forwards_s']:.3f} | "
-                   f"{row['projected_gradient_s']:.3f} | **{row['ratio']:.2f}** | {row['perturb_s']:.3f} | "
+                   f"{row['projected_gradient_s']:.3f} | **{row['ratio']:.2f}** | {row['median_pair_ratio']:.2f} | {row['perturb_s']:.3f} | "
                    f"{row['refresh_s']:.3f} | ≤ {TARGET_TIME} | {verdict(row['ratio'] <= TARGET_TIME)} |")
     return out + [""]
 
