@@ -35,7 +35,7 @@ def test_fzoo_scalars_are_normalised_one_sided_differences():
                                                                                      [1, 2, 3, 4, 5], 1e-2)
     assert len(calls) == 2 * 6  # K + 1 forward passes per measurement
     assert state.state_hash() == before  # perturbations undone exactly
-    assert abs(float(small.ghat.std()) - 1.0) < 1e-9  # unit spread whatever the loss scale
+    assert abs(float(small.ghat.std(ddof=1)) - 1.0) < 1e-9  # unit spread whatever the loss scale
     np.testing.assert_allclose(small.ghat, big.ghat, rtol=1e-4)
     # each scalar has the sign of the directional derivative along its direction
     grad = (2 * (m.theta.detach() - c)).double().numpy()
@@ -53,9 +53,29 @@ def test_fzoo_with_equal_losses_sends_zeros_and_one_direction_sends_a_sign():
     assert one.tolist() in ([1.0], [-1.0])
 
 
+def test_centered_scalars_are_z_scores_of_the_perturbed_losses():
+    m = Vec()
+    state = FixedPointState(m.named_parameters())
+    c = torch.linspace(1, -1, 64)
+    calls = []
+
+    def loss(_):
+        calls.append(1)
+        return float(((m.theta.detach() - c) ** 2).sum())
+
+    g = measure_fzoo(state, loss, None, [1, 2, 3, 4], 1e-2, centered=True).ghat
+    assert len(calls) == 4  # no unperturbed pass
+    assert abs(float(g.mean())) < 1e-12 and abs(float(g.std(ddof=1)) - 1.0) < 1e-9
+    one_sided = measure_fzoo(state, loss, None, [1, 2, 3, 4], 1e-2).ghat
+    np.testing.assert_allclose(g, one_sided - one_sided.mean(), atol=1e-9)  # the same, less the shared offset
+    with pytest.raises(onebyte.ConfigError, match="train.samples"):
+        TrainConfig(estimator=Estimator.CENTERED, samples=1).validate()
+
+
 def test_forward_passes_per_record():
     assert TrainConfig(estimator=Estimator.SPSA).forward_passes(4) == 8
     assert TrainConfig(estimator=Estimator.FZOO).forward_passes(4) == 5
+    assert TrainConfig(estimator=Estimator.CENTERED).forward_passes(4) == 4
 
 
 def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
@@ -73,7 +93,7 @@ def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
 def test_schedule_settings_are_checked_and_named():
     with pytest.raises(onebyte.ConfigError, match="train.horizon"):
         TrainConfig(lr_schedule=Schedule.COSINE).validate()
-    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa or fzoo"):
+    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa, fzoo or centered"):
         TrainConfig.from_dict({"estimator": "adam"})
     with pytest.raises(onebyte.ConfigError, match="train.final_ratio"):
         TrainConfig.from_dict({"final_ratio": 2})

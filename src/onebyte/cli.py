@@ -93,8 +93,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--directions", choices=["distinct", "shared"],
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
-    g.add_argument("--estimator", choices=["spsa", "fzoo"],
-                   help="spsa: two-point, 2K forward passes; fzoo: one-sided, normalised, K+1 on one batch [spsa]")
+    g.add_argument("--estimator", choices=["spsa", "fzoo", "centered"],
+                   help="spsa: two-point, 2K forward passes; fzoo: one-sided, normalised, K+1 on one batch; "
+                   "centered: fzoo against the mean perturbed loss, K [spsa]")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [constant]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")

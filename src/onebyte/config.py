@@ -48,10 +48,14 @@ class Estimator(enum.Enum):
     * ``fzoo``: FZOO's one-sided, normalised form (arXiv 2506.09034): K directions on one batch
       against one shared unperturbed loss, each difference divided by the standard deviation of
       the K perturbed losses: K + 1 forward passes, scalars of unit scale whatever ε and the loss.
+    * ``centered``: FZOO with the mean of the K perturbed losses as the baseline instead of the
+      unperturbed loss (the z-scores of the perturbed losses): K forward passes, and the offset
+      that one-sided differences share (the curvature term) is gone. Needs K >= 2.
     """
 
     SPSA = "spsa"
     FZOO = "fzoo"
+    CENTERED = "centered"
 
 
 class Schedule(enum.Enum):
@@ -123,6 +127,8 @@ class TrainConfig:
                 out.append((f"train.{name}", f"must be a whole number of rounds >= 0, not {v!r}"))
         if not (isinstance(self.final_ratio, int | float) and 0 <= self.final_ratio <= 1):
             out.append(("train.final_ratio", f"must be a number in [0, 1], not {self.final_ratio!r}"))
+        if self.estimator is Estimator.CENTERED and self.samples < 2:
+            out.append(("train.samples", "the centered estimator needs at least 2 directions per record"))
         if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
             out.append(("train.horizon", "a cosine schedule needs the rounds it runs over (horizon > 0)"))
         return out
@@ -151,7 +157,7 @@ class TrainConfig:
 
     def forward_passes(self, count: int) -> int:
         """Forward passes a record of ``count`` scalars cost its sender."""
-        return count + 1 if self.estimator is Estimator.FZOO else 2 * count
+        return {Estimator.SPSA: 2 * count, Estimator.FZOO: count + 1, Estimator.CENTERED: count}[self.estimator]
 
     #: What the settings added after the first runs were implicitly then: a run that keeps them is
     #: described (and tagged) without them, so run directories written before keep their run tags.
@@ -184,7 +190,8 @@ class TrainConfig:
                 try:
                     values[name] = kind(values[name])
                 except ValueError:
-                    choices = " or ".join(m.value for m in kind)
+                    names = [m.value for m in kind]
+                    choices = ", ".join(names[:-1]) + " or " + names[-1]
                     problems.append((f"train.{name}", f"must be {choices}, not {values[name]!r}"))
         for k in ("lr", "eps", "final_ratio"):  # TOML writes 1 for 1.0; accept ints where floats are meant
             if isinstance(values.get(k), int) and not isinstance(values.get(k), bool):
@@ -405,8 +412,9 @@ tune = {train_tune}
 directions = {train_directions}
 # [math] tokens per example
 max_length = {train_max_length}
-# [math] how forward passes become scalars: spsa (two-point, 2K passes for K) or fzoo (one-sided,
-# normalised by the spread of the K perturbed losses, K + 1 passes on one batch)
+# [math] how forward passes become scalars: spsa (two-point, 2K passes for K), fzoo (one-sided,
+# normalised by the spread of the K perturbed losses, K + 1 passes on one batch), or centered
+# (fzoo with the mean perturbed loss as baseline, K passes)
 estimator = {train_estimator}
 # [math] learning-rate and perturbation-size schedules over rounds: constant or cosine (from the value
 # set above to final_ratio times it over horizon rounds); warmup: rounds of linear learning-rate warm-up

@@ -200,7 +200,7 @@ class PerturbationLayout:
         self.size = pos
         self._counter: list[torch.Tensor] | None = None
         self._tables = _sign_tables(self.device)
-        self._index = torch.empty(self.size // 8, dtype=torch.int32, device=self.device)
+        self._index = torch.empty(self.size // 8, dtype=torch.uint8, device=self.device)  # a direction's bytes
         self.fused = fused_available(self.device) if fused is None else bool(fused)
 
     def _torch_counter(self) -> list[torch.Tensor]:
@@ -221,7 +221,8 @@ class PerturbationLayout:
         return flat[off : off + self.numels[index]]
 
     def _fill_index(self, seed: int) -> torch.Tensor:
-        """The random bytes of ``seed`` over the layout, as int32 row indices (size // 8)."""
+        """The random bytes of ``seed`` over the layout (uint8, size // 8): the sign table's rows,
+        widened to int32 indices a chunk at a time (4x less memory than holding int32)."""
         if self.device.type == "cpu":
             import numpy as np
 
@@ -232,7 +233,7 @@ class PerturbationLayout:
                 idx[off // 8:(off + nb * BITS_PER_BLOCK) // 8] = bg.random_raw(4 * nb).view(np.uint8)
         elif self.fused:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
-            self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)))
+            self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)).to(torch.uint8))
         else:
             self._index.copy_(self.bits(seed))
         return self._index
@@ -273,7 +274,7 @@ class PerturbationLayout:
         if out is None:
             out = torch.empty(self.size, dtype=dtype, device=self.device)
         rows = out.view(torch.int64).view(self.size // 8, -1)
-        torch.index_select(table, 0, self._fill_index(seed), out=rows)
+        torch.index_select(table, 0, self._fill_index(seed).to(torch.int32), out=rows)
         return out
 
     def iter_rademacher(self, seed: int, dtype: torch.dtype, ranges: Sequence[tuple[int, int]],
@@ -290,5 +291,6 @@ class PerturbationLayout:
             for a in range(start, stop, chunk):
                 b = min(a + chunk, stop)
                 z = scratch[: b - a]
-                torch.index_select(table, 0, idx[a // 8:b // 8], out=z.view(torch.int64).view((b - a) // 8, -1))
+                torch.index_select(table, 0, idx[a // 8:b // 8].to(torch.int32),
+                                   out=z.view(torch.int64).view((b - a) // 8, -1))
                 yield a, b, z

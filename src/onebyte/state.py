@@ -116,18 +116,21 @@ class FixedPointState:
         self.scratch = torch.empty(min(self.layout.size, CHUNK), dtype=torch.float32, device=device)
         self._params: dict[str, torch.nn.Parameter] = {}
         for i, (name, p) in enumerate(items):
-            # float32 * 2^f is exact and |result| < 2^31, so rounding in float32 is exact too
-            # (bf16 and fp16 convert to float32 exactly).
-            # Chunked, so no full-size temporary of the largest tensor exists at any time.
-            src, dst, scale = p.detach().reshape(-1), self.layout.segment(self.acc, i), math.ldexp(1.0, frac[name])
-            for a in range(0, src.numel(), CHUNK):
-                part = src[a:a + CHUNK].to(device=device, dtype=torch.float32) * scale
-                dst[a:a + CHUNK].copy_(torch.round_(part))
+            self._take(i, p, frac[name], device)
             p.requires_grad_(False)  # forward-only: no autograd graph, no gradient buffers
             p.data = self.layout.segment(self.view, i).view(self.shapes[name])
             self._params[name] = p
         self.groups = self._make_groups()
         self.refresh()
+
+    def _take(self, i: int, p: torch.Tensor, frac: int, device: torch.device | str) -> None:
+        """Tensor ``i``'s weights into the accumulators. float32 * 2^f is exact and |result| < 2^31,
+        so rounding in float32 is exact too (bf16 and fp16 convert to float32 exactly). Chunked,
+        so no full-size temporary exists; a method, so no reference to the original weights
+        outlives it (a memory-mapped checkpoint would otherwise stay resident beside the view)."""
+        src, dst, scale = p.detach().reshape(-1), self.layout.segment(self.acc, i), math.ldexp(1.0, frac)
+        for a in range(0, src.numel(), CHUNK):
+            dst[a:a + CHUNK].copy_(torch.round_(src[a:a + CHUNK].to(device=device, dtype=torch.float32) * scale))
 
     def _make_groups(self) -> list[_Group]:
         groups: list[_Group] = []

@@ -113,9 +113,10 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     k = train.samples
     seeds = direction_seeds(tag, train.directions is Directions.SHARED, round_, peer_id, first_sample, k)
     eps = train.eps_at(round_)
-    if privacy is None and train.estimator is Estimator.FZOO:
+    if privacy is None and train.estimator is not Estimator.SPSA:
         batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
-        m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps)
+        m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps,
+                         centered=train.estimator is Estimator.CENTERED)
     elif privacy is None:
         batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
         m = measure(setup.state, setup.objective.loss, batches, seeds, eps)
