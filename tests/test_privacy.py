@@ -43,10 +43,11 @@ def test_clipping_bounds_each_example_and_noise_is_added():
 
 
 def test_simulate_with_dp_reports_the_budget(tmp_path):
-    from onebyte.config import TrainConfig
+    from onebyte.config import Estimator, TrainConfig
     from onebyte.simulator import SimConfig, run_simulation
 
     s = run_simulation(SimConfig(model="tiny-gpt2", peers=2, rounds=2, eval_size=16, dp=DPConfig(3.0, 1e-5),
-                           train=TrainConfig(samples=2, batch_size=8)), tmp_path / "r").summary
+                           train=TrainConfig(samples=2, batch_size=8, estimator=Estimator.SPSA, lr=1e-3)),
+                       tmp_path / "r").summary
     assert 0 < s["dp"]["epsilon_spent"] <= 3.0 and s["dp"]["delta"] == 1e-5
     assert s["dp"]["steps"] == s["dp"]["planned_steps"] == 4

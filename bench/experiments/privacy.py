@@ -2,8 +2,8 @@
 
     python -m bench.experiments.privacy [--rounds 100] [--out bench/results/privacy.json]
 
-Each run is `onebyte simulate` on minilm + vader, 4 peers, byte codec, the README demo's
-defaults, with `--dp-epsilon E --dp-delta 1e-5` (none for ε = ∞); each peer's ε protects its
+Each run is `onebyte simulate` on minilm + vader, 4 peers, byte codec, the SPSA configuration
+(DP-ZO clips per-example two-point differences: `--estimator spsa --lr 1e-3`, constant), with `--dp-epsilon E --dp-delta 1e-5` (none for ε = ∞); each peer's ε protects its
 own shard, as computed by dp-accounting.
 """
 
@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from bench.experiments.quality import spsa_demo
 from bench.output import RESULTS, WORK
 from bench.sections import Results, Section
 from onebyte.privacy import DPConfig
@@ -34,7 +35,7 @@ def main() -> None:
         work = a.work / f"eps-{text}"
         shutil.rmtree(work, ignore_errors=True)
         dp = None if eps == float("inf") else DPConfig(eps, 1e-5, 1.0)
-        s = run_simulation(SimConfig(model="minilm", task="vader", peers=4, rounds=a.rounds, dp=dp), work).summary
+        s = run_simulation(SimConfig(model="minilm", task="vader", peers=4, rounds=a.rounds, dp=dp, train=spsa_demo()), work).summary
         rows.append({"epsilon": text, "accuracy_before": s["eval_before"]["accuracy"],
                      "accuracy_after": s["eval_after"]["accuracy"], "dp": s.get("dp"), "seconds": s["seconds"]})
         print(json.dumps(rows[-1]), flush=True)

@@ -43,6 +43,14 @@ ADAM_LR = 2e-5
 MODEL, TASK = "minilm", "vader"
 
 
+def spsa_demo(**changes):
+    """The configuration this section measures: two-point SPSA, lr 1e-3 constant, the demo's other
+    settings (the estimators section compares it with the FZOO default)."""
+    from onebyte.config import Estimator, Schedule, TrainConfig
+
+    return TrainConfig(estimator=Estimator.SPSA, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0, **changes)
+
+
 def conditions(p: dict) -> list[dict]:
     out = [{"name": "zero-shot", "kind": "zero-shot"},
            {"name": "Adam (first-order, all weights)", "kind": "adam"},
@@ -78,14 +86,13 @@ def _test_set(dataset, size: int):
 
 def run_onebyte(cond: dict, seed: int, p: dict) -> list[dict]:
     from onebyte.codec import Codec
-    from onebyte.config import TrainConfig
     from onebyte.simulator import SimConfig, run_simulation
 
     multi = cond["peers"] > 1
     cfg = SimConfig(model=MODEL, task=TASK, peers=cond["peers"], split=cond["split"], seed=seed,
                     rounds=p["multi_rounds"][cond["peers"]] if multi else p["rounds"], run_id=f"quality-seed{seed}",
                     eval_every=p["multi_eval_every"] if multi else p["eval_every"], eval_size=p["eval_size"],
-                    train=TrainConfig(codec=Codec.parse(cond["codec"])))
+                    train=spsa_demo(codec=Codec.parse(cond["codec"])))
     with tempfile.TemporaryDirectory(prefix="onebyte-quality-") as tmp:
         summary = run_simulation(cfg, tmp).summary
         rows = [json.loads(line) for line in (Path(tmp) / METRICS).read_text().splitlines()]
@@ -114,13 +121,13 @@ def run_zero_shot(cond: dict, seed: int, p: dict) -> list[dict]:
 
 def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     """MeZO (Malladi et al. 2023) on the same biases, batches and hyper-parameters, float32 throughout."""
-    from onebyte.config import Run, RunSpec, TrainConfig
+    from onebyte.config import Run, RunSpec
     from onebyte.params import TuneSpec, select_parameters
     from onebyte.seeds import stream_seed
     from onebyte.training import batch_for
 
     loaded, dataset, obj = _plain(seed)
-    train = TrainConfig()
+    train = spsa_demo()
     params = [prm for _, prm in select_parameters(loaded.model, TuneSpec.parse(train.tune))]
     tag = Run(RunSpec(f"quality-seed{seed}", MODEL, TASK, train=train), loaded.base_hash).run_tag
     test = _test_set(dataset, p["eval_size"])

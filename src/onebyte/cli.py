@@ -86,7 +86,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="classify (label from text) or lm (next-token loss); auto = classify [auto]")
     g.add_argument("--samples", type=_positive_int, help="projected gradients per peer per round (K) [4]")
     g.add_argument("--batch-size", type=_positive_int, help="examples per projected gradient [32]")
-    g.add_argument("--lr", type=_positive_float, help="learning rate [1e-3]")
+    g.add_argument("--lr", type=_positive_float, help="learning rate [3e-3]")
     g.add_argument("--eps", type=_positive_float, help="perturbation size [1e-3]")
     g.add_argument("--codec", choices=["byte", "sign", "float32"], help="wire format of gradients [byte]")
     g.add_argument("--tune", help="all, bias, norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2] [bias]")
@@ -95,11 +95,11 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
     g.add_argument("--estimator", choices=["spsa", "fzoo", "centered"],
                    help="spsa: two-point, 2K forward passes; fzoo: one-sided, normalised, K+1 on one batch; "
-                   "centered: fzoo against the mean perturbed loss, K [spsa]")
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [constant]")
+                   "centered: fzoo against the mean perturbed loss, K [fzoo]")
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")
-    g.add_argument("--horizon", type=_non_negative_int, help="rounds a cosine schedule runs over [0]")
+    g.add_argument("--horizon", type=_non_negative_int, help="rounds a cosine schedule runs over [100]")
     g.add_argument("--final-ratio", type=float, help="where a cosine schedule ends, times the start [0.1]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 

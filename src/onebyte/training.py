@@ -30,7 +30,8 @@ __all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state", "check
 def check_private(train: TrainConfig) -> None:
     """Differential privacy clips per-example two-point differences: it needs ``spsa``."""
     if train.estimator is not Estimator.SPSA:
-        raise ConfigError.of("train.estimator", f"differential privacy needs spsa, not {train.estimator.value}")
+        raise ConfigError.of("train.estimator", f"differential privacy needs spsa (per-example clipped two-point "
+                             f"differences), not {train.estimator.value}")
 
 
 def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes) -> tuple[LoadedModel, FixedPointState]:
@@ -43,7 +44,8 @@ def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes) -> tuple[LoadedM
 
         loaded = attach_lora(loaded, spec, run_tag)
         magnitudes = lora_magnitudes(loaded.model)
-    return loaded, FixedPointState(select_parameters(loaded.model, spec), magnitudes=magnitudes)
+    device = next(loaded.model.parameters()).device  # the state lives where the model does
+    return loaded, FixedPointState(select_parameters(loaded.model, spec), device, magnitudes=magnitudes)
 
 
 @dataclass

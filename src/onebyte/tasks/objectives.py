@@ -62,10 +62,15 @@ class Objective:
         self.label_names = dataset.label_names
         self.max_length = max_length
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: inputs are built there (CPU, or a GPU a site moved it to)."""
+        return next(self.model.parameters()).device
+
     def _tokens(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
-        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
     def per_example(self, batch: Sequence[Example]) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(logits or None, the loss of each example)."""
@@ -82,7 +87,7 @@ class Objective:
     @torch.inference_mode()
     def losses(self, batch: Sequence[Example]):
         """Per-example losses as a float64 NumPy array (for differentially private estimates)."""
-        return self.per_example(batch)[1].double().numpy()
+        return self.per_example(batch)[1].double().cpu().numpy()
 
     @torch.inference_mode()
     def evaluate(self, examples: Sequence[Example], batch_size: int = 128) -> dict[str, float]:
@@ -115,7 +120,7 @@ class EncoderClassifier(Objective):
         descriptions = [f"This is {name}." for name in self.label_names]
         emb = self._embed(texts + descriptions)
         logits = COSINE_SCALE * emb[: len(texts)] @ emb[len(texts):].T
-        labels = torch.tensor([e.label for e in batch])
+        labels = torch.tensor([e.label for e in batch], device=logits.device)
         return logits, F.cross_entropy(logits, labels, reduction="none")
 
 
@@ -185,6 +190,7 @@ class CausalClassifier(Objective):
             ids[i, width - len(r):] = torch.tensor(r)
             mask[i, width - len(r):] = 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
         return F.log_softmax(out.logits[:, -keep:].float(), dim=-1)
 
@@ -197,15 +203,15 @@ class CausalClassifier(Objective):
         # several tokens: one row per (example, label), each ending in its label's words
         rows = [p + ids for p in prompts for ids in self.label_ids]
         logp = self._forward(rows, self.longest + 1)[:, :-1]  # position j predicts token j + 1
-        scores = torch.empty(len(rows))
+        scores = torch.empty(len(rows), device=logp.device)
         for r, ids in enumerate(self.label_ids * len(prompts)):
-            picked = logp[r, self.longest - len(ids):].gather(1, torch.tensor(ids).unsqueeze(1))
+            picked = logp[r, self.longest - len(ids):].gather(1, torch.tensor(ids, device=logp.device).unsqueeze(1))
             scores[r] = picked.sum()
         return scores.view(len(prompts), len(self.label_ids))
 
     def per_example(self, batch):
         scores = self.label_loglik(batch)
-        labels = torch.tensor([e.label for e in batch])
+        labels = torch.tensor([e.label for e in batch], device=scores.device)
         return scores, F.cross_entropy(scores, labels, reduction="none")
 
 
