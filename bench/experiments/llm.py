@@ -3,6 +3,7 @@
     python -m bench.experiments.llm [--quick] [--rounds 60] [--out bench/results/llm.json]
     python -m bench.experiments.llm --task reviews.tsv --text-column review --label-column rating \
         --eval-file reviews-test.tsv --template "Review: {review}\nSentiment:" --out bench/results/llm_tsv.json
+    python -m bench.experiments.llm --tsv DIR ...   # the tweets written as two TSV files, read back as a site's own
 
 Three conditions on the same model, data, prompt and held-out sample (`--eval-size` tweets drawn
 with a fixed seed from the fixed test split; accuracy, balanced accuracy and macro-F1):
@@ -41,6 +42,24 @@ def spec(a: argparse.Namespace):
                                                      estimator=Estimator(a.estimator),
                                                      lr_schedule=Schedule(a.lr_schedule), warmup=a.warmup,
                                                      horizon=a.horizon or 0, final_ratio=a.final_ratio))
+
+
+def write_tsv(folder: Path) -> tuple[Path, Path]:
+    """The tweets task's fixed train and test splits as a site would have them: two tab-separated
+    files with their own column names (``tweet``, ``mood``), written by pyarrow (quoting as needed)."""
+    import pyarrow as pa
+    import pyarrow.csv as pc
+
+    from onebyte.tasks.data import load_dataset
+
+    ds = load_dataset("tweets", label_names=["negative", "neutral", "positive"])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, rows in (("train", ds.train), ("test", ds.test)):
+        table = pa.table({"tweet": [e.text for e in rows], "mood": [ds.label_names[e.label] for e in rows]})
+        paths.append(folder / f"tweets-{name}.tsv")
+        pc.write_csv(table, paths[-1], pc.WriteOptions(delimiter="\t"))
+    return paths[0], paths[1]
 
 
 def run_onebyte(a: argparse.Namespace, p: dict) -> dict:
@@ -115,6 +134,7 @@ def main() -> None:
     ap.add_argument("--text-column", default="text")
     ap.add_argument("--label-column", default="label")
     ap.add_argument("--eval-file")
+    ap.add_argument("--tsv", type=Path, help="write the tweets as DIR/tweets-{train,test}.tsv and train on those files")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "llm.json")
     a = ap.parse_args()
@@ -125,6 +145,10 @@ def main() -> None:
     p = dict(QUICK if a.quick else FULL)
     p.update({k: v for k, v in (("rounds", a.rounds), ("adam_steps", a.adam_steps), ("eval_size", a.eval_size),
                                 ("eval_every", a.eval_every)) if v is not None})
+    if a.tsv:
+        train_file, test_file = write_tsv(a.tsv)
+        a.task, a.eval_file, a.text_column, a.label_column = str(train_file), str(test_file), "tweet", "mood"
+        a.template = a.template.replace("{text}", "{tweet}")
     if a.lr_schedule == "cosine" and not a.horizon:
         a.horizon = p["rounds"]
     keys = ["model", "task", "peers", "tune", "lr", "eps", "samples", "batch_size", "max_length", "adam_lr",
@@ -134,9 +158,15 @@ def main() -> None:
     result["onebyte"] = run_onebyte(a, p)
     if not a.skip_adam:
         result["adam"] = run_adam(a, p)
-    args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result["config"].items())
-    if a.template != TEMPLATE:
+    from_tsv = ("task", "text_column", "label_column", "eval_file")  # --tsv sets these, and the template
+    args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result["config"].items()
+                    if not (a.tsv and k in from_tsv))
+    if a.tsv:
+        args += f" --tsv {a.tsv}"
+    elif a.template != TEMPLATE:
         args += " --template " + json.dumps(a.template)
+    if a.skip_adam:
+        args += " --skip-adam"
     save_result(result, a.out, f"python -m bench.experiments.llm {'--quick ' if a.quick else ''}"
                 f"--rounds {p['rounds']} --adam-steps {p['adam_steps']} --eval-size {p['eval_size']} "
                 f"--eval-every {p['eval_every']} {args}", "2-core CPU, no GPU")
