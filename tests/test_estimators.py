@@ -10,7 +10,7 @@ import torch
 
 import onebyte
 from onebyte.config import Estimator, Run, RunSpec, Schedule, TrainConfig, cosine_factor
-from onebyte.estimator import measure_fzoo
+from onebyte.estimator import measure_es, measure_fzoo
 from onebyte.state import FixedPointState
 
 
@@ -72,10 +72,31 @@ def test_centered_scalars_are_z_scores_of_the_perturbed_losses():
         TrainConfig(estimator=Estimator.CENTERED, samples=1).validate()
 
 
+def test_es_scalars_estimate_the_gradient_with_their_magnitude():
+    """Unnormalised mean-baseline differences: E[g z] is the gradient (so a peer's influence is its
+    gradient's size, as with SPSA), one forward pass per direction."""
+    m = Vec(8)
+    state = FixedPointState(m.named_parameters())
+    c = torch.linspace(1, -1, 8)
+    loss = lambda scale: float(scale * 0.5 * ((m.theta.detach().double() - c.double()) ** 2).sum())  # noqa: E731
+    true_grad = (m.theta.detach().double() - c.double()).numpy()
+    acc, n, k = np.zeros(8), 3000, 4
+    for i in range(n):
+        seeds = [k * i + j for j in range(k)]
+        g = measure_es(state, loss, 1.0, seeds, 1e-2).ghat
+        for seed, gj in zip(seeds, g, strict=True):
+            acc += gj * state.layout.segment(state.layout.rademacher(seed), 0).double().numpy()
+    est = acc / (n * k)
+    assert np.linalg.norm(est - true_grad) <= 0.1 * np.linalg.norm(true_grad), (est, true_grad)
+    twice = measure_es(state, loss, 2.0, [1, 2, 3], 1e-2).ghat
+    np.testing.assert_allclose(twice, 2 * measure_es(state, loss, 1.0, [1, 2, 3], 1e-2).ghat, rtol=1e-6)
+
+
 def test_forward_passes_per_record():
     assert TrainConfig(estimator=Estimator.SPSA).forward_passes(4) == 8
     assert TrainConfig(estimator=Estimator.FZOO).forward_passes(4) == 5
     assert TrainConfig(estimator=Estimator.CENTERED).forward_passes(4) == 4
+    assert TrainConfig(estimator=Estimator.ES).forward_passes(4) == 4
 
 
 def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
@@ -86,14 +107,14 @@ def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
     t = TrainConfig(lr=1e-3, lr_schedule=Schedule.COSINE, warmup=10, horizon=100, final_ratio=0.0)
     assert t.lr_at(0) == pytest.approx(1e-4) and t.lr_at(9) == pytest.approx(1e-3)
     assert t.lr_at(10) == 1e-3 and t.lr_at(60) == pytest.approx(5e-4) and t.lr_at(200) == pytest.approx(0.0)
-    e = TrainConfig(eps=1e-2, eps_schedule=Schedule.COSINE, horizon=10, final_ratio=0.5)
+    e = TrainConfig(eps=1e-2, eps_schedule=Schedule.COSINE, lr_schedule=Schedule.CONSTANT, horizon=10, final_ratio=0.5)
     assert e.eps_at(0) == 1e-2 and e.eps_at(10) == pytest.approx(5e-3) and e.lr_at(10) == e.lr
 
 
 def test_schedule_settings_are_checked_and_named():
     with pytest.raises(onebyte.ConfigError, match="train.horizon"):
-        TrainConfig(lr_schedule=Schedule.COSINE).validate()
-    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa, fzoo or centered"):
+        TrainConfig(lr_schedule=Schedule.COSINE, horizon=0).validate()
+    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa, fzoo, centered or es"):
         TrainConfig.from_dict({"estimator": "adam"})
     with pytest.raises(onebyte.ConfigError, match="train.final_ratio"):
         TrainConfig.from_dict({"final_ratio": 2})
@@ -101,9 +122,11 @@ def test_schedule_settings_are_checked_and_named():
 
 def test_new_settings_at_their_old_values_keep_old_run_tags(tmp_path):
     """A run made before the estimator and schedules existed keeps its run tag and reads back as spsa."""
-    old = Run(RunSpec(train=TrainConfig(estimator=Estimator.SPSA)), "ab" * 32)
+    legacy = TrainConfig(estimator=Estimator.SPSA, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0)
+    old = Run(RunSpec(train=legacy), "ab" * 32)
     assert "estimator" not in old.canonical()["train"] and "horizon" not in old.canonical()["train"]
-    new = Run(RunSpec(train=TrainConfig(estimator=Estimator.FZOO)), "ab" * 32)
+    new = Run(RunSpec(train=TrainConfig(estimator=Estimator.FZOO, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0)),
+              "ab" * 32)
     assert new.canonical()["train"]["estimator"] == "fzoo" and new.run_tag != old.run_tag
     d = json.loads(old.to_json())
     for k in TrainConfig.LEGACY:

@@ -56,6 +56,7 @@ class Estimator(enum.Enum):
     SPSA = "spsa"
     FZOO = "fzoo"
     CENTERED = "centered"
+    ES = "es"
 
 
 class Schedule(enum.Enum):
@@ -130,7 +131,7 @@ class TrainConfig:
                 out.append((f"train.{name}", f"must be a whole number of rounds >= 0, not {v!r}"))
         if not (isinstance(self.final_ratio, int | float) and 0 <= self.final_ratio <= 1):
             out.append(("train.final_ratio", f"must be a number in [0, 1], not {self.final_ratio!r}"))
-        if self.estimator is Estimator.CENTERED and self.samples < 2:
+        if self.estimator in (Estimator.CENTERED, Estimator.ES) and self.samples < 2:
             out.append(("train.samples", "the centered estimator needs at least 2 directions per record"))
         if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
             out.append(("train.horizon", "a cosine schedule needs the rounds it runs over (horizon > 0)"))
@@ -160,7 +161,8 @@ class TrainConfig:
 
     def forward_passes(self, count: int) -> int:
         """Forward passes a record of ``count`` scalars cost its sender."""
-        return {Estimator.SPSA: 2 * count, Estimator.FZOO: count + 1, Estimator.CENTERED: count}[self.estimator]
+        return {Estimator.SPSA: 2 * count, Estimator.FZOO: count + 1, Estimator.CENTERED: count,
+                Estimator.ES: count}[self.estimator]
 
     #: What the settings added after the first runs were implicitly then: a run that keeps them is
     #: described (and tagged) without them, so run directories written before keep their run tags.

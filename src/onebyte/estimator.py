@@ -30,7 +30,7 @@ import torch
 from .errors import DivergenceError
 from .state import FixedPointState
 
-__all__ = ["Measurement", "projected_gradient", "measure", "measure_fzoo", "measure_private"]
+__all__ = ["Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private"]
 
 B = TypeVar("B")
 
@@ -66,6 +66,27 @@ def measure(state: FixedPointState, loss: Callable[[B], float], batches: Sequenc
         g.append(gk)
         losses.append(0.5 * (plus + minus))
     return Measurement(np.asarray(g, dtype=np.float64), float(np.mean(losses)))
+
+
+@torch.inference_mode()
+def measure_es(state: FixedPointState, loss: Callable[[B], float], batch: B, seeds: Sequence[int],
+               eps: float) -> Measurement:
+    """Mean-baseline differences on one batch, not normalised: g_i = (L_i − mean L) / ε · K/(K−1),
+    K forward passes. E[g_i z_i] is the gradient (the factor undoes the baseline's share of L_i),
+    as for SPSA, so peers' scalars keep their magnitudes and the swarm's sum estimates the gradient
+    of the sum of the peers' losses, skewed shards included; each direction costs one pass, not two."""
+    k = len(seeds)
+    perturbed = []
+    for seed in seeds:
+        try:
+            state.perturb(seed, eps)
+            perturbed.append(float(loss(batch)))
+        finally:
+            state.refresh()
+    lp = np.asarray(perturbed, dtype=np.float64)
+    if not np.all(np.isfinite(lp)):
+        raise DivergenceError(f"loss is not finite (perturbed={perturbed})")
+    return Measurement((lp - lp.mean()) / eps * (k / (k - 1)), float(lp.mean()))
 
 
 @torch.inference_mode()

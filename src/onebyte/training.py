@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Directions, Estimator, ObjectiveKind, Run, RunSpec, TrainConfig
 from .errors import ConfigError
-from .estimator import Measurement, measure, measure_fzoo, measure_private
+from .estimator import Measurement, measure, measure_es, measure_fzoo, measure_private
 from .models import LoadedModel, check_base, load_model
 from .params import TuneSpec, select_parameters
 from .privacy import Accountant
@@ -115,7 +115,10 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     k = train.samples
     seeds = direction_seeds(tag, train.directions is Directions.SHARED, round_, peer_id, first_sample, k)
     eps = train.eps_at(round_)
-    if privacy is None and train.estimator is not Estimator.SPSA:
+    if privacy is None and train.estimator is Estimator.ES:
+        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
+        m = measure_es(setup.state, setup.objective.loss, batch, seeds, eps)
+    elif privacy is None and train.estimator is not Estimator.SPSA:
         batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
         m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps,
                          centered=train.estimator is Estimator.CENTERED)
