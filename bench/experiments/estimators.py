@@ -124,7 +124,7 @@ def estimator_conditions(p: dict) -> list[dict]:
     default = TrainConfig()
     wanted = [("old demo", _train(**DEMO)), ("library default", default)]
     wanted += [("other estimator at the default's lr and schedule", replace(default, estimator=e))
-               for e in Estimator if e is not default.estimator]
+               for e in Estimator if e is not default.estimator and e.value != DEMO["estimator"]]
     out: list[dict] = []
     for role, train in wanted:
         rounds = rounds_for(train, p["peers"], p["budget"])
@@ -183,16 +183,19 @@ def plan(p: dict, parts: set[int], seeds: list[int]) -> tuple[Plan, dict]:
         adam = [pl.add("adam", seed=s, rounds=p["adam_steps"], eval_every=p["adam_eval_every"]) for s in seeds]
         layout["estimators"] = {"conditions": conds, "adam": adam}
 
-    def swarm(n: int, split: str, s: int) -> tuple[str, int]:
-        rounds = rounds_for(default, n, p["budget"] * p["skew_budget"][n])
-        return pl.add("sim", train=_fit(default, rounds).to_dict(), peers=n, rounds=rounds, split=split, seed=s,
+    def swarm(n: int, split: str, s: int, train=default) -> tuple[str, int]:
+        rounds = rounds_for(train, n, p["budget"] * p["skew_budget"][n])
+        return pl.add("sim", train=_fit(train, rounds).to_dict(), peers=n, rounds=rounds, split=split, seed=s,
                       run_id=f"estimators-seed{s}", eval_every=_coarse_every(p, rounds)), rounds
 
     if 2 in parts:
         pl.part = 2
-        layout["skew"] = [{"peers": n, "split": split, "rounds": swarm(n, split, seeds[0])[1],
-                           "runs": [swarm(n, split, s)[0] for s in seeds]}
-                          for n in p["skew_peers"] for split in SPLITS]
+        configs = [("library default", default, p["skew_peers"])]
+        if default.estimator.value != DEMO["estimator"]:  # the old demo's SPSA beside it, at 4 peers
+            configs.append(("old demo SPSA", _train(**DEMO), p["skew_peers"][:1]))
+        layout["skew"] = [{"config": label, "peers": n, "split": split, "rounds": swarm(n, split, seeds[0], t)[1],
+                           "runs": [swarm(n, split, s, t)[0] for s in seeds]}
+                          for label, t, peer_counts in configs for n in peer_counts for split in SPLITS]
     if 3 in parts:
         pl.part = 3
         join = []
@@ -415,7 +418,8 @@ def summarize(p: dict, layout: dict, done: dict[str, dict]) -> dict:
         rows = []
         for g in layout["skew"]:
             runs = [done[k] for k in g["runs"]]
-            row = {"peers": g["peers"], "split": g["split"], "rounds": g["rounds"], "seeds": len(runs)}
+            row = {"config": g.get("config", "library default"), "peers": g["peers"], "split": g["split"],
+                   "rounds": g["rounds"], "seeds": len(runs)}
             if any("error" in r for r in runs):
                 row["error"] = next(r["error"] for r in runs if "error" in r)
             else:
@@ -424,12 +428,14 @@ def summarize(p: dict, layout: dict, done: dict[str, dict]) -> dict:
                             **{k: _stat([r["curve"][-1][k] for r in runs]) for k in ("accuracy", "macro_f1")}})
             rows.append(row)
         gaps = []
-        for n in sorted({r["peers"] for r in rows}):
-            iid = next((r for r in rows if r["peers"] == n and r["split"] == "iid" and "accuracy" in r), None)
-            dirich = next((r for r in rows if r["peers"] == n and r["split"] != "iid" and "accuracy" in r), None)
+        for cfg, n in sorted({(r["config"], r["peers"]) for r in rows}, key=lambda x: (x[0] != "library default", x)):
+            iid = next((r for r in rows if (r["config"], r["peers"]) == (cfg, n) and r["split"] == "iid"
+                        and "accuracy" in r), None)
+            dirich = next((r for r in rows if (r["config"], r["peers"]) == (cfg, n) and r["split"] != "iid"
+                           and "accuracy" in r), None)
             if iid and dirich:
                 gap = 100 * (iid["accuracy"]["mean"] - dirich["accuracy"]["mean"])
-                gaps.append({"peers": n, "rounds": iid["rounds"], "gap_points": gap,
+                gaps.append({"config": cfg, "peers": n, "rounds": iid["rounds"], "gap_points": gap,
                              "per_seed_points": [100 * (a - b) for a, b in zip(iid["per_seed"], dirich["per_seed"],
                                                                                 strict=True)],
                              "met": gap <= SKEW_TARGET_POINTS})
@@ -595,25 +601,30 @@ def _skew_lines(r: dict, s: dict) -> list[str]:
     rows = s["rows"]
     reduced = _reduced(p)
     lines = ["", "### 2. Label skew: iid vs Dirichlet(0.3) shards", "",
-             f"The library default configuration, {r['seeds']} seed(s); both splits of a peer count run the same "
+             f"The library default configuration (and the old demo's SPSA at 4 peers), {r['seeds']} seed(s); both "
+             "splits of a configuration and peer count run the same "
              "rounds" + (" (the 4-peer iid runs are part 1's library-default runs)." if _has_part1(r) else ".")]
     if reduced:
         lines[-1] += (" To fit the time, " + ", ".join(f"{n} peers get {f:g}× the {p['budget']:,} forward passes "
                                                         f"({f * p['budget']:,.0f})" for n, f in reduced)
                       + ": fewer rounds, so a lower accuracy than 4 peers reach; the gap between splits is what is "
                       "compared.")
-    lines += ["", "| peers | rounds | forward passes | iid accuracy % | Dirichlet(0.3) accuracy % | gap iid − Dirichlet "
-              "(points) | per seed | target |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| configuration | peers | rounds | forward passes | iid accuracy % | Dirichlet(0.3) accuracy % | "
+              "gap iid − Dirichlet (points) | per seed | target |", "|---|---|---|---|---|---|---|---|---|"]
     for g in s["gaps"]:
-        iid = next(x for x in rows if x["peers"] == g["peers"] and x["split"] == "iid")
-        dirich = next(x for x in rows if x["peers"] == g["peers"] and x["split"] != "iid")
-        lines.append(f"| {g['peers']} | {g['rounds']} | {iid['forward_passes']:,} | {_pct(iid['accuracy'])} | "
+        cfg = g.get("config", "library default")
+        iid = next(x for x in rows if (x.get("config", "library default"), x["peers"]) == (cfg, g["peers"])
+                   and x["split"] == "iid")
+        dirich = next(x for x in rows if (x.get("config", "library default"), x["peers"]) == (cfg, g["peers"])
+                      and x["split"] != "iid")
+        lines.append(f"| {cfg} | {g['peers']} | {g['rounds']} | {iid['forward_passes']:,} | {_pct(iid['accuracy'])} | "
                      f"{_pct(dirich['accuracy'])} | {g['gap_points']:+.1f} | "
                      f"{', '.join(f'{x:+.1f}' for x in g['per_seed_points'])} | ≤ {s['target_points']:g}: "
                      f"{'met' if g['met'] else '**missed**'} |")
     for x in rows:
         if "error" in x:
-            lines.append(f"| {x['peers']} ({x['split']}) | {x['rounds']} | — | failed: {x['error']} | | | | |")
+            lines.append(f"| {x.get('config', '')} | {x['peers']} ({x['split']}) | {x['rounds']} | — | failed: "
+                         f"{x['error']} | | | | |")
     return lines
 
 
@@ -699,7 +710,8 @@ def claims(results: Results) -> list[Claim]:
                      f"{fmt(d['default_reach'])} vs {fmt(d['demo_reach'])}", "fewer",
                      d["default_reach"] is not None and (d["demo_reach"] is None or d["default_reach"] < d["demo_reach"])))
     for g in (s.get("skew") or {}).get("gaps", []):
-        rows.append((f"iid − Dirichlet(0.3) accuracy gap, {g['peers']} peers (mean of {r.get('seeds')} seed(s))",
+        rows.append((f"iid − Dirichlet(0.3) accuracy gap, {g.get('config', 'library default')}, {g['peers']} peers "
+                     f"(mean of {r.get('seeds')} seed(s))",
                      f"{g['gap_points']:+.1f} points", f"≤ {SKEW_TARGET_POINTS:g} points", g["met"]))
     for x in (s.get("join") or {}).get("rows", []):
         if "error" not in x:
