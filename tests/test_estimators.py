@@ -45,6 +45,17 @@ def test_fzoo_scalars_are_normalised_one_sided_differences():
             assert np.sign(g) == np.sign(grad @ z)
 
 
+def test_fzoo_scalars_are_clipped_when_the_shared_offset_dwarfs_the_spread():
+    from onebyte.estimator import FZOO_CLIP
+
+    m = Vec()
+    state = FixedPointState(m.named_parameters())
+    # every perturbed loss 1.0 above L0, spread 1e-9: unclipped, the scalars would be ~1e9
+    losses = iter([0.0, 1.0, 1.0 + 1e-9, 1.0])
+    g = measure_fzoo(state, lambda _: next(losses), None, [1, 2, 3], 1e-3).ghat
+    assert np.all(np.abs(g) <= FZOO_CLIP) and np.all(g == FZOO_CLIP)
+
+
 def test_fzoo_with_equal_losses_sends_zeros_and_one_direction_sends_a_sign():
     m = Vec()
     state = FixedPointState(m.named_parameters())

@@ -132,7 +132,7 @@ class TrainConfig:
         if not (isinstance(self.final_ratio, int | float) and 0 <= self.final_ratio <= 1):
             out.append(("train.final_ratio", f"must be a number in [0, 1], not {self.final_ratio!r}"))
         if self.estimator in (Estimator.CENTERED, Estimator.ES) and self.samples < 2:
-            out.append(("train.samples", "the centered estimator needs at least 2 directions per record"))
+            out.append(("train.samples", f"the {self.estimator.value} estimator needs at least 2 directions"))
         if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
             out.append(("train.horizon", "a cosine schedule needs the rounds it runs over (horizon > 0)"))
         return out

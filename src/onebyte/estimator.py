@@ -30,7 +30,13 @@ import torch
 from .errors import DivergenceError
 from .state import FixedPointState
 
-__all__ = ["Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private"]
+#: The largest normalised scalar ``fzoo`` sends, in spreads. The one-sided differences share an
+#: offset (the curvature term) that σ does not see; when it dwarfs σ (often with K = 2 or 3, rarely
+#: with K = 4: the largest of 700 records on the demo was 6.4) the scalars would grow without bound
+#: and one record could hit the update cap. Clipping is the sender's, so the update stays order-free.
+FZOO_CLIP = 8.0
+
+__all__ = ["FZOO_CLIP", "Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private"]
 
 B = TypeVar("B")
 
@@ -102,7 +108,8 @@ def measure_fzoo(state: FixedPointState, loss: Callable[[B], float], batch: B, s
     curvature term ε²zᵀHz/2 (measured on the demo: a record's mean scalar is 0.6 of their
     spread), which moves every record along the sum of its directions, a random direction;
     centring removes it and the unperturbed pass with it, at the price of a factor (1 − 1/K).
-    When every perturbed loss is the same (σ = 0) the scalars are 0: no step."""
+    When every perturbed loss is the same (σ = 0) the scalars are 0: no step. Scalars are clipped
+    to ±``FZOO_CLIP`` (see there)."""
     base = None if centered else float(loss(batch))
     perturbed = []
     for seed in seeds:
@@ -118,7 +125,7 @@ def measure_fzoo(state: FixedPointState, loss: Callable[[B], float], batch: B, s
         base = float(lp.mean())
     diff = lp - base
     sigma = float(lp.std(ddof=1)) if len(lp) > 1 else float(abs(diff[0]))
-    g = diff / sigma if sigma > 0 else np.zeros_like(diff)
+    g = np.clip(diff / sigma, -FZOO_CLIP, FZOO_CLIP) if sigma > 0 else np.zeros_like(diff)
     return Measurement(g, base)
 
 
