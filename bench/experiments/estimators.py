@@ -52,6 +52,8 @@ from bench.sections import Claim, Results, Section, Step
 
 MODEL, TASK = "minilm", "vader"
 TARGET_ACCURACY = 0.872  # the accuracy whose cost in forward passes issue #11 asks about
+TARGET_PASSES = 320  # ... at most this many forward passes (today 960 with the old demo's SPSA)
+TARGET_FINAL = 0.91  # and the final accuracy issue #11 asks for
 SKEW_TARGET_POINTS = 2.0  # issue #11's target: iid - Dirichlet(0.3) accuracy within 2 points
 SPLITS = ("iid", "dirichlet:0.3")
 # budget: forward passes of all 4 peers of part 1 (and of part 2/3's 4-peer swarms). skew_budget:
@@ -707,8 +709,11 @@ def claims(results: Results) -> list[Claim]:
     if d and not d["same"]:
         fmt = lambda x: "not reached" if x is None else f"{x:,.0f}"  # noqa: E731
         rows.append((f"forward passes to {100 * TARGET_ACCURACY:.1f} %: library default vs old demo SPSA",
-                     f"{fmt(d['default_reach'])} vs {fmt(d['demo_reach'])}", "fewer",
-                     d["default_reach"] is not None and (d["demo_reach"] is None or d["default_reach"] < d["demo_reach"])))
+                     f"{fmt(d['default_reach'])} vs {fmt(d['demo_reach'])}", f"≤ {TARGET_PASSES}",
+                     d["default_reach"] is not None and d["default_reach"] <= TARGET_PASSES))
+        rows.append(("library default, final accuracy (4 peers, 2,000 forward passes, mean of seeds)",
+                     f"{100 * d['default_final']:.1f} %", f"≥ {100 * TARGET_FINAL:.0f} %",
+                     d["default_final"] >= TARGET_FINAL))
     for g in (s.get("skew") or {}).get("gaps", []):
         rows.append((f"iid − Dirichlet(0.3) accuracy gap, {g.get('config', 'library default')}, {g['peers']} peers "
                      f"(mean of {r.get('seeds')} seed(s))",
