@@ -82,6 +82,13 @@ def measure_es(state: FixedPointState, loss: Callable[[B], float], batch: B, see
     as for SPSA, so peers' scalars keep their magnitudes and the swarm's sum estimates the gradient
     of the sum of the peers' losses, skewed shards included; each direction costs one pass, not two."""
     k = len(seeds)
+    lp = _perturbed_losses(state, loss, batch, seeds, eps)
+    return Measurement((lp - lp.mean()) / eps * (k / (k - 1)), float(lp.mean()))
+
+
+def _perturbed_losses(state: FixedPointState, loss: Callable[[B], float], batch: B, seeds: Sequence[int],
+                      eps: float) -> np.ndarray:
+    """L(θ + εz_i) on one batch for each seed; the state is restored exactly after each."""
     perturbed = []
     for seed in seeds:
         try:
@@ -92,7 +99,7 @@ def measure_es(state: FixedPointState, loss: Callable[[B], float], batch: B, see
     lp = np.asarray(perturbed, dtype=np.float64)
     if not np.all(np.isfinite(lp)):
         raise DivergenceError(f"loss is not finite (perturbed={perturbed})")
-    return Measurement((lp - lp.mean()) / eps * (k / (k - 1)), float(lp.mean()))
+    return lp
 
 
 @torch.inference_mode()
@@ -111,16 +118,9 @@ def measure_fzoo(state: FixedPointState, loss: Callable[[B], float], batch: B, s
     When every perturbed loss is the same (σ = 0) the scalars are 0: no step. Scalars are clipped
     to ±``FZOO_CLIP`` (see there)."""
     base = None if centered else float(loss(batch))
-    perturbed = []
-    for seed in seeds:
-        try:
-            state.perturb(seed, eps)
-            perturbed.append(float(loss(batch)))
-        finally:
-            state.refresh()
-    lp = np.asarray(perturbed, dtype=np.float64)
-    if not ((base is None or np.isfinite(base)) and np.all(np.isfinite(lp))):
-        raise DivergenceError(f"loss is not finite (L0={base}, perturbed={perturbed})")
+    if base is not None and not np.isfinite(base):
+        raise DivergenceError(f"loss is not finite (L0={base})")
+    lp = _perturbed_losses(state, loss, batch, seeds, eps)
     if centered:
         base = float(lp.mean())
     diff = lp - base
