@@ -46,7 +46,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.experiments.quality import ADAM_LR, _init_worker, _mean_std, _plain
+from bench.experiments.quality import ADAM_LR, _init_worker, _mean_std, adam_evaluations
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
 
@@ -303,35 +303,13 @@ def run_sim(task: dict) -> dict:
 
 def run_adam(task: dict) -> dict:
     """First-order Adam on all weights (quality.py's baseline), every metric at each evaluation."""
-    import numpy as np
-    import torch
-
     from onebyte.tasks.data import eval_subset
 
-    loaded, dataset, obj = _plain(task["seed"])
-    torch.manual_seed(task["seed"])
-    model = loaded.model
-    model.requires_grad_(True)
-    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
-    rng = np.random.default_rng(task["seed"])
-    test = eval_subset(dataset.test, task["eval_size"])
-    with torch.no_grad():
-        curve = [_point({}, obj.evaluate(test))]
-    train_s = 0.0
-    for step in range(task["rounds"]):
-        t = time.perf_counter()
-        model.train()
-        idx = rng.choice(len(dataset.train), size=32, replace=False)
-        opt.zero_grad()
-        obj.logits_and_loss([dataset.train[i] for i in idx])[1].backward()
-        opt.step()
-        model.eval()
-        train_s += time.perf_counter() - t
-        if (step + 1) % task["eval_every"] == 0 or step + 1 == task["rounds"]:
-            with torch.no_grad():
-                ev = obj.evaluate(test)
-            curve.append(_point({"round": step, "forward_passes": step + 1, "seconds": round(train_s, 3),
-                                 "swarm_seconds": round(train_s, 3)}, ev))
+    curve, train_s = [], 0.0
+    for n, train_s, ev in adam_evaluations(task["seed"], task["rounds"], task["eval_every"],
+                                           lambda d: eval_subset(d.test, task["eval_size"])):
+        s = round(train_s, 3)
+        curve.append(_point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev))
     return {"curve": curve, "seconds": round(train_s, 1), "forward_passes": task["rounds"]}
 
 

@@ -148,7 +148,9 @@ def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     return curve
 
 
-def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
+def adam_evaluations(seed: int, steps: int, every: int, test_of):
+    """First-order Adam on all weights, batch 32: yields (steps done, training seconds, evaluation on
+    ``test_of(dataset)``), before the first step and every ``every`` steps (and after the last)."""
     import numpy as np
     import torch
 
@@ -158,10 +160,10 @@ def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
     model.requires_grad_(True)
     opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
     rng = np.random.default_rng(seed)
-    test = _test_set(dataset, p["eval_size"])
-    curve = [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(test))]
+    test = test_of(dataset)
+    yield 0, 0.0, obj.evaluate(test)
     train_s = 0.0
-    for step in range(p["adam_steps"]):
+    for step in range(steps):
         t = time.perf_counter()
         model.train()
         idx = rng.choice(len(dataset.train), size=32, replace=False)
@@ -170,9 +172,13 @@ def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
         opt.step()
         model.eval()
         train_s += time.perf_counter() - t
-        if (step + 1) % p["adam_eval_every"] == 0 or step + 1 == p["adam_steps"]:
-            curve.append(_point(step + 1, step + 1, train_s, train_s, 0, obj.evaluate(test)))
-    return curve
+        if (step + 1) % every == 0 or step + 1 == steps:
+            yield step + 1, train_s, obj.evaluate(test)
+
+
+def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
+    return [_point(n, n, s, s, 0, ev) for n, s, ev in
+            adam_evaluations(seed, p["adam_steps"], p["adam_eval_every"], lambda d: _test_set(d, p["eval_size"]))]
 
 
 RUNNERS = {"onebyte": run_onebyte, "mezo": run_mezo, "adam": run_adam, "zero-shot": run_zero_shot}
