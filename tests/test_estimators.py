@@ -159,3 +159,29 @@ def test_fzoo_cosine_run_replays_exactly_in_any_order(tmp_path):
     result = onebyte.simulate(spec, out=tmp_path / "r", peers=3, rounds=6)
     assert result.summary["forward_passes"] == 6 * 3 * (3 + 1)
     assert onebyte.replay(tmp_path / "r", shuffle=5).state_hash == result.state_hash
+
+
+def test_sites_weighted_by_examples_fold_the_weight_into_their_scalars(monkeypatch):
+    """A site's weight multiplies its scalars before encoding: weight 2 sends the same codes one
+    exponent up, 1/2 one down; the weight is examples / reference_examples (1 when unset) and never
+    reaches replay (a weighted run replays to its own hash: below)."""
+    from onebyte.training import Setup, make_record
+
+    setup = Setup.build(RunSpec(model="tiny-gpt2", train=TrainConfig(samples=3, batch_size=4)))
+    shard = setup.dataset.train[:50]
+    plain, _ = make_record(setup, shard, 0, 7)
+    for weight, shift in ((2.0, 1), (0.5, -1)):
+        monkeypatch.setattr(TrainConfig, "site_weight", lambda self, n, w=weight: w)
+        rec, _ = make_record(setup, shard, 0, 7)
+        assert rec.payload == plain.payload and rec.exponent == plain.exponent + shift
+    monkeypatch.undo()
+    assert TrainConfig().site_weight(10) == 1.0 and TrainConfig(reference_examples=4).site_weight(10) == 2.5
+    with pytest.raises(onebyte.ConfigError, match="train.reference_examples"):
+        TrainConfig.from_dict({"reference_examples": -1})
+
+
+def test_weighted_skewed_run_replays_exactly(tmp_path):
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, batch_size=4, reference_examples=40))
+    result = onebyte.simulate(spec, out=tmp_path / "r", peers=3, rounds=3, split="dirichlet:0.3")
+    assert "reference_examples" in json.loads((tmp_path / "r" / "run.json").read_text())["spec"]["train"]
+    assert onebyte.replay(tmp_path / "r", shuffle=3).state_hash == result.state_hash

@@ -15,15 +15,18 @@ test split (200 fixed examples with `--quick`):
    given the same forward-pass budget (all peers together), so rounds = budget / (peers x forward
    passes of one record); a cosine schedule's horizon is that condition's rounds. Evaluated every
    `eval_every` rounds; first-order Adam (all weights, backprop) beside them.
-2. **Label skew.** The default configuration, 4 and 8 peers, iid vs Dirichlet(0.3) shards, the
-   same rounds for both splits (4 peers iid is part 1's run; 8 peers get half the forward passes);
-   the gap iid - Dirichlet in points.
+2. **Label skew.** The default configuration and the skew recipe (``skew_recipe``: es scalars,
+   shared directions, sites weighted by examples), 4 and 8 peers, iid vs Dirichlet(0.3) shards, the
+   same rounds for both splits (half part 1's forward passes, to fit the time); the gap iid -
+   Dirichlet in points.
 3. **Join or not.** For the shards of 4 and 8 peers (iid and Dirichlet(0.3), the simulator's own
    `split_shards`), each site's held-out accuracy after the same rounds (a) alone: one peer on only
    its shard, (b) in the swarm (one shared model: every site gets the swarm's accuracy) and
    (c) pooled: one machine with all the data and the swarm's compute (K x peers directions per
    round). A peer's round costs its own K measurements whether alone or in the swarm. 4 sites are
-   compared half-way through the swarm's run, 8 sites at its end (to fit the time).
+   compared half-way through the swarm's run, 8 sites at its end (to fit the time). The swarm runs
+   the default on iid shards and the skew recipe on Dirichlet ones; a site alone and the pooled
+   machine run the default.
 
 A seed changes the run id (so every direction and batch) and the shard split, as in quality.py.
 Runs go to a pool of single-threaded worker processes; runs shared between parts run once.
@@ -63,7 +66,7 @@ SPLITS = ("iid", "dirichlet:0.3")
 # "mid" (its first evaluation, about half-way: alone and pooled runs follow the swarm's schedule and
 # stop there, to fit the time).
 FULL = {"budget": 2000, "peers": 4, "seeds": 3, "eval_every": 5, "eval_size": 0, "adam_steps": 150,
-        "adam_eval_every": 50, "skew_peers": (4, 8), "skew_budget": {4: 1.0, 8: 0.5}, "skew_evals": 2,
+        "adam_eval_every": 50, "skew_peers": (4, 8), "skew_budget": {4: 0.5, 8: 0.5}, "skew_evals": 2,
         "join_seeds": 1, "join_at": {4: "mid", 8: "end"}}
 QUICK = {"budget": 192, "peers": 4, "seeds": 1, "eval_every": 2, "eval_size": 200, "adam_steps": 20,
          "adam_eval_every": 10, "skew_peers": (4,), "skew_budget": {4: 1.0}, "skew_evals": 2, "join_seeds": 1,
@@ -87,6 +90,16 @@ def _train(**changes):
     from onebyte.config import TrainConfig
 
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **changes})
+
+
+SKEW_RECIPE_NAME = "skew recipe (es, shared directions, sites weighted by examples)"
+
+
+def skew_recipe(peers: int, train_examples: int):
+    """What label-skewed sites should run: unnormalised ``es`` scalars on directions the peers of a
+    round share, each site weighted by its examples (the reference: an equal share of the data),
+    so a direction's summed scalars estimate the derivative of the loss over all the data."""
+    return _train(estimator="es", directions="shared", reference_examples=max(1, train_examples // peers))
 
 
 def rounds_for(train, peers: int, budget: float) -> int:
@@ -190,27 +203,33 @@ def plan(p: dict, parts: set[int], seeds: list[int]) -> tuple[Plan, dict]:
         return pl.add("sim", train=_fit(train, rounds).to_dict(), peers=n, rounds=rounds, split=split, seed=s,
                       run_id=f"estimators-seed{s}", eval_every=_coarse_every(p, rounds)), rounds
 
+    if 2 in parts or 3 in parts:
+        from onebyte.tasks.data import load_dataset
+
+        train_examples = len(load_dataset(TASK).train)
     if 2 in parts:
         pl.part = 2
-        configs = [("library default", default, p["skew_peers"])]
-        if default.estimator.value != DEMO["estimator"]:  # the old demo's SPSA beside it, at 4 peers
-            configs.append(("old demo SPSA", _train(**DEMO), p["skew_peers"][:1]))
-        layout["skew"] = [{"config": label, "peers": n, "split": split, "rounds": swarm(n, split, seeds[0], t)[1],
-                           "runs": [swarm(n, split, s, t)[0] for s in seeds]}
-                          for label, t, peer_counts in configs for n in peer_counts for split in SPLITS]
+        configs = [("library default", lambda n: default), (SKEW_RECIPE_NAME, lambda n: skew_recipe(n, train_examples))]
+        layout["skew"] = [{"config": label, "peers": n, "split": split, "rounds": swarm(n, split, seeds[0], t(n))[1],
+                           "runs": [swarm(n, split, s, t(n))[0] for s in seeds]}
+                          for label, t in configs for n in p["skew_peers"] for split in SPLITS]
     if 3 in parts:
         pl.part = 3
         join = []
         for n in p["skew_peers"]:
             for split in SPLITS:
+                # the swarm as each split should be run: the default on iid shards, the skew recipe on
+                # label-skewed ones; a site alone runs the default (weights mean nothing alone)
+                config = default if split == "iid" else skew_recipe(n, train_examples)
                 for s in seeds[:p["join_seeds"]]:
-                    key, rounds = swarm(n, split, s)
+                    key, rounds = swarm(n, split, s, config)
                     at = rounds if p["join_at"][n] == "end" else min(rounds, _coarse_every(p, rounds))
                     every = _coarse_every(p, at)
                     alone = _fit(default, rounds)  # the swarm's schedule, stopped at ``at``
                     pooled = _fit(replace(default, samples=n * default.samples), rounds).validate()
                     join.append({
                         "peers": n, "split": split, "seed": s, "rounds": at, "swarm_rounds": rounds, "swarm": key,
+                        "swarm_config": "library default" if config is default else SKEW_RECIPE_NAME,
                         "alone": [pl.add("sim", train=alone.to_dict(), rounds=at, seed=s, eval_every=every,
                                          run_id=f"estimators-seed{s}-alone-{i}-of-{n}-{split}", site=[n, split, i])
                                   for i in range(n)],
@@ -425,6 +444,7 @@ def summarize(p: dict, layout: dict, done: dict[str, dict]) -> dict:
         for g in layout["join"]:
             alone, swarm, pooled = [done[k] for k in g["alone"]], done[g["swarm"]], done[g["pooled"]]
             row = {k: g[k] for k in ("peers", "split", "seed", "rounds", "swarm_rounds")}
+            row["swarm_config"] = g.get("swarm_config", "library default")
             bad = [r["error"] for r in [*alone, swarm, pooled] if "error" in r]
             at = next((pt for pt in swarm.get("curve", []) if pt["round"] == g["rounds"]), None)
             if not bad and at is None:
@@ -572,18 +592,14 @@ def _reduced(p: dict) -> list[tuple[int, float]]:
     return sorted((int(n), f) for n, f in p["skew_budget"].items() if f < 1)
 
 
-def _has_part1(r: dict) -> bool:
-    return bool(r["summary"].get("estimators"))
-
-
 def _skew_lines(r: dict, s: dict) -> list[str]:
     p = r["params"]
     rows = s["rows"]
     reduced = _reduced(p)
     lines = ["", "### 2. Label skew: iid vs Dirichlet(0.3) shards", "",
-             f"The library default configuration (and the old demo's SPSA at 4 peers), {r['seeds']} seed(s); both "
-             "splits of a configuration and peer count run the same "
-             "rounds" + (" (the 4-peer iid runs are part 1's library-default runs)." if _has_part1(r) else ".")]
+             f"The library default configuration and the {SKEW_RECIPE_NAME} (a site's reference: an equal share of "
+             f"the training data), {r['seeds']} seed(s); both "
+             "splits of a configuration and peer count run the same rounds."]
     if reduced:
         lines[-1] += (" To fit the time, " + ", ".join(f"{n} peers get {f:g}× the {p['budget']:,} forward passes "
                                                         f"({f * p['budget']:,.0f})" for n, f in reduced)
@@ -612,7 +628,8 @@ def _join_lines(r: dict, j: dict) -> list[str]:
     p = r["params"]
     lines = ["", "### 3. Join the swarm or train alone?", "",
              "Each site keeps its shard of the simulator's own split (`split_shards`, the swarm's seed). Alone: one "
-             "peer trains on only its shard for the swarm's rounds. Swarm: all sites share one model, so every site "
+             "peer trains on only its shard for the swarm's rounds (the library default). Swarm: all sites share one "
+             "model (the library default on iid shards, the skew recipe on Dirichlet ones), so every site "
              "gets the swarm's accuracy. Pooled (upper bound): one machine with all the data and the swarm's compute "
              "(K × peers directions per round, on one peer). All on the global held-out set, after the same number of "
              "rounds. A site's round costs its own K measurements whether alone or in the swarm (the swarm's round "

@@ -26,7 +26,7 @@ TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--s
                "batch_size": "--batch-size", "tune": "--tune", "directions": "--directions",
                "max_length": "--max-length", "estimator": "--estimator", "lr_schedule": "--lr-schedule",
                "eps_schedule": "--eps-schedule", "warmup": "--warmup", "horizon": "--horizon",
-               "final_ratio": "--final-ratio"}
+               "final_ratio": "--final-ratio", "reference_examples": "--reference-examples"}
 RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
              "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
              "label_column": "--label-column", "template": "--template", "chat": "--chat"}
@@ -93,14 +93,18 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--directions", choices=["distinct", "shared"],
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
-    g.add_argument("--estimator", choices=["spsa", "fzoo", "centered"],
+    g.add_argument("--estimator", choices=["spsa", "fzoo", "centered", "es"],
                    help="spsa: two-point, 2K forward passes; fzoo: one-sided, normalised, K+1 on one batch; "
-                   "centered: fzoo against the mean perturbed loss, K [fzoo]")
+                   "centered: fzoo against the mean perturbed loss, K; es: the mean perturbed loss as "
+                   "baseline, unnormalised, K [fzoo]")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")
     g.add_argument("--horizon", type=_non_negative_int, help="rounds a cosine schedule runs over [100]")
     g.add_argument("--final-ratio", type=float, help="where a cosine schedule ends, times the start [0.1]")
+    g.add_argument("--reference-examples", type=_non_negative_int,
+                   help="weight sites by their examples, this many counting once (FedAvg's weighting, for "
+                   "sites of unequal size or label skew); 0: every site counts the same [0]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 

@@ -110,6 +110,9 @@ class TrainConfig:
     warmup: int = 0
     horizon: int = 100
     final_ratio: float = 0.1
+    # Sites count equally (0), or in proportion to their examples: each folds the weight
+    # examples / reference_examples into its scalars (FedAvg's weighting; see ``site_weight``).
+    reference_examples: int = 0
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -125,6 +128,10 @@ class TrainConfig:
             TuneSpec.parse(self.tune)
         except ConfigError as exc:
             out += [("train.tune", m) for _, m in exc.problems] or [("train.tune", str(exc))]
+        if not (isinstance(self.reference_examples, int) and not isinstance(self.reference_examples, bool)
+                and 0 <= self.reference_examples <= 1 << 40):
+            out.append(("train.reference_examples", "must be a whole number of examples >= 0 (0: every site counts "
+                        f"the same), not {self.reference_examples!r}"))
         for name in ("warmup", "horizon"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 31):
@@ -159,6 +166,15 @@ class TrainConfig:
             return self.eps * cosine_factor(round_, self.horizon, self.final_ratio)
         return self.eps
 
+    def site_weight(self, examples: int) -> float:
+        """What a site holding ``examples`` multiplies its scalars by: 1, or examples /
+        ``reference_examples`` when that is set. With label-skewed sites of unequal size the sum of
+        equally weighted local gradients is the gradient of a reweighted mixture (a small site of one
+        class pulls as hard as a large one); weighting by examples makes the sum the gradient of the
+        loss over all the swarm's data, as FedAvg weights clients. Only the sender uses it: the weight
+        is folded into the scalars it sends, so replay is unchanged."""
+        return examples / self.reference_examples if self.reference_examples else 1.0
+
     def forward_passes(self, count: int) -> int:
         """Forward passes a record of ``count`` scalars cost its sender."""
         return {Estimator.SPSA: 2 * count, Estimator.FZOO: count + 1, Estimator.CENTERED: count,
@@ -167,7 +183,7 @@ class TrainConfig:
     #: What the settings added after the first runs were implicitly then: a run that keeps them is
     #: described (and tagged) without them, so run directories written before keep their run tags.
     LEGACY = {"estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0,
-              "horizon": 0, "final_ratio": 0.1}
+              "horizon": 0, "final_ratio": 0.1, "reference_examples": 0}
 
     def canonical(self) -> dict[str, Any]:
         """``to_dict`` less the settings that are at their ``LEGACY`` value (see there)."""
@@ -419,7 +435,8 @@ directions = {train_directions}
 max_length = {train_max_length}
 # [math] how forward passes become scalars: spsa (two-point, 2K passes for K), fzoo (one-sided,
 # normalised by the spread of the K perturbed losses, K + 1 passes on one batch), or centered
-# (fzoo with the mean perturbed loss as baseline, K passes)
+# (fzoo with the mean perturbed loss as baseline, K passes), or es (the mean perturbed loss as
+# baseline, unnormalised, K passes)
 estimator = {train_estimator}
 # [math] learning-rate and perturbation-size schedules over rounds: constant or cosine (from the value
 # set above to final_ratio times it over horizon rounds); warmup: rounds of linear learning-rate warm-up
@@ -428,6 +445,9 @@ eps_schedule = {train_eps_schedule}
 warmup = {train_warmup}
 horizon = {train_horizon}
 final_ratio = {train_final_ratio}
+# sites count equally (0), or in proportion to their examples, this many counting once (FedAvg's
+# weighting: use it when sites' data differ in size or labels; set it to a typical site's count)
+reference_examples = {train_reference_examples}
 """
 
 

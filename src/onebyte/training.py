@@ -8,7 +8,7 @@ record; ``replay.apply_records`` applies records to the state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -133,5 +133,8 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
         noise_std = 2.0 * acc.noise * acc.cfg.clip  # replace-one sensitivity of the clipped sum is 2C
         m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,
                             noise_std, privacy.rng)
+    weight = train.site_weight(len(shard))
+    if weight != 1.0:
+        m = replace(m, ghat=m.ghat * weight)
     rounding = stream_seed(tag, "rounding", round_, peer_id, first_sample)
     return build_record(train.codec, tag, round_, peer_id, first_sample, m.ghat, rounding, secret), m
