@@ -15,6 +15,7 @@ Models and data may also be given in memory: ``model=(module, tokenizer)`` and
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,14 +55,17 @@ def _loaded(model: Any) -> LoadedModel | None:
 def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rounds: int = Defaults.rounds,
              split: str = Defaults.split, seed: int = Defaults.seed, eval_every: int = 0, eval_size: int = 0,
              dp: DPConfig | None = None, model: Any = None, train_data: list | None = None,
-             eval_data: list | None = None, on_round: RoundHook | None = None) -> SimResult:
+             eval_data: list | None = None, on_round: RoundHook | None = None,
+             log_to: Sequence[str] = ()) -> SimResult:
     """Simulate ``peers`` virtual peers for ``rounds`` rounds; write the run to ``out``.
 
     The result holds the fine-tuned ``model`` and ``tokenizer``, the ``state_hash`` and the
     ``summary``. ``model=(module, tokenizer)`` and ``train_data``/``eval_data`` (Python lists)
-    replace loading ``spec.model``/``spec.task`` from disk."""
+    replace loading ``spec.model``/``spec.task`` from disk. ``log_to``: trackers that get every
+    metrics line too (``"tensorboard:DIR"``)."""
     from .simulator import SimConfig, run_simulation
     from .tasks.data import dataset_from_examples
+    from .track import Trackers
     from .training import Setup
 
     spec = spec.validate()
@@ -75,7 +79,13 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
             dataset = dataset_from_examples(train_data, eval_data, label_names=list(spec.labels) or None,
                                             need_labels=spec.objective is not ObjectiveKind.LM)
         setup = Setup.build(spec, model=loaded, dataset=dataset)
-    return run_simulation(cfg, out, on_round, setup=setup)
+    with Trackers(log_to) as trackers:
+        def hook(line: dict) -> None:
+            trackers.log(line)
+            if on_round is not None:
+                on_round(line)
+
+        return run_simulation(cfg, out, hook, setup=setup)
 
 
 @dataclass

@@ -115,6 +115,11 @@ def _add_dp_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dp-clip", type=_positive_float, default=1.0, help="clip of per-example derivatives")
 
 
+def _add_log_to(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-to", action="append", default=[], metavar="KIND:PATH",
+                   help="also send each metrics line to a tracker: tensorboard:DIR (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .api import Defaults
 
@@ -141,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dp_flags(s)
     s.add_argument("--out", required=True, help="run directory to create")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_log_to(s)
 
     pe = sub.add_parser("peer", help="run one networked peer (hivemind)")
     _add_train_flags(pe)
@@ -166,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
     pe.add_argument("--eval-size", type=_non_negative_int, default=256,
                     help="held-out examples evaluated at start and end (0: skip)")
+    _add_log_to(pe)
     _add_dp_flags(pe)
 
     sw = sub.add_parser("swarm", help="start N real peer processes on loopback and collect their results")
@@ -190,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="held-out loss and accuracy of a model, as JSON")
     _add_train_flags(e)
+
+    db = sub.add_parser("dashboard", help="a local web page following run directories as they grow")
+    db.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a run (simulate/peer --out) or a swarm's --out")
+    db.add_argument("--port", type=_non_negative_int, default=8050, help="port to serve on [8050]")
+    db.add_argument("--host", default="127.0.0.1", help="interface to serve on [127.0.0.1: this machine only]")
+
+    rp = sub.add_parser("report", help="one self-contained HTML pilot report over run directories")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a run (simulate/peer --out) or a swarm's --out")
+    rp.add_argument("--alone", action="append", default=[], metavar="RUN_DIR",
+                    help="a site's run trained alone on its own data, to compare with joining (repeatable)")
+    rp.add_argument("--out", required=True, help="HTML file to write")
 
     led = sub.add_parser("ledger", help="ledger tools")
     lsub = led.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
@@ -252,7 +270,9 @@ def _cmd_init(a: argparse.Namespace) -> int:
 
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from .api import simulate
+    from .track import Trackers
 
+    Trackers.check(a.log_to)
     spec = _spec(a)
     dp = _dp_config(a)
     _threads(a.threads)
@@ -273,7 +293,8 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
     try:
         result = simulate(spec, out=a.out, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
-                          eval_every=a.eval_every, eval_size=a.eval_size, dp=dp, on_round=on_round)
+                          eval_every=a.eval_every, eval_size=a.eval_size, dp=dp, on_round=on_round,
+                          log_to=a.log_to)
     finally:
         if bar is not None:
             bar.close()
@@ -315,7 +336,9 @@ def _cmd_peer(a: argparse.Namespace) -> int:
 
     from .config import parse_split
     from .peer import Peer, _read_secret
+    from .track import Trackers
 
+    Trackers.check(a.log_to)
     if a.secret_file:
         _read_secret(a.secret_file)  # a bad secret file is reported before anything loads
     spec = _spec(a)
@@ -328,7 +351,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     with Peer.open(spec, out=a.out, join=a.join, secret_file=a.secret_file, peer_id=peer_id, shard=shard,
                    split=a.split, seed=a.seed, host=a.host, port=a.port, announce_host=a.announce_host, dp=dp,
                    rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
-                   max_deadline=a.max_deadline, eval_size=a.eval_size) as peer:
+                   max_deadline=a.max_deadline, eval_size=a.eval_size, log_to=tuple(a.log_to)) as peer:
         print(f"peer {peer.opts.peer_id:x} listening; others can join with:", flush=True)
         for addr in peer.addresses:
             print(f"  --join {addr}", flush=True)
@@ -408,6 +431,26 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(a: argparse.Namespace) -> int:
+    from .dashboard import Dashboard
+
+    with Dashboard(a.runs, host=a.host, port=a.port) as board:
+        print(f"onebyte dashboard: {board.url} (Ctrl-C to stop)", flush=True)
+        try:
+            board.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(a.runs, a.out, alone=a.alone)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_ledger(a: argparse.Namespace) -> int:
     from .ledger import verify_ledger
 
@@ -430,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm,
-                "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger}
+                "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger, "dashboard": _cmd_dashboard,
+                "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -84,6 +84,7 @@ class PeerOptions:
     push_timeout: float = 5.0
     request_timeout: float = 30.0
     eval_size: int = 0  # held-out examples evaluated at start and end (0: none)
+    log_to: tuple[str, ...] = ()  # trackers that get each metrics line too (track.Trackers)
 
 
 class Peer:
@@ -122,6 +123,7 @@ class Peer:
         self.max_round_seconds = 0.0
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
+        self.last_loss: float | None = None  # training loss of our last measured record
         self.eval_after: dict[str, float] | None = None
         # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
         # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
@@ -503,7 +505,8 @@ class Peer:
         """Our record for round r: the one in the ledger after a restart, or measured now."""
         own = self.replica.record_in_slot((r, self.opts.peer_id, 0))
         if own is None:
-            own, _ = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret, self.privacy)
+            own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret, self.privacy)
+            self.last_loss = m.loss
             self.intake.accept(own)  # our own record: the same policy, no bytes -> decode round trip
         self.measured_through = max(self.measured_through, r)
         self.apply_pending()
@@ -627,18 +630,44 @@ class Peer:
         final = rounds if rounds is not None else self.opts.rounds
         if rounds is not None:
             self.opts = replace(self.opts, rounds=rounds)
-        self.join()
-        self.eval_before = self.evaluate()
-        r = self._first_round = self.start_round()
-        while (final is None or r < final) and not (stop is not None and stop.is_set()):
-            self.run_round(r, stop)
-            self.write_summary()
-            if on_round is not None:
-                on_round(self)
-            r += 1  # a slow peer keeps its pace; only joiners and restarters jump to the newest round
-        self.drain(short=stop is not None and stop.is_set())
-        self.eval_after = self.evaluate()
-        return self.write_summary()
+        from .track import Trackers
+
+        with Trackers(self.opts.log_to) as trackers, open(self.dir.metrics, "a") as metrics:
+            def log(line: dict[str, Any]) -> None:
+                try:
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
+                except OSError as exc:
+                    raise storage_error(exc, str(self.dir.metrics)) from None
+                trackers.log(line)
+
+            self.join()
+            self.eval_before = self.evaluate()
+            r = self._first_round = self.start_round()
+            while (final is None or r < final) and not (stop is not None and stop.is_set()):
+                self.run_round(r, stop)
+                s = self.write_summary()
+                log(self._metrics_line(r, s))
+                if on_round is not None:
+                    on_round(self)
+                r += 1  # a slow peer keeps its pace; only joiners and restarters jump to the newest round
+            self.drain(short=stop is not None and stop.is_set())
+            self.eval_after = self.evaluate()
+            s = self.write_summary()
+            if self.eval_after is not None:
+                log({**self._metrics_line(self.round - 1, s), "eval": self.eval_after, "final": True})
+            return s
+
+    def _metrics_line(self, r: int, s: dict[str, Any]) -> dict[str, Any]:
+        """One line of this peer's ``metrics.jsonl``: the simulator's keys where they mean the same
+        (cumulative payload and forward passes, this peer's own), plus the wire and intake counters."""
+        line = {"round": r, "train_loss": self.last_loss, "payload_bytes": s["payload_bytes"],
+                "forward_passes": s["forward_passes"], "seconds": s["seconds"], "bytes_sent": s["bytes_sent"],
+                "bytes_received": s["bytes_received"], "records": s["records"],
+                "records_rejected": s["records_rejected"], "peers": s["peers"]}
+        if "dp" in s:
+            line["dp_epsilon_spent"] = s["dp"].get("epsilon_spent")
+        return line
 
     def drain(self, short: bool = False) -> None:
         """Wait (bounded) until every live peer that has finished holds the same record set."""
@@ -694,6 +723,7 @@ class Peer:
                 "done": self.done,
                 "max_round_seconds": round(self.max_round_seconds, 3),
                 "peers": len({rec.peer_id for rec in rep.records.values()}),
+                "tuned_parameters": self.setup.state.numel,
                 "forward_passes": sum(self.setup.train.forward_passes(r.count) for r in rep.records.values()
                                       if r.peer_id == self.opts.peer_id),
                 "eval_before": self.eval_before,

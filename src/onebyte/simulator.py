@@ -175,6 +175,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
                 "forward_passes": forwards,
                 "seconds": round(time.perf_counter() - start, 3),
                 "swarm_seconds": round(swarm_seconds, 3),
+                "peers": cfg.peers,
             }
             if (r + 1) % every == 0 or r + 1 == cfg.rounds:
                 eval_after = setup.objective.evaluate(test)
@@ -208,7 +209,9 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
         "swarm_seconds": round(swarm_seconds, 3),
     }
     if privacy:  # the weakest guarantee among the peers (each protects its own shard)
-        summary["dp"] = max((p.accountant.report() for p in privacy), key=lambda d: d["epsilon_spent"])
+        reports = [p.accountant.report() for p in privacy]
+        summary["dp"] = max(reports, key=lambda d: d["epsilon_spent"])
+        summary["dp_epsilon_per_peer"] = [d["epsilon_spent"] for d in reports]
     d.summary.write_text(json.dumps(summary, indent=2) + "\n")
     from .plots import plot_curve
 
