@@ -724,6 +724,31 @@ def claims(results: Results) -> list[Claim]:
 # --------------------------------------------------------------------------- main
 
 
+KEY_FIELDS = ("kind", "train", "peers", "rounds", "split", "seed", "run_id", "site", "eval_size")
+
+
+def earlier_runs(path: Path, wanted: set[str]) -> dict[str, dict]:
+    """The runs of an earlier result file that this plan needs again, by their plan key (a run's
+    settings read back through ``TrainConfig``, so settings added since at their old value match)."""
+    from onebyte.config import TrainConfig
+
+    try:
+        runs = json.loads(path.read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    out = {}
+    for run in runs:
+        if "error" in run or "curve" not in run:
+            continue
+        task = {k: run.get(k) for k in KEY_FIELDS}
+        if task["train"] is not None:
+            task["train"] = TrainConfig.from_dict(task["train"]).to_dict()
+        key = json.dumps(task, sort_keys=True)
+        if key in wanted:
+            out[key] = {"key": key, **{k: v for k, v in run.items() if k not in KEY_FIELDS and k != "eval_every"}}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few rounds, 200 held-out examples, 1 seed, 4 peers")
@@ -732,6 +757,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, help="forward passes of all 4 peers of part 1 (default 2000; quick 192)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dry-run", action="store_true", help="print the runs and the estimated time, run nothing")
+    ap.add_argument("--fresh", action="store_true", help="run everything again, even runs already in --out")
     ap.add_argument("--out", type=Path, help="default: bench/results/estimators.json (--quick: bench/results/quick/…)")
     a = ap.parse_args()
     a.out = a.out or (RESULTS / "quick" if a.quick else RESULTS) / "estimators.json"
@@ -764,7 +790,11 @@ def main() -> None:
         return
     a.out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    done: dict[str, dict] = {}
+    done = {} if a.fresh else earlier_runs(a.out, {t["key"] for t in tasks})
+    if done:
+        print(f"{len(done)} run(s) already in {a.out} (same task, settings and seed): not run again (--fresh runs "
+              "everything)", flush=True)
+        tasks = [t for t in tasks if t["key"] not in done]
     needs, written = part_keys(layout), set()
     command = "python -m bench.experiments.estimators" + ("" if len(sys.argv) < 2 else " " + shlex.join(sys.argv[1:]))
 
