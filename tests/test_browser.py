@@ -41,9 +41,10 @@ def _cells(page) -> dict[tuple[str, str], str]:
     """Every number the page shows with its run and field: (run, field) -> text."""
     out = {}
     for el in page.query_selector_all("[data-field]"):
-        out[(el.get_attribute("data-run"), el.get_attribute("data-field"))] = el.inner_text().strip()
-        if el.get_attribute("data-value") not in (None, ""):
-            out[(el.get_attribute("data-run"), el.get_attribute("data-field") + ":value")] = el.get_attribute("data-value")
+        run, field, value = (el.get_attribute(a) for a in ("data-run", "data-field", "data-value"))
+        out[(run, field)] = el.inner_text().strip()
+        if value not in (None, ""):
+            out[(run, field + ":value")] = value
     return out
 
 
