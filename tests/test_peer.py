@@ -1,6 +1,7 @@
 """Peers over the in-memory transport: equivalence with the simulator, joining, restarting,
 partitions, authentication. Real processes over hivemind are in test_swarm.py (slow)."""
 
+import json
 import threading
 
 import pytest
@@ -70,6 +71,10 @@ def test_lockstep_peers_equal_the_simulator(tmp_path):
     assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
     assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
     assert all(s["records_accepted"] == 9 and s["records_rejected"] == 0 for s in summaries), summaries[0]["rejections"]
+    # each peer's metrics.jsonl: one line per round, counters as in its summary at the end
+    lines = [json.loads(x) for x in (tmp_path / "p0" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["round"] for ln in lines] == [0, 1, 2] and all(ln["train_loss"] > 0 for ln in lines)
+    assert lines[-1]["records"] == 9 and lines[-1]["forward_passes"] == summaries[0]["forward_passes"]
 
 
 def test_free_running_peers_agree_at_the_end(tmp_path):
