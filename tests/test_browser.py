@@ -104,14 +104,54 @@ def test_dashboard_on_a_finished_demo_run_and_a_live_swarm(tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             _keep(shot, "dashboard.png")
             browser.close()
+        _stop(swarm)
+        # the README's report screenshot: the finished MiniLM run
+        assert main(["report", str(demo), "--out", str(tmp_path / "demo-report.html")]) == 0
+        fields = _render_offline(chromium, tmp_path / "demo-report.html", tmp_path / "report.png")
+        assert fields["accuracy_after"] == f"{100 * summary['eval_after']['accuracy']:.1f} %"
+        _keep(tmp_path / "report.png", "report.png")
+        # the report over the swarm's directories, once its peers have stopped
+        out = tmp_path / "swarm-report.html"
+        assert main(["report", str(swarm_dir), "--out", str(out)]) == 0
+        peer0 = json.loads((swarm_dir / "peer-0" / "summary.json").read_text())
+        fields = _render_offline(chromium, out, tmp_path / "swarm-report.png")
+        assert fields["rounds"] == str(peer0["rounds_completed"]) and fields["peers"] == str(peer0["peers"])
+        assert fields["payload_bytes"] == f"{peer0['payload_bytes']:,} B"
     finally:
-        if swarm.poll() is None:
-            os.killpg(swarm.pid, signal.SIGTERM)
-        try:
-            swarm.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(swarm.pid, signal.SIGKILL)
-            swarm.wait(timeout=10)
+        _stop(swarm)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the swarm's process group (its peers finish their round and drain), then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _render_offline(chromium: str, html: Path, shot: Path) -> dict[str, str]:
+    """Open a report with networking disabled; check its figures decoded and nothing was fetched;
+    return its ``data-field`` texts."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(offline=True, viewport={"width": 1000, "height": 1400})
+        requests = []
+        page = context.new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(html.as_uri())
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == 2 and all(w > 100 for w in widths)  # both figures decoded, from data: URIs
+        assert all(u.startswith(("file:", "data:")) for u in requests)
+        fields = {el.get_attribute("data-field"): el.inner_text().strip()
+                  for el in page.query_selector_all("[data-field]")}
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    return fields
 
 
 def _round(path: Path) -> int:
@@ -122,8 +162,6 @@ def _round(path: Path) -> int:
 
 
 def test_report_renders_offline_with_the_summary_figures(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     chromium = _chromium()
     run = tmp_path / "run"
     assert main(["simulate", "--model", "tiny-gpt2", "--task", "vader", "--peers", "3", "--rounds", "3",
@@ -131,20 +169,8 @@ def test_report_renders_offline_with_the_summary_figures(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     out = tmp_path / "report.html"
     assert main(["report", str(run), "--out", str(out)]) == 0
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        context = browser.new_context(offline=True, viewport={"width": 1000, "height": 1400})
-        requests = []
-        page = context.new_page()
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(out.as_uri())
-        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == 2 and all(w > 100 for w in widths)  # both figures decoded, from data: URIs
-        assert all(u.startswith(("file:", "data:")) for u in requests)
-        text = page.inner_text("body")
-        assert f"{100 * summary['eval_after']['accuracy']:.1f} %" in text
-        assert page.inner_text("[data-field=payload_bytes]") == f"{summary['payload_bytes']:,} B"
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=True)
-        _keep(shot, "report.png")
-        browser.close()
+    shot = tmp_path / "report.png"
+    fields = _render_offline(chromium, out, shot)
+    assert fields["accuracy_after"] == f"{100 * summary['eval_after']['accuracy']:.1f} %"
+    assert fields["macro_f1_after"] == f"{100 * summary['eval_after']['macro_f1']:.1f} %"
+    assert fields["payload_bytes"] == f"{summary['payload_bytes']:,} B" and fields["peers"] == "3"
