@@ -371,8 +371,15 @@ def _cmd_peer(a: argparse.Namespace) -> int:
 
 
 def _cmd_swarm(a: argparse.Namespace) -> int:
+    import signal
+
     from .config import parse_split
     from .swarm import run_swarm
+
+    def on_signal(signum: int, _frame: object) -> None:  # stop the peers too (run_swarm's finally)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
 
     spec = _spec(a)
     parse_split(a.split)

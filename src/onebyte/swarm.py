@@ -22,7 +22,7 @@ from typing import Any
 from .errors import NetworkTimeout, PeerProcessError
 from .rundir import ADDRESSES, SUMMARY
 
-__all__ = ["PeerProcess", "start_peer", "run_swarm", "read_summary", "stop_group"]
+__all__ = ["PeerProcess", "start_peer", "run_swarm", "read_summary", "stop_group", "stop_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +74,31 @@ def wait_for_address(p: PeerProcess, timeout: float = ADDRESS_TIMEOUT) -> list[s
 
 def stop_group(p: PeerProcess, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
     """Signal the peer's process group, wait, then SIGKILL the group if it is still there."""
-    if p.alive():
+    stop_groups([p], sig, grace)
+
+
+def stop_groups(procs: list[PeerProcess], sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
+    """Signal every peer's process group at once, give them ``grace`` seconds together, then SIGKILL
+    what is left of each group (the DHT child and p2pd share it: none outlives its peer)."""
+    for p in procs:
+        if p.alive():
+            try:
+                os.killpg(p.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+    end = time.monotonic() + grace
+    for p in procs:
         try:
-            os.killpg(p.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            p.proc.wait(timeout=grace)
+            p.proc.wait(timeout=max(0.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-    try:  # the DHT child and p2pd share the group: make sure none outlives the peer
-        os.killpg(p.proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if p.proc.poll() is None:
-        p.proc.wait(timeout=grace)
+    for p in procs:
+        try:
+            os.killpg(p.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if p.proc.poll() is None:
+            p.proc.wait(timeout=grace)
 
 
 def read_summary(out: Path) -> dict[str, Any] | None:
@@ -125,8 +135,7 @@ def run_swarm(n: int, peer_args: Callable[[int], list[str]], out: Path, rounds: 
             raise PeerProcessError(f"peer {failed[0].index} exited with code {failed[0].proc.returncode}; "
                                f"see {failed[0].out / 'peer.log'}")
     finally:
-        for p in procs:
-            stop_group(p)
+        stop_groups(procs)
     summaries = [read_summary(p.out) or {} for p in procs]
     result = {
         "peers": n,
