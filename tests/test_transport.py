@@ -154,8 +154,12 @@ def test_request_round_trip_and_byte_counters(swarm: Swarm):
     b.serve(lambda req: b"re:" + req[::-1])
     payload = os.urandom(200_000)  # bulk: larger than any single frame or DHT value
     sent, received, served_in, served_out = a.bytes_sent, a.bytes_received, b.bytes_received, b.bytes_sent
+    wire = a.wire_bytes()
     reply = a.request(b.contact, payload, timeout=30.0)
     assert reply == b"re:" + payload[::-1]
+    if wire is not None:  # the kernel's counters see the payload both ways, framing and headers on top
+        after = a.wire_bytes()  # (both transports live in this test's process: its counters hold both)
+        assert min(after["sent"] - wire["sent"], after["received"] - wire["received"]) > 2 * len(payload)
     assert a.bytes_sent - sent >= len(payload)
     assert a.bytes_received - received >= len(reply)
     assert b.bytes_received - served_in >= len(payload)
@@ -324,3 +328,31 @@ def test_memory_partition_hides_records_beats_and_requests_until_healed():
 def test_memory_hub_rejects_impossible_settings(kwargs):
     with pytest.raises(ValueError):
         MemoryHub(**kwargs)
+
+
+# ------------------------------------------------------------------ the wire counter
+SS = """ESTAB 0 0 127.0.0.1:40317 127.0.0.1:42481 users:(("p2pd",pid=4280,fd=14))
+\t bbr wscale:10,10 bytes_sent:2000 bytes_retrans:10 bytes_acked:1990 bytes_received:500 segs_out:10 segs_in:5 x
+ESTAB 0 0 127.0.0.1:40318 127.0.0.1:42481 users:(("p2pd",pid=9999,fd=3))
+\t bbr bytes_sent:7 bytes_received:7 segs_out:1 segs_in:1
+ESTAB 0 0 127.0.0.1:40319 127.0.0.1:42482 users:(("python",pid=4281,fd=9))
+\t bbr bytes_sent:100 bytes_received:300 segs_out:2 segs_in:3
+"""
+
+
+def test_wire_counter_sums_our_sockets_and_keeps_closed_ones(monkeypatch):
+    import subprocess as sp
+
+    from onebyte.transport import wire
+
+    assert os.getpid() in wire.descendants(os.getpid())
+    counts = wire.parse_ss(SS, {4280, 4281})
+    assert sorted(c["bytes_sent"] for c in counts.values()) == [100, 2000]  # pid 9999 is not ours
+    outputs = iter([SS, SS.split("ESTAB")[0] + "ESTAB" + SS.split("ESTAB")[1]])  # then only the first socket
+    monkeypatch.setattr(wire, "descendants", lambda root: {4280, 4281})
+    monkeypatch.setattr(wire.subprocess, "run", lambda *a, **k: sp.CompletedProcess(a, 0, next(outputs), ""))
+    counter = wire.WireCounter()
+    counter.ss = "ss"
+    first = counter.sample()
+    assert first == {"sent": 2100 + wire.HEADER_BYTES * 12, "received": 800 + wire.HEADER_BYTES * 8}
+    assert counter.sample() == first  # the closed socket counts with its last values

@@ -713,8 +713,7 @@ class Peer:
                 "foreign_peers": {f"{p:x}": why for p, why in self.foreign_diff.items()},
                 "gradients": sum(rep.records[rid].count for rid in rep.applied),
                 "payload_bytes": rep.payload_bytes,
-                "bytes_sent": self.net.bytes_sent,
-                "bytes_received": self.net.bytes_received,
+                **self._byte_counts(),
                 "state_hash": rep.state_hash(),
                 "set_digest": rep.digest.hex(),
                 "base_hash": self.setup.spec.base_hash,
@@ -730,6 +729,19 @@ class Peer:
                 "eval_after": self.eval_after,
                 "seconds": round(time.perf_counter() - self.started, 3),
             }
+
+    def _byte_counts(self) -> dict[str, Any]:
+        """``bytes_sent``/``bytes_received``: on the wire where the transport can see it (the kernel's
+        counters of this peer's processes, libp2p daemon and headers included), else our payloads;
+        ``bytes_counted`` says which. The payload counts stay beside them."""
+        wire = self.net.wire_bytes()
+        out = {"payload_bytes_sent": self.net.bytes_sent, "payload_bytes_received": self.net.bytes_received}
+        if wire is None:
+            return {"bytes_sent": self.net.bytes_sent, "bytes_received": self.net.bytes_received, **out,
+                    "bytes_counted": "payloads only (the transport cannot see the wire): an underestimate"}
+        from .transport.wire import METHOD
+
+        return {"bytes_sent": wire["sent"], "bytes_received": wire["received"], **out, "bytes_counted": METHOD}
 
     def write_summary(self) -> dict[str, Any]:
         s = self.summary()

@@ -28,8 +28,13 @@ class Transport(ABC):
     out, and ``close()`` may be called any number of times.
     """
 
-    bytes_sent: int = 0
+    bytes_sent: int = 0  # the payloads this transport handed over (requests, replies, DHT values)
     bytes_received: int = 0
+
+    def wire_bytes(self) -> dict[str, int] | None:
+        """``{"sent", "received"}``: bytes this peer's processes put on and took off the wire, all
+        protocol overhead included; None where the transport cannot see the wire (in memory)."""
+        return None
 
     @property
     @abstractmethod

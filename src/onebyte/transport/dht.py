@@ -78,9 +78,12 @@ class DhtTransport(Transport):
             from hivemind.dht.crypto import RSASignatureValidator
         except ImportError:
             raise MissingDependency("hivemind", "net", "a networked peer") from None
+        from .wire import WireCounter
+
         self._hivemind = hivemind
         self.bytes_sent = 0
         self.bytes_received = 0
+        self._wire = WireCounter()  # this process and what it starts: the DHT process, p2pd
         prefix = "onebyte/" + run_tag.hex()
         # heartbeats are found by run id, so a peer with another base or configuration is told so
         self._peers_key = "onebyte/" + (run_id if run_id is not None else run_tag.hex()) + "/peers"
@@ -168,6 +171,9 @@ class DhtTransport(Transport):
         return out
 
     # ----------------------------------------------------------------- Transport
+    def wire_bytes(self) -> dict[str, int] | None:
+        return self._wire.sample()
+
     @property
     def contact(self) -> str:
         if self._contact is None:  # hivemind looks the peer id up lazily, and not after shutdown
