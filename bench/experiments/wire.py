@@ -51,12 +51,40 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         "rounds_per_second": drounds / secs if secs > 0 else None,
         "gradients_per_second_swarm": peers * samples * drounds / secs if secs > 0 else None,
         "agree": len({(s.get("set_digest"), s.get("state_hash")) for s in swarm.summaries}) == 1,
+        "counters": counter_check(swarm),
     }
+
+
+def counter_check(swarm) -> list[dict]:
+    """Each peer's own ``bytes_sent`` (its summary, written last after the drain) against its namespace's
+    interface tx counter when every peer had exited (the namespace holds only that peer's processes)."""
+    final = swarm.samples[-1]
+    out = []
+    for i, s in enumerate(swarm.summaries):
+        reported = s.get("bytes_sent")
+        out.append({"peer": i, "reported": reported, "interface_tx": final.tx[i], "counted": s.get("bytes_counted"),
+                    "payload_sent": s.get("payload_bytes_sent"),
+                    "ratio": reported / final.tx[i] if reported and final.tx[i] else None})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # BENCHMARKS.md
 # --------------------------------------------------------------------------------------------
+
+
+def _counter_lines(r: dict) -> list[str]:
+    """The peers' own byte counters against the interfaces' (issue #12: within 10 %)."""
+    rows = r.get("counters") or []
+    if not rows:
+        return []
+    ratios = [c["ratio"] for c in rows if c.get("ratio")]
+    ok = bool(ratios) and len(ratios) == len(rows) and all(abs(x - 1) <= 0.10 for x in ratios)
+    return [f"Each peer's own `bytes_sent` ({rows[0].get('counted') or 'not reported'}) against its interface's tx "
+            "counter at the end: " + ", ".join(f"{c['reported'] or 0:,} / {c['interface_tx']:,}" for c in rows)
+            + f" bytes (ratios {', '.join(f'{x:.3f}' for x in ratios)}): within 10 %: {'yes' if ok else '**no**'}. "
+            "Before, the summary counted only onebyte's own payloads: "
+            + ", ".join(f"{c['payload_sent'] or 0:,}" for c in rows) + " bytes.", ""]
 
 
 def _wire_section(r: dict) -> list[str]:
@@ -77,6 +105,7 @@ def _wire_section(r: dict) -> list[str]:
         f"| sent on the wire, mean of the peers ({per} KiB) | **{r['wire_bytes_per_round_mean']:,.0f}** |",
         f"| wire / payload | {r['ratio_wire_to_payload']:,.0f}× |",
         "",
+        *_counter_lines(r),
         f"Throughput in that run: {r['rounds_per_second']:.2f} rounds/s, "
         f"{r['gradients_per_second_swarm']:.0f} projected gradients/s across the swarm; "
         f"all peers ended with one set digest and state hash: {r['agree']}.",

@@ -115,6 +115,9 @@ class DhtTransport(Transport):
                 self.dht = start([])
             except Exception as exc2:
                 raise ConfigError(f"could not start the DHT node: {_one_line(exc2)}") from None
+        # sampled in the background from now on: not before the DHT process is forked (a thread
+        # running ss at that moment could leave a lock held in the child)
+        self._wire.start()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="onebyte-p2p", daemon=True)
         self._thread.start()
@@ -268,6 +271,7 @@ class DhtTransport(Transport):
         if self._closed:
             return
         self._closed = True
+        self._wire.stop()
         for k in list(self._bundles):
             try:
                 self._flush(k)

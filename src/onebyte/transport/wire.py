@@ -71,7 +71,9 @@ def parse_ss(text: str, pids: set[int]) -> dict[tuple[str, ...], dict[str, int]]
 
 
 class WireCounter:
-    """Bytes on the wire of this process and its descendants, sampled on demand (thread-safe)."""
+    """Bytes on the wire of this process and its descendants (thread-safe). ``sample`` reads the
+    counters now; ``start(interval)`` also samples in the background, so sockets that live only a
+    few seconds (DHT lookups, joining) are seen before they close."""
 
     def __init__(self, root: int | None = None):
         self.root = os.getpid() if root is None else root
@@ -79,6 +81,23 @@ class WireCounter:
         self.live: dict[tuple[str, ...], dict[str, int]] = {}
         self.closed = dict.fromkeys(_FIELDS, 0)
         self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, interval: float = 0.5) -> WireCounter:
+        if self.available and self._thread is None:
+            def loop() -> None:
+                while not self._stop.wait(interval):
+                    self.sample()
+
+            self._thread = threading.Thread(target=loop, name="onebyte-wire", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     @property
     def available(self) -> bool:
@@ -88,12 +107,13 @@ class WireCounter:
         """``{"sent", "received"}`` in bytes so far (headers included), or None when unavailable."""
         if not self.available:
             return None
-        try:
-            text = subprocess.run([self.ss, "-tinpH"], capture_output=True, text=True, timeout=5, check=True).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        now = parse_ss(text, descendants(self.root))
-        with self.lock:
+        with self.lock:  # one sample at a time, in order: an older one never replaces a newer one
+            try:
+                text = subprocess.run([self.ss, "-tinpH"], capture_output=True, text=True, timeout=5,
+                                      check=True).stdout
+            except (OSError, subprocess.SubprocessError):
+                return None
+            now = parse_ss(text, descendants(self.root))
             for key, counts in self.live.items():
                 if key not in now:  # closed since the last sample: keep what it had moved
                     for k in _FIELDS:
