@@ -597,8 +597,8 @@ def _skew_lines(r: dict, s: dict) -> list[str]:
     rows = s["rows"]
     reduced = _reduced(p)
     lines = ["", "### 2. Label skew: iid vs Dirichlet(0.3) shards", "",
-             f"The library default configuration and the {SKEW_RECIPE_NAME} (a site's reference: an equal share of "
-             f"the training data), {r['seeds']} seed(s); both "
+             f"The library default configuration and the skew recipe: `--estimator es --directions shared "
+             f"--reference-examples N`, N an equal share of the training data; {r['seeds']} seed(s); both "
              "splits of a configuration and peer count run the same rounds."]
     if reduced:
         lines[-1] += (" To fit the time, " + ", ".join(f"{n} peers get {f:g}× the {p['budget']:,} forward passes "
