@@ -95,7 +95,8 @@ def test_report_holds_the_summary_figures_and_fetches_nothing(tmp_path, tiny_run
     text = out.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # every figure is a data: URI
     assert text.count('src="data:image/png;base64,') == 2
-    fields = dict(re.findall(r"data-field=(\w+)>([^<]*)<", text))
+    fields = dict(re.findall(r"data-field=(\w+)(?: data-value=\S+)?>([^<]*)<", text))
+    assert re.search(rf"data-field=payload_bytes data-value={summary['payload_bytes']}>", text)
     assert fields["accuracy_before"] == f"{100 * summary['eval_before']['accuracy']:.1f} %"
     assert fields["accuracy_after"] == f"{100 * summary['eval_after']['accuracy']:.1f} %"
     assert fields["macro_f1_after"] == f"{100 * summary['eval_after']['macro_f1']:.1f} %"

@@ -210,7 +210,7 @@ td,th{{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}}td.n{{text-
 <img alt="learning curve" src="{figs['learning']}">
 <h2>Traffic on the line</h2>
 <table><tr><td>gradient payload, all sites</td>
-<td class=n data-field=payload_bytes>{_bytes(t['payload_bytes'])}</td></tr>
+<td class=n data-field=payload_bytes data-value={t['payload_bytes']}>{_bytes(t['payload_bytes'])}</td></tr>
 <tr><td>payload per site per round</td><td class=n>{_bytes(t['payload_per_peer_per_round'])}</td></tr>
 <tr><td>on the wire, all sites (peers' counters)</td><td class=n data-field=bytes_sent>{_bytes(wire)}</td></tr>
 <tr><td>data-parallel, same steps (float32 ring all-reduce)</td><td class=n>{_bytes(t['data_parallel_total'])}</td></tr>
