@@ -94,3 +94,22 @@ def test_a_learning_rate_beyond_the_update_cap_is_a_config_error(tmp_path):
     from onebyte.ledger import read_ledger
 
     assert read_ledger(tmp_path / "r" / "ledger.obl") == []  # nothing it could not apply was written
+
+
+def test_simulate_keeps_every_setting_of_the_run_spec(tmp_path):
+    """A data file's columns, the template and chat wrapping reach the run (they were once dropped
+    between RunSpec and the simulator, so a TSV with its own column names was refused)."""
+    import json
+
+    from onebyte.simulator import SimConfig
+
+    data = tmp_path / "reviews.tsv"
+    rows = [f"{'great stuff' if i % 2 else 'awful stuff'} {i}\t{'pos' if i % 2 else 'neg'}\tx" for i in range(40)]
+    data.write_text("review\trating\tshop\n" + "\n".join(rows) + "\n")
+    spec = onebyte.RunSpec(model="tiny-gpt2", task=str(data), text_column="review", label_column="rating",
+                           template="Shop {shop}. Review: {review}\nSentiment:", chat=False,
+                           train=onebyte.TrainConfig(samples=2, batch_size=4))
+    assert SimConfig.from_spec(spec).spec == spec
+    result = onebyte.simulate(spec, out=tmp_path / "r", peers=2, rounds=1, eval_size=4)
+    saved = json.loads((tmp_path / "r" / "run.json").read_text())["spec"]
+    assert saved["template"] == spec.template and result.summary["records"] == 2

@@ -5,10 +5,12 @@ Skips with the reason when Chromium or playwright is missing (``apt-get install 
 ``ONEBYTE_UPDATE_SCREENSHOTS=1`` copies the screenshots to ``docs/`` (the README's).
 """
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from onebyte.cli import main
-from onebyte.dashboard import Dashboard
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -66,11 +67,10 @@ def test_dashboard_on_a_finished_demo_run_and_a_live_swarm(tmp_path):
         while not list(swarm_dir.glob("peer-*/summary.json")):
             assert time.monotonic() < deadline and swarm.poll() is None, "the swarm did not start"
             time.sleep(0.5)
-        with Dashboard([demo, swarm_dir], port=0) as board, sync_playwright() as pw:
-            board.start()
+        with _dashboard_command(demo, swarm_dir) as url, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.goto(board.url)
+            page.goto(url)
             page.wait_for_selector("[data-run='demo'][data-field='state_hash']", timeout=20_000)
             cells = _cells(page)
             # the four panels against summary.json
@@ -155,6 +155,27 @@ def _render_offline(chromium: str, html: Path, shot: Path) -> dict[str, str]:
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     return fields
+
+
+@contextlib.contextmanager
+def _dashboard_command(*runs: Path):
+    """``onebyte dashboard RUN…`` as a user starts it, on a free port; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "onebyte", "dashboard", *map(str, runs), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("onebyte dashboard: http://127.0.0.1:"), line
+        yield line.split()[2]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def _round(path: Path) -> int:

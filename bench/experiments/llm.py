@@ -154,7 +154,8 @@ def main() -> None:
     keys = ["model", "task", "peers", "tune", "lr", "eps", "samples", "batch_size", "max_length", "adam_lr",
             "estimator", "lr_schedule", "warmup", "horizon", "final_ratio", "labels"]
     keys += [k for k in ("text_column", "label_column", "eval_file") if getattr(a, k) != ap.get_default(k)]
-    result = {"config": {k: getattr(a, k) for k in keys}, "template": a.template, "chat": a.chat, **p}
+    result = {"config": {k: getattr(a, k) for k in keys}, "template": a.template, "chat": a.chat,
+              "prompt_applied": True, **p}
     result["onebyte"] = run_onebyte(a, p)
     if not a.skip_adam:
         result["adam"] = run_adam(a, p)
@@ -188,6 +189,17 @@ def render(results: Results) -> list[str]:
     return [line for key, title in RUNS for line in _render(results.get(key), title, adam)]
 
 
+def _prompt(r: dict) -> str:
+    """How the onebyte run put examples to the model. Runs made before 2026-11-26 22:00 went through
+    a simulator that dropped the run's template, chat setting and columns: they used the default
+    prompt, whatever their command line says (their Adam baseline, built directly, did not)."""
+    if r.get("prompt_applied"):
+        return f"{'chat template' if r['chat'] else 'no chat template'}, prompt `{r['template']!r}`"
+    return ("**default prompt** (the text, then `\\nsentiment:`; no chat template): this run predates a fix, the "
+            f"simulator then dropped the template `{r['template']!r}` and chat setting its command names (an Adam "
+            "baseline built beside it did use them)")
+
+
 def _render(r: dict | None, title: str, adam: dict | None = None) -> list[str]:
     """One run's table; ``adam`` is the Adam baseline measured with another run on the same model,
     data and held-out sample, shown when this run has none of its own."""
@@ -200,7 +212,7 @@ def _render(r: dict | None, title: str, adam: dict | None = None) -> list[str]:
            f"`{r['command']}` ({r['date']}, {r['machine']}). {c['peers']} peers, estimator "
            f"`{c.get('estimator', 'spsa')}`, tune `{c['tune']}` "
            f"({ob['tuned_parameters']:,} scalars), lr {c['lr']} ({schedule}), ε {c['eps']}, K = {c['samples']}, batch "
-           f"{c['batch_size']}, max length {c['max_length']}, {'chat template' if r['chat'] else 'no chat template'}, prompt `{r['template']!r}`; "
+           f"{c['batch_size']}, max length {c['max_length']}, {_prompt(r)}; "
            f"held-out: {r['eval_size']} examples (fixed-seed sample) of "
            f"{'`' + c['eval_file'] + '`' if c.get('eval_file') else 'the fixed test split'}.", "",
            "| condition | accuracy | balanced accuracy | macro-F1 | cost |", "|---|---|---|---|---|",

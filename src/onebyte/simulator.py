@@ -41,18 +41,26 @@ class SimConfig:
     eval_size: int = 0  # 0: the whole held-out set
     label_names: tuple[str, ...] = ()
     eval_file: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    template: str | None = None
+    chat: bool = False
     train: TrainConfig = TrainConfig()
     dp: DPConfig | None = None  # differential privacy per peer (each peer's own data)
 
     @classmethod
     def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
         return cls(model=spec.model, task=spec.task, run_id=spec.run_id, objective=spec.objective.value,
-                   label_names=spec.labels, eval_file=spec.eval_file, train=spec.train, **sim)
+                   label_names=spec.labels, eval_file=spec.eval_file, text_column=spec.text_column,
+                   label_column=spec.label_column, template=spec.template, chat=spec.chat, train=spec.train, **sim)
 
     @property
     def spec(self) -> RunSpec:
+        """The run as ``from_spec`` was given it: every setting, the data file's columns, template and
+        chat wrapping included (``RunSpec`` -> ``SimConfig`` -> ``RunSpec`` is the identity)."""
         return RunSpec(run_id=self.run_id, model=self.model, task=self.task, objective=self.objective,
-                       labels=self.label_names, eval_file=self.eval_file, train=self.train)
+                       labels=self.label_names, eval_file=self.eval_file, text_column=self.text_column,
+                       label_column=self.label_column, template=self.template, chat=self.chat, train=self.train)
 
     def validate(self) -> SimConfig:
         problems = self.spec.problems()
