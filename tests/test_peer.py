@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from onebyte.config import RunSpec, TrainConfig
+from onebyte.errors import ConfigError
 from onebyte.peer import Peer, PeerOptions
 from onebyte.simulator import SimConfig, run_simulation
 from onebyte.tasks.data import split_shards
@@ -190,3 +191,30 @@ def test_newcomer_with_another_base_or_config_is_refused_naming_the_setting(tmp_
         a.beat(force=True)  # a sees b's heartbeat, asks for its configuration, logs what differs
         _wait(lambda: 5 in a.foreign_diff, 10)
     assert any("train.samples" in r.getMessage() for r in caplog.records if r.name == "onebyte.peer")
+
+
+def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_path):
+    """After a few rounds the ledger (every record) is far smaller than a snapshot of all tuned
+    weights: a newcomer takes it and replays it from the base; a newcomer told to take the snapshot
+    ends at the same state."""
+    hub = MemoryHub()
+    a, b = _peers(hub, tmp_path, 2, rounds=3)
+    _run_all([a, b])
+    a.beat(force=True)
+    for pid, mode in ((2, "auto"), (3, "snapshot")):
+        setup = _setup()
+        opts = PeerOptions(peer_id=pid, rounds=None, secret=b"s", catchup=mode, **FAST)
+        c = Peer(setup, split_shards(setup.dataset.train, 4, None, 0)[pid], MemoryTransport(hub, f"p{pid}"),
+                 tmp_path / f"p{pid}", opts)
+        _OPEN.append(c)
+        c.beat(force=True, sync=False)
+        hb = c.members.live()[a.opts.peer_id]
+        c._catch_up(hb)
+        s = c.summary()
+        assert (s["state_hash"], s["set_digest"]) == (a.state_hash(), a.summary()["set_digest"])
+        assert c.round == a.round and s["records"] == 6
+        joined = s["joined_by"]
+        assert joined["ledger_bytes"] < joined["snapshot_bytes"]  # tiny-gpt2, every weight tuned
+        assert joined["path"] == ("ledger" if mode == "auto" else "snapshot")
+    with pytest.raises(ConfigError, match="catchup"):
+        Peer(_setup(), [], MemoryTransport(hub, "p9"), tmp_path / "p9", PeerOptions(peer_id=9, catchup="torrent"))

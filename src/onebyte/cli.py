@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--port", type=_non_negative_int, default=0, help="TCP port to listen on (0: any free port)")
     pe.add_argument("--announce-host", help="public IP to advertise (behind NAT / port forwarding)")
     pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
+    pe.add_argument("--catchup", choices=["auto", "snapshot", "ledger"], default="auto",
+                    help="how a newcomer catches up: the smaller download of a peer's snapshot and its ledger [auto]")
     pe.add_argument("--max-deadline", type=_positive_float, default=60.0, help="upper bound of the round deadline (s)")
     pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
     pe.add_argument("--eval-size", type=_non_negative_int, default=256,
@@ -351,7 +353,8 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     with Peer.open(spec, out=a.out, join=a.join, secret_file=a.secret_file, peer_id=peer_id, shard=shard,
                    split=a.split, seed=a.seed, host=a.host, port=a.port, announce_host=a.announce_host, dp=dp,
                    rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
-                   max_deadline=a.max_deadline, eval_size=a.eval_size, log_to=tuple(a.log_to)) as peer:
+                   max_deadline=a.max_deadline, eval_size=a.eval_size, log_to=tuple(a.log_to),
+                   catchup=a.catchup) as peer:
         print(f"peer {peer.opts.peer_id:x} listening; others can join with:", flush=True)
         for addr in peer.addresses:
             print(f"  --join {addr}", flush=True)
