@@ -218,3 +218,27 @@ def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_pa
         assert joined["path"] == ("ledger" if mode == "auto" else "snapshot")
     with pytest.raises(ConfigError, match="catchup"):
         Peer(_setup(), [], MemoryTransport(hub, "p9"), tmp_path / "p9", PeerOptions(peer_id=9, catchup="torrent"))
+
+
+def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path):
+    """SNAP and LEDG flush pending records into the state from the server's thread while the peer's
+    own thread measures; both use the state's scratch buffer, so measuring holds the replica's lock.
+    Hammering a peer with those requests during its rounds must leave it at its partner's state."""
+    hub = MemoryHub()
+    a, b = _peers(hub, tmp_path, 2, rounds=6)
+    done = threading.Event()
+
+    def hammer():
+        while not done.is_set():
+            a.handle(b"LEDG")
+            a.handle(b"SNAP")
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        summaries = _run_all([a, b])
+    finally:
+        done.set()
+        t.join(timeout=60)
+    assert summaries[0]["set_digest"] == summaries[1]["set_digest"]
+    assert summaries[0]["state_hash"] == summaries[1]["state_hash"]  # b was not hammered

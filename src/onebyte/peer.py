@@ -556,7 +556,14 @@ class Peer:
         """Our record for round r: the one in the ledger after a restart, or measured now."""
         own = self.replica.record_in_slot((r, self.opts.peer_id, 0))
         if own is None:
-            own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret, self.privacy)
+            # Under the replica's lock: a request served meanwhile (SNAP, LEDG) flushes pending records
+            # into the state, and the state's scratch buffer holds the direction being measured:
+            # applying one while perturbing along another overwrote one with the other (int32 codes
+            # read as float bits, or the reverse) and corrupted the accumulators of a peer that was
+            # serving a newcomer (test_restart_and_join's rare divergence and NaN losses).
+            with self.replica.lock:
+                own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret,
+                                     self.privacy)
             self.last_loss = m.loss
             self.intake.accept(own)  # our own record: the same policy, no bytes -> decode round trip
         self.measured_through = max(self.measured_through, r)
