@@ -83,7 +83,10 @@ class _Group:
 
 
 class FixedPointState:
-    """The tuned tensors of ``model`` as int32 accumulators plus the float view the model uses."""
+    """The tuned tensors of ``model`` as int32 accumulators plus the float view the model uses.
+
+    Not thread-safe: ``perturb``, ``add`` and ``refresh`` share one scratch buffer, so callers run
+    them one at a time (a peer measures and applies under its replica's lock)."""
 
     def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu",
                  magnitudes: Mapping[str, float] | None = None):
