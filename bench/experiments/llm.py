@@ -239,11 +239,18 @@ def claims(results: Results) -> list[Claim]:
         if not r:
             continue
         ob, c = r["onebyte"], r["config"]
-        gain = 100 * (ob["after"]["accuracy"] - ob["before"]["accuracy"])
-        f1 = 100 * (ob["after"]["macro_f1"] - ob["before"]["macro_f1"])
+        # the last evaluation within 30 minutes of training (the whole run's end if it was shorter)
+        inside = [pt for pt in ob["curve"] if pt["seconds"] <= 1800]
+        at = inside[-1] if inside else None
+        if at is None:
+            out.append((f"{c['model']} on {Path(c['task']).name} ({c.get('estimator', 'spsa')}): accuracy over "
+                        "zero-shot within 30 min", "no evaluation within 30 min", "≥ +5 points, ≤ 30 min", False))
+            continue
+        gain = 100 * (at["accuracy"] - ob["before"]["accuracy"])
+        f1 = 100 * (at["macro_f1"] - ob["before"]["macro_f1"])
         out.append((f"{c['model']} on {Path(c['task']).name} ({c.get('estimator', 'spsa')}): accuracy over zero-shot "
-                    "within 30 min", f"{gain:+.1f} points ({f1:+.1f} macro-F1) in {ob['seconds'] / 60:.1f} min",
-                    "≥ +5 points, ≤ 30 min", gain >= 5 and ob["seconds"] <= 1800))
+                    "within 30 min", f"{gain:+.1f} points ({f1:+.1f} macro-F1) at round {at['round']}, "
+                    f"{at['seconds'] / 60:.1f} min", "≥ +5 points, ≤ 30 min", gain >= 5))
     return out
 
 
