@@ -74,7 +74,7 @@ def figures(views: list[RunView], alone: list[RunView]) -> dict[str, str]:
     names = ["onebyte payload", "data-parallel", "FedAvg"]
     vals = [t["payload_per_peer_per_round"] or 0.0, t["data_parallel_per_peer_per_round"],
             t["fedavg_per_peer_per_round"]]
-    sent = [traffic(v).get("sent_per_round") for v in views if traffic(v).get("sent_per_round")]
+    sent = [x for x in (traffic(v).get("sent_per_round") for v in views) if x]
     if sent:
         names.insert(1, "onebyte on the wire (peer counters)")
         vals.insert(1, sum(sent) / len(sent))
@@ -137,7 +137,7 @@ def render_report(views: list[RunView], alone: Sequence[RunView] = ()) -> str:
     rounds = t["rounds"]
     seconds = max((v.get("seconds", 0) or 0) for v in views)
     gain = None if "accuracy" not in after or "accuracy" not in before else after["accuracy"] - before["accuracy"]
-    alone_final = [learning_curve(v)["evals"][-1].get("accuracy") for v in alone if learning_curve(v)["evals"]]
+    alone_final = [ev[-1].get("accuracy") for ev in (learning_curve(v)["evals"] for v in alone) if ev]
     wire = sum(x for x in (v.get("bytes_sent") for v in sites) if x) if sites else None
 
     e = html.escape
