@@ -156,10 +156,10 @@ def _compiled(fn):
     return _COMPILED[fn.__name__]
 
 
-def numpy_counter(tid: int) -> list[int]:
+def numpy_counter(tid: int, block: int = 0) -> list[int]:
     """NumPy's Philox adds one to its 256-bit counter before each block; start one below
-    (0, 0, tid, 0) so its first block is block 0 of tensor ``tid``."""
-    v = ((tid << 128) - 1) % (1 << 256)
+    (block, 0, tid, 0) so its first block is block ``block`` of tensor ``tid``."""
+    v = ((tid << 128) + block - 1) % (1 << 256)
     return [(v >> (64 * k)) & _M64 for k in range(4)]
 
 
@@ -220,17 +220,26 @@ class PerturbationLayout:
         off = self.offsets[index]
         return flat[off : off + self.numels[index]]
 
-    def _fill_index(self, seed: int) -> torch.Tensor:
+    def _fill_index(self, seed: int, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """The random bytes of ``seed`` over the layout (uint8, size // 8): the sign table's rows,
-        widened to int32 indices a chunk at a time (4x less memory than holding int32)."""
+        widened to int32 indices a chunk at a time (4x less memory than holding int32).
+
+        On CPU only the blocks overlapping positions [lo, hi) are written (the others keep stale
+        bytes): a caller that expands one tensor, or one chunk, pays for that part alone."""
+        hi = self.size if hi is None else hi
         if self.device.type == "cpu":
             import numpy as np
 
             idx = self._index.numpy()
             key = np.array([seed & _M64, 0], dtype=np.uint64)
             for off, nb, tid in zip(self.offsets, self.blocks, self.tensor_ids, strict=True):
-                bg = np.random.Philox(key=key, counter=np.array(numpy_counter(tid), dtype=np.uint64))
-                idx[off // 8:(off + nb * BITS_PER_BLOCK) // 8] = bg.random_raw(4 * nb).view(np.uint8)
+                b0 = max(0, (lo - off) // BITS_PER_BLOCK)
+                b1 = min(nb, -(-(hi - off) // BITS_PER_BLOCK))
+                if b0 >= b1:
+                    continue
+                bg = np.random.Philox(key=key, counter=np.array(numpy_counter(tid, b0), dtype=np.uint64))
+                start = (off + b0 * BITS_PER_BLOCK) // 8
+                idx[start:start + (b1 - b0) * BITS_PER_BLOCK // 8] = bg.random_raw(4 * (b1 - b0)).view(np.uint8)
         elif self.fused:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
             self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)).to(torch.uint8))
@@ -286,7 +295,7 @@ class PerturbationLayout:
         chunk = scratch.numel() - scratch.numel() % 8
         if scratch.dtype != dtype or chunk < 8:
             raise ValueError("scratch must hold at least 8 values of the requested dtype")
-        idx = self._fill_index(seed)
+        idx = self._fill_index(seed, min((a for a, _ in ranges), default=0), max((b for _, b in ranges), default=0))
         for start, stop in ranges:
             for a in range(start, stop, chunk):
                 b = min(a + chunk, stop)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +75,11 @@ def frac_bits_for(max_abs: float, dtype: torch.dtype = torch.float32) -> int:
     return f
 
 
+def _wrap32(x: torch.Tensor) -> torch.Tensor:
+    """int64 values reduced to the int32 range with two's-complement wrap-around (in place)."""
+    return x.add_(1 << 31).bitwise_and_(0xFFFFFFFF).sub_(1 << 31)
+
+
 @dataclass(frozen=True)
 class _Group:
     frac_bits: int
@@ -111,8 +116,7 @@ class FixedPointState:
         self.shapes = {n: tuple(p.shape) for n, p in items}
         self.frac_bits = frac
         self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device)
-        self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
-        self.view = torch.empty(self.layout.size, dtype=self.dtype, device=device)
+        self._alloc(device)
         # Directions are expanded chunk by chunk into this small reusable buffer (read as float32
         # to perturb, as int32 to update): a full-size z would cost memory and page faults. It
         # also holds float32(A) * 2^-f on its way to a bf16/fp16 view.
@@ -125,6 +129,11 @@ class FixedPointState:
             self._params[name] = p
         self.groups = self._make_groups()
         self.refresh()
+
+    def _alloc(self, device: torch.device | str) -> None:
+        """The flat buffers: int32 accumulators and the view in the model's dtype."""
+        self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
+        self.view = torch.empty(self.layout.size, dtype=self.dtype, device=device)
 
     def _take(self, i: int, p: torch.Tensor, frac: int, device: torch.device | str) -> None:
         """Tensor ``i``'s weights into the accumulators. float32 * 2^f is exact and |result| < 2^31,
@@ -197,20 +206,24 @@ class FixedPointState:
             for seed, coeffs in items:
                 self.add(seed, coeffs)
             return
+        for g, total in self._group_totals(items):
+            part = self.acc[g.start:g.stop]
+            part.copy_(_wrap32(part.to(torch.int64) + total))
+
+    def _group_totals(self, items: Sequence[tuple[int, Mapping[int, int]]]) -> Iterator[tuple[_Group, torch.Tensor]]:
+        """For a small layout: sum_m c_m z_m per step group (int64), a block of seeds at a time."""
         step = max(1, min(256, _MANY_BLOCK // self.layout.size))
-        shifts = torch.arange(8, dtype=torch.uint8, device=self.acc.device)
+        shifts = torch.arange(8, dtype=torch.uint8, device=self.view.device)
         for i in range(0, len(items), step):
             block = items[i:i + step]
             raw = self.layout.bits_many([seed for seed, _ in block])  # (n, size // 8)
             bits = ((raw.unsqueeze(2) >> shifts) & 1).reshape(len(block), -1)  # bit k of byte j -> 8j + k
             for g in self.groups:
                 c = torch.tensor([coeffs.get(g.frac_bits, 0) for _, coeffs in block], dtype=torch.float64,
-                                 device=self.acc.device)
+                                 device=self.view.device)
                 if not bool(c.any()):
                     continue
-                total = 2 * (c @ bits[:, g.start:g.stop].to(torch.float64)).to(torch.int64) - int(c.sum().item())
-                part = self.acc[g.start:g.stop]
-                part.copy_((((part.to(torch.int64) + total) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
+                yield g, 2 * (c @ bits[:, g.start:g.stop].to(torch.float64)).to(torch.int64) - int(c.sum().item())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The accumulators per tensor name (views into ``acc``)."""

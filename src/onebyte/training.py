@@ -8,7 +8,10 @@ record; ``replay.apply_records`` applies records to the state.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +27,11 @@ from .state import FixedPointState
 from .tasks.data import Dataset, Example, load_dataset
 from .tasks.objectives import Objective, build_objective
 
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
 __all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state", "check_private"]
 
 
@@ -34,9 +42,23 @@ def check_private(train: TrainConfig) -> None:
                              f"differences), not {train.estimator.value}")
 
 
-def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes) -> tuple[LoadedModel, FixedPointState]:
+#: ``ONEBYTE_STATE``: ``auto`` (default) picks the compact state for large float32 tuned sets on
+#: CPU, ``wide`` always keeps int32 accumulators, ``compact`` asks for the compact one wherever it
+#: applies. Both give the same bits (see ``compact``); only memory and time differ.
+STATE_ENV = "ONEBYTE_STATE"
+
+
+def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes,
+                probe: Callable[[LoadedModel], object] | None = None) -> tuple[LoadedModel, FixedPointState]:
     """The model a run trains and its fixed-point state: for ``lora:`` the base wrapped in adapters
-    initialised from ``run_tag`` (only they are tuned), else the base itself."""
+    initialised from ``run_tag`` (only they are tuned), else the base itself.
+
+    ``probe(model)``: one forward pass the state's perturbations must reach (a loss on a few
+    examples). With it, a large float32 tuned set on CPU is held as a ``CompactState`` (5 bytes
+    per weight, not 8) when its forward hooks are shown to see every use of the tuned tensors.
+    Without it (replay, which never perturbs) the compact state is used unattached."""
+    import os
+
     spec = TuneSpec.parse(tune)
     magnitudes = None
     if spec.kind == "lora":
@@ -45,7 +67,31 @@ def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes) -> tuple[LoadedM
         loaded = attach_lora(loaded, spec, run_tag)
         magnitudes = lora_magnitudes(loaded.model)
     device = next(loaded.model.parameters()).device  # the state lives where the model does
-    return loaded, FixedPointState(select_parameters(loaded.model, spec), device, magnitudes=magnitudes)
+    params = select_parameters(loaded.model, spec)
+    mode = os.environ.get(STATE_ENV, "auto")
+    if mode not in ("auto", "wide", "compact"):
+        raise ConfigError(f"{STATE_ENV}={mode!r}: must be auto, wide or compact")
+    if mode != "wide" and _compact_fits(params, device, mode == "compact"):
+        from .compact import CompactState, hooks_cover
+
+        model = loaded.model
+        if probe is None or hooks_cover(model, [p for _, p in params], lambda: probe(loaded)):
+            state = CompactState(params, device, magnitudes=magnitudes)
+            if probe is not None:
+                state.attach(model)
+            return loaded, state
+        log.info("some tuned tensors are used outside their modules' forwards: keeping int32 accumulators")
+    return loaded, FixedPointState(params, device, magnitudes=magnitudes)
+
+
+def _compact_fits(params: list, device: torch.device, asked: bool) -> bool:
+    import torch
+
+    from .state import SMALL_LAYOUT
+
+    if {p.dtype for _, p in params} != {torch.float32}:
+        return False
+    return asked or (device.type == "cpu" and sum(p.numel() for _, p in params) > SMALL_LAYOUT)
 
 
 @dataclass
@@ -81,8 +127,16 @@ class Setup:
                                    text_column=spec.text_column, label_column=spec.label_column,
                                    template=spec.template)
         run = Run(spec, base_hash)
-        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag)
-        obj = build_objective(loaded, dataset, kind, spec.train.max_length, chat=spec.chat)
+        objectives: dict[int, Objective] = {}
+
+        def objective(lm: LoadedModel) -> Objective:
+            if id(lm) not in objectives:
+                objectives[id(lm)] = build_objective(lm, dataset, kind, spec.train.max_length, chat=spec.chat)
+            return objectives[id(lm)]
+
+        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag,
+                                    probe=lambda lm: objective(lm).loss(dataset.train[:2]))
+        obj = objective(loaded)
         return cls(run, loaded, dataset, obj, state)
 
 
