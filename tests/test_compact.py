@@ -163,6 +163,11 @@ def test_tuned_state_picks_compact_only_where_hooks_cover(monkeypatch):
         loaded = LoadedModel(spec=cls.__name__, model=cls(), tokenizer=None, kind=ModelKind.CAUSAL)
         _, state = tuned_state(loaded, "all", RUN, probe=lambda lm: lm.model(ids))
         assert type(state) is expected
+        # falling back keeps the accumulators the compact state took, remainders and steps included
+        model = cls()
+        direct = FixedPointState(sorted(model.named_parameters()))
+        assert state.frac_bits == direct.frac_bits and state.state_hash() == direct.state_hash()
+        assert torch.equal(loaded.model(ids), model(ids))
     monkeypatch.setenv("ONEBYTE_STATE", "wide")
     loaded = LoadedModel(spec="net", model=Net(), tokenizer=None, kind=ModelKind.CAUSAL)
     _, state = tuned_state(loaded, "all", RUN, probe=lambda lm: lm.model(ids))

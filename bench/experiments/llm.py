@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--eval-size", type=int)
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--skip-adam", action="store_true")
+    ap.add_argument("--adam-only", action="store_true",
+                    help="only the first-order Adam baseline (with --tsv: --out bench/results/llm_tsv_adam.json)")
     ap.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
                     help="wrap prompts in the model's chat template")
     ap.add_argument("--estimator", default="fzoo", choices=["spsa", "fzoo", "centered"])
@@ -156,7 +158,8 @@ def main() -> None:
     keys += [k for k in ("text_column", "label_column", "eval_file") if getattr(a, k) != ap.get_default(k)]
     result = {"config": {k: getattr(a, k) for k in keys}, "template": a.template, "chat": a.chat,
               "prompt_applied": True, **p}
-    result["onebyte"] = run_onebyte(a, p)
+    if not a.adam_only:
+        result["onebyte"] = run_onebyte(a, p)
     if not a.skip_adam:
         result["adam"] = run_adam(a, p)
     from_tsv = ("task", "text_column", "label_column", "eval_file")  # --tsv sets these, and the template
@@ -168,6 +171,8 @@ def main() -> None:
         args += " --template " + json.dumps(a.template)
     if a.skip_adam:
         args += " --skip-adam"
+    if a.adam_only:
+        args += " --adam-only"
     save_result(result, a.out, f"python -m bench.experiments.llm {'--quick ' if a.quick else ''}"
                 f"--rounds {p['rounds']} --adam-steps {p['adam_steps']} --eval-size {p['eval_size']} "
                 f"--eval-every {p['eval_every']} {args}", "2-core CPU, no GPU")
@@ -182,18 +187,21 @@ def _row(name: str, ev: dict, extra: str) -> str:
 #: two-point SPSA run with its Adam baseline (`llm.json`), and the run on TSV files (`--tsv`).
 RUNS = (("llm_fzoo", "A real causal LM on real sentences"), ("llm", "The same with two-point SPSA (the earlier run)"),
         ("llm_tsv", "The same on a local TSV file"))
+#: Which result holds the Adam baseline of each run that has none of its own (same model, data,
+#: prompt and held-out sample): the TSV run's was measured alone (``--tsv DIR --adam-only``).
+ADAM_OF = {"llm_fzoo": "llm", "llm_tsv": "llm_tsv_adam"}
 
 
 def render(results: Results) -> list[str]:
-    adam = (results.get("llm") or {}).get("adam")
-    return [line for key, title in RUNS for line in _render(results.get(key), title, adam)]
+    return [line for key, title in RUNS
+            for line in _render(results.get(key), title, (results.get(ADAM_OF.get(key, "")) or {}).get("adam"))]
 
 
 def _prompt(r: dict) -> str:
     """How the onebyte run put examples to the model. Runs made before 2026-11-26 22:00 went through
     a simulator that dropped the run's template, chat setting and columns: they used the default
     prompt, whatever their command line says (their Adam baseline, built directly, did not)."""
-    if r.get("prompt_applied"):
+    if r.get("prompt_applied") or "text_column" in r["config"]:  # a file with its own columns needed the fix
         return f"{'chat template' if r['chat'] else 'no chat template'}, prompt `{r['template']!r}`"
     return ("**default prompt** (the text, then `\\nsentiment:`; no chat template): this run predates a fix, the "
             f"simulator then dropped the template `{r['template']!r}` and chat setting its command names (an Adam "
@@ -220,11 +228,12 @@ def _render(r: dict | None, title: str, adam: dict | None = None) -> list[str]:
            _row(f"onebyte, {c['peers']} peers, {r['rounds']} rounds", ob["after"],
                 f"{ob['forward_passes']} forward passes, {ob['seconds'] / 60:.1f} min here "
                 f"({ob['swarm_seconds'] / 60:.1f} min as a swarm), {ob['payload_bytes']} gradient bytes")]
-    ad = r.get("adam") or (adam if not c.get("eval_file") else None)
+    ad = r.get("adam") or adam
     if ad:
         out.append(_row(f"Adam, all weights, {ad['steps']} steps", ad["after"],
                         f"{ad['steps']} forward+backward passes, {ad['seconds'] / 60:.1f} min"
-                        + ("" if "adam" in r else " (measured with the SPSA run below: same model, data and sample)")))
+                        + ("" if "adam" in r else " (measured in a separate run: same model, data, prompt and "
+                           "held-out sample)")))
     out += ["", "Held-out curve of the onebyte run:", "", "| round | forward passes | minutes | accuracy | macro-F1 |",
             "|---|---|---|---|---|"]
     out += [f"| {pt['round']} | {pt['forward_passes']} | {pt['seconds'] / 60:.1f} | {pt['accuracy']:.3f} | "

@@ -40,7 +40,7 @@ import torch
 
 from .rng import PerturbationLayout
 
-__all__ = ["FixedPointState", "frac_bits_for"]
+__all__ = ["FixedPointState", "frac_bits_for", "magnitude_for"]
 
 #: Elements per chunk when expanding a direction (1 MiB of float32: stays in cache).
 CHUNK = 1 << 18
@@ -78,6 +78,11 @@ def frac_bits_for(max_abs: float, dtype: torch.dtype = torch.float32) -> int:
 def _wrap32(x: torch.Tensor) -> torch.Tensor:
     """int64 values reduced to the int32 range with two's-complement wrap-around (in place)."""
     return x.add_(1 << 31).bitwise_and_(0xFFFFFFFF).sub_(1 << 31)
+
+
+def magnitude_for(frac: int) -> float:
+    """A magnitude for which ``frac_bits_for`` gives ``frac`` (float32; frac <= _ACC_BITS - 1)."""
+    return math.ldexp(0.75, _ACC_BITS - frac)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from .params import TuneSpec, select_parameters
 from .privacy import Accountant
 from .record import Record, build_record
 from .seeds import direction_seeds, stream_seed
-from .state import FixedPointState
+from .state import FixedPointState, magnitude_for
 from .tasks.data import Dataset, Example, load_dataset
 from .tasks.objectives import Objective, build_objective
 
@@ -71,17 +71,24 @@ def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes,
     mode = os.environ.get(STATE_ENV, "auto")
     if mode not in ("auto", "wide", "compact"):
         raise ConfigError(f"{STATE_ENV}={mode!r}: must be auto, wide or compact")
-    if mode != "wide" and _compact_fits(params, device, mode == "compact"):
-        from .compact import CompactState, hooks_cover
+    if mode == "wide" or not _compact_fits(params, device, mode == "compact"):
+        return loaded, FixedPointState(params, device, magnitudes=magnitudes)
+    from .compact import CompactState, hooks_cover
 
-        model = loaded.model
-        if probe is None or hooks_cover(model, [p for _, p in params], lambda: probe(loaded)):
-            state = CompactState(params, device, magnitudes=magnitudes)
-            if probe is not None:
-                state.attach(model)
-            return loaded, state
-        log.info("some tuned tensors are used outside their modules' forwards: keeping int32 accumulators")
-    return loaded, FixedPointState(params, device, magnitudes=magnitudes)
+    # Built first, then checked: building releases each original tensor as it is taken, where a
+    # forward pass before it would hold every original weight beside the new state.
+    state = CompactState(params, device, magnitudes=magnitudes)
+    if probe is None:
+        return loaded, state
+    if hooks_cover(loaded.model, [p for _, p in params], lambda: probe(loaded)):
+        state.attach(loaded.model)
+        return loaded, state
+    log.info("some tuned tensors are used outside their modules' forwards: keeping int32 accumulators")
+    # the same steps (magnitudes that give them back), then the accumulators with their remainders
+    steps = {n: magnitude_for(f) for n, f in state.frac_bits.items()}
+    wide = FixedPointState(params, device, magnitudes=steps)
+    wide.load_tensors(state.tensors())
+    return loaded, wide
 
 
 def _compact_fits(params: list, device: torch.device, asked: bool) -> bool:
