@@ -108,9 +108,14 @@ class CompactState(FixedPointState):
 
     def _alloc(self, device: torch.device | str) -> None:
         self.acc = None  # type: ignore[assignment]
-        self.view = torch.zeros(self.layout.size, dtype=torch.float32, device=device)
-        self.rem = torch.zeros(self.layout.size, dtype=torch.int8, device=device)
+        self.view = torch.empty(self.layout.size, dtype=torch.float32, device=device)
+        self.rem = torch.empty(self.layout.size, dtype=torch.int8, device=device)
         self._wide = torch.empty(min(self.layout.size, CHUNK), dtype=torch.int64, device=device)
+
+    def _zero_padding(self, i: int) -> None:
+        a, b = self._padding(i)
+        self.view[a:b].zero_()
+        self.rem[a:b].zero_()
 
     def _take(self, i: int, p: torch.Tensor, frac: int, device: torch.device | str) -> None:
         src, off, scale = p.detach().reshape(-1), self.layout.offsets[i], math.ldexp(1.0, frac)

@@ -80,6 +80,44 @@ def _wrap32(x: torch.Tensor) -> torch.Tensor:
     return x.add_(1 << 31).bitwise_and_(0xFFFFFFFF).sub_(1 << 31)
 
 
+#: madvise(2) advice: reclaim these pages now (Linux >= 5.4). Clean file pages are dropped and
+#: read again from the file if touched; nothing is lost.
+_MADV_PAGEOUT = 21
+
+
+def release_file_pages(t: torch.Tensor) -> None:
+    """Let the kernel reclaim the resident pages of ``t`` when they belong to a file mapping (a
+    memory-mapped checkpoint: the weights the state has just copied). Without this every page of
+    the checkpoint stays resident until the last tensor of the file is released, beside the state
+    being built. Anonymous memory is left alone; where the advice is not supported, nothing
+    happens."""
+    if t.device.type != "cpu" or t.numel() == 0:
+        return
+    import ctypes
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    start, stop = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    lo, hi = -(-start // page) * page, stop // page * page  # whole pages inside the tensor only
+    if hi <= lo:
+        return
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                fields = line.split()
+                a, b = (int(x, 16) for x in fields[0].split("-"))
+                if a <= lo and hi <= b:
+                    if len(fields) < 6 or not fields[5].startswith("/"):
+                        return  # anonymous or special: not ours to reclaim
+                    break
+            else:
+                return
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), ctypes.c_int(_MADV_PAGEOUT))
+    except OSError:
+        return
+
+
 def magnitude_for(frac: int) -> float:
     """A magnitude for which ``frac_bits_for`` gives ``frac`` (float32; frac <= _ACC_BITS - 1)."""
     return math.ldexp(0.75, _ACC_BITS - frac)
@@ -129,6 +167,8 @@ class FixedPointState:
         self._params: dict[str, torch.nn.Parameter] = {}
         for i, (name, p) in enumerate(items):
             self._take(i, p, frac[name], device)
+            self._zero_padding(i)
+            release_file_pages(p.data)
             p.requires_grad_(False)  # forward-only: no autograd graph, no gradient buffers
             p.data = self.layout.segment(self.view, i).view(self.shapes[name])
             self._params[name] = p
@@ -136,9 +176,20 @@ class FixedPointState:
         self.refresh()
 
     def _alloc(self, device: torch.device | str) -> None:
-        """The flat buffers: int32 accumulators and the view in the model's dtype."""
-        self.acc = torch.zeros(self.layout.size, dtype=torch.int32, device=device)
+        """The flat buffers: int32 accumulators and the view in the model's dtype. Left unwritten
+        (``empty``): each page is first touched when its tensor is taken, after the tensors before
+        it have been released, so the original weights and the state are never all resident at once."""
+        self.acc = torch.empty(self.layout.size, dtype=torch.int32, device=device)
         self.view = torch.empty(self.layout.size, dtype=self.dtype, device=device)
+
+    def _zero_padding(self, i: int) -> None:
+        """Zero the accumulators between tensor ``i`` and the next segment (block alignment)."""
+        a, b = self._padding(i)
+        self.acc[a:b].zero_()
+
+    def _padding(self, i: int) -> tuple[int, int]:
+        stop = self.layout.offsets[i + 1] if i + 1 < len(self.layout.offsets) else self.layout.size
+        return self.layout.offsets[i] + self.layout.numels[i], stop
 
     def _take(self, i: int, p: torch.Tensor, frac: int, device: torch.device | str) -> None:
         """Tensor ``i``'s weights into the accumulators. float32 * 2^f is exact and |result| < 2^31,
