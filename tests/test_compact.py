@@ -79,6 +79,7 @@ def test_large_layouts_chunk_and_wrap_like_the_wide_state(monkeypatch):
     pushed to the int32 limits, where float32 rounds to 2^31 and the remainder is largest."""
     monkeypatch.setattr(state_mod, "CHUNK", 1 << 10)
     monkeypatch.setattr("onebyte.compact.CHUNK", 1 << 10)
+    monkeypatch.setattr("onebyte.compact.SPAN", 1 << 12)
     monkeypatch.setattr("onebyte.compact.SMALL_LAYOUT", 1 << 8)
     _, wide, _, compact = _pair()
     edge = {}

@@ -151,6 +151,36 @@ def _marginal_section(small: dict, large: dict, http: dict | None, http_large: d
     return out + [""]
 
 
+#: The runs with more peers (same K, same rounds): ``--peers N --out bench/results/wire_N.json``.
+SCALE_PEERS = (8, 16)
+
+
+def _scaling_section(runs: list[dict]) -> list[str]:
+    """Bytes per peer per round as the swarm grows, beside the floor the records alone would cost."""
+    out = ["### Bytes per round as the swarm grows", "",
+           "The same swarm (K = 16, `byte`, tiny-gpt2, each peer in its own namespace) with 4, 8 and 16 peers "
+           "(`sudo python -m bench.experiments.wire --peers N --rounds 30 --out bench/results/wire_N.json`). Floor: "
+           "each peer's record sent once to every other peer, nothing else (record bytes × (N − 1)).", "",
+           "| peers | wire bytes / peer / round (mean) | min – max over peers | floor: records to every other peer | "
+           "wire / floor | rounds / s | gradients / s (swarm) | one (digest, hash) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        n, per = r["peers"], r["wire_bytes_per_round_per_peer"]
+        floor = r["record_bytes_per_round_per_peer"] * (n - 1)
+        rps = r.get("rounds_per_second")
+        gps = r.get("gradients_per_second_swarm")
+        out.append(f"| {n} | **{r['wire_bytes_per_round_mean']:,.0f}** | {min(per):,.0f} – {max(per):,.0f} | "
+                   f"{floor:,} | {r['wire_bytes_per_round_mean'] / floor:.0f}× | "
+                   f"{f'{rps:.2f}' if rps else '—'} | {f'{gps:.0f}' if gps else '—'} | {r['agree']} |")
+    base, top = runs[0], runs[-1]
+    growth = top["wire_bytes_per_round_mean"] / base["wire_bytes_per_round_mean"]
+    out += ["", f"From {base['peers']} to {top['peers']} peers the bytes each peer sends per round grow "
+            f"{growth:.1f}× ({top['peers'] / base['peers']:.0f}× the peers): a record is pushed to every live peer "
+            "and heartbeats go to every peer, so the per-peer cost is linear in the swarm's size; the DHT copy "
+            "is not. measured side by side in the same lab, one run per size.", ""]
+    return out
+
+
 def render(results: Results) -> list[str]:
     """The wire section, and how bytes per round grow with K when the K = 128 run is there."""
     wire, large, comm = results.get("wire"), results.get("wire_k128"), results.get("comm")
@@ -159,6 +189,9 @@ def render(results: Results) -> list[str]:
     out = _wire_section(wire)
     if large:
         out += _marginal_section(wire, large, comm, (comm or {}).get("json_http_large_k"))
+    scale = [r for r in (results.get(f"wire_{n}") for n in SCALE_PEERS) if r]
+    if scale:
+        out += _scaling_section([wire, *scale])
     return out
 
 
@@ -181,7 +214,9 @@ SECTION = Section(
     "wire", "bench.experiments.wire", render,
     steps=(Step("wire", ("--rounds", "40", "--out", "{out}/wire.json"), None, needs_root=True),
            Step("wire-k128", ("--samples", "128", "--rounds", "30", "--out", "{out}/wire_k128.json"), None,
-                needs_root=True)),
+                needs_root=True),
+           *(Step(f"wire-{n}", ("--peers", str(n), "--rounds", "30", "--out", f"{{out}}/wire_{n}.json"), None,
+                  needs_root=True) for n in SCALE_PEERS)),
 )
 
 if __name__ == "__main__":

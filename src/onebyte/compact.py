@@ -31,6 +31,11 @@ import torch
 
 from .state import CHUNK, SMALL_LAYOUT, FixedPointState, _wrap32
 
+#: Positions read, updated and written at once by ``add_many`` (the directions of every item are
+#: expanded over a span before it is written back): 2^21 keeps the per-call cost of the generator
+#: small against the arithmetic, for 24 MiB of buffers.
+SPAN = 1 << 21
+
 __all__ = ["CompactState", "hooks_cover", "owners"]
 
 
@@ -102,6 +107,8 @@ class CompactState(FixedPointState):
         self._pending: list[tuple[int, float]] = []
         self._swapped: dict[int, torch.nn.Parameter] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._pool: torch.Tensor | None = None
+        self._version = 0  # bumped by every perturb and refresh: which perturbation is in force
         super().__init__(params, device, magnitudes)
         if self.dtype is not torch.float32:
             raise ValueError(f"the compact state holds float32 views only, not {self.dtype}")
@@ -110,7 +117,8 @@ class CompactState(FixedPointState):
         self.acc = None  # type: ignore[assignment]
         self.view = torch.empty(self.layout.size, dtype=torch.float32, device=device)
         self.rem = torch.empty(self.layout.size, dtype=torch.int8, device=device)
-        self._wide = torch.empty(min(self.layout.size, CHUNK), dtype=torch.int64, device=device)
+        self._wide = torch.empty(min(self.layout.size, SPAN), dtype=torch.int64, device=device)
+        self._acc = torch.empty(min(self.layout.size, SPAN), dtype=torch.int32, device=device)
 
     def _zero_padding(self, i: int) -> None:
         a, b = self._padding(i)
@@ -126,28 +134,36 @@ class CompactState(FixedPointState):
     # -- A <-> (view, rem), one chunk at a time --------------------------------------------------
 
     def _read(self, a: int, b: int, frac: int) -> torch.Tensor:
-        """A[a:b] as int64 (in a reused buffer)."""
-        out = self._wide[:b - a]
-        out.copy_(self.view[a:b] * math.ldexp(1.0, frac))
-        return out.add_(self.rem[a:b])
+        """A[a:b] as int32 (in a reused buffer). view * 2^f may be 2^31 (A just below it rounds up
+        in float32), so it is formed in int64; adding the remainder brings it back in range, and the
+        int32 result is exact (two's complement wraps the same either way)."""
+        wide = self._wide[:b - a]
+        wide.copy_(self.view[a:b] * math.ldexp(1.0, frac))
+        out = self._acc[:b - a]
+        out.copy_(wide.add_(self.rem[a:b]))
+        return out
 
     def _write(self, a: int, frac: int, acc: torch.Tensor) -> None:
-        """Set A[a:a+n] = ``acc`` (int64 within the int32 range): the view as ``refresh`` computes
-        it (int32 -> float32, times 2^-f), and the remainder the view leaves out."""
+        """Set A[a:a+n] = ``acc`` (int32, or int64 within the int32 range): the view as
+        ``refresh`` computes it (int32 -> float32, times 2^-f), and the remainder it leaves out."""
         b = a + acc.numel()
         view = self.view[a:b]
-        view.copy_(acc.to(torch.int32)).mul_(math.ldexp(1.0, -frac))
-        self.rem[a:b].copy_(acc - (view * math.ldexp(1.0, frac)).to(torch.int64))
+        view.copy_(acc if acc.dtype == torch.int32 else acc.to(torch.int32)).mul_(math.ldexp(1.0, -frac))
+        wide = self._wide[:b - a]
+        wide.copy_(view * math.ldexp(1.0, frac))
+        self.rem[a:b].copy_(torch.sub(acc, wide, out=wide))
 
     def _chunks(self, start: int, stop: int) -> Iterable[tuple[int, int]]:
-        for a in range(start, stop, CHUNK):
-            yield a, min(a + CHUNK, stop)
+        """Spans of at most SPAN positions, each read and written at once."""
+        for a in range(start, stop, SPAN):
+            yield a, min(a + SPAN, stop)
 
     # -- the FixedPointState interface ------------------------------------------------------------
 
     def refresh(self) -> None:
         """Drop the perturbations (the view itself is never perturbed)."""
         self._pending.clear()
+        self._version += 1
         for i, p in self._swapped.items():
             p.data = self._segment(i)
         self._swapped.clear()
@@ -158,6 +174,7 @@ class CompactState(FixedPointState):
         if not self._handles:
             raise RuntimeError("CompactState.perturb needs attach(model) first")
         self._pending.append((seed, scale))
+        self._version += 1
 
     def add(self, seed: int, coeffs: Mapping[int, int]) -> None:
         self.add_many([(seed, coeffs)])
@@ -168,7 +185,7 @@ class CompactState(FixedPointState):
         if self.layout.size <= SMALL_LAYOUT and len(items) >= 4:
             for g, total in self._group_totals(items):
                 for a, b in self._chunks(g.start, g.stop):
-                    acc = self._read(a, b, g.frac_bits).add_(total[a - g.start:b - g.start])
+                    acc = self._read(a, b, g.frac_bits).to(torch.int64).add_(total[a - g.start:b - g.start])
                     self._write(a, g.frac_bits, _wrap32(acc))
             return
         zbuf = self.scratch.view(torch.int32)
@@ -178,10 +195,10 @@ class CompactState(FixedPointState):
                 continue
             for a, b in self._chunks(g.start, g.stop):
                 acc = self._read(a, b, g.frac_bits)
-                for seed, c in terms:
-                    for _, _, z in self.layout.iter_rademacher(seed, torch.int32, [(a, b)], zbuf):
-                        acc.add_(z, alpha=c)
-                self._write(a, g.frac_bits, _wrap32(acc))
+                for seed, c in terms:  # int32, wrapping: as FixedPointState.add
+                    for x, y, z in self.layout.iter_rademacher(seed, torch.int32, [(a, b)], zbuf):
+                        acc[x - a:y - a].add_(z, alpha=c)
+                self._write(a, g.frac_bits, acc)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The accumulators per tensor name, materialised (int32 copies)."""
@@ -224,15 +241,26 @@ class CompactState(FixedPointState):
     def _segment(self, i: int) -> torch.Tensor:
         return self.layout.segment(self.view, i).view(self.shapes[self.names[i]])
 
-    def _perturbed(self, i: int) -> torch.Tensor:
-        """Tensor ``i`` as ``perturb`` would have left it in a FixedPointState: a new tensor."""
+    def _perturbed(self, i: int, out: torch.Tensor) -> torch.Tensor:
+        """Tensor ``i`` as ``perturb`` would have left it in a FixedPointState, written to ``out``
+        (flat, its size)."""
         off, n = self.layout.offsets[i], self.layout.numels[i]
-        out = self.view[off:off + n].clone()
         stop = off + -(-n // 8) * 8  # ranges stop on multiples of 8; the segment's padding covers it
+        runs: list[tuple[int, list[float]]] = []  # consecutive perturbations along one direction
         for seed, scale in self._pending:
+            if runs and runs[-1][0] == seed:
+                runs[-1][1].append(scale)
+            else:
+                runs.append((seed, [scale]))
+        for r, (seed, scales) in enumerate(runs):  # each direction expanded once per run, in order
             for a, b, z in self.layout.iter_rademacher(seed, torch.float32, [(off, stop)], self.scratch):
-                b = min(b, off + n)
-                out[a - off:b - off].add_(z[:b - a], alpha=scale)
+                end = min(b, off + n)
+                part, z = out[a - off:end - off], z[:end - a]
+                for k, scale in enumerate(scales):
+                    if r == 0 and k == 0:
+                        torch.add(self.view[a:end], z, alpha=scale, out=part)  # view + scale z, no extra copy
+                    else:
+                        part.add_(z, alpha=scale)
         return out.view(self.shapes[self.names[i]])
 
     def attach(self, model: torch.nn.Module) -> None:
@@ -241,12 +269,40 @@ class CompactState(FixedPointState):
         params = list(self._params.values())
         found = owners(model, params)
 
+        # One buffer, reused by every module in turn: fresh memory for each would cost a page fault
+        # per 4 KiB per forward. A module whose forward runs inside another's (both owning tuned
+        # tensors) gets fresh memory instead. A tensor with several owners (a tied embedding and
+        # output layer) has a buffer of its own, filled once per perturbation and reused.
+        numels = self.layout.numels
+        counts: dict[int, int] = {}
+        for own in found.values():
+            for _, i in own:
+                counts[i] = counts.get(i, 0) + 1
+        shared = {i: torch.empty(numels[i], dtype=self.view.dtype, device=self.view.device)
+                  for i, c in counts.items() if c > 1}
+        filled: dict[int, int] = {}  # shared tensor -> the perturbation version it holds
+        self._pool = torch.empty(max([sum(numels[i] for _, i in own if i not in shared) for own in found.values()]
+                                     + [0]), dtype=self.view.dtype, device=self.view.device)
+
         def before(m: torch.nn.Module, _args: object) -> None:
-            if self._pending:
-                for k, i in found[m]:
-                    p = m._parameters[k]
-                    p.data = self._perturbed(i)
-                    self._swapped[i] = p
+            if not self._pending:
+                return
+            pos, pooled = 0, not self._swapped
+            for k, i in found[m]:
+                p = m._parameters[k]
+                if i in shared:
+                    out = shared[i]
+                    if filled.get(i) != self._version:
+                        self._perturbed(i, out)
+                        filled[i] = self._version
+                    p.data = out.view(self.shapes[self.names[i]])
+                else:
+                    if pooled:
+                        out, pos = self._pool[pos:pos + numels[i]], pos + numels[i]
+                    else:
+                        out = torch.empty(numels[i], dtype=self.view.dtype, device=self.view.device)
+                    p.data = self._perturbed(i, out)
+                self._swapped[i] = p
 
         def after(m: torch.nn.Module, _args: object, _out: object) -> None:
             for k, i in found[m]:
@@ -260,4 +316,5 @@ class CompactState(FixedPointState):
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._pool = None
         self.refresh()

@@ -13,6 +13,7 @@ every intermediate stays below 2**63, so CPU and CUDA compute the same bits.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterator, Sequence
 
@@ -232,7 +233,10 @@ class PerturbationLayout:
 
             idx = self._index.numpy()
             key = np.array([seed & _M64, 0], dtype=np.uint64)
-            for off, nb, tid in zip(self.offsets, self.blocks, self.tensor_ids, strict=True):
+            first = max(0, bisect.bisect_right(self.offsets, lo) - 1)  # the tensor holding position lo
+            last = bisect.bisect_left(self.offsets, hi)  # tensors from here on start at or after hi
+            for t in range(first, last):
+                off, nb, tid = self.offsets[t], self.blocks[t], self.tensor_ids[t]
                 b0 = max(0, (lo - off) // BITS_PER_BLOCK)
                 b1 = min(nb, -(-(hi - off) // BITS_PER_BLOCK))
                 if b0 >= b1:
