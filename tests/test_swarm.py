@@ -36,6 +36,16 @@ def test_churn_crash_join_restart_converge(tmp_path):
     assert result["max_round_seconds"] <= MAX_DEADLINE + 2.0
 
 
+def test_sixteen_peers_with_a_crash_and_a_restart_converge(tmp_path):
+    """15 peers train, one is SIGKILLed, a 16th joins, the killed one restarts: one (digest, hash)."""
+    from churn import run_churn
+
+    result = run_churn(tmp_path, rounds=25, peers=16)
+    assert result["agree"], result
+    assert len(result["peers"]) == 16
+    assert len({p["peer_id"] for p in result["peers"]}) == 16
+
+
 def test_partition_heals_within_30s(tmp_path):
     from partition import run_partition
 

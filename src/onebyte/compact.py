@@ -32,9 +32,9 @@ import torch
 from .state import CHUNK, SMALL_LAYOUT, FixedPointState, _wrap32
 
 #: Positions read, updated and written at once by ``add_many`` (the directions of every item are
-#: expanded over a span before it is written back): 2^21 keeps the per-call cost of the generator
-#: small against the arithmetic, for 24 MiB of buffers.
-SPAN = 1 << 21
+#: expanded over a span before it is written back): 2^20 keeps the per-call cost of the generator
+#: small against the arithmetic, for 12 MiB of buffers.
+SPAN = 1 << 20
 
 __all__ = ["CompactState", "hooks_cover", "owners"]
 
@@ -175,6 +175,7 @@ class CompactState(FixedPointState):
             raise RuntimeError("CompactState.perturb needs attach(model) first")
         self._pending.append((seed, scale))
         self._version += 1
+        self.layout.fill(seed)  # one Philox pass; each module's hook expands its part from it
 
     def add(self, seed: int, coeffs: Mapping[int, int]) -> None:
         self.add_many([(seed, coeffs)])

@@ -202,6 +202,7 @@ class PerturbationLayout:
         self._counter: list[torch.Tensor] | None = None
         self._tables = _sign_tables(self.device)
         self._index = torch.empty(self.size // 8, dtype=torch.uint8, device=self.device)  # a direction's bytes
+        self._index_seed: int | None = None  # the seed whose bytes fill all of ``_index``, if one does
         self.fused = fused_available(self.device) if fused is None else bool(fused)
 
     def _torch_counter(self) -> list[torch.Tensor]:
@@ -228,6 +229,8 @@ class PerturbationLayout:
         On CPU only the blocks overlapping positions [lo, hi) are written (the others keep stale
         bytes): a caller that expands one tensor, or one chunk, pays for that part alone."""
         hi = self.size if hi is None else hi
+        if self._index_seed == seed:
+            return self._index  # already there: SPSA's second perturbation, a hook after ``fill``
         if self.device.type == "cpu":
             import numpy as np
 
@@ -244,12 +247,20 @@ class PerturbationLayout:
                 bg = np.random.Philox(key=key, counter=np.array(numpy_counter(tid, b0), dtype=np.uint64))
                 start = (off + b0 * BITS_PER_BLOCK) // 8
                 idx[start:start + (b1 - b0) * BITS_PER_BLOCK // 8] = bg.random_raw(4 * (b1 - b0)).view(np.uint8)
+            self._index_seed = seed if lo <= 0 and hi >= self.size else None
+            return self._index
         elif self.fused:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
             self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)).to(torch.uint8))
         else:
             self._index.copy_(self.bits(seed))
+        self._index_seed = seed
         return self._index
+
+    def fill(self, seed: int) -> None:
+        """Grow the bytes of ``seed`` over the whole layout now; expansions of that seed that follow
+        (until another seed is grown) reuse them instead of running Philox again."""
+        self._fill_index(seed)
 
     def _key(self, seed: int) -> torch.Tensor:
         return torch.tensor(key_limbs(seed)[:2], dtype=torch.int64).to(self.device)
