@@ -243,3 +243,31 @@ def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path):
         t.join(timeout=60)
     assert summaries[0]["set_digest"] == summaries[1]["set_digest"]
     assert summaries[0]["state_hash"] == summaries[1]["state_hash"]  # b was not hammered
+
+
+def test_first_round_waits_for_the_quorum(tmp_path):
+    """With min_peers=2 a lone peer measures nothing until a second one is live, then both train
+    from round 0 together; a quorum that never comes is given up after quorum_timeout."""
+    import dataclasses
+    import time
+
+    hub = MemoryHub()
+    a, b = _peers(hub, tmp_path, 2, rounds=2)
+    a.opts = dataclasses.replace(a.opts, min_peers=2)
+    ta = threading.Thread(target=a.run)
+    ta.start()
+    time.sleep(2.0)
+    assert a.rounds_completed == 0 and not a.records  # waiting, not training alone
+    tb = threading.Thread(target=b.run)
+    tb.start()
+    ta.join(timeout=120)
+    tb.join(timeout=120)
+    assert a.rounds_completed == b.rounds_completed == 2
+    assert a.summary()["set_digest"] == b.summary()["set_digest"]
+    assert {r.round for r in a.records.values() if r.peer_id == 1} == {0, 1}  # b's round 0 is in a's set
+
+    lone = _peers(MemoryHub(), tmp_path / "lone", 1, rounds=1)[0]
+    lone.opts = dataclasses.replace(lone.opts, min_peers=3, quorum_timeout=1.0)
+    t0 = time.monotonic()
+    lone.run()
+    assert lone.rounds_completed == 1 and time.monotonic() - t0 >= 1.0

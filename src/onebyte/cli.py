@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--catchup", choices=["auto", "snapshot", "ledger"], default="auto",
                     help="how a newcomer catches up: the smaller download of a peer's snapshot and its ledger [auto]")
     pe.add_argument("--max-deadline", type=_positive_float, default=60.0, help="upper bound of the round deadline (s)")
+    pe.add_argument("--min-peers", type=_positive_int, default=1,
+                    help="wait before the first round until this many peers (this one included) are live [1]")
     pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
     pe.add_argument("--eval-size", type=_non_negative_int, default=256,
                     help="held-out examples evaluated at start and end (0: skip)")
@@ -354,7 +356,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
                    split=a.split, seed=a.seed, host=a.host, port=a.port, announce_host=a.announce_host, dp=dp,
                    rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
                    max_deadline=a.max_deadline, eval_size=a.eval_size, log_to=tuple(a.log_to),
-                   catchup=a.catchup) as peer:
+                   catchup=a.catchup, min_peers=a.min_peers) as peer:
         print(f"peer {peer.opts.peer_id:x} listening; others can join with:", flush=True)
         for addr in peer.addresses:
             print(f"  --join {addr}", flush=True)

@@ -86,6 +86,8 @@ class PeerOptions:
     eval_size: int = 0  # held-out examples evaluated at start and end (0: none)
     log_to: tuple[str, ...] = ()  # trackers that get each metrics line too (track.Trackers)
     catchup: str = "auto"  # a newcomer joins by: auto (the smaller of snapshot and ledger), snapshot, ledger
+    min_peers: int = 1  # the first round waits until this many peers (this one included) are live
+    quorum_timeout: float = 600.0  # ... for at most this long, then starts with whoever is there
 
 
 class Peer:
@@ -700,6 +702,7 @@ class Peer:
                 trackers.log(line)
 
             self.join()
+            self.wait_for_quorum(stop)
             self.eval_before = self.evaluate()
             r = self._first_round = self.start_round()
             while (final is None or r < final) and not (stop is not None and stop.is_set()):
@@ -715,6 +718,28 @@ class Peer:
             if self.eval_after is not None:
                 log({**self._metrics_line(self.round - 1, s), "eval": self.eval_after, "final": True})
             return s
+
+    def wait_for_quorum(self, stop: threading.Event | None = None) -> None:
+        """Before the first round, until ``min_peers`` peers are live (bounded by ``quorum_timeout``):
+        a swarm whose sites start minutes apart then begins together, instead of the first ones
+        training alone and the others catching up. A peer that restarts or joins a running swarm
+        finds the others already there."""
+        want = self.opts.min_peers
+        if want <= 1 or self.opts.lockstep:
+            return
+        end = time.monotonic() + self.opts.quorum_timeout
+        while not (stop is not None and stop.is_set()):
+            self.beat(force=True, sync=False)
+            self._refuse_foreign()
+            live = len(self.members.live().keys() | {self.opts.peer_id})
+            if live >= want:
+                log.info("%d peers live: starting", live)
+                return
+            if time.monotonic() > end:
+                log.warning("only %d of %d peers live after %.0fs: starting anyway", live, want,
+                            self.opts.quorum_timeout)
+                return
+            time.sleep(1.0)
 
     def _metrics_line(self, r: int, s: dict[str, Any]) -> dict[str, Any]:
         """One line of this peer's ``metrics.jsonl``: the simulator's keys where they mean the same
