@@ -40,7 +40,7 @@ def test_sixteen_peers_with_a_crash_and_a_restart_converge(tmp_path):
     """15 peers train, one is SIGKILLed, a 16th joins, the killed one restarts: one (digest, hash)."""
     from churn import run_churn
 
-    result = run_churn(tmp_path, rounds=25, peers=16)
+    result = run_churn(tmp_path, rounds=60, peers=16)
     assert result["agree"], result
     assert len(result["peers"]) == 16
     assert len({p["peer_id"] for p in result["peers"]}) == 16

@@ -157,12 +157,14 @@ class Peer:
     def open(cls, spec: RunSpec, *, out: Path | str, join: list[str] | tuple[str, ...] = (),
              secret_file: Path | str | None = None, secret: bytes | None = None, peer_id: int | None = None,
              shard: tuple[int, int] | None = None, split: str = "iid", seed: int = 0, host: str = "0.0.0.0",
-             port: int = 0, announce_host: str | None = None, dp: Any = None, rounds: int | None = None,
+             port: int = 0, announce_host: str | None = None, private: bool = False, dp: Any = None,
+             rounds: int | None = None,
              setup: Setup | None = None, **options: Any) -> Peer:
         """A networked peer over hivemind for ``spec``, with its directory at ``out``.
 
         ``join``: multiaddrs of live peers; ``secret_file`` (or ``secret``): the swarm secret;
-        ``shard=(i, n)``: train on the simulator's shard i of n; ``dp``: a ``DPConfig`` (needs
+        ``shard=(i, n)``: train on the simulator's shard i of n; ``private``: this machine takes no
+        inbound connections (NAT): the ``join`` peers relay for it; ``dp``: a ``DPConfig`` (needs
         ``rounds``); ``options``: any ``PeerOptions`` field."""
         import hashlib
 
@@ -191,7 +193,7 @@ class Peer:
         except OSError as exc:
             raise storage_error(exc, str(d.run)) from None
         net = DhtTransport(setup.spec.run_tag, run_id=spec.run_id, initial_peers=list(join), host=host, port=port,
-                           announce_host=announce_host, identity=d.identity)
+                           announce_host=announce_host, identity=d.identity, private=private)
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")

@@ -72,7 +72,12 @@ def _load_key(path: Path | None):
 
 class DhtTransport(Transport):
     def __init__(self, run_tag: bytes, *, run_id: str | None = None, initial_peers: list[str] | None = None,
-                 host: str = "0.0.0.0", port: int = 0, announce_host: str | None = None, identity: Path | None = None):
+                 host: str = "0.0.0.0", port: int = 0, announce_host: str | None = None, identity: Path | None = None,
+                 private: bool = False):
+        """``private``: this machine cannot be reached from outside (behind NAT, no open port). Its
+        DHT node is then a client (it asks, it is never asked), and its p2p daemon reserves a slot on
+        the join peers, which relay for it (libp2p circuit relay v2; every public peer serves as a
+        relay): others reach it through ``/p2p-circuit`` addresses, it reaches them directly."""
         try:
             import hivemind
             from hivemind.dht.crypto import RSASignatureValidator
@@ -91,9 +96,14 @@ class DhtTransport(Transport):
         self._bundles: dict[int, list[bytes]] = {}
         self._validator = RSASignatureValidator(_load_key(identity))
         self._subkey = self._validator.local_public_key
-        kwargs = {}
+        kwargs: dict = {}
         if announce_host:
             kwargs["announce_maddrs"] = [f"/ip4/{announce_host}/tcp/{port}"]
+        if private:
+            if not initial_peers:
+                raise ConfigError("a private peer (behind NAT) needs --join: the peers it joins relay for it")
+            kwargs.update(client_mode=True, use_auto_relay=True, force_reachability="private",
+                          trusted_relays=list(initial_peers))
         def start(peers: list[str]):
             return hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"], initial_peers=peers,
                                 record_validators=[self._validator], await_ready=True, num_replicas=NUM_REPLICAS,
