@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--private", action="store_true",
                     help="this machine takes no inbound connections (behind NAT, no open port): "
                          "the --join peers relay for it")
+    pe.add_argument("--relay", action="store_true",
+                    help="this machine is reachable: relay for --private peers (they --join it)")
     pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
     pe.add_argument("--catchup", choices=["auto", "snapshot", "ledger"], default="auto",
                     help="how a newcomer catches up: the smaller download of a peer's snapshot and its ledger [auto]")
@@ -357,7 +359,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     _threads(a.threads)
     with Peer.open(spec, out=a.out, join=a.join, secret_file=a.secret_file, peer_id=peer_id, shard=shard,
                    split=a.split, seed=a.seed, host=a.host, port=a.port, announce_host=a.announce_host,
-                   private=a.private, dp=dp,
+                   private=a.private, relay=a.relay, dp=dp,
                    rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
                    max_deadline=a.max_deadline, eval_size=a.eval_size, log_to=tuple(a.log_to),
                    catchup=a.catchup, min_peers=a.min_peers) as peer:

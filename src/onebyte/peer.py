@@ -134,6 +134,8 @@ class Peer:
         # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
         # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
         self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
+        self.pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
+        self._push_lock = threading.Lock()
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
         self._first_round: int | None = None  # where run() started: that round is waited for in full
@@ -157,14 +159,16 @@ class Peer:
     def open(cls, spec: RunSpec, *, out: Path | str, join: list[str] | tuple[str, ...] = (),
              secret_file: Path | str | None = None, secret: bytes | None = None, peer_id: int | None = None,
              shard: tuple[int, int] | None = None, split: str = "iid", seed: int = 0, host: str = "0.0.0.0",
-             port: int = 0, announce_host: str | None = None, private: bool = False, dp: Any = None,
+             port: int = 0, announce_host: str | None = None, private: bool = False, relay: bool = False,
+             dp: Any = None,
              rounds: int | None = None,
              setup: Setup | None = None, **options: Any) -> Peer:
         """A networked peer over hivemind for ``spec``, with its directory at ``out``.
 
         ``join``: multiaddrs of live peers; ``secret_file`` (or ``secret``): the swarm secret;
         ``shard=(i, n)``: train on the simulator's shard i of n; ``private``: this machine takes no
-        inbound connections (NAT): the ``join`` peers relay for it; ``dp``: a ``DPConfig`` (needs
+        inbound connections (NAT): the ``join`` peers relay for it; ``relay``: this machine is
+        reachable and relays for private peers; ``dp``: a ``DPConfig`` (needs
         ``rounds``); ``options``: any ``PeerOptions`` field."""
         import hashlib
 
@@ -193,7 +197,8 @@ class Peer:
         except OSError as exc:
             raise storage_error(exc, str(d.run)) from None
         net = DhtTransport(setup.spec.run_tag, run_id=spec.run_id, initial_peers=list(join), host=host, port=port,
-                           announce_host=announce_host, identity=d.identity, private=private)
+                           announce_host=announce_host, identity=d.identity, private=private,
+                           relay=relay)
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
@@ -667,6 +672,12 @@ class Peer:
             self.net.request(other.contact, data, self.opts.push_timeout)
         except (ProtocolError, NetworkError) as exc:
             log.debug("push to peer %x failed: %s", other.peer_id, exc)
+            outcome = "failed"
+        else:
+            outcome = "delivered"
+        with self._push_lock:
+            counts = self.pushes.setdefault(f"{other.peer_id:x}", {"delivered": 0, "failed": 0})
+            counts[outcome] += 1
 
     def _snapshot(self) -> None:
         with self.replica.lock:
@@ -779,6 +790,8 @@ class Peer:
     # ----------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:
         rep = self.replica
+        with self._push_lock:
+            pushes = {p: dict(c) for p, c in sorted(self.pushes.items())}
         with rep.lock:
             rejections = self.intake.rejections()
             return {
@@ -809,6 +822,7 @@ class Peer:
                 "peers": len({rec.peer_id for rec in rep.records.values()}),
                 "tuned_parameters": self.setup.state.numel,
                 "joined_by": self.joined_by,
+                "pushes": pushes,
                 "forward_passes": sum(self.setup.train.forward_passes(r.count) for r in rep.records.values()
                                       if r.peer_id == self.opts.peer_id),
                 "eval_before": self.eval_before,

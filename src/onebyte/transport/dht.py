@@ -73,11 +73,14 @@ def _load_key(path: Path | None):
 class DhtTransport(Transport):
     def __init__(self, run_tag: bytes, *, run_id: str | None = None, initial_peers: list[str] | None = None,
                  host: str = "0.0.0.0", port: int = 0, announce_host: str | None = None, identity: Path | None = None,
-                 private: bool = False):
+                 private: bool = False, relay: bool = False):
         """``private``: this machine cannot be reached from outside (behind NAT, no open port). Its
         DHT node is then a client (it asks, it is never asked), and its p2p daemon reserves a slot on
-        the join peers, which relay for it (libp2p circuit relay v2; every public peer serves as a
-        relay): others reach it through ``/p2p-circuit`` addresses, it reaches them directly."""
+        the join peers, which relay for it (libp2p circuit relay v2): others reach it through
+        ``/p2p-circuit`` addresses, it reaches them directly. ``relay``: this machine is reachable
+        and says so (libp2p's reachability forced to public), which makes its daemon serve relay
+        reservations for private peers; without it a daemon serves them only once AutoNAT has
+        found it reachable, which on a LAN or in a lab it may never do."""
         try:
             import hivemind
             from hivemind.dht.crypto import RSASignatureValidator
@@ -99,6 +102,10 @@ class DhtTransport(Transport):
         kwargs: dict = {}
         if announce_host:
             kwargs["announce_maddrs"] = [f"/ip4/{announce_host}/tcp/{port}"]
+        if private and relay:
+            raise ConfigError("a peer cannot be both --private (unreachable) and --relay (reachable)")
+        if relay:
+            kwargs["force_reachability"] = "public"
         if private:
             if not initial_peers:
                 raise ConfigError("a private peer (behind NAT) needs --join: the peers it joins relay for it")
