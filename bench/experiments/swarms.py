@@ -53,7 +53,7 @@ def render(results: Results) -> list[str]:
     churn, nat = results.get("churn16"), results.get("nat")
     if not churn and not nat:
         return []
-    out = ["## Real peers: 16 at once, and a site behind NAT", ""]
+    out = ["## Real peers: 16 at once, and sites behind NAT", ""]
     if churn:
         peers = churn["peers"]
         pairs = {(p["set_digest"], p["state_hash"]) for p in peers}
