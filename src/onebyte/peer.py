@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,9 +35,24 @@ from .errors import (
 )
 from .intake import Intake
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
+from .protocol import (
+    MAX_CONFIG,
+    MAX_PUT,
+    Verb,
+    get_request,
+    parse_ids,
+    parse_ledger,
+    parse_sizes,
+    parse_snapshot,
+    push,
+    put_request,
+    round_request,
+    unpack_blobs,
+)
 from .record import Record
 from .replica import Replica
 from .rundir import RunDir
+from .server import Server
 from .tasks.data import Example, eval_subset
 from .training import Privacy, Setup, check_private, make_record
 from .transport.base import Transport
@@ -47,12 +61,6 @@ __all__ = ["PeerOptions", "Peer"]
 
 log = logging.getLogger(__name__)
 
-#: Bounds on what one bulk reply may carry.
-MAX_IDS = 1 << 20
-MAX_PUT = 4096
-MAX_REPLY = 512 << 20
-#: The largest canonical configuration a peer may send in answer to CONF.
-MAX_CONFIG = 64 << 10
 #: Pushes in flight at once (one per live peer per round; the rest queue).
 PUSH_WORKERS = 8
 #: A background heartbeat exchange reads the DHT (a walk that downloads every peer's signed
@@ -150,6 +158,8 @@ class Peer:
             if self.replica.records:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
+            self.server = Server(self.replica, self.offer, self._observe, lambda: self.round,
+                                 setup.spec.canonical_bytes, self.apply_pending)
             self.net.serve(self.handle)
         except BaseException:
             self.close()
@@ -270,7 +280,7 @@ class Peer:
     def _learn_config(self, hb: Heartbeat) -> str | None:
         """Ask a peer of another configuration for it (CONF) and log the settings that differ."""
         try:
-            reply = self.net.request(hb.contact, b"CONF", self.opts.request_timeout)
+            reply = self.net.request(hb.contact, Verb.CONF.value, self.opts.request_timeout)
             if len(reply) > MAX_CONFIG:
                 raise ProtocolError("configuration reply too large")
             theirs = json.loads(reply)
@@ -318,10 +328,8 @@ class Peer:
         replayed here from the base model). After 1,000 rounds of 4 peers the ledger is ~250 KiB
         where the snapshot of all MiniLM weights is 87 MiB; early in a run with few tuned weights the
         snapshot can be the smaller. A peer that does not know SIZE answers nothing: snapshot."""
-        sizes = self.net.request(hb.contact, b"SIZE", self.opts.request_timeout)
-        snap_bytes = ledger_bytes = None
-        if len(sizes) == 16:
-            snap_bytes, ledger_bytes = struct.unpack("<QQ", sizes)
+        sizes = parse_sizes(self.net.request(hb.contact, Verb.SIZE.value, self.opts.request_timeout))
+        snap_bytes, ledger_bytes = sizes if sizes is not None else (None, None)
         mode = self.opts.catchup
         if mode == "auto":
             mode = "ledger" if ledger_bytes is not None and ledger_bytes < snap_bytes else "snapshot"
@@ -340,11 +348,7 @@ class Peer:
     def _install_ledger(self, hb: Heartbeat) -> None:
         """Every record ``hb``'s peer holds, each validated as if pushed, replayed here from the base:
         the state is ours by construction, so it needs no trust in the other peer's arithmetic."""
-        reply = self.net.request(hb.contact, b"LEDG", self.opts.request_timeout)
-        if len(reply) < 4:
-            raise ProtocolError("ledger reply too short")
-        round_, = struct.unpack_from("<I", reply)
-        raws = _unpack_blobs(reply[4:])
+        round_, raws = parse_ledger(self.net.request(hb.contact, Verb.LEDG.value, self.opts.request_timeout))
         accepted = sum(bool(self.offer(data)) for data in raws)
         if raws and not accepted:
             raise ProtocolError("none of the ledger's records was accepted")
@@ -353,13 +357,7 @@ class Peer:
         self.measured_through = self.round - 1
 
     def _install_snapshot(self, hb: Heartbeat) -> None:
-        reply = self.net.request(hb.contact, b"SNAP", self.opts.request_timeout)
-        if len(reply) < 8:
-            raise ProtocolError("snapshot reply too short")
-        n_snap, = struct.unpack_from("<Q", reply)
-        if 8 + n_snap > len(reply):
-            raise ProtocolError("snapshot reply truncated")
-        snap, raws = reply[8:8 + n_snap], _unpack_blobs(reply[8 + n_snap:])
+        snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self.opts.request_timeout))
         others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.members.live().values()]
         meta = self.replica.install(snap, raws, self.opts.secret, others)
         self.round = max(self.round, int(meta.get("round", "0")))
@@ -476,73 +474,25 @@ class Peer:
                 continue
             self._last_sync[other.peer_id] = now
             try:
-                ids = self.net.request(other.contact, b"IDS", self.opts.request_timeout)
-                if len(ids) % 8 or len(ids) > 8 * MAX_IDS:
-                    raise ProtocolError("malformed id list")
+                theirs = parse_ids(self.net.request(other.contact, Verb.IDS.value, self.opts.request_timeout))
                 with rep.lock:
                     have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()
-                theirs = {ids[i:i + 8] for i in range(0, len(ids), 8)}
                 missing = [rid for rid in theirs if rid not in have]
                 if missing:
-                    reply = self.net.request(other.contact, b"GET" + b"".join(missing[:MAX_IDS]),
-                                             self.opts.request_timeout)
-                    got = sum(self.offer(data) for data in _unpack_blobs(reply))
+                    reply = self.net.request(other.contact, get_request(missing), self.opts.request_timeout)
+                    got = sum(self.offer(data) for data in unpack_blobs(reply))
                     log.info("synced %d records from peer %x", got, other.peer_id)
                 with rep.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
                     extra = [rec.to_bytes() for rid, rec in rep.records.items() if rid[:8] not in theirs]
                 if extra:
-                    self.net.request(other.contact, b"PUT" + _pack_blobs(extra[:MAX_PUT]), self.opts.request_timeout)
+                    self.net.request(other.contact, put_request(extra), self.opts.request_timeout)
                     log.info("sent %d records to peer %x", min(len(extra), MAX_PUT), other.peer_id)
             except (ProtocolError, NetworkError) as exc:
                 log.debug("sync with peer %x failed: %s", other.peer_id, exc)
 
     def handle(self, request: bytes) -> bytes:
-        """Serve requests: REC (a pushed record + heartbeat), PUT (records), RND (a round's
-        records), IDS (8-byte id prefixes), GET (records by prefix), SNAP (snapshot), SIZE (what
-        SNAP and LEDG cost), LEDG (every applied record and our round), CONF (our
-        canonical configuration, so a mismatched peer can name what differs)."""
-        if request.startswith(b"PUT"):
-            try:
-                blobs = _unpack_blobs(request[3:])
-            except ProtocolError:
-                return b""
-            for data in blobs[:MAX_PUT]:
-                self.offer(data)  # each validated like any other record
-            return b""
-        if request.startswith(b"REC") and len(request) >= 5:
-            n, = struct.unpack_from("<H", request, 3)  # a record pushed by its author, then its heartbeat
-            self.offer(request[5:5 + n])  # validated like any other
-            if len(request) > 5 + n:
-                self._observe(request[5 + n:])
-            return b""
-        if request == b"CONF":
-            return self.setup.spec.canonical_bytes()
-        rep = self.replica
-        with rep.lock:
-            if request.startswith(b"RND") and len(request) == 7:
-                r, = struct.unpack_from("<I", request, 3)
-                return _pack_blobs([rec.to_bytes() for rec in rep.records.values() if rec.round == r])
-            if request == b"IDS":
-                return b"".join(rid[:8] for rid in rep.records)
-            if request.startswith(b"GET"):
-                body = request[3:]
-                if len(body) % 8 or len(body) > 8 * MAX_IDS:
-                    return b""
-                by_prefix = {rid[:8]: rec for rid, rec in rep.records.items()}
-                wanted = (by_prefix.get(body[i:i + 8]) for i in range(0, len(body), 8))
-                return _pack_blobs([r.to_bytes() for r in wanted if r is not None])
-            if request == b"SIZE":  # what SNAP and LEDG would cost, so a newcomer picks the smaller
-                ledger = sum(len(r.to_bytes()) + 4 for r in rep.applied_records())
-                return struct.pack("<QQ", 4 * rep.state.layout.size + 4096 + ledger, ledger)
-            if request == b"LEDG":
-                self.apply_pending()
-                return struct.pack("<I", self.round) + _pack_blobs([r.to_bytes() for r in rep.applied_records()])
-            if request == b"SNAP":
-                self.apply_pending()
-                snap = rep.snapshot(self.round)
-                applied = [r.to_bytes() for r in rep.applied_records()]
-                return struct.pack("<Q", len(snap)) + snap + _pack_blobs(applied)
-        return b""
+        """Answer one request from a peer (see ``server.Server`` and ``protocol``)."""
+        return self.server.handle(request)
 
     # ----------------------------------------------------------------- rounds
     def _deadline(self) -> float:
@@ -608,7 +558,7 @@ class Peer:
         """Push our record to every live peer now, and queue its durable DHT copy."""
         raw = own.to_bytes()
         self._beater.submit(self._store, own.round, raw)  # a DHT store every few rounds
-        data = b"REC" + struct.pack("<H", len(raw)) + raw + self._heartbeat().encode(self.opts.secret)
+        data = push(raw, self._heartbeat().encode(self.opts.secret))
         for other in list(self.members.live().values()):
             if other.peer_id != self.opts.peer_id:
                 self._pusher.submit(self._push_one, other, data)
@@ -652,8 +602,8 @@ class Peer:
                 unreachable = True
                 continue
             try:
-                reply = self.net.request(hb.contact, b"RND" + struct.pack("<I", r), self.opts.request_timeout)
-                for data in _unpack_blobs(reply):
+                reply = self.net.request(hb.contact, round_request(r), self.opts.request_timeout)
+                for data in unpack_blobs(reply):
                     self.offer(data)
             except (ProtocolError, NetworkError) as exc:
                 log.debug("could not fetch round %d from peer %x: %s", r, p, exc)
@@ -882,22 +832,3 @@ def _read_secret(path: Path | str) -> bytes:
 
 def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:
     return x if old is None else (1 - alpha) * old + alpha * x
-
-
-def _pack_blobs(blobs: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in blobs)
-
-
-def _unpack_blobs(data: bytes) -> list[bytes]:
-    if len(data) > MAX_REPLY:
-        raise ProtocolError("reply too large")
-    out, pos = [], 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise ProtocolError("truncated reply")
-        n, = struct.unpack_from("<I", data, pos)
-        if pos + 4 + n > len(data):
-            raise ProtocolError("truncated reply")
-        out.append(data[pos + 4:pos + 4 + n])
-        pos += 4 + n
-    return out

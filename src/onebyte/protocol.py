@@ -1,0 +1,152 @@
+"""The peer-to-peer requests: their verbs, their framing, and every bound on what they may carry.
+
+A request is a verb (3 or 4 ASCII bytes) and a body; a reply is raw bytes. Bodies and replies that
+carry records carry *blobs*: each a 4-byte little-endian length and the bytes. Everything parsed
+from the network is parsed here, with its size checked before anything is allocated for it.
+
+=====  ==========================================  ===========================================
+verb   request body                                reply
+=====  ==========================================  ===========================================
+REC    u16 length, a record, then a heartbeat      nothing (the author pushing its record)
+PUT    blobs: records                              nothing
+RND    u32 round                                   blobs: every record of that round
+IDS    —                                           8-byte prefixes of every record id
+GET    8-byte id prefixes                          blobs: those records
+SIZE   —                                           u64 snapshot bytes, u64 ledger bytes
+LEDG   —                                           u32 round, blobs: every applied record
+SNAP   —                                           u64 n, snapshot (n bytes), blobs: its records
+CONF   —                                           the canonical run configuration (JSON)
+=====  ==========================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+from .errors import ProtocolError
+
+__all__ = ["Verb", "MAX_IDS", "MAX_PUT", "MAX_REPLY", "MAX_CONFIG", "pack_blobs", "unpack_blobs", "parse",
+           "push", "round_request", "get_request", "put_request", "parse_ids", "parse_sizes", "parse_ledger",
+           "parse_snapshot"]
+
+#: Bounds on what one bulk request or reply may carry.
+MAX_IDS = 1 << 20
+MAX_PUT = 4096
+MAX_REPLY = 512 << 20
+#: The largest canonical configuration a peer may send in answer to CONF.
+MAX_CONFIG = 64 << 10
+ID_PREFIX = 8
+
+
+class Verb(enum.Enum):
+    REC = b"REC"
+    PUT = b"PUT"
+    RND = b"RND"
+    IDS = b"IDS"
+    GET = b"GET"
+    SIZE = b"SIZE"
+    LEDG = b"LEDG"
+    SNAP = b"SNAP"
+    CONF = b"CONF"
+
+
+#: Verbs whose request is the verb alone.
+_BARE = {Verb.IDS, Verb.SIZE, Verb.LEDG, Verb.SNAP, Verb.CONF}
+
+
+def pack_blobs(blobs: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+
+
+def unpack_blobs(data: bytes) -> list[bytes]:
+    if len(data) > MAX_REPLY:
+        raise ProtocolError("reply too large")
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ProtocolError("truncated reply")
+        n, = struct.unpack_from("<I", data, pos)
+        if pos + 4 + n > len(data):
+            raise ProtocolError("truncated reply")
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+# ------------------------------------------------------------------ requests, as sent
+def push(record: bytes, heartbeat: bytes) -> bytes:
+    """REC: a record pushed by its author, with the author's heartbeat."""
+    return Verb.REC.value + struct.pack("<H", len(record)) + record + heartbeat
+
+
+def round_request(round_: int) -> bytes:
+    return Verb.RND.value + struct.pack("<I", round_)
+
+
+def get_request(prefixes: list[bytes]) -> bytes:
+    return Verb.GET.value + b"".join(prefixes[:MAX_IDS])
+
+
+def put_request(records: list[bytes]) -> bytes:
+    return Verb.PUT.value + pack_blobs(records[:MAX_PUT])
+
+
+# ------------------------------------------------------------------ requests, as received
+def parse(request: bytes) -> tuple[Verb, object] | None:
+    """(verb, parsed body) of a request, or None for anything malformed or unknown (answered with
+    nothing). REC: (record, heartbeat or b""); PUT: records (at most MAX_PUT); RND: the round;
+    GET: the id prefixes; the bare verbs: None."""
+    for verb in Verb:
+        if not request.startswith(verb.value):
+            continue
+        body = request[len(verb.value):]
+        if verb in _BARE:
+            return (verb, None) if not body else None
+        if verb is Verb.REC:
+            if len(body) < 2:
+                return None
+            n, = struct.unpack_from("<H", body)
+            if 2 + n > len(body):
+                return None
+            return verb, (body[2:2 + n], body[2 + n:])
+        if verb is Verb.PUT:
+            try:
+                return verb, unpack_blobs(body)[:MAX_PUT]
+            except ProtocolError:
+                return None
+        if verb is Verb.RND:
+            return (verb, struct.unpack("<I", body)[0]) if len(body) == 4 else None
+        if verb is Verb.GET:
+            if len(body) % ID_PREFIX or len(body) > ID_PREFIX * MAX_IDS:
+                return None
+            return verb, [body[i:i + ID_PREFIX] for i in range(0, len(body), ID_PREFIX)]
+    return None
+
+
+# ------------------------------------------------------------------ replies, as received
+def parse_ids(reply: bytes) -> set[bytes]:
+    if len(reply) % ID_PREFIX or len(reply) > ID_PREFIX * MAX_IDS:
+        raise ProtocolError("malformed id list")
+    return {reply[i:i + ID_PREFIX] for i in range(0, len(reply), ID_PREFIX)}
+
+
+def parse_sizes(reply: bytes) -> tuple[int, int] | None:
+    """(snapshot bytes, ledger bytes), or None from a peer that does not know SIZE."""
+    return struct.unpack("<QQ", reply) if len(reply) == 16 else None
+
+
+def parse_ledger(reply: bytes) -> tuple[int, list[bytes]]:
+    if len(reply) < 4:
+        raise ProtocolError("ledger reply too short")
+    round_, = struct.unpack_from("<I", reply)
+    return round_, unpack_blobs(reply[4:])
+
+
+def parse_snapshot(reply: bytes) -> tuple[bytes, list[bytes]]:
+    if len(reply) < 8:
+        raise ProtocolError("snapshot reply too short")
+    n, = struct.unpack_from("<Q", reply)
+    if 8 + n > len(reply):
+        raise ProtocolError("snapshot reply truncated")
+    return reply[8:8 + n], unpack_blobs(reply[8 + n:])

@@ -1,0 +1,90 @@
+"""What a peer answers: one method per verb of ``protocol``, as hivemind names its ``rpc_*``.
+
+The server sees the replica (to read records, snapshots and the ledger) and three doors into the
+rest of the peer: ``offer`` (every record received goes through the intake's checks), ``observe``
+(every heartbeat received goes to membership) and ``position`` (the round this peer is at, which a
+newcomer starts from). It changes nothing itself except by offering records.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from .protocol import pack_blobs, parse
+from .replica import Replica
+
+__all__ = ["Server"]
+
+
+class Server:
+    def __init__(self, replica: Replica, offer: Callable[[bytes], bool], observe: Callable[[bytes], None],
+                 position: Callable[[], int], config: Callable[[], bytes], flush: Callable[[], int]):
+        self.replica = replica
+        self.offer, self.observe, self.position, self.config, self.flush = offer, observe, position, config, flush
+
+    def handle(self, request: bytes) -> bytes:
+        """Answer one request; anything malformed or unknown gets an empty reply."""
+        parsed = parse(request)
+        if parsed is None:
+            return b""
+        verb, body = parsed
+        return getattr(self, f"rpc_{verb.name.lower()}")(body)
+
+    # ----------------------------------------------------------------- pushed to us
+    def rpc_rec(self, body: tuple[bytes, bytes]) -> bytes:
+        """A record pushed by its author, then its heartbeat."""
+        record, heartbeat = body
+        self.offer(record)  # validated like any other
+        if heartbeat:
+            self.observe(heartbeat)
+        return b""
+
+    def rpc_put(self, records: list[bytes]) -> bytes:
+        for data in records:
+            self.offer(data)  # each validated like any other record
+        return b""
+
+    def rpc_conf(self, _body: None) -> bytes:
+        """Our canonical configuration, so a peer of another configuration can name what differs."""
+        return self.config()
+
+    # ----------------------------------------------------------------- read from us
+    def rpc_rnd(self, round_: int) -> bytes:
+        rep = self.replica
+        with rep.lock:
+            return pack_blobs([rec.to_bytes() for rec in rep.records.values() if rec.round == round_])
+
+    def rpc_ids(self, _body: None) -> bytes:
+        rep = self.replica
+        with rep.lock:
+            return b"".join(rid[:8] for rid in rep.records)
+
+    def rpc_get(self, prefixes: list[bytes]) -> bytes:
+        rep = self.replica
+        with rep.lock:
+            by_prefix = {rid[:8]: rec for rid, rec in rep.records.items()}
+            wanted = (by_prefix.get(p) for p in prefixes)
+            return pack_blobs([r.to_bytes() for r in wanted if r is not None])
+
+    def rpc_size(self, _body: None) -> bytes:
+        """What SNAP and LEDG would cost, so a newcomer picks the smaller."""
+        rep = self.replica
+        with rep.lock:
+            ledger = sum(len(r.to_bytes()) + 4 for r in rep.applied_records())
+            return struct.pack("<QQ", 4 * rep.state.layout.size + 4096 + ledger, ledger)
+
+    def rpc_ledg(self, _body: None) -> bytes:
+        rep = self.replica
+        with rep.lock:
+            self.flush()
+            return struct.pack("<I", self.position()) + pack_blobs([r.to_bytes() for r in rep.applied_records()])
+
+    def rpc_snap(self, _body: None) -> bytes:
+        rep = self.replica
+        with rep.lock:
+            self.flush()
+            snap = rep.snapshot(self.position())
+            applied = [r.to_bytes() for r in rep.applied_records()]
+            return struct.pack("<Q", len(snap)) + snap + pack_blobs(applied)
+

@@ -1,0 +1,67 @@
+"""The request framing: what is sent parses back to the same thing, and anything malformed parses
+to nothing (it gets an empty reply) before anything is allocated for it."""
+
+import struct
+
+import pytest
+
+from onebyte.errors import ProtocolError
+from onebyte.protocol import (
+    MAX_PUT,
+    Verb,
+    get_request,
+    pack_blobs,
+    parse,
+    parse_ids,
+    parse_ledger,
+    parse_sizes,
+    parse_snapshot,
+    push,
+    put_request,
+    round_request,
+    unpack_blobs,
+)
+from onebyte.server import Server
+
+
+def test_requests_round_trip():
+    assert parse(push(b"record", b"beat")) == (Verb.REC, (b"record", b"beat"))
+    assert parse(push(b"record", b"")) == (Verb.REC, (b"record", b""))
+    assert parse(round_request(7)) == (Verb.RND, 7)
+    assert parse(get_request([b"a" * 8, b"b" * 8])) == (Verb.GET, [b"a" * 8, b"b" * 8])
+    assert parse(put_request([b"x", b"yz"])) == (Verb.PUT, [b"x", b"yz"])
+    for verb in (Verb.IDS, Verb.SIZE, Verb.LEDG, Verb.SNAP, Verb.CONF):
+        assert parse(verb.value) == (verb, None)
+
+
+@pytest.mark.parametrize("bad", [
+    b"", b"HELO", b"REC", b"REC\x05", b"REC" + struct.pack("<H", 10) + b"short",
+    b"RND", b"RND\x01\x02\x03", b"RND" + b"\0" * 5, b"GET" + b"x" * 7, b"PUT\x05\x00\x00\x00ab",
+    b"IDSx", b"SNAP\0", b"CONF?",
+])
+def test_malformed_requests_parse_to_nothing(bad):
+    assert parse(bad) is None
+
+
+def test_put_is_bounded():
+    verb, records = parse(Verb.PUT.value + pack_blobs([b"r"] * (MAX_PUT + 10)))
+    assert verb is Verb.PUT and len(records) == MAX_PUT
+
+
+def test_replies_are_checked():
+    assert unpack_blobs(pack_blobs([b"a", b"", b"bcd"])) == [b"a", b"", b"bcd"]
+    with pytest.raises(ProtocolError):
+        unpack_blobs(b"\x09\x00\x00\x00abc")
+    with pytest.raises(ProtocolError):
+        parse_ids(b"x" * 9)
+    assert parse_sizes(b"") is None and parse_sizes(struct.pack("<QQ", 5, 6)) == (5, 6)
+    assert parse_ledger(struct.pack("<I", 3) + pack_blobs([b"r"])) == (3, [b"r"])
+    with pytest.raises(ProtocolError):
+        parse_ledger(b"\x01")
+    assert parse_snapshot(struct.pack("<Q", 2) + b"ss" + pack_blobs([b"r"])) == (b"ss", [b"r"])
+    with pytest.raises(ProtocolError):
+        parse_snapshot(struct.pack("<Q", 99) + b"ss")
+
+
+def test_every_verb_has_its_rpc_method():
+    assert all(callable(getattr(Server, f"rpc_{v.name.lower()}", None)) for v in Verb)
