@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -104,7 +104,9 @@ class CompactState(FixedPointState):
 
     def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu",
                  magnitudes: Mapping[str, float] | None = None):
-        self._pending: list[tuple[int, float]] = []
+        # the perturbations in force, in order, consecutive ones along one direction grouped:
+        # [(seed, [scale, ...]), ...] (SPSA's +eps then -2 eps is one run: one expansion per tensor)
+        self._runs: list[tuple[int, list[float]]] = []
         self._swapped: dict[int, torch.nn.Parameter] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._pool: torch.Tensor | None = None
@@ -162,7 +164,7 @@ class CompactState(FixedPointState):
 
     def refresh(self) -> None:
         """Drop the perturbations (the view itself is never perturbed)."""
-        self._pending.clear()
+        self._runs.clear()
         self._version += 1
         for i, p in self._swapped.items():
             p.data = self._segment(i)
@@ -173,7 +175,10 @@ class CompactState(FixedPointState):
         (after any earlier perturbations, in order)."""
         if not self._handles:
             raise RuntimeError("CompactState.perturb needs attach(model) first")
-        self._pending.append((seed, scale))
+        if self._runs and self._runs[-1][0] == seed:
+            self._runs[-1][1].append(scale)
+        else:
+            self._runs.append((seed, [scale]))
         self._version += 1
         self.layout.fill(seed)  # one Philox pass; each module's hook expands its part from it
 
@@ -206,24 +211,19 @@ class CompactState(FixedPointState):
         return {n: self._acc_of(i).view(self.shapes[n]) for i, n in enumerate(self.names)}
 
     def _acc_of(self, i: int) -> torch.Tensor:
-        off, n, frac = self.layout.offsets[i], self.layout.numels[i], self.frac_bits[self.names[i]]
+        n = self.layout.numels[i]
         out = torch.empty(n, dtype=torch.int32, device=self.view.device)
-        for a, b in self._chunks(off, off + n):
-            out[a - off:b - off].copy_(self._read(a, b, frac))
+        pos = 0
+        for part in self._acc_parts(i):
+            out[pos:pos + part.numel()].copy_(part)
+            pos += part.numel()
         return out
 
-    def state_hash(self) -> str:
-        """The same SHA-256 as ``FixedPointState.state_hash``, streamed a chunk at a time."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for name in sorted(self.names):
-            i = self.names.index(name)
-            off, n, frac = self.layout.offsets[i], self.layout.numels[i], self.frac_bits[name]
-            h.update(name.encode() + b"\0" + repr(self.shapes[name]).encode() + b"\0")
-            for a, b in self._chunks(off, off + n):
-                h.update(self._read(a, b, frac).to(torch.int32).cpu().numpy().tobytes())
-        return h.hexdigest()
+    def _acc_parts(self, i: int) -> Iterator[torch.Tensor]:
+        """Tensor ``i``'s accumulators a span at a time (``state_hash`` streams them)."""
+        off, n, frac = self.layout.offsets[i], self.layout.numels[i], self.frac_bits[self.names[i]]
+        for a, b in self._chunks(off, off + n):
+            yield self._read(a, b, frac)
 
     def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         for name in self.names:
@@ -247,13 +247,7 @@ class CompactState(FixedPointState):
         (flat, its size)."""
         off, n = self.layout.offsets[i], self.layout.numels[i]
         stop = off + -(-n // 8) * 8  # ranges stop on multiples of 8; the segment's padding covers it
-        runs: list[tuple[int, list[float]]] = []  # consecutive perturbations along one direction
-        for seed, scale in self._pending:
-            if runs and runs[-1][0] == seed:
-                runs[-1][1].append(scale)
-            else:
-                runs.append((seed, [scale]))
-        for r, (seed, scales) in enumerate(runs):  # each direction expanded once per run, in order
+        for r, (seed, scales) in enumerate(self._runs):  # each direction expanded once per run, in order
             for a, b, z in self.layout.iter_rademacher(seed, torch.float32, [(off, stop)], self.scratch):
                 end = min(b, off + n)
                 part, z = out[a - off:end - off], z[:end - a]
@@ -286,7 +280,7 @@ class CompactState(FixedPointState):
                                      + [0]), dtype=self.view.dtype, device=self.view.device)
 
         def before(m: torch.nn.Module, _args: object) -> None:
-            if not self._pending:
+            if not self._runs:
                 return
             pos, pooled = 0, not self._swapped
             for k, i in found[m]:

@@ -36,10 +36,10 @@ from .errors import (
 from .intake import Intake
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .protocol import (
-    MAX_CONFIG,
     MAX_PUT,
     Verb,
     get_request,
+    parse_config,
     parse_ids,
     parse_ledger,
     parse_sizes,
@@ -170,9 +170,7 @@ class Peer:
              secret_file: Path | str | None = None, secret: bytes | None = None, peer_id: int | None = None,
              shard: tuple[int, int] | None = None, split: str = "iid", seed: int = 0, host: str = "0.0.0.0",
              port: int = 0, announce_host: str | None = None, private: bool = False, relay: bool = False,
-             dp: Any = None,
-             rounds: int | None = None,
-             setup: Setup | None = None, **options: Any) -> Peer:
+             dp: Any = None, rounds: int | None = None, setup: Setup | None = None, **options: Any) -> Peer:
         """A networked peer over hivemind for ``spec``, with its directory at ``out``.
 
         ``join``: multiaddrs of live peers; ``secret_file`` (or ``secret``): the swarm secret;
@@ -280,13 +278,8 @@ class Peer:
     def _learn_config(self, hb: Heartbeat) -> str | None:
         """Ask a peer of another configuration for it (CONF) and log the settings that differ."""
         try:
-            reply = self.net.request(hb.contact, Verb.CONF.value, self.opts.request_timeout)
-            if len(reply) > MAX_CONFIG:
-                raise ProtocolError("configuration reply too large")
-            theirs = json.loads(reply)
-            if not isinstance(theirs, dict):
-                raise ProtocolError("configuration reply is not an object")
-        except (ProtocolError, NetworkError, ValueError) as exc:
+            theirs = parse_config(self.net.request(hb.contact, Verb.CONF.value, self.opts.request_timeout))
+        except (ProtocolError, NetworkError) as exc:
             log.debug("could not learn peer %x's configuration: %s", hb.peer_id, exc)
             return None
         diff = "; ".join(differing_fields(self.setup.spec.canonical(), theirs)) or "settings differ"

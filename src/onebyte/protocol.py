@@ -27,8 +27,8 @@ import struct
 from .errors import ProtocolError
 
 __all__ = ["Verb", "MAX_IDS", "MAX_PUT", "MAX_REPLY", "MAX_CONFIG", "pack_blobs", "unpack_blobs", "parse",
-           "push", "round_request", "get_request", "put_request", "parse_ids", "parse_sizes", "parse_ledger",
-           "parse_snapshot"]
+           "push", "round_request", "get_request", "put_request", "parse_config", "parse_ids", "parse_sizes",
+           "parse_ledger", "parse_snapshot"]
 
 #: Bounds on what one bulk request or reply may carry.
 MAX_IDS = 1 << 20
@@ -125,6 +125,21 @@ def parse(request: bytes) -> tuple[Verb, object] | None:
 
 
 # ------------------------------------------------------------------ replies, as received
+def parse_config(reply: bytes) -> dict:
+    """A CONF reply: the peer's canonical configuration, a JSON object of at most MAX_CONFIG bytes."""
+    import json
+
+    if len(reply) > MAX_CONFIG:
+        raise ProtocolError("configuration reply too large")
+    try:
+        theirs = json.loads(reply)
+    except ValueError:
+        raise ProtocolError("configuration reply is not JSON") from None
+    if not isinstance(theirs, dict):
+        raise ProtocolError("configuration reply is not an object")
+    return theirs
+
+
 def parse_ids(reply: bytes) -> set[bytes]:
     if len(reply) % ID_PREFIX or len(reply) > ID_PREFIX * MAX_IDS:
         raise ProtocolError("malformed id list")

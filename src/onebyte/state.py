@@ -204,8 +204,7 @@ class FixedPointState:
         groups: list[_Group] = []
         for i, name in enumerate(self.names):
             f = self.frac_bits[name]
-            start = self.layout.offsets[i]
-            stop = self.layout.offsets[i + 1] if i + 1 < len(self.names) else self.layout.size
+            start, stop = self.layout.offsets[i], self._padding(i)[1]
             if groups and groups[-1].frac_bits == f:
                 groups[-1] = _Group(f, groups[-1].start, stop)
             else:
@@ -288,12 +287,15 @@ class FixedPointState:
     def state_hash(self) -> str:
         """SHA-256 over (name, shape, accumulator bytes) of every tuned tensor, in name order."""
         h = hashlib.sha256()
-        tensors = self.tensors()
-        for name in sorted(tensors):
-            t = tensors[name]
-            h.update(name.encode() + b"\0" + repr(tuple(t.shape)).encode() + b"\0")
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        for name, i in sorted((n, i) for i, n in enumerate(self.names)):
+            h.update(name.encode() + b"\0" + repr(self.shapes[name]).encode() + b"\0")
+            for part in self._acc_parts(i):
+                h.update(part.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+    def _acc_parts(self, i: int) -> Iterator[torch.Tensor]:
+        """Tensor ``i``'s accumulators (int32, flat), in consecutive pieces."""
+        yield self.layout.segment(self.acc, i)
 
     def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Replace the accumulators (from a snapshot) and refresh the view."""

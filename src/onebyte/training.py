@@ -9,6 +9,7 @@ record; ``replay.apply_records`` applies records to the state.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -57,8 +58,6 @@ def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes,
     examples). With it, a large float32 tuned set on CPU is held as a ``CompactState`` (5 bytes
     per weight, not 8) when its forward hooks are shown to see every use of the tuned tensors.
     Without it (replay, which never perturbs) the compact state is used unattached."""
-    import os
-
     spec = TuneSpec.parse(tune)
     magnitudes = None
     if spec.kind == "lora":
@@ -134,16 +133,14 @@ class Setup:
                                    text_column=spec.text_column, label_column=spec.label_column,
                                    template=spec.template)
         run = Run(spec, base_hash)
-        objectives: dict[int, Objective] = {}
+        built: list[Objective] = []  # the probe's objective is the run's: same model, built once
 
-        def objective(lm: LoadedModel) -> Objective:
-            if id(lm) not in objectives:
-                objectives[id(lm)] = build_objective(lm, dataset, kind, spec.train.max_length, chat=spec.chat)
-            return objectives[id(lm)]
+        def probe(lm: LoadedModel) -> float:
+            built.append(build_objective(lm, dataset, kind, spec.train.max_length, chat=spec.chat))
+            return built[-1].loss(dataset.train[:2])
 
-        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag,
-                                    probe=lambda lm: objective(lm).loss(dataset.train[:2]))
-        obj = objective(loaded)
+        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag, probe=probe)
+        obj = built[-1] if built else build_objective(loaded, dataset, kind, spec.train.max_length, chat=spec.chat)
         return cls(run, loaded, dataset, obj, state)
 
 
