@@ -143,7 +143,7 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     if loaded is None:
         loaded = load_model(run.model)
     check_base(loaded, run.base_hash)
-    loaded, state = tuned_state(loaded, run.train.tune, run.run_tag)
+    loaded, state = tuned_state(loaded, run.train.tune, run.run_tag, sparsity=run.train.sparsity)
     if shuffle is not None:
         random.Random(shuffle).shuffle(records)
     replica = Replica(state, run.train, run.run_tag)

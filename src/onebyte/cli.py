@@ -26,7 +26,8 @@ TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--s
                "batch_size": "--batch-size", "tune": "--tune", "directions": "--directions",
                "max_length": "--max-length", "estimator": "--estimator", "lr_schedule": "--lr-schedule",
                "eps_schedule": "--eps-schedule", "warmup": "--warmup", "horizon": "--horizon",
-               "final_ratio": "--final-ratio", "reference_examples": "--reference-examples"}
+               "final_ratio": "--final-ratio", "reference_examples": "--reference-examples",
+               "density": "--density"}
 RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
              "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
              "label_column": "--label-column", "template": "--template", "chat": "--chat"}
@@ -105,6 +106,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-examples", type=_non_negative_int,
                    help="weight sites by their examples, this many counting once (FedAvg's weighting, for "
                    "sites of unequal size or label skew); 0: every site counts the same [0]")
+    g.add_argument("--density", type=_positive_float,
+                   help="sparse directions: the fraction of tuned elements each direction moves, 1, 0.5, 0.25, "
+                   "... 1/256 [1]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 

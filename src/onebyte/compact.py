@@ -103,7 +103,7 @@ class CompactState(FixedPointState):
     its modules' forward hooks only."""
 
     def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu",
-                 magnitudes: Mapping[str, float] | None = None):
+                 magnitudes: Mapping[str, float] | None = None, sparsity: int = 0):
         # the perturbations in force, in order, consecutive ones along one direction grouped:
         # [(seed, [scale, ...]), ...] (SPSA's +eps then -2 eps is one run: one expansion per tensor)
         self._runs: list[tuple[int, list[float]]] = []
@@ -111,7 +111,7 @@ class CompactState(FixedPointState):
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._pool: torch.Tensor | None = None
         self._version = 0  # bumped by every perturb and refresh: which perturbation is in force
-        super().__init__(params, device, magnitudes)
+        super().__init__(params, device, magnitudes, sparsity)
         if self.dtype is not torch.float32:
             raise ValueError(f"the compact state holds float32 views only, not {self.dtype}")
 

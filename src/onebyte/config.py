@@ -31,6 +31,10 @@ __all__ = ["Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig"
            "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
+#: Mask streams at most: sparse directions down to a density of 2^-8 of the tuned elements.
+MAX_SPARSITY = 8
+
+
 class Directions(enum.Enum):
     """``distinct``: every gradient has its own direction (the paper's method; replay cost grows
     with the swarm). ``shared``: all peers of a round measure along the same K directions, so a
@@ -113,6 +117,9 @@ class TrainConfig:
     # Sites count equally (0), or in proportion to their examples: each folds the weight
     # examples / reference_examples into its scalars (FedAvg's weighting; see ``site_weight``).
     reference_examples: int = 0
+    # Sparse directions: each direction moves this fraction of the tuned elements (a power of two,
+    # 1 down to 1/256; the mask is grown from the direction's seed, see ``rng``), 1: dense.
+    density: float = 1.0
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -138,6 +145,10 @@ class TrainConfig:
                 out.append((f"train.{name}", f"must be a whole number of rounds >= 0, not {v!r}"))
         if not (isinstance(self.final_ratio, int | float) and 0 <= self.final_ratio <= 1):
             out.append(("train.final_ratio", f"must be a number in [0, 1], not {self.final_ratio!r}"))
+        if not (isinstance(self.density, int | float) and not isinstance(self.density, bool)
+                and any(self.density == 2.0 ** -m for m in range(MAX_SPARSITY + 1))):
+            out.append(("train.density", f"must be 1, 0.5, 0.25, ... down to 1/{1 << MAX_SPARSITY} (a power of two), "
+                        f"not {self.density!r}"))
         if self.estimator in (Estimator.CENTERED, Estimator.ES) and self.samples < 2:
             out.append(("train.samples", f"the {self.estimator.value} estimator needs at least 2 directions"))
         if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
@@ -149,6 +160,11 @@ class TrainConfig:
         if problems:
             raise ConfigError.many(problems)
         return self
+
+    @property
+    def sparsity(self) -> int:
+        """Mask streams of a sparse direction: density = 2^-sparsity (0: dense)."""
+        return max(0, round(-math.log2(self.density)))
 
     def lr_at(self, round_: int) -> float:
         """The learning rate of a round: linear warm-up over ``warmup`` rounds, then the schedule.
@@ -183,7 +199,7 @@ class TrainConfig:
     #: What the settings added after the first runs were implicitly then: a run that keeps them is
     #: described (and tagged) without them, so run directories written before keep their run tags.
     LEGACY = {"estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0,
-              "horizon": 0, "final_ratio": 0.1, "reference_examples": 0}
+              "horizon": 0, "final_ratio": 0.1, "reference_examples": 0, "density": 1.0}
 
     def canonical(self) -> dict[str, Any]:
         """``to_dict`` less the settings that are at their ``LEGACY`` value (see there)."""
@@ -214,7 +230,7 @@ class TrainConfig:
                     names = [m.value for m in kind]
                     choices = ", ".join(names[:-1]) + " or " + names[-1]
                     problems.append((f"train.{name}", f"must be {choices}, not {values[name]!r}"))
-        for k in ("lr", "eps", "final_ratio"):  # TOML writes 1 for 1.0; accept ints where floats are meant
+        for k in ("lr", "eps", "final_ratio", "density"):  # TOML writes 1 for 1.0; accept ints where floats are meant
             if isinstance(values.get(k), int) and not isinstance(values.get(k), bool):
                 values[k] = float(values[k])
         if problems:
@@ -448,6 +464,9 @@ final_ratio = {train_final_ratio}
 # sites count equally (0), or in proportion to their examples, this many counting once (FedAvg's
 # weighting: use it when sites' data differ in size or labels; set it to a typical site's count)
 reference_examples = {train_reference_examples}
+# [math] sparse directions: the fraction of tuned elements each direction moves, 1 (dense), 0.5, 0.25,
+# ... down to 1/256 (a random mask grown from the direction's seed, as Sparse-MeZO's)
+density = {train_density}
 """
 
 

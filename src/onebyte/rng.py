@@ -5,6 +5,10 @@ Philox (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11) map
 from (seed, t, i) alone: it is bit ``i mod 256`` of the block whose counter is
 ``(i // 256, 0, t, 0)`` under key ``(seed, 0)``. Chunking, device and order never change a value.
 
+Sparse directions (density 2^-m, Sparse-MeZO's random masks): element i is kept when bit i of
+the blocks under keys ``(seed, 1)`` ... ``(seed, m)`` is set in all m of them, else it is 0; a
+kept element has the sign above. So z is in {-1, 0, +1}, still a function of (seed, t, i) alone.
+
 We use the 4x64 variant because it is the one NumPy ships (``numpy.random.Philox``), which gives
 known answers to test against. Torch has no unsigned 64-bit multiply, so each 64-bit word is
 held as two 32-bit limbs in ``int64`` tensors and the 64x64->128 multiply is done limb by limb:
@@ -14,14 +18,18 @@ every intermediate stays below 2**63, so CPU and CUDA compute the same bits.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from .config import MAX_SPARSITY
+
 Limb = torch.Tensor | int
 
-__all__ = ["BITS_PER_BLOCK", "PerturbationLayout", "key_limbs", "philox4x64", "tensor_id", "fused_available"]
+__all__ = ["BITS_PER_BLOCK", "MAX_SPARSITY", "PerturbationLayout", "key_limbs", "philox4x64", "tensor_id",
+           "fused_available"]
 
 BITS_PER_BLOCK = 256
 _M32 = 0xFFFFFFFF
@@ -92,9 +100,10 @@ def _bump(k: list[Limb]) -> list[Limb]:
     return out
 
 
-def key_limbs(seed: int) -> list[int]:
-    """The Philox key for a 64-bit seed: words (seed, 0) as 4 limbs."""
-    return [*_split(seed & _M64), 0, 0]
+def key_limbs(seed: int, stream: int = 0) -> list[int]:
+    """The Philox key for a 64-bit seed: words (seed, stream) as 4 limbs (stream 0: the signs,
+    1..m: a sparse direction's mask)."""
+    return [*_split(seed & _M64), stream, 0]
 
 
 def tensor_id(name: str) -> int:
@@ -102,11 +111,15 @@ def tensor_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
-def _sign_tables(device: torch.device) -> dict[torch.dtype, torch.Tensor]:
+def _sign_tables(device: torch.device, sparse: bool = False) -> dict[torch.dtype, torch.Tensor]:
     """For each output dtype, the 8 signs (+-1) of every byte value as one row of int64 words,
-    so expanding random bytes into signs is a single row gather with no type conversion."""
-    v = torch.arange(256, dtype=torch.int64).unsqueeze(1)
-    signs = 2 * ((v >> torch.arange(8, dtype=torch.int64)) & 1) - 1  # (256, 8), bit k -> column k
+    so expanding random bytes into signs is a single row gather with no type conversion.
+    ``sparse``: 65,536 rows, row ``sign_byte | mask_byte << 8`` holding sign * mask bit."""
+    v = torch.arange(65536 if sparse else 256, dtype=torch.int64).unsqueeze(1)
+    k = torch.arange(8, dtype=torch.int64)
+    signs = 2 * ((v >> k) & 1) - 1  # (rows, 8), bit k -> column k
+    if sparse:
+        signs = signs * ((v >> (k + 8)) & 1)
     out = {}
     for dtype in (torch.int8, torch.int32, torch.float32):
         words = signs.to(dtype).contiguous().view(torch.int64)  # (256, 8 * itemsize / 8)
@@ -115,23 +128,42 @@ def _sign_tables(device: torch.device) -> dict[torch.dtype, torch.Tensor]:
 
 
 def _signs_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor,
-                        dtype: torch.dtype) -> torch.Tensor:
+                        dtype: torch.dtype, sparsity: int = 0) -> torch.Tensor:
     """Philox of (blk, 0, tensor id, 0) under ``key`` (two int64 limbs), expanded straight into
     signs: bit b of output limb l of a block is value ``32 l + b`` of that block, the same order
     as the byte-and-table path (limb l's byte j holds values 32 l + 8 j .. 32 l + 8 j + 7). Written
     in elementwise tensor ops only, so ``torch.compile`` fuses it into one GPU kernel."""
-    zero = torch.zeros_like(blk)
-    limbs = philox4x64([blk, zero, zero, zero, t_lo, t_hi, zero, zero], [key[0], key[1], 0, 0])
-    words = torch.stack(limbs, dim=1).unsqueeze(-1)  # (blocks, 8, 1), values in [0, 2^32)
+    words = _words_from_counter(blk, t_lo, t_hi, key, 0)
     shifts = torch.arange(32, dtype=torch.int64, device=blk.device)
-    return (2 * ((words >> shifts) & 1) - 1).to(dtype).reshape(-1)
+    z = 2 * ((words >> shifts) & 1) - 1
+    if sparsity:
+        z = z * ((_mask_from_counter(blk, t_lo, t_hi, key, sparsity) >> shifts) & 1)
+    return z.to(dtype).reshape(-1)
 
 
-def _bytes_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    """The same Philox output as little-endian bytes, as int32 (the sign table's row indices)."""
+def _words_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor,
+                        stream: int) -> torch.Tensor:
+    """Philox of (blk, 0, tensor id, 0) under key (seed, stream): (blocks, 8, 1) limbs in [0, 2^32)."""
     zero = torch.zeros_like(blk)
-    limbs = philox4x64([blk, zero, zero, zero, t_lo, t_hi, zero, zero], [key[0], key[1], 0, 0])
-    words = torch.stack(limbs, dim=1).unsqueeze(-1)  # (blocks, 8, 1)
+    limbs = philox4x64([blk, zero, zero, zero, t_lo, t_hi, zero, zero], [key[0], key[1], stream, 0])
+    return torch.stack(limbs, dim=1).unsqueeze(-1)
+
+
+def _mask_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor,
+                       sparsity: int) -> torch.Tensor:
+    """The AND of mask streams 1..sparsity, as ``_words_from_counter``'s limbs."""
+    mask = _words_from_counter(blk, t_lo, t_hi, key, 1)
+    for j in range(2, sparsity + 1):
+        mask = mask & _words_from_counter(blk, t_lo, t_hi, key, j)
+    return mask
+
+
+def _bytes_from_counter(blk: torch.Tensor, t_lo: torch.Tensor, t_hi: torch.Tensor, key: torch.Tensor,
+                        sparsity: int = 0) -> torch.Tensor:
+    """The same Philox output as little-endian bytes, as int32 (the sign table's row indices);
+    with ``sparsity`` the mask's bytes instead (the AND of its streams)."""
+    words = (_mask_from_counter(blk, t_lo, t_hi, key, sparsity) if sparsity
+             else _words_from_counter(blk, t_lo, t_hi, key, 0))
     shifts = 8 * torch.arange(4, dtype=torch.int64, device=blk.device)
     return ((words >> shifts) & 255).to(torch.int32).reshape(-1)
 
@@ -150,11 +182,12 @@ def fused_available(device: torch.device | str) -> bool:
     return True
 
 
-def _compiled(fn):
-    """``fn`` compiled once per process (one Triton kernel on CUDA)."""
-    if fn.__name__ not in _COMPILED:
-        _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False, fullgraph=True)
-    return _COMPILED[fn.__name__]
+def _compiled(fn, sparsity: int = 0):
+    """``fn`` compiled once per process and sparsity (one Triton kernel on CUDA)."""
+    name = f"{fn.__name__}/{sparsity}"
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(functools.partial(fn, sparsity=sparsity), dynamic=False, fullgraph=True)
+    return _COMPILED[name]
 
 
 def numpy_counter(tid: int, block: int = 0) -> list[int]:
@@ -183,9 +216,12 @@ class PerturbationLayout:
     """
 
     def __init__(self, names: Sequence[str], numels: Sequence[int], device: torch.device | str = "cpu",
-                 fused: bool | None = None):
+                 fused: bool | None = None, sparsity: int = 0):
         if len(names) != len(numels) or not names:
             raise ValueError("layout needs one numel per name and at least one tensor")
+        if not 0 <= sparsity <= MAX_SPARSITY:
+            raise ValueError(f"sparsity must be in 0..{MAX_SPARSITY} (density 2^-sparsity), not {sparsity}")
+        self.sparsity = int(sparsity)
         self.names = list(names)
         self.numels = [int(n) for n in numels]
         self.device = torch.device(device)
@@ -200,8 +236,10 @@ class PerturbationLayout:
             pos += nblocks * BITS_PER_BLOCK
         self.size = pos
         self._counter: list[torch.Tensor] | None = None
-        self._tables = _sign_tables(self.device)
+        self._tables = _sign_tables(self.device, sparse=bool(self.sparsity))
         self._index = torch.empty(self.size // 8, dtype=torch.uint8, device=self.device)  # a direction's bytes
+        # a sparse direction's mask bytes, beside its sign bytes (same positions)
+        self._mask = torch.empty(self.size // 8, dtype=torch.uint8, device=self.device) if self.sparsity else None
         self._index_seed: int | None = None  # the seed whose bytes fill all of ``_index``, if one does
         self.fused = fused_available(self.device) if fused is None else bool(fused)
 
@@ -222,20 +260,21 @@ class PerturbationLayout:
         off = self.offsets[index]
         return flat[off : off + self.numels[index]]
 
-    def _fill_index(self, seed: int, lo: int = 0, hi: int | None = None) -> torch.Tensor:
-        """The random bytes of ``seed`` over the layout (uint8, size // 8): the sign table's rows,
-        widened to int32 indices a chunk at a time (4x less memory than holding int32).
+    def _fill_index(self, seed: int, lo: int = 0, hi: int | None = None) -> None:
+        """The random bytes of ``seed`` over the layout into ``_index`` (uint8, size // 8: the sign
+        table's rows) and, for a sparse layout, its mask bytes into ``_mask``; ``_rows`` widens them
+        to int32 row indices a chunk at a time (4x less memory than holding int32).
 
         On CPU only the blocks overlapping positions [lo, hi) are written (the others keep stale
         bytes): a caller that expands one tensor, or one chunk, pays for that part alone."""
         hi = self.size if hi is None else hi
         if self._index_seed == seed:
-            return self._index  # already there: SPSA's second perturbation, a hook after ``fill``
+            return  # already there: SPSA's second perturbation, a hook after ``fill``
         if self.device.type == "cpu":
             import numpy as np
 
             idx = self._index.numpy()
-            key = np.array([seed & _M64, 0], dtype=np.uint64)
+            mask = self._mask.numpy() if self._mask is not None else None
             first = max(0, bisect.bisect_right(self.offsets, lo) - 1)  # the tensor holding position lo
             last = bisect.bisect_left(self.offsets, hi)  # tensors from here on start at or after hi
             for t in range(first, last):
@@ -244,18 +283,35 @@ class PerturbationLayout:
                 b1 = min(nb, -(-(hi - off) // BITS_PER_BLOCK))
                 if b0 >= b1:
                     continue
-                bg = np.random.Philox(key=key, counter=np.array(numpy_counter(tid, b0), dtype=np.uint64))
-                start = (off + b0 * BITS_PER_BLOCK) // 8
-                idx[start:start + (b1 - b0) * BITS_PER_BLOCK // 8] = bg.random_raw(4 * (b1 - b0)).view(np.uint8)
+                counter = np.array(numpy_counter(tid, b0), dtype=np.uint64)
+                span = slice((off + b0 * BITS_PER_BLOCK) // 8, (off + b1 * BITS_PER_BLOCK) // 8)
+                streams = (np.random.Philox(key=np.array([seed & _M64, j], dtype=np.uint64), counter=counter)
+                           .random_raw(4 * (b1 - b0)).view(np.uint8) for j in range(self.sparsity + 1))
+                idx[span] = next(streams)
+                if mask is not None:
+                    mask[span] = next(streams)
+                    for more in streams:
+                        mask[span] &= more
             self._index_seed = seed if lo <= 0 and hi >= self.size else None
-            return self._index
-        elif self.fused:
+            return
+        if self.fused:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
             self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)).to(torch.uint8))
+            if self._mask is not None:
+                self._mask.copy_(_compiled(_bytes_from_counter, self.sparsity)(blk, t_lo, t_hi, self._key(seed))
+                                 .to(torch.uint8))
         else:
             self._index.copy_(self.bits(seed))
+            if self._mask is not None:
+                self._mask.copy_(self.mask_bits(seed))
         self._index_seed = seed
-        return self._index
+
+    def _rows(self, a: int, b: int) -> torch.Tensor:
+        """The sign table's row indices (int32) for the filled bytes [a, b) (positions 8a .. 8b)."""
+        rows = self._index[a:b].to(torch.int32)
+        if self._mask is not None:
+            rows |= self._mask[a:b].to(torch.int32) << 8
+        return rows
 
     def fill(self, seed: int) -> None:
         """Grow the bytes of ``seed`` over the whole layout now; expansions of that seed that follow
@@ -265,40 +321,59 @@ class PerturbationLayout:
     def _key(self, seed: int) -> torch.Tensor:
         return torch.tensor(key_limbs(seed)[:2], dtype=torch.int64).to(self.device)
 
-    def bits(self, seed: int) -> torch.Tensor:
-        """The raw Philox output for ``seed`` over the whole layout, as uint8 (size // 8 bytes),
-        computed with tensor ops on the layout's device (the reference path)."""
-        out = philox4x64(self._torch_counter(), key_limbs(seed))
+    def bits(self, seed: int, stream: int = 0) -> torch.Tensor:
+        """The raw Philox output for ``seed`` (key stream ``stream``) over the whole layout, as
+        uint8 (size // 8 bytes), computed with tensor ops on the layout's device (the reference path)."""
+        out = philox4x64(self._torch_counter(), key_limbs(seed, stream))
         words = torch.stack(out, dim=1)  # (blocks, 8) limbs in [0, 2^32)
         words = words - ((words >> 31) << 32)  # to the int32 range, same bits
         return words.to(torch.int32).view(torch.uint8).reshape(-1)
 
-    def bits_many(self, seeds: Sequence[int]) -> torch.Tensor:
+    def mask_bits(self, seed: int) -> torch.Tensor:
+        """A sparse direction's mask (uint8, size // 8 bytes; bit set = element kept): the AND of
+        streams 1..sparsity. All ones for a dense layout."""
+        mask = torch.full((self.size // 8,), 255, dtype=torch.uint8, device=self.device)
+        for j in range(1, self.sparsity + 1):
+            mask &= self.bits(seed, j)
+        return mask
+
+    def bits_many(self, seeds: Sequence[int], stream: int = 0) -> torch.Tensor:
         """``bits`` for several seeds at once, one row per seed (uint8, len(seeds) x size // 8): one
         vectorised Philox pass with one key per row. For small layouts this is far cheaper than a
         pass per seed."""
         counter = [c.unsqueeze(0) for c in self._torch_counter()]
         s = torch.tensor([x & _M64 for x in seeds], dtype=torch.uint64).view(torch.int64).to(self.device)
         lo, hi = (s & _M32).unsqueeze(1), ((s >> 32) & _M32).unsqueeze(1)
-        out = philox4x64(counter, [lo, hi, 0, 0])
+        out = philox4x64(counter, [lo, hi, stream, 0])
         words = torch.stack(out, dim=2)  # (seeds, blocks, 8) limbs in [0, 2^32)
         words = words - ((words >> 31) << 32)
         return words.to(torch.int32).view(torch.uint8).reshape(len(seeds), -1)
 
+    def mask_many(self, seeds: Sequence[int]) -> torch.Tensor | None:
+        """``mask_bits`` for several seeds (rows as ``bits_many``); None for a dense layout."""
+        if not self.sparsity:
+            return None
+        mask = self.bits_many(seeds, 1)
+        for j in range(2, self.sparsity + 1):
+            mask &= self.bits_many(seeds, j)
+        return mask
+
     def rademacher(self, seed: int, dtype: torch.dtype = torch.int8, out: torch.Tensor | None = None) -> torch.Tensor:
-        """z in {-1, +1} for every position of the layout, z_i = 2 * bit_i - 1, as ``dtype``
+        """z in {-1, +1} for every position of the layout, z_i = 2 * bit_i - 1 (times the mask bit
+        for a sparse layout), as ``dtype``
         (int8, int32 or float32); written into ``out`` when given (reused across calls)."""
         table = self._tables[dtype]
         if out is not None and (out.dtype != dtype or out.numel() != self.size or not out.is_contiguous()):
             raise ValueError("out must be a contiguous tensor of the layout's size and dtype")
         if self.fused:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
-            z = _compiled(_signs_from_counter)(blk, t_lo, t_hi, self._key(seed), dtype)
+            z = _compiled(_signs_from_counter, self.sparsity)(blk, t_lo, t_hi, self._key(seed), dtype)
             return z if out is None else out.copy_(z)
         if out is None:
             out = torch.empty(self.size, dtype=dtype, device=self.device)
         rows = out.view(torch.int64).view(self.size // 8, -1)
-        torch.index_select(table, 0, self._fill_index(seed).to(torch.int32), out=rows)
+        self._fill_index(seed)
+        torch.index_select(table, 0, self._rows(0, self.size // 8), out=rows)
         return out
 
     def iter_rademacher(self, seed: int, dtype: torch.dtype, ranges: Sequence[tuple[int, int]],
@@ -310,11 +385,10 @@ class PerturbationLayout:
         chunk = scratch.numel() - scratch.numel() % 8
         if scratch.dtype != dtype or chunk < 8:
             raise ValueError("scratch must hold at least 8 values of the requested dtype")
-        idx = self._fill_index(seed, min((a for a, _ in ranges), default=0), max((b for _, b in ranges), default=0))
+        self._fill_index(seed, min((a for a, _ in ranges), default=0), max((b for _, b in ranges), default=0))
         for start, stop in ranges:
             for a in range(start, stop, chunk):
                 b = min(a + chunk, stop)
                 z = scratch[: b - a]
-                torch.index_select(table, 0, idx[a // 8:b // 8].to(torch.int32),
-                                   out=z.view(torch.int64).view((b - a) // 8, -1))
+                torch.index_select(table, 0, self._rows(a // 8, b // 8), out=z.view(torch.int64).view((b - a) // 8, -1))
                 yield a, b, z

@@ -137,10 +137,11 @@ class FixedPointState:
     them one at a time (a peer measures and applies under its replica's lock)."""
 
     def __init__(self, params: Iterable[tuple[str, torch.nn.Parameter]], device: str | torch.device = "cpu",
-                 magnitudes: Mapping[str, float] | None = None):
+                 magnitudes: Mapping[str, float] | None = None, sparsity: int = 0):
         """``magnitudes``: for tensors whose base values say nothing of their future scale (LoRA's
         B starts at zero), the magnitude their step should hold with 4x headroom instead of
-        ``max|theta|`` (see ``adapters.lora_magnitudes``)."""
+        ``max|theta|`` (see ``adapters.lora_magnitudes``). ``sparsity``: directions keep 2^-sparsity
+        of the elements (``rng``: sparse directions)."""
         items = list(params)
         if not items:
             raise ValueError("no parameters to tune")
@@ -158,7 +159,7 @@ class FixedPointState:
         self.names = [n for n, _ in items]
         self.shapes = {n: tuple(p.shape) for n, p in items}
         self.frac_bits = frac
-        self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device)
+        self.layout = PerturbationLayout(self.names, [p.numel() for _, p in items], device, sparsity=sparsity)
         self._alloc(device)
         # Directions are expanded chunk by chunk into this small reusable buffer (read as float32
         # to perturb, as int32 to update): a full-size z would cost memory and page faults. It
@@ -256,7 +257,8 @@ class FixedPointState:
         per block of seeds) and summed per step group with one float64 matrix product: with
         z = 2b - 1 for bits b, sum_m c_m z_m = 2 (c . b) - sum_m c_m. Every term and partial sum is
         an integer below 2^31 * 256 < 2^53, so float64 holds it exactly in any summation order;
-        the total is then added to the int32 accumulators with the same wrap-around as ``add``."""
+        the total is then added to the int32 accumulators with the same wrap-around as ``add``.
+        A sparse direction is z = (2b - 1) m for mask bits m: sum_m c_m z_m = 2 (c . bm) - c . m."""
         if self.layout.size > SMALL_LAYOUT or len(items) < 4:
             for seed, coeffs in items:
                 self.add(seed, coeffs)
@@ -271,14 +273,22 @@ class FixedPointState:
         shifts = torch.arange(8, dtype=torch.uint8, device=self.view.device)
         for i in range(0, len(items), step):
             block = items[i:i + step]
-            raw = self.layout.bits_many([seed for seed, _ in block])  # (n, size // 8)
+            seeds = [seed for seed, _ in block]
+            raw, mask = self.layout.bits_many(seeds), self.layout.mask_many(seeds)  # (n, size // 8)
+            if mask is not None:
+                raw &= mask
+                kept = ((mask.unsqueeze(2) >> shifts) & 1).reshape(len(block), -1)
             bits = ((raw.unsqueeze(2) >> shifts) & 1).reshape(len(block), -1)  # bit k of byte j -> 8j + k
             for g in self.groups:
                 c = torch.tensor([coeffs.get(g.frac_bits, 0) for _, coeffs in block], dtype=torch.float64,
                                  device=self.view.device)
                 if not bool(c.any()):
                     continue
-                yield g, 2 * (c @ bits[:, g.start:g.stop].to(torch.float64)).to(torch.int64) - int(c.sum().item())
+                total = 2 * (c @ bits[:, g.start:g.stop].to(torch.float64)).to(torch.int64)
+                if mask is None:
+                    yield g, total - int(c.sum().item())
+                else:
+                    yield g, total - (c @ kept[:, g.start:g.stop].to(torch.float64)).to(torch.int64)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The accumulators per tensor name (views into ``acc``)."""

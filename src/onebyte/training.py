@@ -49,15 +49,16 @@ def check_private(train: TrainConfig) -> None:
 STATE_ENV = "ONEBYTE_STATE"
 
 
-def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes,
-                probe: Callable[[LoadedModel], object] | None = None) -> tuple[LoadedModel, FixedPointState]:
+def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes, probe: Callable[[LoadedModel], object] | None = None,
+                sparsity: int = 0) -> tuple[LoadedModel, FixedPointState]:
     """The model a run trains and its fixed-point state: for ``lora:`` the base wrapped in adapters
     initialised from ``run_tag`` (only they are tuned), else the base itself.
 
     ``probe(model)``: one forward pass the state's perturbations must reach (a loss on a few
     examples). With it, a large float32 tuned set on CPU is held as a ``CompactState`` (5 bytes
     per weight, not 8) when its forward hooks are shown to see every use of the tuned tensors.
-    Without it (replay, which never perturbs) the compact state is used unattached."""
+    Without it (replay, which never perturbs) the compact state is used unattached.
+    ``sparsity``: the run's sparse directions (``TrainConfig.sparsity``)."""
     spec = TuneSpec.parse(tune)
     magnitudes = None
     if spec.kind == "lora":
@@ -71,12 +72,12 @@ def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes,
     if mode not in ("auto", "wide", "compact"):
         raise ConfigError(f"{STATE_ENV}={mode!r}: must be auto, wide or compact")
     if mode == "wide" or not _compact_fits(params, device, mode == "compact"):
-        return loaded, FixedPointState(params, device, magnitudes=magnitudes)
+        return loaded, FixedPointState(params, device, magnitudes=magnitudes, sparsity=sparsity)
     from .compact import CompactState, hooks_cover
 
     # Built first, then checked: building releases each original tensor as it is taken, where a
     # forward pass before it would hold every original weight beside the new state.
-    state = CompactState(params, device, magnitudes=magnitudes)
+    state = CompactState(params, device, magnitudes=magnitudes, sparsity=sparsity)
     if probe is None:
         return loaded, state
     if hooks_cover(loaded.model, [p for _, p in params], lambda: probe(loaded)):
@@ -85,7 +86,7 @@ def tuned_state(loaded: LoadedModel, tune: str, run_tag: bytes,
     log.info("some tuned tensors are used outside their modules' forwards: keeping int32 accumulators")
     # the same steps (magnitudes that give them back), then the accumulators with their remainders
     steps = {n: magnitude_for(f) for n, f in state.frac_bits.items()}
-    wide = FixedPointState(params, device, magnitudes=steps)
+    wide = FixedPointState(params, device, magnitudes=steps, sparsity=sparsity)
     wide.load_tensors(state.tensors())
     return loaded, wide
 
@@ -139,7 +140,7 @@ class Setup:
             built.append(build_objective(lm, dataset, kind, spec.train.max_length, chat=spec.chat))
             return built[-1].loss(dataset.train[:2])
 
-        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag, probe=probe)
+        loaded, state = tuned_state(loaded, spec.train.tune, run.run_tag, probe=probe, sparsity=spec.train.sparsity)
         obj = built[-1] if built else build_objective(loaded, dataset, kind, spec.train.max_length, chat=spec.chat)
         return cls(run, loaded, dataset, obj, state)
 
