@@ -26,8 +26,6 @@ from bench import report
 from bench.output import REPO, RESULTS, WORK
 from bench.sections import run_order, sections
 
-STEP_TIMEOUT_S = 40 * 60
-
 
 def main() -> int:
     secs = sections()
@@ -65,7 +63,7 @@ def main() -> int:
         with open(log, "w") as fh:
             try:
                 rc = subprocess.run(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                    timeout=STEP_TIMEOUT_S).returncode
+                                    timeout=step.timeout_min * 60).returncode
             except subprocess.TimeoutExpired:
                 rc = 124
         secs_taken = time.monotonic() - t

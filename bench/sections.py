@@ -43,6 +43,7 @@ class Step:
     full: tuple[str, ...] | None  # None: not part of the full run
     quick: tuple[str, ...] | None  # None: not part of the quick run
     needs_root: bool = False  # network namespaces
+    timeout_min: int = 40  # ``make bench`` stops a step that runs longer (its finished parts are kept)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ test split (200 fixed examples with `--quick`):
 
 1. **Estimators against forward passes.** The old demo's SPSA (lr 1e-3, constant), the library
    default `TrainConfig()` as it is when this runs (read at run time, never written here), and
-   every other `Estimator` at the default's learning rate and schedule: 4 peers, iid shards, each
+   every other `Estimator` at the default's learning rate and schedule, and the default with sparse
+   directions (``SPARSE_DENSITIES``: structured directions): 4 peers, iid shards, each
    given the same forward-pass budget (all peers together), so rounds = budget / (peers x forward
    passes of one record); a cosine schedule's horizon is that condition's rounds. Evaluated every
    `eval_every` rounds; first-order Adam (all weights, backprop) beside them.
@@ -59,6 +60,8 @@ TARGET_PASSES = 320  # ... at most this many forward passes (today 960 with the 
 TARGET_FINAL = 0.91  # and the final accuracy issue #11 asks for
 SKEW_TARGET_POINTS = 2.0  # issue #11's target: iid - Dirichlet(0.3) accuracy within 2 points
 SPLITS = ("iid", "dirichlet:0.3")
+# Structured directions measured in part 1: the default with sparse directions of these densities.
+SPARSE_DENSITIES = (1 / 4, 1 / 16)
 # budget: forward passes of all 4 peers of part 1 (and of part 2/3's 4-peer swarms). skew_budget:
 # the fraction of it that part 2/3 give n peers (8 peers: half the passes, a quarter of the rounds,
 # to fit the time). skew_evals: evaluations of a part 2/3 run besides the one before (at multiples of
@@ -128,7 +131,8 @@ def describe(train) -> str:
     if train.warmup:
         text += f", {train.warmup} warm-up rounds"
     text += f"; ε {train.eps:g}" + (" (cosine)" if train.eps_schedule is Schedule.COSINE else "")
-    return text + f"; K = {train.samples}"
+    text += f"; K = {train.samples}"
+    return text + (f"; sparse directions, density 1/{round(1 / train.density)}" if train.density != 1 else "")
 
 
 def estimator_conditions(p: dict) -> list[dict]:
@@ -140,6 +144,8 @@ def estimator_conditions(p: dict) -> list[dict]:
     wanted = [("old demo", _train(**DEMO)), ("library default", default)]
     wanted += [("other estimator at the default's lr and schedule", replace(default, estimator=e))
                for e in Estimator if e is not default.estimator and e.value != DEMO["estimator"]]
+    wanted += [(f"structured: sparse directions, density 1/{round(1 / d)}", replace(default, density=d))
+               for d in SPARSE_DENSITIES if d != default.density]
     out: list[dict] = []
     for role, train in wanted:
         rounds = rounds_for(train, p["peers"], p["budget"])
@@ -153,7 +159,8 @@ def estimator_conditions(p: dict) -> list[dict]:
                     "passes_per_round": p["peers"] * train.forward_passes(train.samples)})
     for c in out:
         t = TrainConfig.from_dict(c["train"])
-        c["name"] = f"{c['estimator']}, lr {t.lr:g}, {t.lr_schedule.value} ({' = '.join(c['roles'])})"
+        sparse = f", density 1/{round(1 / t.density)}" if t.density != 1 else ""
+        c["name"] = f"{c['estimator']}{sparse}, lr {t.lr:g}, {t.lr_schedule.value} ({' = '.join(c['roles'])})"
     return out
 
 

@@ -486,7 +486,7 @@ def main() -> None:
 
 SECTION = Section("llm_estimators", "bench.experiments.llm_estimators", render, claims=claims,
                   steps=(Step("llm_estimators", ("--out", "{out}/llm_estimators.json"),
-                              ("--quick", "--out", "{out}/llm_estimators.json")),))
+                              ("--quick", "--out", "{out}/llm_estimators.json"), timeout_min=100),))
 
 if __name__ == "__main__":
     main()
