@@ -36,6 +36,17 @@ def test_norm_selects_normalisation_weights_by_type_and_name():
     assert names(Custom(), "norm") == ["mix.bias", "mix.weight"]
 
 
+def test_bias_plus_norm_is_the_union_of_both_sets():
+    for arch in ("gpt2", "llama"):
+        model = tiny_model(arch, 64)
+        both = names(model, "bias+norm")
+        norm = names(model, "norm")
+        bias = names(model, "bias") if arch == "gpt2" else []  # Llama has no biases: the norms alone
+        assert both == sorted(set(bias) | set(norm))
+        assert arch == "llama" or set(bias) - set(norm)  # GPT-2: biases outside its norms are added
+    assert str(TuneSpec.parse("bias+norm")) == "bias+norm"
+
+
 def test_bias_on_a_model_without_biases_is_a_clear_error():
     with pytest.raises(ConfigError) as err:
         select_parameters(tiny_model("llama", 64), TuneSpec.parse("bias"))

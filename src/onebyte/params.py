@@ -1,5 +1,6 @@
-"""Which parameters are tuned: ``all``, ``bias`` (BitFit-style), ``norm``, ``regex:PATTERN``, or
-``lora:r=R[,alpha=A][,targets=M1,M2]`` (LoRA adapters built with PEFT, see ``adapters``).
+"""Which parameters are tuned: ``all``, ``bias`` (BitFit-style), ``norm``, ``bias+norm`` (both),
+``regex:PATTERN``, or ``lora:r=R[,alpha=A][,targets=M1,M2]`` (LoRA adapters built with PEFT, see
+``adapters``).
 
 ``norm`` selects the weights (and biases) of normalisation layers: modules whose type is a
 LayerNorm/RMSNorm/GroupNorm (``torch.nn`` or a model's own ``...RMSNorm`` class), plus parameters
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # keeps ``import onebyte`` and the config free of torch
 
 __all__ = ["TuneSpec", "select_parameters", "is_norm_module"]
 
-_FORMS = "all, bias, norm, regex:PATTERN or lora:r=R[,alpha=A][,targets=M1,M2]"
+_FORMS = "all, bias, norm, bias+norm, regex:PATTERN or lora:r=R[,alpha=A][,targets=M1,M2]"
 
 #: Module names of normalisation layers in common architectures (GPT-2 ``ln_1``/``ln_f``, BERT
 #: ``LayerNorm``, Llama ``input_layernorm``/``norm``, T5 ``layer_norm``).
@@ -31,7 +32,7 @@ _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 @dataclass(frozen=True)
 class TuneSpec:
-    kind: str  # "all" | "bias" | "norm" | "regex" | "lora"
+    kind: str  # "all" | "bias" | "norm" | "bias+norm" | "regex" | "lora"
     pattern: str = ""
     r: int = 0  # lora: rank
     alpha: float = 0.0  # lora: scaling numerator (PEFT's lora_alpha); the update is (alpha / r) B A
@@ -39,7 +40,7 @@ class TuneSpec:
 
     @classmethod
     def parse(cls, text: str) -> TuneSpec:
-        if text in ("all", "bias", "norm"):
+        if text in ("all", "bias", "norm", "bias+norm"):
             return cls(text)
         if text.startswith("regex:") and len(text) > len("regex:"):
             pattern = text[len("regex:"):]
@@ -120,6 +121,8 @@ class TuneSpec:
             return name.endswith("bias")
         if self.kind == "norm":
             return _NORM_NAME.search(name.rpartition(".")[0]) is not None
+        if self.kind == "bias+norm":
+            return name.endswith("bias") or _NORM_NAME.search(name.rpartition(".")[0]) is not None
         if self.kind == "lora":
             return ".lora_A." in name or ".lora_B." in name
         return re.search(self.pattern, name) is not None
@@ -144,7 +147,7 @@ def _norm_names(model: torch.nn.Module) -> set[str]:
 def select_parameters(model: torch.nn.Module, spec: TuneSpec) -> list[tuple[str, torch.nn.Parameter]]:
     """The tuned (name, parameter) pairs in name order; tied parameters appear once."""
     named = list(model.named_parameters())
-    if spec.kind == "norm":
+    if spec.kind in ("norm", "bias+norm"):
         by_type = _norm_names(model)
         chosen = sorted((n, p) for n, p in named if n in by_type or spec.matches(n))
     else:
@@ -152,7 +155,7 @@ def select_parameters(model: torch.nn.Module, spec: TuneSpec) -> list[tuple[str,
     if not chosen:
         if spec.kind == "bias":
             raise ConfigError.of("train.tune", "this model has no biases (Llama-style models have none); "
-                                 "tune norm, lora:r=8 or regex:PATTERN instead")
+                                 "tune norm, bias+norm, lora:r=8 or regex:PATTERN instead")
         if spec.kind == "lora":
             raise ConfigError.of("train.tune", f"{spec} built no adapters (attach them with adapters.attach_lora)")
         raise ConfigError.of("train.tune", f"{spec} selects no parameters of this model")
