@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
@@ -63,6 +64,8 @@ def _number(parse, ok, what: str):
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+# a density: 0.25 or 1/4 (checked further, with the run file's value, by TrainConfig)
+_density = _number(lambda t: float(Fraction(t)), lambda v: 0 < v <= 1, "a fraction such as 1/4 or 0.25")
 
 
 def _add_config_flag(p: argparse.ArgumentParser) -> None:
@@ -90,7 +93,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=_positive_float, help="learning rate [3e-3]")
     g.add_argument("--eps", type=_positive_float, help="perturbation size [1e-3]")
     g.add_argument("--codec", choices=["byte", "sign", "float32"], help="wire format of gradients [byte]")
-    g.add_argument("--tune", help="all, bias, norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2] [bias]")
+    g.add_argument("--tune", help="all, bias, norm, bias+norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2] "
+                   "[bias]")
     g.add_argument("--directions", choices=["distinct", "shared"],
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
@@ -106,8 +110,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-examples", type=_non_negative_int,
                    help="weight sites by their examples, this many counting once (FedAvg's weighting, for "
                    "sites of unequal size or label skew); 0: every site counts the same [0]")
-    g.add_argument("--density", type=_positive_float,
-                   help="sparse directions: the fraction of tuned elements each direction moves, 1, 0.5, 0.25, "
+    g.add_argument("--density", type=_density,
+                   help="sparse directions: the fraction of tuned elements each direction moves, 1, 1/2, 1/4, "
                    "... 1/256 [1]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
