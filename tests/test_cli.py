@@ -99,6 +99,8 @@ def test_simulate_refuses_to_overwrite_a_run(tiny_run, capsys):
     (["peer", "--out", "x", "--model", "tiny-gpt2", "--peer-id", "-3"], "--peer-id"),
     (["simulate", "--out", "x", "--config", "/no/such/run.toml"], "onebyte init"),
     (["simulate", "--out", "x", "--dp-delta", "2"], "--dp-delta"),
+    (["simulate", "--out", "x", "--model", "tiny-gpt2", "--density", "1/3"], "--density: must be 1, 0.5"),
+    (["simulate", "--out", "x", "--density", "half"], "--density"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
