@@ -191,7 +191,7 @@ def test_newcomer_with_another_base_or_config_is_refused_naming_the_setting(tmp_
         b.beat(force=True)
         a.beat(force=True)  # a sees b's heartbeat, asks for its configuration, logs what differs
         _wait(lambda: 5 in a.foreign_diff, 10)
-    assert any("train.samples" in r.getMessage() for r in caplog.records if r.name == "onebyte.peer")
+    assert any("train.samples" in r.getMessage() for r in caplog.records if r.name == "onebyte.gossip")
 
 
 def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_path):

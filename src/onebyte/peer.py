@@ -16,39 +16,16 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import RunSpec, differing_fields
-from .errors import (
-    ConfigError,
-    DivergenceError,
-    LedgerError,
-    ModelError,
-    NetworkError,
-    NetworkTimeout,
-    ProtocolError,
-    RunMismatch,
-    storage_error,
-)
+from .config import RunSpec
+from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
+from .gossip import Gossip
 from .intake import Intake
-from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
-from .protocol import (
-    MAX_PUT,
-    Verb,
-    get_request,
-    parse_config,
-    parse_ids,
-    parse_ledger,
-    parse_sizes,
-    parse_snapshot,
-    push,
-    put_request,
-    round_request,
-    unpack_blobs,
-)
+from .membership import Heartbeat, Membership
+from .protocol import Verb, parse_ledger, parse_sizes, parse_snapshot
 from .record import Record
 from .replica import Replica
 from .rundir import RunDir
@@ -60,15 +37,6 @@ from .transport.base import Transport
 __all__ = ["PeerOptions", "Peer"]
 
 log = logging.getLogger(__name__)
-
-#: Pushes in flight at once (one per live peer per round; the rest queue).
-PUSH_WORKERS = 8
-#: A background heartbeat exchange reads the DHT (a walk that downloads every peer's signed
-#: heartbeat from every node: kilobytes) only when pushes have not kept each live peer fresh, or
-#: after a dial; every DHT_READ_EVERY-th exchange reads it regardless, to find peers that do not
-#: push to us (the far side of a partition, foreign runs). Our own heartbeat is stored every time.
-DHT_READ_EVERY = 3
-
 
 @dataclass(frozen=True)
 class PeerOptions:
@@ -99,7 +67,8 @@ class PeerOptions:
 
 
 class Peer:
-    """One replica: state + ledger + the round loop, over any ``Transport``.
+    """One replica: state + ledger (``Replica``), admission (``Intake``), the others (``Gossip``),
+    the answers to their requests (``Server``), and the round loop, over any ``Transport``.
 
     ``Peer.open(spec, out=...)`` builds one over hivemind from a run spec; the constructor takes
     the parts (for the in-memory transport and tests). A peer is a context manager: leaving it
@@ -118,19 +87,12 @@ class Peer:
             raise storage_error(exc, str(self.out)) from None
         self.tag = setup.spec.run_tag
         self._base = bytes.fromhex(setup.spec.base_hash)[:16]
-        self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
-        self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
-        self.members = Membership(opts.heartbeat_ttl)
-        self.seq = 0
         self.round = 0  # next round this peer will run
         self.measured_through = -1  # newest round this peer has measured its own record for
         self.rounds_completed = 0
         self.done = False
         self.closed = False
         self.round_time_ema: float | None = None
-        self._last_beat = 0.0
-        self._exchanges = 0
-        self._last_sync: dict[int, float] = {}
         self.max_round_seconds = 0.0
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
@@ -139,18 +101,15 @@ class Peer:
         if opts.catchup not in ("auto", "snapshot", "ledger"):
             raise ConfigError.of("catchup", f"must be auto, snapshot or ledger, not {opts.catchup!r}")
         self.eval_after: dict[str, float] | None = None
-        # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
-        # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
-        self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
-        self.pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
-        self._push_lock = threading.Lock()
-        self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
-        self._beating: Future | None = None
+        self.gossip: Gossip | None = None
         self._first_round: int | None = None  # where run() started: that round is waited for in full
         try:
             # the ledger is created, or a torn tail repaired; the state is rebuilt from snapshot + ledger
             self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag)
-            self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon, self.foreign_diff.get)
+            self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon,
+                                 lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None)
+            self.gossip = Gossip(transport, opts, self.replica, self.intake, self.tag, self._base,
+                                 lambda: (self.round, self.done), setup.spec.canonical, self.dir.connect)
             own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
             self.round = max(own, default=-1) + 1
             self.measured_through = self.round - 1
@@ -158,7 +117,7 @@ class Peer:
             if self.replica.records:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
-            self.server = Server(self.replica, self.offer, self._observe, lambda: self.round,
+            self.server = Server(self.replica, self.offer, self.gossip.observe, lambda: self.round,
                                  setup.spec.canonical_bytes, self.apply_pending)
             self.net.serve(self.handle)
         except BaseException:
@@ -245,6 +204,18 @@ class Peer:
     def addresses(self) -> list[str]:
         return self.net.addresses
 
+    @property
+    def members(self) -> Membership:
+        return self.gossip.members
+
+    @property
+    def foreign_diff(self) -> dict[int, str]:
+        return self.gossip.foreign_diff
+
+    def beat(self, force: bool = False, sync: bool = True) -> None:
+        """Exchange heartbeats (rate-limited unless forced) and sync (see ``Gossip.beat``)."""
+        self.gossip.beat(force, sync)
+
     def offer(self, data: bytes) -> bool:
         """Validate one raw record from a peer; queue it for applying if new and acceptable."""
         return self.intake.offer(data)
@@ -260,34 +231,9 @@ class Peer:
         return max(self.round, self._newest_known())
 
     def _newest_known(self) -> int:
-        return max((hb.round for hb in self.members.peers().values()), default=0)
+        return self.gossip.newest_round()
 
     # ----------------------------------------------------------------- joining
-    def _refuse_foreign(self) -> None:
-        """Refuse to join a swarm whose peers run another base model or configuration."""
-        if self.members.live().keys() - {self.opts.peer_id} or not self.foreign:
-            return
-        hb = next(iter(self.foreign.values()))
-        if hb.base != self._base:
-            raise ModelError(f"the peers of this run use another base model (hash {hb.base.hex()[:12]}…, this "
-                             f"peer has {self._base.hex()[:12]}…): check model")
-        why = self.foreign_diff.get(hb.peer_id) or self._learn_config(hb)
-        raise RunMismatch(f"the peers of this run use another configuration (run tag {hb.run_tag.hex()[:12]}…, "
-                          f"this peer has {self.tag.hex()[:12]}…): " + (why or "every [math] setting must match"))
-
-    def _learn_config(self, hb: Heartbeat) -> str | None:
-        """Ask a peer of another configuration for it (CONF) and log the settings that differ."""
-        try:
-            theirs = parse_config(self.net.request(hb.contact, Verb.CONF.value, self.opts.request_timeout))
-        except (ProtocolError, NetworkError) as exc:
-            log.debug("could not learn peer %x's configuration: %s", hb.peer_id, exc)
-            return None
-        diff = "; ".join(differing_fields(self.setup.spec.canonical(), theirs)) or "settings differ"
-        if hb.peer_id not in self.foreign_diff:
-            log.warning("peer %x runs another configuration of this run: %s", hb.peer_id, diff)
-        self.foreign_diff[hb.peer_id] = diff
-        return diff
-
     def join(self) -> None:
         """A newcomer with an empty ledger: take a verified snapshot from a live peer, if any.
 
@@ -298,8 +244,8 @@ class Peer:
         deadline = time.monotonic() + self.opts.join_timeout
         while time.monotonic() < deadline:
             self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
-            self._refuse_foreign()
-            others = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
+            self.gossip.refuse_foreign()
+            others = self.gossip.others()
             if self.replica.records:
                 return  # records already arrive by push: we are in, and sync fills the past
             if others:
@@ -357,132 +303,6 @@ class Peer:
         self.measured_through = self.round - 1
         log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(raws), meta.get("round"))
 
-    def pull(self, rounds: range) -> None:
-        for r in rounds:
-            try:
-                raws = self.net.records(r)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("could not read round %d: %s", r, exc)
-                continue
-            for data in raws:
-                self.offer(data)
-
-    # ----------------------------------------------------------------- membership and sync
-    def _dial_requested(self) -> bool:
-        """An operator (or a test) asks a running peer to dial more peers by writing their
-        multiaddrs to ``OUT/connect.txt``; the file is consumed (renamed) once dialled."""
-        path = self.dir.connect
-        if not path.exists():
-            return False
-        addrs = path.read_text().split()
-        path.replace(path.with_suffix(".done"))
-        try:
-            self.net.connect(addrs)
-            log.info("dialled %s", " ".join(addrs))
-        except (ProtocolError, NetworkError) as exc:
-            log.warning("%s", exc)
-        return True
-
-    def _heartbeat(self) -> Heartbeat:
-        rep = self.replica
-        with rep.lock:
-            self.seq += 1
-            closed = max(-1, self.round - 2)
-            return Heartbeat(self.tag, self._base, self.opts.peer_id, self.seq, self.round, len(rep.applied),
-                             self.done, bytes.fromhex(rep.digest.hex()), bytes.fromhex(rep.state_hash()),
-                             closed, rep.closed_digest(closed), self.net.contact)
-
-    def _observe(self, data: bytes) -> None:
-        try:
-            self.members.observe(decode_heartbeat(data, self.tag, self.opts.secret))
-        except ForeignRun as exc:
-            hb = exc.heartbeat
-            first = hb.peer_id not in self.foreign
-            self.foreign[hb.peer_id] = hb
-            self.intake.reject(hb.peer_id, "heartbeat for another base model or configuration")
-            if first and hb.base == self._base and not self.closed:
-                self._beater.submit(self._learn_config, hb)  # off the server thread: a request
-        except ProtocolError as exc:
-            self.intake.reject(-1, f"heartbeat: {exc}")
-
-    def beat(self, force: bool = False, sync: bool = True) -> None:
-        """Publish our heartbeat, read everyone's, audit, and sync: every ``heartbeat_interval``
-        in the background (a DHT store and get walk the DHT: seconds over a slow link), or now
-        when forced. A background exchange's error (a divergence) is raised here, on the caller."""
-        beating = self._beating
-        if beating is not None and beating.done():
-            self._beating = None
-            beating.result()
-        now = time.monotonic()
-        if not force and now - self._last_beat < self.opts.heartbeat_interval:
-            return
-        self._last_beat = now
-        if force:
-            self._exchange(sync, read=True)
-        elif self._beating is None:
-            self._beating = self._beater.submit(self._exchange, sync)
-
-    def _exchange(self, sync: bool, read: bool = False) -> None:
-        dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
-        self._exchanges += 1
-        read = read or dialled or self._exchanges % DHT_READ_EVERY == 0 or self._pushes_stale()
-        hb = self._heartbeat()
-        try:
-            self.net.announce(hb.encode(self.opts.secret))
-            beats = self.net.heartbeats() if read else []
-        except (ProtocolError, NetworkError) as exc:
-            log.debug("heartbeat exchange failed: %s", exc)
-            return
-        for data in beats:
-            self._observe(data)
-        self.audit(hb)
-        if sync:
-            self.sync()
-
-    def _pushes_stale(self) -> bool:
-        """Whether some live peer has not been heard from (by push) within a heartbeat interval,
-        or no other peer is live: then only the DHT can tell us who is there."""
-        now = time.monotonic()
-        others = [p for p in self.members.live(now) if p != self.opts.peer_id]
-        return not others or any(now - (self.members.seen(p) or 0.0) > self.opts.heartbeat_interval for p in others)
-
-    def audit(self, mine: Heartbeat) -> None:
-        for other in self.members.live().values():
-            if other.peer_id != mine.peer_id and other.digest == mine.digest and other.state_hash != mine.state_hash:
-                raise DivergenceError(
-                    f"peer {other.peer_id:x} holds the same record set ({mine.digest.hex()[:12]}…) with state "
-                    f"{other.state_hash.hex()[:12]}…, this peer has {mine.state_hash.hex()[:12]}…: replicas diverged")
-
-    def sync(self) -> None:
-        """Anti-entropy: fetch records a live peer holds and we lack (after partitions, restarts)."""
-        now = time.monotonic()
-        rep = self.replica
-        for other in list(self.members.live().values()):
-            if other.peer_id == self.opts.peer_id or other.digest.hex() == rep.digest.hex():
-                continue
-            settled = other.closed < self.round - 1 and other.closed_digest != rep.closed_digest(other.closed)
-            if not (settled or other.done or self.done):
-                continue  # only the in-flight rounds differ: pushes and DHT reads will fill them
-            if now - self._last_sync.get(other.peer_id, -1e9) < self.opts.sync_interval:
-                continue
-            self._last_sync[other.peer_id] = now
-            try:
-                theirs = parse_ids(self.net.request(other.contact, Verb.IDS.value, self.opts.request_timeout))
-                with rep.lock:
-                    have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()
-                missing = [rid for rid in theirs if rid not in have]
-                if missing:
-                    reply = self.net.request(other.contact, get_request(missing), self.opts.request_timeout)
-                    got = sum(self.offer(data) for data in unpack_blobs(reply))
-                    log.info("synced %d records from peer %x", got, other.peer_id)
-                with rep.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
-                    extra = [rec.to_bytes() for rid, rec in rep.records.items() if rid[:8] not in theirs]
-                if extra:
-                    self.net.request(other.contact, put_request(extra), self.opts.request_timeout)
-                    log.info("sent %d records to peer %x", min(len(extra), MAX_PUT), other.peer_id)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("sync with peer %x failed: %s", other.peer_id, exc)
-
     def handle(self, request: bytes) -> bytes:
         """Answer one request from a peer (see ``server.Server`` and ``protocol``)."""
         return self.server.handle(request)
@@ -535,10 +355,10 @@ class Peer:
             w = r
         lacking = self._expected(w - 1) - self._have(w - 1) if w > 0 else set()
         if lacking:
-            self._fetch_round(w - 1, lacking)  # a push went missing
+            self.gossip.fetch_round(w - 1, lacking)  # a push went missing
         self.apply_pending()
         own = self._measure(r)
-        self._publish(own)
+        self.gossip.publish(own)
         self._wait_for(w, t0, stop)
         self.max_round_seconds = max(self.max_round_seconds, time.monotonic() - t0)
         self.round = r + 1
@@ -546,15 +366,6 @@ class Peer:
         if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
             self._snapshot()
         self.beat()  # rate-limited: between DHT heartbeats, our pushes carry one every round
-
-    def _publish(self, own: Record) -> None:
-        """Push our record to every live peer now, and queue its durable DHT copy."""
-        raw = own.to_bytes()
-        self._beater.submit(self._store, own.round, raw)  # a DHT store every few rounds
-        data = push(raw, self._heartbeat().encode(self.opts.secret))
-        for other in list(self.members.live().values()):
-            if other.peer_id != self.opts.peer_id:
-                self._pusher.submit(self._push_one, other, data)
 
     def _wait_for(self, w: int, t0: float, stop: threading.Event | None) -> None:
         """Wait (bounded by the adaptive deadline) until every expected peer's record of round w is in."""
@@ -566,7 +377,7 @@ class Peer:
             latest = self.members.peers()
             lost = {p for p in self._expected(w) - self._have(w) if p in latest and latest[p].round > w}
             if lost and time.monotonic() - last_read >= self.opts.dht_poll:
-                self._fetch_round(w, lost)
+                self.gossip.fetch_round(w, lost)
                 last_read = time.monotonic()
             self.apply_pending()
             missing = self._expected(w) - self._have(w)
@@ -584,43 +395,6 @@ class Peer:
                 return
             self.beat()
             time.sleep(self.opts.poll)
-
-    def _fetch_round(self, r: int, authors: set[int]) -> None:
-        """Ask the authors of missing records for round r directly; the DHT copy is the fallback
-        when an author cannot be reached (it may have crashed)."""
-        unreachable = False
-        for p in authors:
-            hb = self.members.get(p)
-            if hb is None or p == self.opts.peer_id:
-                unreachable = True
-                continue
-            try:
-                reply = self.net.request(hb.contact, round_request(r), self.opts.request_timeout)
-                for data in unpack_blobs(reply):
-                    self.offer(data)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("could not fetch round %d from peer %x: %s", r, p, exc)
-                unreachable = True
-        if unreachable:
-            self.pull(range(r, r + 1))
-
-    def _store(self, r: int, raw: bytes) -> None:
-        try:
-            self.net.publish(r, raw)
-        except (ProtocolError, NetworkError) as exc:  # the DHT copy is only the fallback for lost pushes
-            log.info("DHT copy of round %d not stored: %s", r, exc)
-
-    def _push_one(self, other: Heartbeat, data: bytes) -> None:
-        try:
-            self.net.request(other.contact, data, self.opts.push_timeout)
-        except (ProtocolError, NetworkError) as exc:
-            log.debug("push to peer %x failed: %s", other.peer_id, exc)
-            outcome = "failed"
-        else:
-            outcome = "delivered"
-        with self._push_lock:
-            counts = self.pushes.setdefault(f"{other.peer_id:x}", {"delivered": 0, "failed": 0})
-            counts[outcome] += 1
 
     def _snapshot(self) -> None:
         with self.replica.lock:
@@ -686,7 +460,7 @@ class Peer:
         end = time.monotonic() + self.opts.quorum_timeout
         while not (stop is not None and stop.is_set()):
             self.beat(force=True, sync=False)
-            self._refuse_foreign()
+            self.gossip.refuse_foreign()
             live = len(self.members.live().keys() | {self.opts.peer_id})
             if live >= want:
                 log.info("%d peers live: starting", live)
@@ -716,10 +490,10 @@ class Peer:
         final = self.opts.rounds
         while time.monotonic() < end:
             if final is not None:
-                self.pull(range(max(0, final - self.opts.lookback), final))
+                self.gossip.pull(range(max(0, final - self.opts.lookback), final))
             self.apply_pending()
             self.beat(force=True)
-            live = {p: hb for p, hb in self.members.live().items() if p != self.opts.peer_id}
+            live = self.gossip.others()
             if all(hb.done and hb.digest.hex() == self.replica.digest.hex() for hb in live.values()):
                 # hold a moment so slower peers can see our final heartbeat, then leave
                 time.sleep(min(2.0, max(0.0, end - time.monotonic())))
@@ -733,8 +507,7 @@ class Peer:
     # ----------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:
         rep = self.replica
-        with self._push_lock:
-            pushes = {p: dict(c) for p, c in sorted(self.pushes.items())}
+        pushes = self.gossip.push_counts()
         with rep.lock:
             rejections = self.intake.rejections()
             return {
@@ -804,8 +577,8 @@ class Peer:
         if self.closed:
             return
         self.closed = True
-        self._beater.shutdown(wait=True)  # queued DHT publications still go out (each call is bounded)
-        self._pusher.shutdown(wait=True, cancel_futures=True)  # each push is bounded by push_timeout
+        if self.gossip is not None:
+            self.gossip.close()
         replica = getattr(self, "replica", None)
         if replica is not None and replica.ledger is not None:
             replica.ledger.close()

@@ -1,0 +1,312 @@
+"""Gossip: how a peer learns who is there and exchanges records with them, over a ``Transport``.
+
+* **Membership**: heartbeats (round, records, set digest, state hash, contact) ride on every push
+  and are stored in the DHT every ``heartbeat_interval`` for discovery; the DHT is read only when
+  pushes have gone stale, after a dial, or every ``DHT_READ_EVERY``-th exchange.
+* **Push**: our record goes to every live peer at once (with our heartbeat); the DHT copy is the
+  durable, low-rate fallback.
+* **Fetch and pull**: a round's missing records are asked of their authors, then the DHT.
+* **Anti-entropy**: when a settled round differs from a live peer's, exchange record ids and
+  send each other what the other lacks (after partitions and restarts).
+* **Audit**: a live peer with our record set and another state hash means a replica diverged.
+
+Everything received goes through the peer's ``Intake``; the state is never touched here. The
+executors that run pushes and background exchanges belong to this object (``close`` stops them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import differing_fields
+from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, RunMismatch
+from .intake import Intake
+from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
+from .protocol import (
+    MAX_PUT,
+    Verb,
+    get_request,
+    parse_config,
+    parse_ids,
+    push,
+    put_request,
+    round_request,
+    unpack_blobs,
+)
+from .record import Record
+from .replica import Replica
+from .transport.base import Transport
+
+if TYPE_CHECKING:
+    from .peer import PeerOptions
+
+__all__ = ["Gossip", "PUSH_WORKERS", "DHT_READ_EVERY"]
+
+log = logging.getLogger(__name__)
+
+#: Pushes in flight at once (one per live peer per round; the rest queue).
+PUSH_WORKERS = 8
+#: A background heartbeat exchange reads the DHT (a walk that downloads every peer's signed
+#: heartbeat from every node: kilobytes) only when pushes have not kept each live peer fresh, or
+#: after a dial; every DHT_READ_EVERY-th exchange reads it regardless, to find peers that do not
+#: push to us (the far side of a partition, foreign runs). Our own heartbeat is stored every time.
+DHT_READ_EVERY = 3
+
+
+class Gossip:
+    """Membership, pushes, fetches and anti-entropy for one peer.
+
+    ``position()`` gives the peer's (next round, done) for its heartbeats; ``canonical()`` its
+    run's canonical configuration (to name what differs from a foreign peer's); ``connect`` the
+    file an operator writes multiaddrs to, to make a running peer dial them."""
+
+    def __init__(self, net: Transport, opts: PeerOptions, replica: Replica, intake: Intake, tag: bytes, base: bytes,
+                 position: Callable[[], tuple[int, bool]], canonical: Callable[[], dict[str, Any]], connect: Path):
+        self.net, self.opts, self.replica, self.intake = net, opts, replica, intake
+        self.tag, self.base, self.me = tag, base, opts.peer_id
+        self._position, self._canonical, self._connect = position, canonical, connect
+        self.members = Membership(opts.heartbeat_ttl)
+        self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
+        self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
+        self.seq = 0
+        self.closed = False
+        self._last_beat = 0.0
+        self._exchanges = 0
+        self._last_sync: dict[int, float] = {}
+        # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
+        # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
+        self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
+        self._pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
+        self._push_lock = threading.Lock()
+        self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
+        self._beating: Future | None = None
+
+    # ----------------------------------------------------------------- who is there
+    def others(self) -> dict[int, Heartbeat]:
+        """Live peers other than this one."""
+        return {p: hb for p, hb in self.members.live().items() if p != self.me}
+
+    def newest_round(self) -> int:
+        return max((hb.round for hb in self.members.peers().values()), default=0)
+
+    def heartbeat(self) -> Heartbeat:
+        rep = self.replica
+        round_, done = self._position()
+        with rep.lock:
+            self.seq += 1
+            closed = max(-1, round_ - 2)
+            return Heartbeat(self.tag, self.base, self.me, self.seq, round_, len(rep.applied), done,
+                             bytes.fromhex(rep.digest.hex()), bytes.fromhex(rep.state_hash()), closed,
+                             rep.closed_digest(closed), self.net.contact)
+
+    def observe(self, data: bytes) -> None:
+        """A heartbeat from a peer (pushed, or read from the DHT)."""
+        try:
+            self.members.observe(decode_heartbeat(data, self.tag, self.opts.secret))
+        except ForeignRun as exc:
+            hb = exc.heartbeat
+            first = hb.peer_id not in self.foreign
+            self.foreign[hb.peer_id] = hb
+            self.intake.reject(hb.peer_id, "heartbeat for another base model or configuration")
+            if first and hb.base == self.base and not self.closed:
+                self._beater.submit(self.learn_config, hb)  # off the server thread: a request
+        except ProtocolError as exc:
+            self.intake.reject(-1, f"heartbeat: {exc}")
+
+    def refuse_foreign(self) -> None:
+        """Refuse to join a swarm whose peers run another base model or configuration."""
+        if self.others() or not self.foreign:
+            return
+        hb = next(iter(self.foreign.values()))
+        if hb.base != self.base:
+            raise ModelError(f"the peers of this run use another base model (hash {hb.base.hex()[:12]}…, this "
+                             f"peer has {self.base.hex()[:12]}…): check model")
+        why = self.foreign_diff.get(hb.peer_id) or self.learn_config(hb)
+        raise RunMismatch(f"the peers of this run use another configuration (run tag {hb.run_tag.hex()[:12]}…, "
+                          f"this peer has {self.tag.hex()[:12]}…): " + (why or "every [math] setting must match"))
+
+    def learn_config(self, hb: Heartbeat) -> str | None:
+        """Ask a peer of another configuration for it (CONF) and log the settings that differ."""
+        try:
+            theirs = parse_config(self.net.request(hb.contact, Verb.CONF.value, self.opts.request_timeout))
+        except (ProtocolError, NetworkError) as exc:
+            log.debug("could not learn peer %x's configuration: %s", hb.peer_id, exc)
+            return None
+        diff = "; ".join(differing_fields(self._canonical(), theirs)) or "settings differ"
+        if hb.peer_id not in self.foreign_diff:
+            log.warning("peer %x runs another configuration of this run: %s", hb.peer_id, diff)
+        self.foreign_diff[hb.peer_id] = diff
+        return diff
+
+    def _dial_requested(self) -> bool:
+        """An operator (or a test) asks a running peer to dial more peers by writing their
+        multiaddrs to ``OUT/connect.txt``; the file is consumed (renamed) once dialled."""
+        if not self._connect.exists():
+            return False
+        addrs = self._connect.read_text().split()
+        self._connect.replace(self._connect.with_suffix(".done"))
+        try:
+            self.net.connect(addrs)
+            log.info("dialled %s", " ".join(addrs))
+        except (ProtocolError, NetworkError) as exc:
+            log.warning("%s", exc)
+        return True
+
+    # ----------------------------------------------------------------- heartbeats and sync
+    def beat(self, force: bool = False, sync: bool = True) -> None:
+        """Publish our heartbeat, read everyone's, audit, and sync: every ``heartbeat_interval``
+        in the background (a DHT store and get walk the DHT: seconds over a slow link), or now
+        when forced. A background exchange's error (a divergence) is raised here, on the caller."""
+        beating = self._beating
+        if beating is not None and beating.done():
+            self._beating = None
+            beating.result()
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.opts.heartbeat_interval:
+            return
+        self._last_beat = now
+        if force:
+            self._exchange(sync, read=True)
+        elif self._beating is None:
+            self._beating = self._beater.submit(self._exchange, sync)
+
+    def _exchange(self, sync: bool, read: bool = False) -> None:
+        dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
+        self._exchanges += 1
+        read = read or dialled or self._exchanges % DHT_READ_EVERY == 0 or self._pushes_stale()
+        hb = self.heartbeat()
+        try:
+            self.net.announce(hb.encode(self.opts.secret))
+            beats = self.net.heartbeats() if read else []
+        except (ProtocolError, NetworkError) as exc:
+            log.debug("heartbeat exchange failed: %s", exc)
+            return
+        for data in beats:
+            self.observe(data)
+        self.audit(hb)
+        if sync:
+            self.sync()
+
+    def _pushes_stale(self) -> bool:
+        """Whether some live peer has not been heard from (by push) within a heartbeat interval,
+        or no other peer is live: then only the DHT can tell us who is there."""
+        now = time.monotonic()
+        others = [p for p in self.members.live(now) if p != self.me]
+        return not others or any(now - (self.members.seen(p) or 0.0) > self.opts.heartbeat_interval for p in others)
+
+    def audit(self, mine: Heartbeat) -> None:
+        for other in self.members.live().values():
+            if other.peer_id != mine.peer_id and other.digest == mine.digest and other.state_hash != mine.state_hash:
+                raise DivergenceError(
+                    f"peer {other.peer_id:x} holds the same record set ({mine.digest.hex()[:12]}…) with state "
+                    f"{other.state_hash.hex()[:12]}…, this peer has {mine.state_hash.hex()[:12]}…: replicas diverged")
+
+    def sync(self) -> None:
+        """Anti-entropy: fetch records a live peer holds and we lack (after partitions, restarts)."""
+        now = time.monotonic()
+        rep = self.replica
+        round_, done = self._position()
+        for other in list(self.members.live().values()):
+            if other.peer_id == self.me or other.digest.hex() == rep.digest.hex():
+                continue
+            settled = other.closed < round_ - 1 and other.closed_digest != rep.closed_digest(other.closed)
+            if not (settled or other.done or done):
+                continue  # only the in-flight rounds differ: pushes and DHT reads will fill them
+            if now - self._last_sync.get(other.peer_id, -1e9) < self.opts.sync_interval:
+                continue
+            self._last_sync[other.peer_id] = now
+            try:
+                self._reconcile(other)
+            except (ProtocolError, NetworkError) as exc:
+                log.debug("sync with peer %x failed: %s", other.peer_id, exc)
+
+    def _reconcile(self, other: Heartbeat) -> None:
+        rep = self.replica
+        theirs = parse_ids(self.net.request(other.contact, Verb.IDS.value, self.opts.request_timeout))
+        with rep.lock:
+            have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()
+        missing = [rid for rid in theirs if rid not in have]
+        if missing:
+            reply = self.net.request(other.contact, get_request(missing), self.opts.request_timeout)
+            got = sum(self.intake.offer(data) for data in unpack_blobs(reply))
+            log.info("synced %d records from peer %x", got, other.peer_id)
+        with rep.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
+            extra = [rec.to_bytes() for rid, rec in rep.records.items() if rid[:8] not in theirs]
+        if extra:
+            self.net.request(other.contact, put_request(extra), self.opts.request_timeout)
+            log.info("sent %d records to peer %x", min(len(extra), MAX_PUT), other.peer_id)
+
+    # ----------------------------------------------------------------- records
+    def publish(self, own: Record) -> None:
+        """Push our record to every live peer now, and queue its durable DHT copy."""
+        raw = own.to_bytes()
+        self._beater.submit(self._store, own.round, raw)  # a DHT store every few rounds
+        data = push(raw, self.heartbeat().encode(self.opts.secret))
+        for other in self.others().values():
+            self._pusher.submit(self._push_one, other, data)
+
+    def _store(self, r: int, raw: bytes) -> None:
+        try:
+            self.net.publish(r, raw)
+        except (ProtocolError, NetworkError) as exc:  # the DHT copy is only the fallback for lost pushes
+            log.info("DHT copy of round %d not stored: %s", r, exc)
+
+    def _push_one(self, other: Heartbeat, data: bytes) -> None:
+        try:
+            self.net.request(other.contact, data, self.opts.push_timeout)
+        except (ProtocolError, NetworkError) as exc:
+            log.debug("push to peer %x failed: %s", other.peer_id, exc)
+            outcome = "failed"
+        else:
+            outcome = "delivered"
+        with self._push_lock:
+            counts = self._pushes.setdefault(f"{other.peer_id:x}", {"delivered": 0, "failed": 0})
+            counts[outcome] += 1
+
+    def push_counts(self) -> dict[str, dict[str, int]]:
+        """Per peer: our records pushed to it, delivered or failed."""
+        with self._push_lock:
+            return {p: dict(c) for p, c in sorted(self._pushes.items())}
+
+    def fetch_round(self, r: int, authors: Iterable[int]) -> None:
+        """Ask the authors of missing records for round r directly; the DHT copy is the fallback
+        when an author cannot be reached (it may have crashed)."""
+        unreachable = False
+        for p in authors:
+            hb = self.members.get(p)
+            if hb is None or p == self.me:
+                unreachable = True
+                continue
+            try:
+                reply = self.net.request(hb.contact, round_request(r), self.opts.request_timeout)
+                for data in unpack_blobs(reply):
+                    self.intake.offer(data)
+            except (ProtocolError, NetworkError) as exc:
+                log.debug("could not fetch round %d from peer %x: %s", r, p, exc)
+                unreachable = True
+        if unreachable:
+            self.pull(range(r, r + 1))
+
+    def pull(self, rounds: range) -> None:
+        """Read rounds from the DHT copy."""
+        for r in rounds:
+            try:
+                raws = self.net.records(r)
+            except (ProtocolError, NetworkError) as exc:
+                log.debug("could not read round %d: %s", r, exc)
+                continue
+            for data in raws:
+                self.intake.offer(data)
+
+    def close(self) -> None:
+        """Stop the executors: queued DHT publications still go out (each call is bounded), pushes
+        not started are dropped (each one in flight is bounded by ``push_timeout``). Idempotent."""
+        self.closed = True
+        self._beater.shutdown(wait=True)
+        self._pusher.shutdown(wait=True, cancel_futures=True)
