@@ -271,3 +271,30 @@ def test_first_round_waits_for_the_quorum(tmp_path):
     t0 = time.monotonic()
     lone.run()
     assert lone.rounds_completed == 1 and time.monotonic() - t0 >= 1.0
+
+
+def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp_path):
+    """While waiting for a quorum a peer reads the DHT once (then every IDLE_REFRESH seconds), not
+    every second: idle, it sends almost nothing. A newcomer greets it directly with its heartbeat,
+    so it still starts as soon as the quorum is there."""
+    import dataclasses
+    import time
+
+    hub = MemoryHub()
+    a, b = _peers(hub, tmp_path, 2, rounds=1)
+    for p in (a, b):
+        p.opts = p.gossip.opts = dataclasses.replace(p.opts, min_peers=2, quorum_timeout=30.0)
+    reads = []
+    real = a.net.heartbeats
+    a.net.heartbeats = lambda: reads.append(time.monotonic()) or real()
+    waiting = threading.Thread(target=a.wait_for_quorum)
+    t0 = time.monotonic()
+    waiting.start()
+    time.sleep(2.0)
+    assert waiting.is_alive() and len(reads) == 1  # one DHT read in two seconds of waiting
+    b.wait_for_quorum()  # the newcomer reads the DHT, finds a and greets it
+    waiting.join(timeout=10)
+    assert not waiting.is_alive() and time.monotonic() - t0 < 10
+    assert b.opts.peer_id in a.members.live() and a.opts.peer_id in b.members.live()
+    a.close()
+    b.close()

@@ -57,6 +57,25 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
     }
 
 
+def measure_idle(peers: int, seconds: float, out: Path) -> dict:
+    """Bytes per second a peer sends while it waits, idle: ``peers`` peers that each want one more
+    (``--min-peers peers + 1``) wait for a quorum that never comes; the rate is the slope of each
+    interface's tx counter over the last ``seconds`` (after start-up, model loading and joining)."""
+    lab = Lab(peers)
+    try:
+        args = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "16", "--batch-size", "8", "--rounds", "5",
+                "--threads", "1", "--min-peers", str(peers + 1)]
+        swarm = lab_peers.run(lab, out, args, address_timeout=120, run_timeout=seconds + 90)
+    finally:
+        lab.close()
+    last = swarm.samples[-1]
+    first = next(x for x in swarm.samples if x.t >= last.t - seconds)
+    span = last.t - first.t
+    rates = [(last.tx[i] - first.tx[i]) / span for i in range(peers)]
+    return {"peers": peers, "seconds": round(span, 1), "bytes_per_second": rates,
+            "bytes_per_second_max": max(rates), "rounds_completed": max(last.rounds)}
+
+
 def counter_check(swarm) -> list[dict]:
     """Each peer's own ``bytes_sent`` (its summary, written last after the drain) against its namespace's
     interface tx counter when every peer had exited (the namespace holds only that peer's processes)."""
@@ -209,8 +228,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--out", type=Path, default=RESULTS / "wire.json")
     ap.add_argument("--work", type=Path, default=WORK / "wire")
+    ap.add_argument("--idle", type=float, metavar="SECONDS",
+                    help="measure instead the bytes per second of peers waiting idle this long (a quorum that never comes)")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
+    if a.idle:
+        r = measure_idle(a.peers, a.idle, a.work)
+        save_result(r, a.out, f"python -m bench.experiments.wire --peers {a.peers} --idle {a.idle:g} --out {a.out}",
+                    f"{platform.machine()}, loopback veth pairs in network namespaces")
+        return
     r = measure(a.peers, a.samples, a.rounds, a.work)
     r["ratio_wire_to_payload"] = r["wire_bytes_per_round_mean"] / r["payload_bytes_per_round_per_peer"]
     save_result(r, a.out, f"python -m bench.experiments.wire --peers {a.peers} --samples {a.samples} "

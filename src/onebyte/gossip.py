@@ -57,6 +57,12 @@ PUSH_WORKERS = 8
 #: after a dial; every DHT_READ_EVERY-th exchange reads it regardless, to find peers that do not
 #: push to us (the far side of a partition, foreign runs). Our own heartbeat is stored every time.
 DHT_READ_EVERY = 3
+#: A peer waiting for a quorum keeps its DHT heartbeat this long and stores it again this often;
+#: it reads the DHT only then. A newcomer reads it on arrival and greets every peer it finds
+#: directly, so waiting peers learn of it at once without polling: a waiting peer sends a few
+#: hundred bytes every IDLE_REFRESH seconds, not a DHT walk every second.
+IDLE_TTL = 300.0
+IDLE_REFRESH = 240.0
 
 
 class Gossip:
@@ -91,6 +97,27 @@ class Gossip:
     def others(self) -> dict[int, Heartbeat]:
         """Live peers other than this one."""
         return {p: hb for p, hb in self.members.live().items() if p != self.me}
+
+    def waiting(self) -> dict[int, Heartbeat]:
+        """Peers heard from within ``IDLE_TTL``, this one included: who is there while waiting."""
+        return self.members.live(ttl=IDLE_TTL)
+
+    def greet(self) -> None:
+        """For a peer waiting to start: store our heartbeat for ``IDLE_TTL``, read everyone's, and
+        send ours directly to each peer found (a push with no record). A peer arriving later does the
+        same, so the ones already waiting hear of it at once."""
+        hb = self.heartbeat().encode(self.opts.secret)
+        try:
+            self.net.announce(hb, ttl=IDLE_TTL)
+            beats = self.net.heartbeats()
+        except (ProtocolError, NetworkError) as exc:
+            log.debug("heartbeat exchange failed: %s", exc)
+            return
+        for data in beats:
+            self.observe(data)
+        for other in self.waiting().values():
+            if other.peer_id != self.me:
+                self._pusher.submit(self._push_one, other, push(b"", hb))
 
     def newest_round(self) -> int:
         return max((hb.round for hb in self.members.peers().values()), default=0)

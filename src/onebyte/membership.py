@@ -107,11 +107,12 @@ class Membership:
                 self.seen_at[hb.peer_id] = now
             self.latest[hb.peer_id] = hb
 
-    def live(self, now: float | None = None) -> dict[int, Heartbeat]:
-        """A copy: the peers whose ``seq`` moved within ``ttl`` seconds of ``now``."""
+    def live(self, now: float | None = None, ttl: float | None = None) -> dict[int, Heartbeat]:
+        """A copy: the peers whose ``seq`` moved within ``ttl`` (default: the table's) seconds of ``now``."""
         now = time.monotonic() if now is None else now
+        ttl = self.ttl if ttl is None else ttl
         with self._lock:
-            return {p: hb for p, hb in self.latest.items() if now - self.seen_at[p] <= self.ttl}
+            return {p: hb for p, hb in self.latest.items() if now - self.seen_at[p] <= ttl}
 
     def peers(self) -> dict[int, Heartbeat]:
         """A copy of every peer's latest heartbeat, live or not."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import RunSpec
 from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
-from .gossip import Gossip
+from .gossip import IDLE_REFRESH, Gossip
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .protocol import Verb, parse_ledger, parse_sizes, parse_snapshot
@@ -458,18 +458,22 @@ class Peer:
         if want <= 1 or self.opts.lockstep:
             return
         end = time.monotonic() + self.opts.quorum_timeout
+        greeted = -1e9
         while not (stop is not None and stop.is_set()):
-            self.beat(force=True, sync=False)
-            self.gossip.refuse_foreign()
-            live = len(self.members.live().keys() | {self.opts.peer_id})
+            if time.monotonic() - greeted >= IDLE_REFRESH:
+                self.gossip.greet()  # the DHT, rarely: newcomers greet us directly
+                self.gossip.refuse_foreign()
+                greeted = time.monotonic()
+            live = len(self.gossip.waiting().keys() | {self.opts.peer_id})
             if live >= want:
                 log.info("%d peers live: starting", live)
+                self.gossip.greet()  # a fresh heartbeat to each: the round loop's 30-second liveness
                 return
             if time.monotonic() > end:
                 log.warning("only %d of %d peers live after %.0fs: starting anyway", live, want,
                             self.opts.quorum_timeout)
                 return
-            time.sleep(1.0)
+            time.sleep(self.opts.poll)  # a local check: greetings arrive on the server
 
     def _metrics_line(self, r: int, s: dict[str, Any]) -> dict[str, Any]:
         """One line of this peer's ``metrics.jsonl``: the simulator's keys where they mean the same

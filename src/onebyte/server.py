@@ -33,9 +33,10 @@ class Server:
 
     # ----------------------------------------------------------------- pushed to us
     def rpc_rec(self, body: tuple[bytes, bytes]) -> bytes:
-        """A record pushed by its author, then its heartbeat."""
+        """A record pushed by its author, then its heartbeat; a greeting is a heartbeat alone."""
         record, heartbeat = body
-        self.offer(record)  # validated like any other
+        if record:
+            self.offer(record)  # validated like any other
         if heartbeat:
             self.observe(heartbeat)
         return b""

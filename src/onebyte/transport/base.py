@@ -53,7 +53,8 @@ class Transport(ABC):
     def records(self, round_: int) -> list[bytes]: ...
 
     @abstractmethod
-    def announce(self, heartbeat: bytes) -> None: ...
+    def announce(self, heartbeat: bytes, ttl: float | None = None) -> None:
+        """Store our heartbeat where peers discover us, for ``ttl`` seconds (None: the transport's)."""
 
     @abstractmethod
     def heartbeats(self) -> list[bytes]: ...

@@ -227,8 +227,8 @@ class DhtTransport(Transport):
                 pos += 4 + n
         return out
 
-    def announce(self, heartbeat: bytes) -> None:
-        self._store(self._peers_key, heartbeat, HEARTBEAT_TTL)
+    def announce(self, heartbeat: bytes, ttl: float | None = None) -> None:
+        self._store(self._peers_key, heartbeat, HEARTBEAT_TTL if ttl is None else ttl)
 
     def heartbeats(self) -> list[bytes]:
         return self._get(self._peers_key)

@@ -116,7 +116,7 @@ class MemoryTransport(Transport):
         self._count(received=sum(map(len, out)))
         return out
 
-    def announce(self, heartbeat: bytes) -> None:
+    def announce(self, heartbeat: bytes, ttl: float | None = None) -> None:  # no expiry in memory
         with self.hub.lock:
             self.hub.beats[self.name] = bytes(heartbeat)
         self._count(sent=len(heartbeat))
