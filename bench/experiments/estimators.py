@@ -734,23 +734,30 @@ def claims(results: Results) -> list[Claim]:
 KEY_FIELDS = ("kind", "train", "peers", "rounds", "split", "seed", "run_id", "site", "eval_size")
 
 
-def earlier_runs(path: Path, wanted: set[str]) -> dict[str, dict]:
-    """The runs of an earlier result file that this plan needs again, by their plan key (a run's
-    settings read back through ``TrainConfig``, so settings added since at their old value match)."""
+def plan_key(task: dict) -> str:
+    """A run's plan key from its task, the settings read back through ``TrainConfig``: settings
+    added since the run was made then match at their old value."""
     from onebyte.config import TrainConfig
 
+    if task.get("train") is not None:
+        task = {**task, "train": TrainConfig.from_dict(task["train"]).to_dict()}
+    return json.dumps(task, sort_keys=True)
+
+
+def finished_runs(path: Path) -> list[dict]:
+    """The runs of an earlier result file that finished (errors run again)."""
     try:
         runs = json.loads(path.read_text())["runs"]
     except (OSError, ValueError, KeyError):
-        return {}
+        return []
+    return [run for run in runs if "error" not in run and "curve" in run]
+
+
+def earlier_runs(path: Path, wanted: set[str]) -> dict[str, dict]:
+    """The runs of an earlier result file that this plan needs again, by their plan key."""
     out = {}
-    for run in runs:
-        if "error" in run or "curve" not in run:
-            continue
-        task = {k: run.get(k) for k in KEY_FIELDS}
-        if task["train"] is not None:
-            task["train"] = TrainConfig.from_dict(task["train"]).to_dict()
-        key = json.dumps(task, sort_keys=True)
+    for run in finished_runs(path):
+        key = plan_key({k: run.get(k) for k in KEY_FIELDS})
         if key in wanted:
             out[key] = {"key": key, **{k: v for k, v in run.items() if k not in KEY_FIELDS and k != "eval_every"}}
     return out

@@ -38,7 +38,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.experiments.estimators import _interp, _point, _stat, describe, makespan, mean_curve, rounds_for
+from bench.experiments.estimators import (
+    _interp,
+    _point,
+    _stat,
+    describe,
+    finished_runs,
+    makespan,
+    mean_curve,
+    plan_key,
+    rounds_for,
+)
 from bench.experiments.llm import TEMPLATE
 from bench.experiments.quality import _init_worker
 from bench.output import RESULTS, save_result
@@ -371,20 +381,11 @@ def claims(results: Results) -> list[Claim]:
 def earlier_runs(path: Path, wanted: set[str]) -> dict[str, dict]:
     """The runs of an earlier result file with the same task, settings and seed (errors run again);
     a run's settings are read back through ``TrainConfig``, so settings added since match at their default."""
-    from onebyte.config import TrainConfig
-
-    try:
-        runs = json.loads(path.read_text())["runs"]
-    except (OSError, ValueError, KeyError):
-        return {}
     out = {}
-    for run in runs:
-        if "error" in run or "curve" not in run or "key" not in run:
+    for run in finished_runs(path):
+        if "key" not in run:
             continue
-        task = json.loads(run["key"])
-        if task.get("train") is not None:
-            task["train"] = TrainConfig.from_dict(task["train"]).to_dict()
-        key = json.dumps(task, sort_keys=True)
+        key = plan_key(json.loads(run["key"]))
         if key in wanted:
             out[key] = {**run, "key": key}
     return out
