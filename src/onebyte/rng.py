@@ -18,7 +18,6 @@ every intermediate stays below 2**63, so CPU and CUDA compute the same bits.
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 
@@ -182,12 +181,12 @@ def fused_available(device: torch.device | str) -> bool:
     return True
 
 
-def _compiled(fn, sparsity: int = 0):
-    """``fn`` compiled once per process and sparsity (one Triton kernel on CUDA)."""
-    name = f"{fn.__name__}/{sparsity}"
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(functools.partial(fn, sparsity=sparsity), dynamic=False, fullgraph=True)
-    return _COMPILED[name]
+def _compiled(fn):
+    """``fn`` compiled once per process (one Triton kernel on CUDA; an int argument such as the
+    sparsity is specialised: one kernel per value)."""
+    if fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False, fullgraph=True)
+    return _COMPILED[fn.__name__]
 
 
 def numpy_counter(tid: int, block: int = 0) -> list[int]:
@@ -298,7 +297,7 @@ class PerturbationLayout:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
             self._index.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed)).to(torch.uint8))
             if self._mask is not None:
-                self._mask.copy_(_compiled(_bytes_from_counter, self.sparsity)(blk, t_lo, t_hi, self._key(seed))
+                self._mask.copy_(_compiled(_bytes_from_counter)(blk, t_lo, t_hi, self._key(seed), self.sparsity)
                                  .to(torch.uint8))
         else:
             self._index.copy_(self.bits(seed))
@@ -367,7 +366,7 @@ class PerturbationLayout:
             raise ValueError("out must be a contiguous tensor of the layout's size and dtype")
         if self.fused:
             blk, _, _, _, t_lo, t_hi, _, _ = self._torch_counter()
-            z = _compiled(_signs_from_counter, self.sparsity)(blk, t_lo, t_hi, self._key(seed), dtype)
+            z = _compiled(_signs_from_counter)(blk, t_lo, t_hi, self._key(seed), dtype, self.sparsity)
             return z if out is None else out.copy_(z)
         if out is None:
             out = torch.empty(self.size, dtype=dtype, device=self.device)
