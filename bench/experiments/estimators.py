@@ -61,7 +61,7 @@ TARGET_FINAL = 0.91  # and the final accuracy issue #11 asks for
 SKEW_TARGET_POINTS = 2.0  # issue #11's target: iid - Dirichlet(0.3) accuracy within 2 points
 SPLITS = ("iid", "dirichlet:0.3")
 # Structured directions measured in part 1: the default with sparse directions of these densities.
-SPARSE_DENSITIES = (1 / 4, 1 / 16)
+SPARSE_DENSITIES = (1 / 4,)
 # budget: forward passes of all 4 peers of part 1 (and of part 2/3's 4-peer swarms). skew_budget:
 # the fraction of it that part 2/3 give n peers (8 peers: half the passes, a quarter of the rounds,
 # to fit the time). skew_evals: evaluations of a part 2/3 run besides the one before (at multiples of
