@@ -331,10 +331,8 @@ class PerturbationLayout:
     def mask_bits(self, seed: int) -> torch.Tensor:
         """A sparse direction's mask (uint8, size // 8 bytes; bit set = element kept): the AND of
         streams 1..sparsity. All ones for a dense layout."""
-        mask = torch.full((self.size // 8,), 255, dtype=torch.uint8, device=self.device)
-        for j in range(1, self.sparsity + 1):
-            mask &= self.bits(seed, j)
-        return mask
+        many = self.mask_many([seed])
+        return torch.full((self.size // 8,), 255, dtype=torch.uint8, device=self.device) if many is None else many[0]
 
     def bits_many(self, seeds: Sequence[int], stream: int = 0) -> torch.Tensor:
         """``bits`` for several seeds at once, one row per seed (uint8, len(seeds) x size // 8): one
