@@ -234,6 +234,34 @@ def test_a_failing_handler_is_an_unreachable_peer_and_the_server_survives(swarm:
     assert a.request(b.contact, b"good", timeout=10.0) == b"ok"
 
 
+# ------------------------------------------------------------------ send (pushes)
+def test_sent_messages_reach_the_handler_in_order(swarm: Swarm):
+    a, b = swarm.join(), swarm.join()
+    got: list[bytes] = []
+    b.serve(lambda req: got.append(req) or b"a reply nobody reads")
+    sent = a.bytes_sent
+    messages = [b"push %d " % i + os.urandom(i) for i in range(30)]
+    for m in messages:
+        a.send(b.contact, m, timeout=10.0)
+    assert swarm.eventually(lambda: len(got) == len(messages) or None) or len(got) == len(messages)
+    assert got == messages  # one channel (or, in memory, one call each): in the order sent
+    assert a.bytes_sent - sent >= sum(map(len, messages))
+
+
+def test_send_to_a_closed_peer_fails_as_a_network_error(swarm: Swarm):
+    a, b = swarm.join(), swarm.join()
+    b.serve(lambda req: b"")
+    contact = b.contact
+    a.send(contact, b"hello", timeout=10.0)
+    b.close()
+    # a message already handed to the network when the far side went away may be lost with it (as
+    # over TCP); within a few tries the sender learns that the peer is gone
+    with pytest.raises(NetworkError):
+        for _ in range(10):
+            a.send(contact, b"anyone?", timeout=3.0)
+            time.sleep(0.5)
+
+
 # ------------------------------------------------------------------ closing
 def test_close_releases_and_is_idempotent(swarm: Swarm):
     a, b = swarm.join(), swarm.join()
@@ -356,3 +384,53 @@ def test_wire_counter_sums_our_sockets_and_keeps_closed_ones(monkeypatch):
     first = counter.sample()
     assert first == {"sent": 2100 + wire.HEADER_BYTES * 12, "received": 800 + wire.HEADER_BYTES * 8}
     assert counter.sample() == first  # the closed socket counts with its last values
+
+
+# ------------------------------------------------------------------ the hivemind transport's push channels
+def test_channel_frames_round_trip_and_bad_prefixes_are_refused():
+    import asyncio
+
+    from onebyte.errors import ProtocolError
+    from onebyte.transport.dht import MAX_FRAME, _read_frame, _varint
+
+    async def read_all(data: bytes) -> list[bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        out = []
+        while (frame := await _read_frame(reader)) is not None:
+            out.append(frame)
+        return out
+
+    frames = [b"", b"x", os.urandom(127), os.urandom(128), os.urandom(MAX_FRAME)]
+    assert [len(_varint(n)) for n in (0, 127, 128, 16383, 16384)] == [1, 1, 2, 2, 3]
+    assert asyncio.run(read_all(b"".join(_varint(len(f)) + f for f in frames))) == frames
+    for bad in (_varint(MAX_FRAME + 1) + b"\0" * 8, b"\xff\xff\xff\xff\x01", b"\x85"):  # too long; too
+        with pytest.raises(ProtocolError):  # long a prefix; the stream ends inside one
+            asyncio.run(read_all(bad))
+
+
+@pytest.mark.slow
+def test_pushes_share_one_long_lived_channel_and_reopen_after_it_breaks():
+    pytest.importorskip("hivemind")
+    from onebyte.errors import ProtocolError
+    from onebyte.transport.dht import MAX_FRAME
+
+    swarm = Swarm("dht")
+    try:
+        a, b = swarm.join(), swarm.join()
+        got: list[bytes] = []
+        b.serve(lambda req: got.append(req) or b"")
+        for i in range(5):
+            a.send(b.contact, b"m%d" % i, timeout=10.0)
+        writer = a._channels[b.contact]  # type: ignore[attr-defined]
+        assert list(a._channels) == [b.contact]  # type: ignore[attr-defined]
+        with pytest.raises(ProtocolError):
+            a.send(b.contact, b"x" * (MAX_FRAME + 1), timeout=10.0)
+        a._call(a._close_channels(), 5.0)  # type: ignore[attr-defined]  # the stream breaks
+        a.send(b.contact, b"after", timeout=10.0)
+        assert a._channels[b.contact] is not writer  # type: ignore[attr-defined]
+        assert swarm.eventually(lambda: got[-1:] == [b"after"])
+        assert got == [b"m0", b"m1", b"m2", b"m3", b"m4", b"after"]
+    finally:
+        swarm.close()

@@ -1,10 +1,14 @@
 """Gossip: how a peer learns who is there and exchanges records with them, over a ``Transport``.
 
-* **Membership**: heartbeats (round, records, set digest, state hash, contact) ride on every push
-  and are stored in the DHT every ``heartbeat_interval`` for discovery; the DHT is read only when
-  pushes have gone stale, after a dial, or every ``DHT_READ_EVERY``-th exchange.
-* **Push**: our record goes to every live peer at once (with our heartbeat); the DHT copy is the
-  durable, low-rate fallback.
+* **Membership**: heartbeats (round, records, set digest, state hash, contact) ride on a push to
+  each peer at most every ``HEARTBEAT_PUSH_EVERY`` seconds (and on the first, and once done), and
+  are stored in the DHT every ``heartbeat_interval`` for discovery; the DHT is read only when
+  pushes have gone stale, after a dial, or every ``DHT_READ_EVERY``-th exchange. Between
+  heartbeats, a record pushed by its author says enough: the author is live and has reached
+  its round (``Membership.heard``).
+* **Push**: our record goes to every live peer at once, on the transport's long-lived channel to
+  each (``Transport.send``). While pushes fail, records also go to the DHT copy, the fallback
+  that a peer which missed them reads.
 * **Fetch and pull**: a round's missing records are asked of their authors, then the DHT.
 * **Anti-entropy**: when a settled round differs from a live peer's, exchange record ids and
   send each other what the other lacks (after partitions and restarts).
@@ -46,23 +50,36 @@ from .transport.base import Transport
 if TYPE_CHECKING:
     from .peer import PeerOptions
 
-__all__ = ["Gossip", "PUSH_WORKERS", "DHT_READ_EVERY"]
+__all__ = ["Gossip", "PUSH_WORKERS", "DHT_STORE_EVERY", "DHT_READ_EVERY", "DURABLE_WINDOW"]
 
 log = logging.getLogger(__name__)
 
 #: Pushes in flight at once (one per live peer per round; the rest queue).
 PUSH_WORKERS = 8
-#: A background heartbeat exchange reads the DHT (a walk that downloads every peer's signed
-#: heartbeat from every node: kilobytes) only when pushes have not kept each live peer fresh, or
-#: after a dial; every DHT_READ_EVERY-th exchange reads it regardless, to find peers that do not
-#: push to us (the far side of a partition, foreign runs). Our own heartbeat is stored every time.
-DHT_READ_EVERY = 3
+#: A background heartbeat exchange (every ``heartbeat_interval``) audits and syncs from what
+#: pushes told us. It touches the DHT rarely: a store walks to the key's nodes, and a read
+#: downloads every peer's signed heartbeat (about 900 bytes each with its RSA key and signature)
+#: from each node that holds the key. Our heartbeat is stored every DHT_STORE_EVERY-th exchange
+#: (for newcomers, who read the DHT and then greet every peer directly) and lives
+#: DHT_TTL_EXCHANGES intervals; everyone's is read every DHT_READ_EVERY-th, when pushes have not
+#: kept each live peer fresh, after a dial, or when forced: that is how peers that do not push to
+#: us (the far side of a healed partition, foreign runs) are found.
+DHT_STORE_EVERY = 6
+DHT_READ_EVERY = 18
+DHT_TTL_EXCHANGES = 9
+#: While our pushes to some peer are failing (and this long after), our records also go to the
+#: DHT copy, where a peer that missed them reads them; while every push is delivered they do not
+#: (that copy cost more bytes than the pushes themselves: a store per bundle walks the DHT).
+DURABLE_WINDOW = 60.0
 #: A peer waiting for a quorum keeps its DHT heartbeat this long and stores it again this often;
 #: it reads the DHT only then. A newcomer reads it on arrival and greets every peer it finds
 #: directly, so waiting peers learn of it at once without polling: a waiting peer sends a few
 #: hundred bytes every IDLE_REFRESH seconds, not a DHT walk every second.
 IDLE_TTL = 300.0
 IDLE_REFRESH = 240.0
+#: A push carries our heartbeat (about 220 bytes, three times a 16-gradient record) to a peer at
+#: most this often; records alone keep us live and our round known in between.
+HEARTBEAT_PUSH_EVERY = 5.0
 
 
 class Gossip:
@@ -89,6 +106,9 @@ class Gossip:
         # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
         self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
         self._pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
+        self._told: dict[int, float] = {}  # per peer: when a push last carried our heartbeat to it
+        self._failed_at = -1e9  # when a push last failed (then our records also go to the DHT copy)
+        self._stored: set[int] = set()  # rounds of our records whose push failed and went to the DHT
         self._push_lock = threading.Lock()
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
@@ -115,9 +135,14 @@ class Gossip:
             return
         for data in beats:
             self.observe(data)
-        for other in self.waiting().values():
+        self.tell(self.waiting().values(), hb)
+
+    def tell(self, peers: Iterable[Heartbeat], hb: bytes | None = None) -> None:
+        """Send our heartbeat directly to each of ``peers`` (a push with no record)."""
+        data = push(b"", hb if hb is not None else self.heartbeat().encode(self.opts.secret))
+        for other in peers:
             if other.peer_id != self.me:
-                self._pusher.submit(self._push_one, other, push(b"", hb))
+                self._pusher.submit(self._push_one, other, data, True)
 
     def newest_round(self) -> int:
         return max((hb.round for hb in self.members.peers().values()), default=0)
@@ -131,6 +156,14 @@ class Gossip:
             return Heartbeat(self.tag, self.base, self.me, self.seq, round_, len(rep.applied), done,
                              bytes.fromhex(rep.digest.hex()), bytes.fromhex(rep.state_hash()), closed,
                              rep.closed_digest(closed), self.net.contact)
+
+    def receive(self, record: bytes, heartbeat: bytes) -> None:
+        """A push: the author's record, its heartbeat, or both (REC). An authentic record pushed by
+        its author also tells us the author is live and has measured that round."""
+        if heartbeat:
+            self.observe(heartbeat)
+        if record:
+            self.intake.offer(record, heard=lambda rec: self.members.heard(rec.peer_id, rec.round))
 
     def observe(self, data: bytes) -> None:
         """A heartbeat from a peer (pushed, or read from the DHT)."""
@@ -206,26 +239,33 @@ class Gossip:
     def _exchange(self, sync: bool, read: bool = False) -> None:
         dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
         self._exchanges += 1
-        read = read or dialled or self._exchanges % DHT_READ_EVERY == 0 or self._pushes_stale()
+        read = read or dialled or self._exchanges % DHT_READ_EVERY == 1 or self._pushes_stale()
         hb = self.heartbeat()
         try:
-            self.net.announce(hb.encode(self.opts.secret))
+            if read or self._exchanges % DHT_STORE_EVERY == 1:
+                self.net.announce(hb.encode(self.opts.secret), ttl=DHT_TTL_EXCHANGES * self.opts.heartbeat_interval)
             beats = self.net.heartbeats() if read else []
         except (ProtocolError, NetworkError) as exc:
             log.debug("heartbeat exchange failed: %s", exc)
             return
         for data in beats:
             self.observe(data)
+        now, every = time.monotonic(), self.opts.heartbeat_interval
+        # peers our records have not carried a heartbeat to lately (slow rounds): keep them told
+        quiet = [o for o in self.others().values() if now - self._told.get(o.peer_id, -1e9) >= every]
+        if quiet and not self.closed:
+            self.tell(quiet, hb.encode(self.opts.secret))
         self.audit(hb)
         if sync:
             self.sync()
 
     def _pushes_stale(self) -> bool:
-        """Whether some live peer has not been heard from (by push) within a heartbeat interval,
+        """Whether some live peer has not been heard from (by push) within two heartbeat intervals,
         or no other peer is live: then only the DHT can tell us who is there."""
         now = time.monotonic()
         others = [p for p in self.members.live(now) if p != self.me]
-        return not others or any(now - (self.members.seen(p) or 0.0) > self.opts.heartbeat_interval for p in others)
+        quiet = 2 * self.opts.heartbeat_interval  # a peer tells us at least every interval
+        return not others or any(now - (self.members.seen(p) or 0.0) > quiet for p in others)
 
     def audit(self, mine: Heartbeat) -> None:
         for other in self.members.live().values():
@@ -273,10 +313,16 @@ class Gossip:
     def publish(self, own: Record) -> None:
         """Push our record to every live peer now, and queue its durable DHT copy."""
         raw = own.to_bytes()
-        self._beater.submit(self._store, own.round, raw)  # a DHT store every few rounds
-        data = push(raw, self.heartbeat().encode(self.opts.secret))
-        for other in self.others().values():
-            self._pusher.submit(self._push_one, other, data)
+        now = time.monotonic()
+        others = self.others()
+        durable = not others or now - self._failed_at < DURABLE_WINDOW
+        if durable:
+            self._beater.submit(self._store, own.round, raw)  # bundled: a DHT store every few rounds
+        bare, full = push(raw, b""), push(raw, self.heartbeat().encode(self.opts.secret))
+        for other in others.values():
+            told = now - self._told.get(other.peer_id, -1e9) < HEARTBEAT_PUSH_EVERY
+            self._pusher.submit(self._push_one, other, bare if told else full, not told,
+                                None if durable else (own.round, raw))
 
     def _store(self, r: int, raw: bytes) -> None:
         try:
@@ -284,14 +330,24 @@ class Gossip:
         except (ProtocolError, NetworkError) as exc:  # the DHT copy is only the fallback for lost pushes
             log.info("DHT copy of round %d not stored: %s", r, exc)
 
-    def _push_one(self, other: Heartbeat, data: bytes) -> None:
+    def _push_one(self, other: Heartbeat, data: bytes, with_heartbeat: bool = False,
+                  record: tuple[int, bytes] | None = None) -> None:
         try:
-            self.net.request(other.contact, data, self.opts.push_timeout)
+            self.net.send(other.contact, data, self.opts.push_timeout)
         except (ProtocolError, NetworkError) as exc:
             log.debug("push to peer %x failed: %s", other.peer_id, exc)
             outcome = "failed"
+            with self._push_lock:
+                self._failed_at = time.monotonic()
+                stored = record is None or record[0] in self._stored
+                if not stored:  # the pushes of one record fail together: store it once
+                    self._stored = {r for r in self._stored if r > record[0] - 16} | {record[0]}
+            if not stored and not self.closed:
+                self._beater.submit(self._store, *record)  # where the peer that missed it can read it
         else:
             outcome = "delivered"
+            if with_heartbeat:
+                self._told[other.peer_id] = time.monotonic()
         with self._push_lock:
             counts = self._pushes.setdefault(f"{other.peer_id:x}", {"delivered": 0, "failed": 0})
             counts[outcome] += 1

@@ -63,8 +63,9 @@ class Intake:
         self.refused: set[bytes] = set()  # 8-byte id prefixes, as in IDS/GET
         self.refused_slots: dict[int, set[int]] = {}  # round -> authors whose record was refused
 
-    def offer(self, data: bytes) -> bool:
-        """Decode and validate one raw record from a peer; queue it if new and acceptable."""
+    def offer(self, data: bytes, heard: Callable[[Record], None] | None = None) -> bool:
+        """Decode and validate one raw record from a peer; queue it if new and acceptable.
+        ``heard`` is called with the record once it has proved authentic (before the policy)."""
         try:
             rec = decode_record(data, run_tag=self.replica.run_tag, secret=self.secret)
         except ProtocolError as exc:
@@ -76,6 +77,8 @@ class Intake:
                     reason = f"{reason}: {why}"
             self.reject(source, reason)
             return False
+        if heard is not None:
+            heard(rec)
         return self.accept(rec)
 
     def accept(self, rec: Record) -> bool:

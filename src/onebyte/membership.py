@@ -1,6 +1,7 @@
 """Heartbeats: who is live, how far they are, and what they hold (set digest, state hash).
 
-A heartbeat is a small authenticated binary message every peer republishes about once a second::
+A heartbeat is a small authenticated binary message each peer pushes to the others every few seconds
+(and stores in the DHT for discovery)::
 
     magic "HB" | version u8 | run tag 16B | base hash 16B | peer id u64 | seq u32 | round u32 | records u32 |
     done u8 | set digest 32B | state hash 32B | closed round i32 | digest of rounds <= closed 32B |
@@ -23,7 +24,7 @@ import hmac
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import ProtocolError
 
@@ -105,7 +106,22 @@ class Membership:
             old = self.latest.get(hb.peer_id)
             if old is None or hb.seq != old.seq or hb.contact != old.contact:
                 self.seen_at[hb.peer_id] = now
+            elif old.round > hb.round:  # the same heartbeat again: keep the round its records showed
+                hb = replace(hb, round=old.round)
             self.latest[hb.peer_id] = hb
+
+    def heard(self, peer_id: int, round_: int, now: float | None = None) -> None:
+        """An authentic record of ``round_`` pushed by ``peer_id`` itself: the peer is live, and its
+        round is at least ``round_`` (it measures a round before it moves past it). A peer whose
+        heartbeat we never had stays unknown: we would not know how to reach it."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            hb = self.latest.get(peer_id)
+            if hb is None:
+                return
+            self.seen_at[peer_id] = now
+            if hb.round < round_:
+                self.latest[peer_id] = replace(hb, round=round_)
 
     def live(self, now: float | None = None, ttl: float | None = None) -> dict[int, Heartbeat]:
         """A copy: the peers whose ``seq`` moved within ``ttl`` (default: the table's) seconds of ``now``."""

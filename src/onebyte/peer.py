@@ -117,7 +117,7 @@ class Peer:
             if self.replica.records:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
-            self.server = Server(self.replica, self.offer, self.gossip.observe, lambda: self.round,
+            self.server = Server(self.replica, self.offer, self.gossip.receive, lambda: self.round,
                                  setup.spec.canonical_bytes, self.apply_pending)
             self.net.serve(self.handle)
         except BaseException:
@@ -489,6 +489,7 @@ class Peer:
     def drain(self, short: bool = False) -> None:
         """Wait (bounded) until every live peer that has finished holds the same record set."""
         self.done = True
+        self.gossip.tell(self.gossip.others().values())  # now, not at the next DHT read: we are done
         timeout = min(self.opts.drain_timeout, 5.0) if short else self.opts.drain_timeout
         end = time.monotonic() + timeout
         final = self.opts.rounds

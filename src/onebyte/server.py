@@ -1,9 +1,9 @@
 """What a peer answers: one method per verb of ``protocol``, as hivemind names its ``rpc_*``.
 
-The server sees the replica (to read records, snapshots and the ledger) and three doors into the
-rest of the peer: ``offer`` (every record received goes through the intake's checks), ``observe``
-(every heartbeat received goes to membership) and ``position`` (the round this peer is at, which a
-newcomer starts from). It changes nothing itself except by offering records.
+The server sees the replica (to read records, snapshots and the ledger) and doors into the rest
+of the peer: ``offer`` (every record received goes through the intake's checks), ``receive`` (a
+push: its record through the same checks, its heartbeat to membership) and ``position`` (the
+round this peer is at, which a newcomer starts from). It changes nothing itself except by offering records.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ __all__ = ["Server"]
 
 
 class Server:
-    def __init__(self, replica: Replica, offer: Callable[[bytes], bool], observe: Callable[[bytes], None],
+    def __init__(self, replica: Replica, offer: Callable[[bytes], bool], receive: Callable[[bytes, bytes], None],
                  position: Callable[[], int], config: Callable[[], bytes], flush: Callable[[], int]):
         self.replica = replica
-        self.offer, self.observe, self.position, self.config, self.flush = offer, observe, position, config, flush
+        self.offer, self.receive, self.position, self.config, self.flush = offer, receive, position, config, flush
 
     def handle(self, request: bytes) -> bytes:
         """Answer one request; anything malformed or unknown gets an empty reply."""
@@ -34,11 +34,7 @@ class Server:
     # ----------------------------------------------------------------- pushed to us
     def rpc_rec(self, body: tuple[bytes, bytes]) -> bytes:
         """A record pushed by its author, then its heartbeat; a greeting is a heartbeat alone."""
-        record, heartbeat = body
-        if record:
-            self.offer(record)  # validated like any other
-        if heartbeat:
-            self.observe(heartbeat)
+        self.receive(*body)  # validated like any other
         return b""
 
     def rpc_put(self, records: list[bytes]) -> bytes:

@@ -20,6 +20,8 @@ class Transport(ABC):
       the slot belongs to this peer (no one else can overwrite it).
     * ``records(round)`` returns every record visible for a round (raw bytes, unvalidated).
     * ``announce``/``heartbeats``: each peer's latest heartbeat (raw bytes, unvalidated).
+    * ``send``: a one-way message (a push) to the same handler, on a long-lived channel where the
+      transport has one.
     * ``serve``/``request``: bulk transfers (snapshots, ledger ranges) to a peer named by the
       ``contact`` string it put in its heartbeat.
     Everything that comes back is hostile until the caller validates it.
@@ -68,6 +70,12 @@ class Transport(ABC):
 
         Raises ``PeerUnreachable`` (unknown, gone, or it dropped the request) or ``NetworkTimeout``
         (no reply in time; the server's work may still complete), both ``NetworkError``."""
+
+    def send(self, contact: str, payload: bytes, timeout: float) -> None:
+        """A one-way message to a peer's handler (its reply is dropped): a pushed record or heartbeat.
+        Transports with long-lived channels send it on the one open to that peer; here, a request.
+        Raises as ``request`` does when the message could not be handed over."""
+        self.request(contact, payload, timeout)
 
     def connect(self, addresses: list[str]) -> None:  # noqa: B027 - optional hook
         """Dial more peers at runtime (no-op where discovery is implicit)."""
