@@ -61,7 +61,8 @@ def run_nat(out: Path, rounds: int = 20) -> dict:
         # records pushed from one site straight to the other: they can only arrive through the relay
         "site_to_site_pushes": [summaries[a].get("pushes", {}).get(f"{b:x}") for a, b in ((1, 2), (2, 1))],
         "peers": [{k: s.get(k) for k in ("peer_id", "rounds_completed", "records", "records_rejected", "set_digest",
-                                         "state_hash", "bytes_sent", "bytes_received", "pushes")} for s in summaries],
+                                         "state_hash", "bytes_sent", "bytes_received", "pushes", "relayed")}
+                  for s in summaries],
     }
     (out / "nat.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -159,6 +159,32 @@ def test_a_repeated_seq_does_not_keep_a_peer_live():
     assert m.get(7) is not None and m.get(7).contact == "/ip4/10.0.0.2/tcp/1"
 
 
+def test_a_pushed_record_keeps_its_author_live_and_moves_its_round():
+    m = Membership(ttl=5.0)
+    m.heard(9, round_=4, now=0.0)  # never heard of: we would not know how to reach it
+    assert m.get(9) is None and m.live(now=0.0) == {}
+    m.observe(_hb(seq=1, round=3), now=0.0)
+    m.heard(7, round_=5, now=4.0)
+    assert set(m.live(now=9.0)) == {7} and m.get(7).round == 5
+    m.heard(7, round_=2, now=4.5)  # an old round never moves it back
+    assert m.get(7).round == 5
+    m.observe(_hb(seq=1, round=3), now=6.0)  # the same heartbeat again (the DHT): the round stays
+    assert m.get(7).round == 5 and m.seen(7) == 4.5
+    m.observe(_hb(seq=2, round=4), now=7.0)  # a newer heartbeat is the peer's word
+    assert m.get(7).round == 4
+
+
+def test_lost_peers_are_the_quiet_ones_that_never_said_done():
+    m = Membership(ttl=5.0)
+    m.observe(_hb(peer_id=1), now=0.0)
+    m.observe(_hb(peer_id=2, done=True), now=0.0)
+    m.observe(_hb(peer_id=3), now=8.0)
+    assert m.lost(60.0, now=4.0) == set()  # all live still
+    assert m.lost(60.0, now=10.0) == {1}  # 2 said it was done; 3 is live
+    assert m.lost(60.0, now=61.0) == {3} and m.lost(60.0, now=69.0) == set()  # given up on after the window
+    assert m.lost(60.0, now=20.0) == {1, 3}
+
+
 def test_the_latest_heartbeat_is_kept_and_live_is_a_copy():
     m = Membership(ttl=5.0)
     m.observe(_hb(peer_id=1, seq=1), now=0.0)

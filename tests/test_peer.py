@@ -298,3 +298,22 @@ def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp
     assert b.opts.peer_id in a.members.live() and a.opts.peer_id in b.members.live()
     a.close()
     b.close()
+
+
+class _NatHub(MemoryHub):
+    """Two sites (p1, p2) that cannot reach each other, or read each other's copies; both reach p0."""
+
+    def _visible(self, me: str, other: str) -> bool:
+        return {me, other} != {"p1", "p2"}
+
+
+def test_a_relay_passes_pushed_records_between_sites_that_cannot_reach_each_other(tmp_path):
+    hub = _NatHub()
+    peers = _peers(hub, tmp_path, 3, rounds=4)
+    relay = peers[0]
+    relay.opts = relay.gossip.opts = PeerOptions(**{**relay.opts.__dict__, "relay": True})
+    summaries = _run_all(peers)
+    assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
+    assert {s["records_accepted"] for s in summaries} == {12}
+    # each site's records went to the other site through the relay, as they arrived
+    assert summaries[0]["relayed"] >= 2 * 4 - 2 and summaries[1]["relayed"] == summaries[2]["relayed"] == 0

@@ -91,13 +91,15 @@ def render(results: Results) -> list[str]:
         if s2s:
             out += ["", "Records pushed from one site straight to the other (delivered / failed): "
                     + ", ".join(f"{(c or {}).get('delivered', 0)} / {(c or {}).get('failed', 0)}" for c in s2s)
-                    + ". A site's records reached the other site through the public peer: the site pushes to it over "
-                    "its own outbound connection, and the other site gets them from the public peer over *its* "
-                    "outbound connection (the public peer's pushes, anti-entropy and the DHT copy ride on "
-                    "connections the sites opened). libp2p's circuit relay (`--private` asks for a reservation on "
-                    "the join peers, `--relay` makes a peer serve them) did not come up in this lab: no relayed "
-                    "address, and direct site-to-site pushes fail. Training does not need it; a direct path "
-                    "between two NATed sites would save the hop through the public peer."]
+                    + ". A site's records reached the other site through the public peer, which relays them: the site "
+                    "pushes to it over its own outbound connection, and the public peer (`--relay`) passes every "
+                    "record pushed to it by its author on to every other live peer, over the connections the sites "
+                    "opened (records relayed by the public peer: "
+                    + str((nat["peers"][0] or {}).get("relayed", "not counted in this run"))
+                    + "). Records carry their author's HMAC, so a relay can drop them but not alter them. libp2p's "
+                    "circuit relay (`--private` asks for a reservation on the join peers, `--relay` makes a peer "
+                    "serve them) did not come up in this lab: no relayed address, and direct site-to-site pushes "
+                    "fail; a direct path between two NATed sites would save the hop through the public peer."]
         out.append("")
     return out
 

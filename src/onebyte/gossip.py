@@ -1,9 +1,10 @@
 """Gossip: how a peer learns who is there and exchanges records with them, over a ``Transport``.
 
 * **Membership**: heartbeats (round, records, set digest, state hash, contact) ride on a push to
-  each peer at most every ``HEARTBEAT_PUSH_EVERY`` seconds (and on the first, and once done), and
-  are stored in the DHT every ``heartbeat_interval`` for discovery; the DHT is read only when
-  pushes have gone stale, after a dial, or every ``DHT_READ_EVERY``-th exchange. Between
+  each peer at most every ``heartbeat_interval`` (about 220 bytes: three times a 16-gradient
+  record), on the first push, once done, and alone when no record has carried one lately; they
+  are stored in the DHT, and everyone's read, every ``DHT_EVERY``-th heartbeat exchange (more
+  often while a peer is lost, after a dial, when pushes have gone stale). Between
   heartbeats, a record pushed by its author says enough: the author is live and has reached
   its round (``Membership.heard``).
 * **Push**: our record goes to every live peer at once, on the transport's long-lived channel to
@@ -50,23 +51,27 @@ from .transport.base import Transport
 if TYPE_CHECKING:
     from .peer import PeerOptions
 
-__all__ = ["Gossip", "PUSH_WORKERS", "DHT_STORE_EVERY", "DHT_READ_EVERY", "DURABLE_WINDOW"]
+__all__ = ["Gossip", "PUSH_WORKERS", "DHT_EVERY", "DHT_EVERY_LOST", "DURABLE_WINDOW"]
 
 log = logging.getLogger(__name__)
 
 #: Pushes in flight at once (one per live peer per round; the rest queue).
 PUSH_WORKERS = 8
 #: A background heartbeat exchange (every ``heartbeat_interval``) audits and syncs from what
-#: pushes told us. It touches the DHT rarely: a store walks to the key's nodes, and a read
-#: downloads every peer's signed heartbeat (about 900 bytes each with its RSA key and signature)
-#: from each node that holds the key. Our heartbeat is stored every DHT_STORE_EVERY-th exchange
-#: (for newcomers, who read the DHT and then greet every peer directly) and lives
-#: DHT_TTL_EXCHANGES intervals; everyone's is read every DHT_READ_EVERY-th, when pushes have not
-#: kept each live peer fresh, after a dial, or when forced: that is how peers that do not push to
-#: us (the far side of a healed partition, foreign runs) are found.
-DHT_STORE_EVERY = 6
-DHT_READ_EVERY = 18
-DHT_TTL_EXCHANGES = 9
+#: pushes told us. It touches the DHT rarely, because the DHT is dear: with 4 peers one store of
+#: a heartbeat moved 17 KB and one read 12 KB (the walk before a store fetches the key's whole
+#: dictionary from each node; each entry carries an RSA key and signature), measured with
+#: ``DhtTransport`` wire counters. Every DHT_EVERY-th exchange stores our heartbeat (for newcomers,
+#: who read the DHT and then greet every peer directly; it lives DHT_TTL_EXCHANGES intervals) and
+#: reads everyone's, to find peers that do not push to us (foreign runs, a dial). While a peer we
+#: knew has gone quiet without saying it was done (a partition, a crash) within LOST_WINDOW
+#: seconds, every DHT_EVERY_LOST-th exchange does it instead, so the two sides of a healed
+#: partition find each other in seconds; also when forced, after a dial, after hearing from a peer
+#: never seen before (it may know peers we do not: two swarms merging), and when pushes are stale.
+DHT_EVERY = 24
+DHT_EVERY_LOST = 3
+DHT_TTL_EXCHANGES = 30
+LOST_WINDOW = 300.0
 #: While our pushes to some peer are failing (and this long after), our records also go to the
 #: DHT copy, where a peer that missed them reads them; while every push is delivered they do not
 #: (that copy cost more bytes than the pushes themselves: a store per bundle walks the DHT).
@@ -77,9 +82,8 @@ DURABLE_WINDOW = 60.0
 #: hundred bytes every IDLE_REFRESH seconds, not a DHT walk every second.
 IDLE_TTL = 300.0
 IDLE_REFRESH = 240.0
-#: A push carries our heartbeat (about 220 bytes, three times a 16-gradient record) to a peer at
-#: most this often; records alone keep us live and our round known in between.
-HEARTBEAT_PUSH_EVERY = 5.0
+#: ... except a peer behind NAT, which nobody can greet: it reads the DHT itself this often.
+PRIVATE_REFRESH = 20.0
 
 
 class Gossip:
@@ -107,6 +111,8 @@ class Gossip:
         self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
         self._pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
         self._told: dict[int, float] = {}  # per peer: when a push last carried our heartbeat to it
+        self.relayed = 0  # records of others passed on, as a relay
+        self._newcomer = False  # a peer never seen before was heard from: read the DHT at the next exchange
         self._failed_at = -1e9  # when a push last failed (then our records also go to the DHT copy)
         self._stored: set[int] = set()  # rounds of our records whose push failed and went to the DHT
         self._push_lock = threading.Lock()
@@ -127,15 +133,25 @@ class Gossip:
         send ours directly to each peer found (a push with no record). A peer arriving later does the
         same, so the ones already waiting hear of it at once."""
         hb = self.heartbeat().encode(self.opts.secret)
+        self._dht_exchange(hb, IDLE_TTL, read=True)
+        self.tell(self.waiting().values(), hb)
+
+    def _dht_exchange(self, hb: bytes, ttl: float, read: bool) -> None:
+        """Store our heartbeat in the DHT, then read everyone's: each bounded, the read tried even
+        when the store failed (a store walks further than a read, and fails more)."""
         try:
-            self.net.announce(hb, ttl=IDLE_TTL)
+            self.net.announce(hb, ttl=ttl)
+        except (ProtocolError, NetworkError) as exc:
+            log.debug("heartbeat not stored: %s", exc)
+        if not read:
+            return
+        try:
             beats = self.net.heartbeats()
         except (ProtocolError, NetworkError) as exc:
-            log.debug("heartbeat exchange failed: %s", exc)
+            log.debug("heartbeats not read: %s", exc)
             return
         for data in beats:
             self.observe(data)
-        self.tell(self.waiting().values(), hb)
 
     def tell(self, peers: Iterable[Heartbeat], hb: bytes | None = None) -> None:
         """Send our heartbeat directly to each of ``peers`` (a push with no record)."""
@@ -163,12 +179,39 @@ class Gossip:
         if heartbeat:
             self.observe(heartbeat)
         if record:
-            self.intake.offer(record, heard=lambda rec: self.members.heard(rec.peer_id, rec.round))
+            authors: list[int] = []
+
+            def heard(rec: Record) -> None:
+                authors.append(rec.peer_id)
+                self.members.heard(rec.peer_id, rec.round)
+
+            if self.intake.offer(record, heard=heard) and self.opts.relay:
+                self.forward(record, authors[0])
+
+    def forward(self, record: bytes, author: int) -> None:
+        """As a relay: pass a record its author pushed to us on to every other live peer, once (when
+        it is new to us). Peers behind NAT that cannot reach each other get each other's records so."""
+        data = push(record, b"")
+        for other in self.others().values():
+            if other.peer_id != author:
+                self._pusher.submit(self._forward_one, other, data)
+
+    def _forward_one(self, other: Heartbeat, data: bytes) -> None:
+        try:
+            self.net.send(other.contact, data, self.opts.push_timeout)
+        except (ProtocolError, NetworkError) as exc:
+            log.debug("relaying to peer %x failed: %s", other.peer_id, exc)
+            return
+        with self._push_lock:
+            self.relayed += 1
 
     def observe(self, data: bytes) -> None:
         """A heartbeat from a peer (pushed, or read from the DHT)."""
         try:
-            self.members.observe(decode_heartbeat(data, self.tag, self.opts.secret))
+            hb = decode_heartbeat(data, self.tag, self.opts.secret)
+            if hb.peer_id != self.me and self.members.get(hb.peer_id) is None:
+                self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
+            self.members.observe(hb)
         except ForeignRun as exc:
             hb = exc.heartbeat
             first = hb.peer_id not in self.foreign
@@ -239,17 +282,13 @@ class Gossip:
     def _exchange(self, sync: bool, read: bool = False) -> None:
         dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
         self._exchanges += 1
-        read = read or dialled or self._exchanges % DHT_READ_EVERY == 1 or self._pushes_stale()
+        lost = self.members.lost(LOST_WINDOW) - {self.me}
+        every = DHT_EVERY_LOST if lost else DHT_EVERY
+        read = read or dialled or self._newcomer or self._exchanges % every == 1 or self._pushes_stale()
+        self._newcomer = False
         hb = self.heartbeat()
-        try:
-            if read or self._exchanges % DHT_STORE_EVERY == 1:
-                self.net.announce(hb.encode(self.opts.secret), ttl=DHT_TTL_EXCHANGES * self.opts.heartbeat_interval)
-            beats = self.net.heartbeats() if read else []
-        except (ProtocolError, NetworkError) as exc:
-            log.debug("heartbeat exchange failed: %s", exc)
-            return
-        for data in beats:
-            self.observe(data)
+        if read:  # a fresh heartbeat wherever we look, so whoever looks next finds us moved
+            self._dht_exchange(hb.encode(self.opts.secret), DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
         now, every = time.monotonic(), self.opts.heartbeat_interval
         # peers our records have not carried a heartbeat to lately (slow rounds): keep them told
         quiet = [o for o in self.others().values() if now - self._told.get(o.peer_id, -1e9) >= every]
@@ -320,7 +359,7 @@ class Gossip:
             self._beater.submit(self._store, own.round, raw)  # bundled: a DHT store every few rounds
         bare, full = push(raw, b""), push(raw, self.heartbeat().encode(self.opts.secret))
         for other in others.values():
-            told = now - self._told.get(other.peer_id, -1e9) < HEARTBEAT_PUSH_EVERY
+            told = now - self._told.get(other.peer_id, -1e9) < self.opts.heartbeat_interval
             self._pusher.submit(self._push_one, other, bare if told else full, not told,
                                 None if durable else (own.round, raw))
 

@@ -130,6 +130,14 @@ class Membership:
         with self._lock:
             return {p: hb for p, hb in self.latest.items() if now - self.seen_at[p] <= ttl}
 
+    def lost(self, within: float, now: float | None = None) -> set[int]:
+        """Peers that were live within ``within`` seconds, are not now, and never said they were done:
+        cut off by a partition, or crashed."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return {p for p, hb in self.latest.items()
+                    if self.ttl < now - self.seen_at[p] <= within and not hb.done}
+
     def peers(self) -> dict[int, Heartbeat]:
         """A copy of every peer's latest heartbeat, live or not."""
         with self._lock:

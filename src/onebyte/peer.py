@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import RunSpec
 from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
-from .gossip import IDLE_REFRESH, Gossip
+from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .protocol import Verb, parse_ledger, parse_sizes, parse_snapshot
@@ -64,6 +64,7 @@ class PeerOptions:
     catchup: str = "auto"  # a newcomer joins by: auto (the smaller of snapshot and ledger), snapshot, ledger
     min_peers: int = 1  # the first round waits until this many peers (this one included) are live
     quorum_timeout: float = 600.0  # ... for at most this long, then starts with whoever is there
+    relay: bool = False  # pass records pushed to us by their authors on to every other live peer
 
 
 class Peer:
@@ -169,7 +170,7 @@ class Peer:
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
-            opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=key, **options)
+            opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=key, relay=relay, **options)
             peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
         except BaseException:
             net.close()
@@ -459,8 +460,10 @@ class Peer:
             return
         end = time.monotonic() + self.opts.quorum_timeout
         greeted = -1e9
+        # nobody can greet a peer behind NAT: it reads the DHT itself, more often
+        every = PRIVATE_REFRESH if self.net.private else IDLE_REFRESH
         while not (stop is not None and stop.is_set()):
-            if time.monotonic() - greeted >= IDLE_REFRESH:
+            if time.monotonic() - greeted >= every:
                 self.gossip.greet()  # the DHT, rarely: newcomers greet us directly
                 self.gossip.refuse_foreign()
                 greeted = time.monotonic()
@@ -544,6 +547,7 @@ class Peer:
                 "tuned_parameters": self.setup.state.numel,
                 "joined_by": self.joined_by,
                 "pushes": pushes,
+                "relayed": self.gossip.relayed,
                 "forward_passes": sum(self.setup.train.forward_passes(r.count) for r in rep.records.values()
                                       if r.peer_id == self.opts.peer_id),
                 "eval_before": self.eval_before,

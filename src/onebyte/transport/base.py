@@ -32,6 +32,7 @@ class Transport(ABC):
 
     bytes_sent: int = 0  # the payloads this transport handed over (requests, replies, DHT values)
     bytes_received: int = 0
+    private: bool = False  # no inbound connections reach this peer (behind NAT): nobody can greet it
 
     def wire_bytes(self) -> dict[str, int] | None:
         """``{"sent", "received"}``: bytes this peer's processes put on and took off the wire, all

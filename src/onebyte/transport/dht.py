@@ -128,6 +128,7 @@ class DhtTransport(Transport):
         from .wire import WireCounter
 
         self._hivemind = hivemind
+        self.private = private
         self.bytes_sent = 0
         self.bytes_received = 0
         self._wire = WireCounter()  # this process and what it starts: the DHT process, p2pd
