@@ -60,22 +60,22 @@ def run_swarm(lab: lab_peers.LabWithAddresses, work: Path, model: str, samples: 
     }
 
 
-def measure(quick: bool, work: Path) -> dict:
+def measure(quick: bool, work: Path, peers: int = PEERS) -> dict:
     w = QUICK if quick else FULL
     shutil.rmtree(work, ignore_errors=True)
-    lab = Lab(PEERS)
+    lab = Lab(peers)
     try:
         plain = run_swarm(lab, work / "plain", w["model"], w["samples"], w["rounds"], w["warmup"])
     finally:
         lab.close()
-    thin_lab = ThinLab(PEERS, rate_bps=LINK["rate_bps"], delay=LINK["delay"], loss=LINK["loss"], queue=LINK["queue"])
+    thin_lab = ThinLab(peers, rate_bps=LINK["rate_bps"], delay=LINK["delay"], loss=LINK["loss"], queue=LINK["queue"])
     try:
         thin = run_swarm(thin_lab, work / "thin", w["model"], w["samples"], w["rounds"], w["warmup"])
         thin["emulator"] = thin_lab.stats()
     finally:
         thin_lab.close()
     return {
-        "peers": PEERS,
+        "peers": peers,
         "model": w["model"],
         "task": "vader",
         "samples_per_round": w["samples"],
@@ -87,15 +87,20 @@ def measure(quick: bool, work: Path) -> dict:
         "unconstrained": plain,
         "thin": thin,
         "ratio": thin["gradients_per_second_swarm"] / plain["gradients_per_second_swarm"],
-        "target": 0.9,
+        "target": 0.9 if peers <= 4 else 0.85,
     }
 
 
 def render(results: Results) -> list[str]:
-    """The thin-links section of BENCHMARKS.md."""
-    r = results.get("thinlink")
-    if not r:
-        return []
+    """The thin-links section of BENCHMARKS.md: 4 peers, and 8 when that run is there."""
+    out = []
+    for name in ("thinlink", "thinlink_8"):
+        if r := results.get(name):
+            out += _render_one(r, first=not out)
+    return out
+
+
+def _render_one(r: dict, first: bool) -> list[str]:
     p, t, link = r["unconstrained"], r["thin"], r["link"]
     emu = t.get("emulator", {})
     verdict = "met" if r["ratio"] >= r["target"] else "**missed**"
@@ -112,7 +117,7 @@ def render(results: Results) -> list[str]:
         ("wall time of the run", f"{p['wall_seconds']:.0f} s", f"{t['wall_seconds']:.0f} s"),
     ]
     lines = [
-        "## Thin links",
+        "## Thin links" if first else f"### Thin links, {r['peers']} peers",
         "",
         f"{r['peers']} real peers (`{r['model']}`, task `{r['task']}`, {r['training']}, "
         f"K = {r['samples_per_round']} gradients per peer per round, {r['rounds']} rounds), one network "
@@ -131,14 +136,15 @@ def render(results: Results) -> list[str]:
         "peer-to-peer path crosses two links (200 ms one way, about 2 % loss). It carried "
         f"{emu.get('frames', 0):,} frames ({emu.get('bytes', 0):,} bytes) and dropped "
         f"{100 * emu.get('loss_applied', 0):.2f} % at random and {emu.get('queue_drops', 0):,} at full queues. "
-        "What a thin link costs a round is latency and bytes. Latency: a push is a libp2p stream setup "
-        "plus a round trip (400 ms here) and a DHT heartbeat or bundle store walks the DHT (seconds), so "
-        "peers push, publish and exchange heartbeats beside the round loop, and keep one round in flight "
-        "(after publishing round r a peer waits for round r − 1, not r), which hides the delay behind "
-        "compute. Bytes: each round still costs a peer tens of kilobytes on the wire (TLS/yamux/TCP "
-        "framing, signed DHT values, retransmissions), so the shorter the round, the closer the link "
-        "is to full and the more loss and queue drops stall TCP. Both runs share a 2-core machine, so "
-        "other load on it moves both numbers.",
+        "What a thin link costs a round is latency and bytes. Latency: a push travels one path (200 ms "
+        "one way here) and a DHT heartbeat store walks the DHT (seconds), so peers push and exchange "
+        "heartbeats beside the round loop, and keep one round in flight (after publishing round r a peer "
+        "waits for round r − 1, not r), which hides the delay behind compute. Bytes: pushes travel on one "
+        "long-lived stream per neighbour, so a round costs a peer about a kilobyte at K = 16 plus the DHT "
+        "exchange every few minutes; the shorter the round, the closer the link is to full and the more "
+        "loss and queue drops stall TCP. Both runs share a 2-core machine, so other load on it moves both "
+        "numbers."
+        + ("" if first else " With 8 peers the unconstrained run is slower too: 8 processes share the 2 cores."),
         "",
         f"Reproduce with `{r['command']}`.",
         "",
@@ -147,11 +153,9 @@ def render(results: Results) -> list[str]:
 
 
 def claims(results: Results) -> list[Claim]:
-    th = results.get("thinlink")
-    if not th:
-        return []
-    return [("gradients/s, thin links / unconstrained", f"{th['ratio']:.2f}", f"≥ {th['target']}",
-             th["ratio"] >= th["target"])]
+    return [(f"gradients/s, thin links / unconstrained, {th['peers']} peers", f"{th['ratio']:.2f}",
+             f"≥ {th['target']}", th["ratio"] >= th["target"])
+            for th in (results.get("thinlink"), results.get("thinlink_8")) if th]
 
 
 def main() -> None:
@@ -159,17 +163,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="K=4, 8 rounds (a smaller check of the same swarm)")
     ap.add_argument("--out", type=Path, help="default: bench/results/thinlink.json (--quick: thinlink-quick.json)")
     ap.add_argument("--work", type=Path, default=WORK / "thinlink")
+    ap.add_argument("--peers", type=int, default=PEERS)
     a = ap.parse_args()
-    a.out = a.out or RESULTS / ("thinlink-quick.json" if a.quick else "thinlink.json")
+    suffix = "" if a.peers == PEERS else f"_{a.peers}"
+    a.out = a.out or RESULTS / (f"thinlink{suffix}-quick.json" if a.quick else f"thinlink{suffix}.json")
 
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")  # unwind through the finally blocks: peers, devices, namespaces
 
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.monotonic()
-    r = measure(a.quick, a.work)
+    r = measure(a.quick, a.work, a.peers)
     r["seconds_total"] = round(time.monotonic() - t0, 1)
-    save_result(r, a.out, "sudo python -m bench.experiments.thinlink" + (" --quick" if a.quick else ""),
+    save_result(r, a.out, "sudo python -m bench.experiments.thinlink" + (" --quick" if a.quick else "")
+                + (f" --peers {a.peers}" if suffix else ""),
                 f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
 
 
@@ -177,7 +184,8 @@ def main() -> None:
 SECTION = Section(
     "thinlink", "bench.experiments.thinlink", render, claims=claims,
     steps=(Step("thinlink", ("--out", "{out}/thinlink.json"), ("--quick", "--out", "{out}/thinlink.json"),
-                needs_root=True),),
+                needs_root=True),
+           Step("thinlink-8", ("--peers", "8", "--out", "{out}/thinlink_8.json"), None, needs_root=True)),
 )
 
 if __name__ == "__main__":

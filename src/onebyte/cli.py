@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="this machine takes no inbound connections (behind NAT, no open port): "
                          "the --join peers relay for it")
     pe.add_argument("--relay", action="store_true",
-                    help="this machine is reachable: relay for --private peers (they --join it)")
+                    help="this machine is reachable: relay for --private peers (they --join it), passing each "
+                         "record pushed to it by its author on to every other live peer")
     pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
     pe.add_argument("--catchup", choices=["auto", "snapshot", "ledger"], default="auto",
                     help="how a newcomer catches up: the smaller download of a peer's snapshot and its ledger [auto]")
