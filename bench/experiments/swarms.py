@@ -111,10 +111,11 @@ def claims(results: Results) -> list[Claim]:
         out.append((f"{churn['peers_started']} real peers with a SIGKILL, a newcomer and a restart end on one "
                     "(digest, hash)", str(churn["agree"]), "True", bool(churn["agree"])))
     if nat:
-        relayed = all(nat.get("sites_via_relay") or [False])
+        relayed = (nat["peers"][0] or {}).get("relayed") or 0
         out.append(("two sites behind NAT (no open port) train with a public peer and end on one (digest, hash)",
                     str(nat["agree"]), "True", bool(nat["agree"])))
-        out.append(("... and reach each other through a libp2p circuit relay", str(relayed), "True", relayed))
+        out.append(("... each site's records relayed to the other by the public peer (records)", str(relayed),
+                    "> 0", relayed > 0))
     return out
 
 
