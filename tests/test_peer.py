@@ -274,9 +274,9 @@ def test_first_round_waits_for_the_quorum(tmp_path):
 
 
 def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp_path):
-    """While waiting for a quorum a peer reads the DHT once (then every IDLE_REFRESH seconds), not
-    every second: idle, it sends almost nothing. A newcomer greets it directly with its heartbeat,
-    so it still starts as soon as the quorum is there."""
+    """While waiting for a quorum a peer reads the DHT once (then after 20 s, doubling up to every
+    IDLE_REFRESH seconds), not every second: idle, it sends almost nothing. A newcomer greets it
+    directly with its heartbeat, so it still starts as soon as the quorum is there."""
     import dataclasses
     import time
 

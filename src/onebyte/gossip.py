@@ -128,30 +128,32 @@ class Gossip:
         """Peers heard from within ``IDLE_TTL``, this one included: who is there while waiting."""
         return self.members.live(ttl=IDLE_TTL)
 
-    def greet(self) -> None:
+    def greet(self) -> bool:
         """For a peer waiting to start: store our heartbeat for ``IDLE_TTL``, read everyone's, and
         send ours directly to each peer found (a push with no record). A peer arriving later does the
-        same, so the ones already waiting hear of it at once."""
+        same, so the ones already waiting hear of it at once. False when the DHT could not be read."""
         hb = self.heartbeat().encode(self.opts.secret)
-        self._dht_exchange(hb, IDLE_TTL, read=True)
+        read = self._dht_exchange(hb, IDLE_TTL, read=True)
         self.tell(self.waiting().values(), hb)
+        return read
 
-    def _dht_exchange(self, hb: bytes, ttl: float, read: bool) -> None:
+    def _dht_exchange(self, hb: bytes, ttl: float, read: bool) -> bool:
         """Store our heartbeat in the DHT, then read everyone's: each bounded, the read tried even
-        when the store failed (a store walks further than a read, and fails more)."""
+        when the store failed (a store walks further than a read, and fails more). Whether it read."""
         try:
             self.net.announce(hb, ttl=ttl)
         except (ProtocolError, NetworkError) as exc:
             log.debug("heartbeat not stored: %s", exc)
         if not read:
-            return
+            return False
         try:
             beats = self.net.heartbeats()
         except (ProtocolError, NetworkError) as exc:
             log.debug("heartbeats not read: %s", exc)
-            return
+            return False
         for data in beats:
             self.observe(data)
+        return True
 
     def tell(self, peers: Iterable[Heartbeat], hb: bytes | None = None) -> None:
         """Send our heartbeat directly to each of ``peers`` (a push with no record)."""

@@ -459,14 +459,17 @@ class Peer:
         if want <= 1 or self.opts.lockstep:
             return
         end = time.monotonic() + self.opts.quorum_timeout
-        greeted = -1e9
-        # nobody can greet a peer behind NAT: it reads the DHT itself, more often
-        every = PRIVATE_REFRESH if self.net.private else IDLE_REFRESH
+        greeted, every = -1e9, 0.0
         while not (stop is not None and stop.is_set()):
             if time.monotonic() - greeted >= every:
-                self.gossip.greet()  # the DHT, rarely: newcomers greet us directly
+                read = self.gossip.greet()  # the DHT, rarely: newcomers greet us directly
                 self.gossip.refuse_foreign()
                 greeted = time.monotonic()
+                # Nobody can greet a peer behind NAT; and over a thin link a read may fail, or a
+                # greeting time out, so an early read is retried: 20 s, then twice as long each time
+                # up to IDLE_REFRESH (a handful of reads in the first minutes, then the idle rate).
+                every = (PRIVATE_REFRESH if self.net.private or not read
+                         else min(IDLE_REFRESH, 2 * every if every else PRIVATE_REFRESH))
             live = len(self.gossip.waiting().keys() | {self.opts.peer_id})
             if live >= want:
                 log.info("%d peers live: starting", live)
