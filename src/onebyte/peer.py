@@ -48,7 +48,7 @@ class PeerOptions:
     min_deadline: float = 2.0  # bounds of the adaptive round deadline (seconds)
     max_deadline: float = 60.0
     lockstep_timeout: float = 600.0
-    heartbeat_interval: float = 10.0  # DHT heartbeats (discovery); pushes carry one every round too
+    heartbeat_interval: float = 10.0  # a heartbeat reaches each peer this often (on a push or alone)
     heartbeat_ttl: float = 30.0
     join_timeout: float = 20.0
     drain_timeout: float = 120.0
@@ -366,7 +366,7 @@ class Peer:
         self.rounds_completed += 1
         if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
             self._snapshot()
-        self.beat()  # rate-limited: between DHT heartbeats, our pushes carry one every round
+        self.beat()  # rate-limited: audit, sync, heartbeats to quiet peers, the DHT now and then
 
     def _wait_for(self, w: int, t0: float, stop: threading.Event | None) -> None:
         """Wait (bounded by the adaptive deadline) until every expected peer's record of round w is in."""
