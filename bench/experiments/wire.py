@@ -208,7 +208,7 @@ def _scaling_section(runs: list[dict]) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         n, per = r["peers"], r["wire_bytes_per_round_per_peer"]
-        floor = r["record_bytes_per_round_per_peer"] * (n - 1)
+        floor = _floor(r)
         rps = r.get("rounds_per_second")
         gps = r.get("gradients_per_second_swarm")
         per_s = f"{r['wire_bytes_per_round_mean'] * rps:,.0f}" if rps else "—"

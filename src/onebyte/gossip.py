@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import differing_fields
 from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, RunMismatch
-from .intake import Intake
+from .intake import Intake, claimed_peer
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .protocol import (
     MAX_PUT,
@@ -180,15 +180,11 @@ class Gossip:
         its author also tells us the author is live and has measured that round."""
         if heartbeat:
             self.observe(heartbeat)
-        if record:
-            authors: list[int] = []
+        if record and self.intake.offer(record, heard=self._heard) and self.opts.relay:
+            self.forward(record, claimed_peer(record))  # authentic: offer accepted it
 
-            def heard(rec: Record) -> None:
-                authors.append(rec.peer_id)
-                self.members.heard(rec.peer_id, rec.round)
-
-            if self.intake.offer(record, heard=heard) and self.opts.relay:
-                self.forward(record, authors[0])
+    def _heard(self, rec: Record) -> None:
+        self.members.heard(rec.peer_id, rec.round)
 
     def forward(self, record: bytes, author: int) -> None:
         """As a relay: pass a record its author pushed to us on to every other live peer, once (when
@@ -198,14 +194,19 @@ class Gossip:
             if other.peer_id != author:
                 self._pusher.submit(self._forward_one, other, data)
 
-    def _forward_one(self, other: Heartbeat, data: bytes) -> None:
+    def _send(self, other: Heartbeat, data: bytes, what: str) -> bool:
+        """One message on our channel to ``other``; whether it was handed over."""
         try:
             self.net.send(other.contact, data, self.opts.push_timeout)
         except (ProtocolError, NetworkError) as exc:
-            log.debug("relaying to peer %x failed: %s", other.peer_id, exc)
-            return
-        with self._push_lock:
-            self.relayed += 1
+            log.debug("%s to peer %x failed: %s", what, other.peer_id, exc)
+            return False
+        return True
+
+    def _forward_one(self, other: Heartbeat, data: bytes) -> None:
+        if self._send(other, data, "relaying"):
+            with self._push_lock:
+                self.relayed += 1
 
     def observe(self, data: bytes) -> None:
         """A heartbeat from a peer (pushed, or read from the DHT)."""
@@ -289,13 +290,14 @@ class Gossip:
         read = read or dialled or self._newcomer or self._exchanges % every == 1 or self._pushes_stale()
         self._newcomer = False
         hb = self.heartbeat()
+        encoded = hb.encode(self.opts.secret)
         if read:  # a fresh heartbeat wherever we look, so whoever looks next finds us moved
-            self._dht_exchange(hb.encode(self.opts.secret), DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
-        now, every = time.monotonic(), self.opts.heartbeat_interval
+            self._dht_exchange(encoded, DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
+        now, interval = time.monotonic(), self.opts.heartbeat_interval
         # peers our records have not carried a heartbeat to lately (slow rounds): keep them told
-        quiet = [o for o in self.others().values() if now - self._told.get(o.peer_id, -1e9) >= every]
+        quiet = [o for o in self.others().values() if now - self._told.get(o.peer_id, -1e9) >= interval]
         if quiet and not self.closed:
-            self.tell(quiet, hb.encode(self.opts.secret))
+            self.tell(quiet, encoded)
         self.audit(hb)
         if sync:
             self.sync()
@@ -359,9 +361,11 @@ class Gossip:
         durable = not others or now - self._failed_at < DURABLE_WINDOW
         if durable:
             self._beater.submit(self._store, own.round, raw)  # bundled: a DHT store every few rounds
-        bare, full = push(raw, b""), push(raw, self.heartbeat().encode(self.opts.secret))
+        bare, full = push(raw, b""), None  # the heartbeat (a state hash) only when a peer is due one
         for other in others.values():
             told = now - self._told.get(other.peer_id, -1e9) < self.opts.heartbeat_interval
+            if not told and full is None:
+                full = push(raw, self.heartbeat().encode(self.opts.secret))
             self._pusher.submit(self._push_one, other, bare if told else full, not told,
                                 None if durable else (own.round, raw))
 
@@ -373,10 +377,7 @@ class Gossip:
 
     def _push_one(self, other: Heartbeat, data: bytes, with_heartbeat: bool = False,
                   record: tuple[int, bytes] | None = None) -> None:
-        try:
-            self.net.send(other.contact, data, self.opts.push_timeout)
-        except (ProtocolError, NetworkError) as exc:
-            log.debug("push to peer %x failed: %s", other.peer_id, exc)
+        if not self._send(other, data, "push"):
             outcome = "failed"
             with self._push_lock:
                 self._failed_at = time.monotonic()

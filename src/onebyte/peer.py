@@ -469,7 +469,7 @@ class Peer:
                 # greeting time out, so an early read is retried: 20 s, then twice as long each time
                 # up to IDLE_REFRESH (a handful of reads in the first minutes, then the idle rate).
                 every = (PRIVATE_REFRESH if self.net.private or not read
-                         else min(IDLE_REFRESH, 2 * every if every else PRIVATE_REFRESH))
+                         else min(IDLE_REFRESH, max(PRIVATE_REFRESH, 2 * every)))
             live = len(self.gossip.waiting().keys() | {self.opts.peer_id})
             if live >= want:
                 log.info("%d peers live: starting", live)

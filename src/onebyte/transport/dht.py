@@ -201,6 +201,15 @@ class DhtTransport(Transport):
             fut.cancel()
             raise NetworkTimeout(f"network operation timed out after {timeout:g}s") from None
 
+    def _call_peer(self, coro, timeout: float, what: str, contact: str):
+        """``_call`` for talking to one peer: whatever goes wrong there is ``PeerUnreachable``."""
+        try:
+            return self._call(coro, timeout)
+        except NetworkError:
+            raise
+        except Exception as exc:
+            raise PeerUnreachable(f"{what} to peer {contact[:16]}… failed: {_one_line(exc)}") from None
+
     def _expiry(self, key: str, ttl: float) -> float:
         from hivemind.utils import get_dht_time
 
@@ -317,12 +326,7 @@ class DhtTransport(Transport):
             finally:
                 writer.close()
 
-        try:
-            reply = self._call(ask(), timeout)
-        except NetworkError:
-            raise
-        except Exception as exc:
-            raise PeerUnreachable(f"request to peer {contact[:16]}… failed: {_one_line(exc)}") from None
+        reply = self._call_peer(ask(), timeout, "request", contact)
         self.bytes_sent += len(payload)
         self.bytes_received += len(reply)
         return reply
@@ -350,12 +354,7 @@ class DhtTransport(Transport):
                         if attempt:
                             raise
 
-        try:
-            self._call(put(), timeout)
-        except NetworkError:
-            raise
-        except Exception as exc:
-            raise PeerUnreachable(f"push to peer {contact[:16]}… failed: {_one_line(exc)}") from None
+        self._call_peer(put(), timeout, "push", contact)
         self.bytes_sent += len(frame)
 
     async def _open_channel(self, contact: str) -> asyncio.StreamWriter:
