@@ -3,10 +3,11 @@ partitions, authentication. Real processes over hivemind are in test_swarm.py (s
 
 import json
 import threading
+from dataclasses import replace
 
 import pytest
 
-from onebyte.config import RunSpec, TrainConfig
+from onebyte.config import Aggregate, RunSpec, TrainConfig
 from onebyte.errors import ConfigError
 from onebyte.peer import Peer, PeerOptions
 from onebyte.simulator import SimConfig, run_simulation
@@ -31,14 +32,14 @@ def _close_every_peer():
         _OPEN.pop().close()
 
 
-def _setup():
-    return Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader", train=TRAIN))
+def _setup(train=TRAIN):
+    return Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader", train=train))
 
 
-def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None):
+def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None, train=TRAIN):
     peers = []
     for i, pid in enumerate(ids if ids is not None else range(n)):
-        setup = _setup()
+        setup = _setup(train)
         shards = split_shards(setup.dataset.train, n, None, 0)
         opts = PeerOptions(peer_id=pid, rounds=rounds, lockstep=lockstep, secret=secret, **FAST)
         peers.append(Peer(setup, shards[i], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
@@ -65,10 +66,11 @@ def _run_all(peers, stop=None):
     return [p.summary() for p in peers]
 
 
-def test_lockstep_peers_equal_the_simulator(tmp_path):
+@pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN)], ids=["sum", "robust"])
+def test_lockstep_peers_equal_the_simulator(tmp_path, train):
     sim = run_simulation(SimConfig(model="tiny-gpt2", task="vader", peers=3, rounds=3, run_id="peer-test",
-                             eval_size=8, train=TRAIN), tmp_path / "sim").summary
-    summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=3, lockstep=3, secret=b""))
+                             eval_size=8, train=train), tmp_path / "sim").summary
+    summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=3, lockstep=3, secret=b"", train=train))
     assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
     assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
     assert all(s["records_accepted"] == 9 and s["records_rejected"] == 0 for s in summaries), summaries[0]["rejections"]
@@ -79,8 +81,9 @@ def test_lockstep_peers_equal_the_simulator(tmp_path):
     assert 6 <= lines[-1]["records"] <= 9 and lines[-1]["forward_passes"] == summaries[0]["forward_passes"]
 
 
-def test_free_running_peers_agree_at_the_end(tmp_path):
-    summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=4))
+@pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN)], ids=["sum", "robust"])
+def test_free_running_peers_agree_at_the_end(tmp_path, train):
+    summaries = _run_all(_peers(MemoryHub(), tmp_path, 3, rounds=4, train=train))
     assert len({s["state_hash"] for s in summaries}) == 1
     assert len({s["set_digest"] for s in summaries}) == 1
     # a peer that starts a little late joins at the swarm's newest round, so some may have fewer rounds

@@ -56,13 +56,15 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
              split: str = Defaults.split, seed: int = Defaults.seed, eval_every: int = 0, eval_size: int = 0,
              dp: DPConfig | None = None, model: Any = None, train_data: list | None = None,
              eval_data: list | None = None, on_round: RoundHook | None = None,
-             log_to: Sequence[str] = ()) -> SimResult:
+             log_to: Sequence[str] = (), attack: str | None = None, identities: bool = True) -> SimResult:
     """Simulate ``peers`` virtual peers for ``rounds`` rounds; write the run to ``out``.
 
     The result holds the fine-tuned ``model`` and ``tokenizer``, the ``state_hash`` and the
     ``summary``. ``model=(module, tokenizer)`` and ``train_data``/``eval_data`` (Python lists)
     replace loading ``spec.model``/``spec.task`` from disk. ``log_to``: trackers that get every
-    metrics line too (``"tensorboard:DIR"``)."""
+    metrics line too (``"tensorboard:DIR"``). ``attack="KIND:FRACTION"`` makes that fraction of
+    the peers hostile insiders (``onebyte.attacks``); ``identities=False`` counts records from any
+    peer id, as the swarm secret alone would."""
     from .simulator import SimConfig, run_simulation
     from .tasks.data import dataset_from_examples
     from .track import Trackers
@@ -70,7 +72,7 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
 
     spec = spec.validate()
     cfg = SimConfig.from_spec(spec, peers=peers, rounds=rounds, split=split, seed=seed, eval_every=eval_every,
-                              eval_size=eval_size, dp=dp).validate()
+                              eval_size=eval_size, dp=dp, attack=attack, identities=identities).validate()
     setup = None
     loaded = _loaded(model)
     if loaded is not None or train_data is not None:

@@ -28,7 +28,7 @@ TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--s
                "max_length": "--max-length", "estimator": "--estimator", "lr_schedule": "--lr-schedule",
                "eps_schedule": "--eps-schedule", "warmup": "--warmup", "horizon": "--horizon",
                "final_ratio": "--final-ratio", "reference_examples": "--reference-examples",
-               "density": "--density"}
+               "density": "--density", "aggregate": "--aggregate"}
 RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
              "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
              "label_column": "--label-column", "template": "--template", "chat": "--chat"}
@@ -113,6 +113,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--density", type=_density,
                    help="sparse directions: the fraction of tuned elements each direction moves, 1, 1/2, 1/4, "
                    "... 1/256 [1]")
+    g.add_argument("--aggregate", choices=["sum", "robust", "median", "trimmed"],
+                   help="how a round's records combine: sum, or robust (= median): peers share the round's "
+                   "directions and the step is the median of their scalars; trimmed: a trimmed mean [sum]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 
@@ -151,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds between evaluations (0: about 10 per run)")
     s.add_argument("--eval-size", type=_non_negative_int, default=0, help="held-out examples to evaluate (0: all)")
     s.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
+    s.add_argument("--attack", metavar="KIND:FRACTION",
+                   help="make that fraction of the peers hostile insiders: signflip, max, random, sybil, lie-late")
+    s.add_argument("--no-identities", action="store_true",
+                   help="count records from any peer id (the swarm secret alone), to measure what identities stop")
     _add_dp_flags(s)
     s.add_argument("--out", required=True, help="run directory to create")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -312,13 +319,13 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     try:
         result = simulate(spec, out=a.out, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
                           eval_every=a.eval_every, eval_size=a.eval_size, dp=dp, on_round=on_round,
-                          log_to=a.log_to)
+                          log_to=a.log_to, attack=a.attack, identities=not a.no_identities)
     finally:
         if bar is not None:
             bar.close()
     summary = result.summary
     keys = ["peers", "rounds", "records", "gradients", "payload_bytes", "codec", "eval_before", "eval_after",
-            "state_hash", "set_digest", "forward_passes", "seconds", "dp"]
+            "state_hash", "set_digest", "forward_passes", "seconds", "dp", "attack", "refused_records"]
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     print(f"wrote {Path(a.out) / 'summary.json'}, metrics.jsonl, curve.png, ledger.obl")
     return 0

@@ -27,7 +27,7 @@ from .codec import Codec
 from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "RunSpec", "Run", "parse_split",
+__all__ = ["Aggregate", "Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "RunSpec", "Run", "parse_split",
            "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
@@ -42,6 +42,27 @@ class Directions(enum.Enum):
 
     DISTINCT = "distinct"
     SHARED = "shared"
+
+
+class Aggregate(enum.Enum):
+    """How a round's records move the state along its directions (``update.py``).
+
+    * ``sum``: every record's scalars are added (the paper's method): one bad record moves the model
+      as far as the per-gradient cap allows.
+    * ``median``, ``trimmed``: every peer of a round measures the same K directions (shared
+      directions, whatever ``directions`` says), and the step along each is a robust statistic of
+      the peers' scalars times their number: the coordinate-wise median, or the mean after dropping
+      the lowest and highest quarter. With the ``sign`` codec the median is the majority sign.
+      ``robust`` names the one measured best (BENCHMARKS.md, "Hostile insiders").
+    """
+
+    SUM = "sum"
+    MEDIAN = "median"
+    TRIMMED = "trimmed"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Aggregate | None:
+        return cls.MEDIAN if value == "robust" else None
 
 
 class Estimator(enum.Enum):
@@ -120,6 +141,8 @@ class TrainConfig:
     # Sparse directions: each direction moves this fraction of the tuned elements (a power of two,
     # 1 down to 1/256; the mask is grown from the direction's seed, see ``rng``), 1: dense.
     density: float = 1.0
+    # How a round's records combine: sum, or a robust statistic over shared directions (Aggregate).
+    aggregate: Aggregate = Aggregate.SUM
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -162,6 +185,11 @@ class TrainConfig:
         return self
 
     @property
+    def shared_directions(self) -> bool:
+        """Every peer of a round measures the same K directions (robust aggregation needs it)."""
+        return self.directions is Directions.SHARED or self.aggregate is not Aggregate.SUM
+
+    @property
     def sparsity(self) -> int:
         """Mask streams of a sparse direction: density = 2^-sparsity (0: dense)."""
         return max(0, round(-math.log2(self.density)))
@@ -199,7 +227,8 @@ class TrainConfig:
     #: What the settings added after the first runs were implicitly then: a run that keeps them is
     #: described (and tagged) without them, so run directories written before keep their run tags.
     LEGACY = {"estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0,
-              "horizon": 0, "final_ratio": 0.1, "reference_examples": 0, "density": 1.0}
+              "horizon": 0, "final_ratio": 0.1, "reference_examples": 0, "density": 1.0,
+              "aggregate": "sum"}
 
     def canonical(self) -> dict[str, Any]:
         """``to_dict`` less the settings that are at their ``LEGACY`` value (see there)."""
@@ -222,12 +251,12 @@ class TrainConfig:
             except ValueError as exc:
                 problems.append(("train.codec", str(exc)))
         for name, kind in (("directions", Directions), ("estimator", Estimator), ("lr_schedule", Schedule),
-                           ("eps_schedule", Schedule)):
+                           ("eps_schedule", Schedule), ("aggregate", Aggregate)):
             if name in values:
                 try:
                     values[name] = kind(values[name])
                 except ValueError:
-                    names = [m.value for m in kind]
+                    names = [m.value for m in kind] + (["robust"] if kind is Aggregate else [])
                     choices = ", ".join(names[:-1]) + " or " + names[-1]
                     problems.append((f"train.{name}", f"must be {choices}, not {values[name]!r}"))
         for k in ("lr", "eps", "final_ratio", "density"):  # TOML writes 1 for 1.0; accept ints where floats are meant
@@ -467,6 +496,9 @@ reference_examples = {train_reference_examples}
 # [math] sparse directions: the fraction of tuned elements each direction moves, 1 (dense), 0.5, 0.25,
 # ... down to 1/256 (a random mask grown from the direction's seed, as Sparse-MeZO's)
 density = {train_density}
+# [math] how a round's records combine: sum (each record counts fully), or robust: every peer measures
+# the round's shared directions and the step is their median (median, trimmed: a trimmed mean)
+aggregate = {train_aggregate}
 """
 
 

@@ -13,6 +13,10 @@ Snapshots are the accumulators at a known set digest, as safetensors bytes with 
 (``snapshot_bytes``/``read_snapshot``); a file is the same bytes written atomically. They are a
 cache of the ledger: a damaged one is set aside with a warning and the state is rebuilt from the
 ledger, which holds every record.
+
+Robust aggregation: a round's step is a statistic of all its records, so a batch moves the state
+from the rounds' old record sets to their new ones (``apply_change``): a record arriving after its
+round was applied costs one more pass over that round's K directions, as it would under ``sum``.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import Aggregate, TrainConfig
 from .errors import LedgerError, ProtocolError
 from .ledger import LedgerWriter, read_snapshot, snapshot_bytes, write_atomic
 from .record import Record, SetDigest, decode_record
 from .rundir import RunDir
 from .state import FixedPointState
-from .update import apply_records, effective
+from .update import apply_change, apply_records, effective
 
 __all__ = ["Replica", "Slot", "digest_of"]
 
@@ -56,6 +60,7 @@ class Replica:
         self.slots: dict[Slot, list[bytes]] = {}  # slot -> record ids (two: an equivocation)
         self.flagged: set[int] = set()  # peers caught equivocating
         self.round_peers: dict[int, set[int]] = {}  # round -> peers we hold a record from
+        self.round_records: dict[int, list[bytes]] = {}  # round -> ids of the records we hold
         self.digest = SetDigest()  # of the *applied* records: the state hash is a function of it
         self.round_digest: dict[int, int] = {}  # round -> sum of applied record ids, mod 2^256
         self.pending: list[Record] = []
@@ -120,10 +125,15 @@ class Replica:
                 except BaseException:
                     self.pending = batch + self.pending  # not durable: not applied, still queued
                     raise
-            apply_records(self.state, effective(batch + self._slot_mates(batch)), self.train)
-            undo = self._newly_equivocated(batch)
-            if undo:
-                apply_records(self.state, undo, self.train, sign=-1)
+            if self.train.aggregate is Aggregate.SUM:
+                apply_records(self.state, effective(batch + self._slot_mates(batch)), self.train)
+                undo = self._newly_equivocated(batch)
+                if undo:
+                    apply_records(self.state, undo, self.train, sign=-1)
+            else:
+                held = self._applied_in({r.round for r in batch})
+                apply_change(self.state, held, held + batch, self.train)
+                self._newly_equivocated(batch)  # flags and logs; the change already undid the slot
             self._mark_applied(batch)
             return len(batch)
 
@@ -139,6 +149,10 @@ class Replica:
         slot = (rec.round, rec.peer_id, rec.first_sample)
         self.slots.setdefault(slot, []).append(rec.record_id)
         self.round_peers.setdefault(rec.round, set()).add(rec.peer_id)
+        self.round_records.setdefault(rec.round, []).append(rec.record_id)
+
+    def _applied_in(self, rounds: Iterable[int]) -> list[Record]:
+        return [self.records[rid] for r in rounds for rid in self.round_records.get(r, ()) if rid in self.applied]
 
     def _mark_applied(self, recs: Iterable[Record]) -> None:
         for rec in recs:
@@ -258,10 +272,13 @@ class Replica:
                     self._index(rec)
             # the snapshot holds effective(prefix); move to effective(all), undoing what a later
             # entry turned into an equivocation
-            before = {r.record_id: r for r in effective(recs[:covered])}
-            after = {r.record_id: r for r in effective(recs)}
-            apply_records(self.state, [r for k, r in after.items() if k not in before], self.train)
-            apply_records(self.state, [r for k, r in before.items() if k not in after], self.train, sign=-1)
+            if self.train.aggregate is Aggregate.SUM:
+                before = {r.record_id: r for r in effective(recs[:covered])}
+                after = {r.record_id: r for r in effective(recs)}
+                apply_records(self.state, [r for k, r in after.items() if k not in before], self.train)
+                apply_records(self.state, [r for k, r in before.items() if k not in after], self.train, sign=-1)
+            else:
+                apply_change(self.state, recs[:covered], recs, self.train)
             self._mark_applied(recs)
             self.flagged |= {peer for (_, peer, _), ids in self.slots.items() if len(ids) > 1}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .attacks import Attack, Attacker
 from .config import RunSpec, TrainConfig, parse_split
 from .errors import ConfigError, ProtocolError, storage_error
 from .privacy import Accountant, DPConfig
@@ -47,6 +48,10 @@ class SimConfig:
     chat: bool = False
     train: TrainConfig = TrainConfig()
     dp: DPConfig | None = None  # differential privacy per peer (each peer's own data)
+    attack: str | None = None  # hostile insiders, "KIND:FRACTION" (attacks.py)
+    # only the virtual peers' own ids count (each site one listed key); False: any id holding the
+    # swarm secret counts, to measure what identities prevent (the sybil attack)
+    identities: bool = True
 
     @classmethod
     def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
@@ -78,6 +83,11 @@ class SimConfig:
             problems += exc.problems
         if self.dp is not None:
             problems += self.dp.problems()
+        if self.attack is not None:
+            try:
+                Attack.parse(self.attack)
+            except ConfigError as exc:
+                problems += exc.problems
         if problems:
             raise ConfigError.many(problems)
         return self
@@ -163,6 +173,11 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
     swarm_seconds = 0.0
     eval_before = setup.objective.evaluate(test)
     eval_after = eval_before
+    attacker = None
+    if cfg.attack is not None:
+        attacker = Attacker(Attack.parse(cfg.attack), cfg.peers, cfg.train, max(setup.state.frac_bits.values()),
+                            setup.spec.run_tag)
+    refused = 0
     with open(d.metrics, "w") as metrics:
         for r in range(cfg.rounds):
             made, slowest = [], 0.0
@@ -172,10 +187,15 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
             _within_cap(records, cfg.train, setup)
+            if attacker is not None:
+                records = attacker.round(r, records, last=r + 1 == cfg.rounds)
+                if cfg.identities:  # a record from an id no listed key derives is refused everywhere
+                    refused += sum(rec.peer_id >= cfg.peers for rec in records)
+                    records = [rec for rec in records if rec.peer_id < cfg.peers]
             t = time.perf_counter()
             replica.add(records)  # durable in the ledger, then applied
             swarm_seconds += slowest + time.perf_counter() - t
-            forwards += sum(cfg.train.forward_passes(rec.count) for rec in records)
+            forwards += sum(cfg.train.forward_passes(rec.count) for rec, _ in made)
             line: dict[str, Any] = {
                 "round": r,
                 "train_loss": sum(m.loss for _, m in made) / len(made),
@@ -216,6 +236,11 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
         "seconds": round(time.perf_counter() - start, 3),
         "swarm_seconds": round(swarm_seconds, 3),
     }
+    if attacker is not None:
+        summary["attack"] = str(attacker.attack)
+        summary["hostile_peers"] = sorted(attacker.hostile)
+        summary["refused_records"] = refused + attacker.refused
+        summary["aggregate"] = cfg.train.aggregate.value
     if privacy:  # the weakest guarantee among the peers (each protects its own shard)
         reports = [p.accountant.report() for p in privacy]
         summary["dp"] = max(reports, key=lambda d: d["epsilon_spent"])

@@ -172,7 +172,7 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     """Measure K projected gradients at the current state on the peer's data; return the record."""
     train, tag = setup.train, setup.spec.run_tag
     k = train.samples
-    seeds = direction_seeds(tag, train.directions is Directions.SHARED, round_, peer_id, first_sample, k)
+    seeds = direction_seeds(tag, train.shared_directions, round_, peer_id, first_sample, k)
     eps = train.eps_at(round_)
     if privacy is None and train.estimator is Estimator.ES:
         batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)

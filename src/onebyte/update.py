@@ -6,6 +6,14 @@ integer work. Contributions that share a seed add their coefficients first, so r
 each distinct direction once however many records use it; the float view is refreshed once per
 batch. Integer addition (mod 2^32) commutes and is invertible: any order gives the same bits and
 ``sign=-1`` undoes a batch exactly.
+
+Robust aggregation (``aggregate`` median or trimmed): the peers of a round share its K directions
+and the step along each is a robust statistic of their scalars, so a round's contribution is a
+function of its whole record set rather than a sum of independent terms. ``plan_set`` gives the
+contribution of a set; moving from one set to a larger one applies the difference of the two plans
+(``apply_change``), which undoes the old aggregate of every round the new records touch and applies
+the new one, exactly, in integers. The statistic is computed from the decoded float64 scalars
+sorted by value, with the same IEEE operations everywhere, so every replica gets the same step.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .config import Directions, TrainConfig
+from .config import Aggregate, TrainConfig
 from .errors import ProtocolError
 from .record import Record
 from .seeds import direction_seeds
 from .state import FixedPointState
 
-__all__ = ["record_seeds", "check_cap", "plan", "apply_plan", "apply_records", "effective", "MAX_STEP_UNITS"]
+__all__ = ["record_seeds", "check_cap", "plan", "plan_set", "robust_step", "apply_plan", "apply_records",
+           "apply_change", "effective", "MAX_STEP_UNITS"]
 
 #: Largest |c| one gradient may move a weight, in units of its step 2^-f (2^-2 of the range at
 #: the finest step): a record beyond this is rejected by every replica alike.
@@ -31,10 +40,9 @@ MAX_STEP_UNITS = 1 << 27
 Plan = dict[int, dict[int, int]]  # seed -> {frac_bits: coefficient}
 
 
-def record_seeds(record: Record, directions: Directions) -> list[int]:
-    """The perturbation seed of each gradient in ``record``."""
-    return direction_seeds(record.run_tag, directions is Directions.SHARED, record.round, record.peer_id,
-                           record.first_sample, record.count)
+def record_seeds(record: Record, shared: bool) -> list[int]:
+    """The perturbation seed of each gradient in ``record`` (``shared``: the round's common directions)."""
+    return direction_seeds(record.run_tag, shared, record.round, record.peer_id, record.first_sample, record.count)
 
 
 def check_cap(record: Record, train: TrainConfig, finest_frac_bits: int) -> None:
@@ -52,7 +60,7 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
     out: Plan = defaultdict(lambda: defaultdict(int))
     for rec in records:
         lr = train.lr_at(rec.round)
-        seeds = record_seeds(rec, train.directions)
+        seeds = record_seeds(rec, train.shared_directions)
         for seed, g in zip(seeds, rec.gradients(), strict=True):
             step = lr * float(g)
             for f in fracs:
@@ -62,6 +70,61 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
                         f"record (round {rec.round}, peer {rec.peer_id:x}) exceeds the per-record update cap")
                 out[seed][f] += sign * c
     return out
+
+
+def robust_step(values: list[float], aggregate: Aggregate) -> float:
+    """The step along one direction from the peers' scalars: the statistic times their number (so
+    honest peers move the model as far as ``sum`` would). Median: the middle value, or the mean of
+    the two middle ones; trimmed: the mean after dropping the lowest and highest quarter."""
+    v = sorted(values)
+    n = len(v)
+    if aggregate is Aggregate.MEDIAN:
+        stat = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    elif aggregate is Aggregate.TRIMMED:
+        t = n // 4
+        stat = math.fsum(v[t:n - t]) / (n - 2 * t)
+    else:
+        raise ValueError(f"{aggregate} is not a robust aggregate")
+    return stat * n
+
+
+def _robust_plan(records: list[Record], train: TrainConfig, frac_bits: Iterable[int], sign: int) -> Plan:
+    """Coefficients of effective records under a robust aggregate: per round and direction, one step."""
+    fracs = sorted(set(frac_bits))
+    columns: dict[tuple[int, int], list[float]] = defaultdict(list)  # (round, sample) -> scalars
+    tags: dict[int, bytes] = {}
+    for rec in records:
+        tags[rec.round] = rec.run_tag
+        for k, g in enumerate(rec.gradients()):
+            columns[(rec.round, rec.first_sample + k)].append(float(g))
+    out: Plan = defaultdict(lambda: defaultdict(int))
+    for (round_, sample), values in columns.items():
+        step = train.lr_at(round_) * robust_step(values, train.aggregate)
+        seed = direction_seeds(tags[round_], True, round_, 0, sample, 1)[0]
+        for f in fracs:
+            out[seed][f] += sign * -round(math.ldexp(step, f))
+    return out
+
+
+def plan_set(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int], sign: int = 1) -> Plan:
+    """The contribution of a record *set* to the state: its effective records' coefficients, summed
+    (``sum``) or aggregated per round and direction (robust aggregates)."""
+    recs = effective(records)
+    if train.aggregate is Aggregate.SUM:
+        return plan(recs, train, frac_bits, sign)
+    return _robust_plan(recs, train, frac_bits, sign)
+
+
+def apply_change(state: FixedPointState, before: Iterable[Record], after: Iterable[Record],
+                 train: TrainConfig) -> None:
+    """Move the state from holding set ``before`` to holding set ``after``: apply ``plan_set(after)``
+    and undo ``plan_set(before)`` in one pass (directions whose coefficient did not change are skipped)."""
+    fracs = list(state.frac_bits.values())
+    p = plan_set(after, train, fracs)
+    for seed, coeffs in plan_set(before, train, fracs, sign=-1).items():
+        for f, c in coeffs.items():
+            p[seed][f] += c
+    apply_plan(state, p)
 
 
 def _wrap32(c: int) -> int:
