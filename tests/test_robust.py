@@ -5,14 +5,13 @@ import random
 import numpy as np
 import pytest
 
+from conftest import Toy
 from onebyte.codec import Codec
 from onebyte.config import Aggregate, TrainConfig
 from onebyte.record import build_record
 from onebyte.replica import Replica
 from onebyte.state import FixedPointState
 from onebyte.update import robust_step
-
-from conftest import Toy
 
 RUN = b"q" * 16
 MEDIAN = TrainConfig(lr=1e-3, samples=3, aggregate=Aggregate.MEDIAN)

@@ -27,8 +27,8 @@ from .codec import Codec
 from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Aggregate", "Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "RunSpec", "Run", "parse_split",
-           "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
+__all__ = ["Aggregate", "Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "RunSpec", "Run",
+           "parse_split", "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
 #: Mask streams at most: sparse directions down to a density of 2^-8 of the tuned elements.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import Directions, Estimator, ObjectiveKind, Run, RunSpec, TrainConfig
+from .config import Estimator, ObjectiveKind, Run, RunSpec, TrainConfig
 from .errors import ConfigError
 from .estimator import Measurement, measure, measure_es, measure_fzoo, measure_private
 from .models import LoadedModel, check_base, load_model
