@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Experiment modules under ``bench.experiments``, in the order their sections appear in the report.
 EXPERIMENTS = ("quality", "estimators", "llm", "llm_estimators", "memory", "comm", "wire", "swarms", "thinlink", "speed",
-               "replay_scaling", "catchup", "startup", "fuzz", "privacy", "gpu")
+               "replay_scaling", "catchup", "startup", "fuzz", "privacy", "attacks", "gpu")
 
 #: One row of the report's "Targets at a glance": claim, measured, target, met.
 Claim = tuple[str, str, str, bool]

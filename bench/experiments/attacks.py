@@ -1,0 +1,218 @@
+"""Hostile insiders against `sum` and robust aggregation (the demo task, 8 peers), issue #14.
+
+    python -m bench.experiments.attacks [--peers 8] [--fraction 0.25] [--rounds 40] [--seeds 1]
+        [--aggregates sum,median,trimmed] [--attacks none,signflip,max,random,sybil,lie-late]
+        [--workers 2] [--out bench/results/attacks.json]
+
+Every run is the simulator (`onebyte.simulate`) on the demo's task (all-MiniLM-L6-v2 on VADER, the
+library default `TrainConfig()` read at run time, with a cosine horizon of the run's rounds) with
+that fraction of the peers hostile (`onebyte.attacks`; the last peers, 2 of 8 at 0.25). Each
+aggregate runs with no attack and with each attack, the same seeds, so every pair shares its data,
+shards and honest measurements; the table gives the held-out accuracy at the end (the whole VADER
+test split) and the loss against the same aggregate with no attack. `sybil` runs twice: with
+identities (an unlisted id is refused, as with site keys) and without (`identities=False`: the
+swarm secret alone). A seed changes the run id and the shard split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.experiments.quality import _init_worker
+from bench.output import RESULTS, save_result
+from bench.sections import Claim, Results, Section, Step
+
+MODEL, TASK = "minilm", "vader"
+ATTACKS = ("none", "signflip", "max", "random", "sybil", "lie-late")
+TARGET_POINTS = 1.0  # issue #14: robust loses at most 1 point under each attack, and against sum
+
+
+def conditions(a: argparse.Namespace) -> list[dict]:
+    out = []
+    for agg in a.aggregates:
+        for attack in a.attacks:
+            for seed in range(a.seeds):
+                out.append({"aggregate": agg, "attack": attack, "identities": True, "seed": seed})
+                if attack == "sybil":
+                    out.append({"aggregate": agg, "attack": attack, "identities": False, "seed": seed})
+    for c in out:
+        c.update(peers=a.peers, rounds=a.rounds, fraction=a.fraction, eval_every=a.eval_every)
+    return out
+
+
+def key(c: dict) -> str:
+    who = "" if c["identities"] else "-noid"
+    return f"{c['aggregate']}/{c['attack']}{who}/s{c['seed']}"
+
+
+def run(c: dict) -> dict:
+    import onebyte
+    from onebyte.config import TrainConfig
+
+    train = TrainConfig.from_dict({**TrainConfig().to_dict(), "aggregate": c["aggregate"], "horizon": c["rounds"]})
+    spec = onebyte.RunSpec(run_id=f"attacks-{c['seed']}", model=MODEL, task=TASK, train=train)
+    attack = None if c["attack"] == "none" else f"{c['attack']}:{c['fraction']}"
+    curve: list[dict] = []
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="onebyte-attacks-") as tmp:
+        s = onebyte.simulate(spec, out=Path(tmp) / "run", peers=c["peers"], rounds=c["rounds"], seed=c["seed"],
+                             eval_every=c["eval_every"], attack=attack, identities=c["identities"],
+                             on_round=lambda line: curve.append(
+                                 {"round": line["round"] + 1, "forward_passes": line["forward_passes"],
+                                  "accuracy": line["eval"]["accuracy"]}) if "eval" in line else None).summary
+    return {**c, "key": key(c), "before": s["eval_before"]["accuracy"], "accuracy": s["eval_after"]["accuracy"],
+            "macro_f1": s["eval_after"]["macro_f1"], "curve": curve, "forward_passes": s["forward_passes"],
+            "refused": s.get("refused_records", 0), "seconds": round(time.time() - start, 1)}
+
+
+def summarize(runs: list[dict]) -> dict:
+    by: dict[tuple, list[float]] = {}
+    for r in runs:
+        by.setdefault((r["aggregate"], r["attack"], r["identities"]), []).append(r["accuracy"])
+    table = {}
+    for (agg, attack, ids), accs in sorted(by.items()):
+        base = by.get((agg, "none", True))
+        mean = statistics.fmean(accs)
+        row = {"aggregate": agg, "attack": attack, "identities": ids, "accuracy": mean,
+               "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "seeds": len(accs)}
+        if base:
+            row["loss_points"] = 100 * (statistics.fmean(base) - mean)
+        table[f"{agg}/{attack}{'' if ids else '-noid'}"] = row
+    return table
+
+
+def plot(runs: list[dict], out: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    aggs = sorted({r["aggregate"] for r in runs})
+    fig, axes = plt.subplots(1, len(aggs), figsize=(5 * len(aggs), 4), sharey=True, squeeze=False)
+    for ax, agg in zip(axes[0], aggs, strict=True):
+        for r in runs:
+            if r["aggregate"] != agg or r["seed"] != 0:
+                continue
+            xs = [0] + [p["forward_passes"] for p in r["curve"]]
+            ys = [r["before"]] + [p["accuracy"] for p in r["curve"]]
+            ax.plot(xs, ys, label=r["attack"] + ("" if r["identities"] else " (no identities)"),
+                    lw=2.5 if r["attack"] == "none" else 1.2)
+        ax.set_title(f"aggregate = {agg}")
+        ax.set_xlabel("forward passes (all peers)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("held-out accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path = out.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _acc(row: dict | None) -> str:
+    if row is None:
+        return "—"
+    spread = f" ± {100 * row['std']:.1f}" if row["seeds"] > 1 else ""
+    return f"{100 * row['accuracy']:.1f}{spread}"
+
+
+def render(results: Results) -> list[str]:
+    r = results.get("attacks")
+    if r is None:
+        return []
+    t = r["table"]
+    aggs = r["aggregates"]
+    lines = ["## Hostile insiders: `sum` against robust aggregation", "",
+             f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers, {r['hostile']} of them hostile "
+             f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, {r['seeds']} seed(s); the demo's task and "
+             "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
+             "at the end, and in brackets the points lost against the same aggregate with no attack. "
+             "Robust aggregates use shared directions: every peer measures the round's K directions.", "",
+             "| attack | " + " | ".join(f"`{a}`" for a in aggs) + " |", "|---|" + "---|" * len(aggs)]
+    for attack in r["attacks"] + ["sybil-noid"] * ("sybil" in r["attacks"]):
+        cells = []
+        for agg in aggs:
+            row = t.get(f"{agg}/{attack}")
+            cell = _acc(row)
+            if row is not None and "loss_points" in row and attack != "none":
+                cell += f" ({row['loss_points']:+.1f})"
+            cells.append(cell)
+        name = "sybil, without identities" if attack == "sybil-noid" else attack
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if r.get("plot"):
+        lines += ["", f"![accuracy against forward passes under each attack]({results.images}{r['plot']})"]
+    lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
+              "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
+              "`sybil` each hostile site also publishes as 3 more ids (sign-flipped); `lie-late` sign-flipped "
+              "records released 2 rounds late, after the round was applied. Every hostile value stays under the cap, "
+              "which every replica enforces.", ""]
+    return lines
+
+
+def claims(results: Results) -> list[Claim]:
+    r = results.get("attacks")
+    if r is None:
+        return []
+    t, out = r["table"], []
+    robust = r.get("robust", "median")
+    worst = max((row["loss_points"] for k, row in t.items() if k.startswith(f"{robust}/")
+                 and row["attack"] != "none" and row["identities"] and "loss_points" in row), default=None)
+    if worst is not None:
+        out.append((f"robust (`{robust}`) under each attack, {r['hostile']} of {r['peers']} hostile: worst loss",
+                    f"{worst:.1f} points", f"≤ {TARGET_POINTS:g}", worst <= TARGET_POINTS))
+    if f"sum/none" in t and f"{robust}/none" in t:
+        cost = 100 * (t["sum/none"]["accuracy"] - t[f"{robust}/none"]["accuracy"])
+        out.append((f"robust (`{robust}`) vs `sum`, no attack, equal forward passes", f"{cost:.1f} points",
+                    f"≤ {TARGET_POINTS:g}", cost <= TARGET_POINTS))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--peers", type=int, default=8)
+    ap.add_argument("--fraction", type=float, default=0.25)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--aggregates", type=lambda s: s.split(","), default=["sum", "median", "trimmed"])
+    ap.add_argument("--attacks", type=lambda s: s.split(","), default=list(ATTACKS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
+    a = ap.parse_args()
+    from onebyte.attacks import Attack
+
+    todo = conditions(a)
+    print(f"{len(todo)} runs on {a.workers} workers", file=sys.stderr, flush=True)
+    runs = []
+    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
+        for res in pool.imap_unordered(run, todo):
+            runs.append(res)
+            print(f"{res['key']}: {res['accuracy']:.3f} ({res['seconds']} s)", file=sys.stderr, flush=True)
+    runs.sort(key=lambda r: r["key"])
+    table = summarize(runs)
+    result = {"peers": a.peers, "fraction": a.fraction, "hostile": len(Attack("max", a.fraction).hostile(a.peers)),
+              "rounds": a.rounds, "seeds": a.seeds, "aggregates": a.aggregates, "attacks": a.attacks,
+              "robust": "median", "table": table, "runs": runs, "plot": plot(runs, a.out)}
+    save_result(result, a.out, "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:]),
+                f"{platform.machine()}, {mp.cpu_count()} cores")
+
+
+SECTION = Section("attacks", "bench.experiments.attacks", render,
+                  steps=(Step("attacks", ("--out", "{out}/attacks.json"),
+                              ("--rounds", "8", "--eval-every", "4", "--attacks", "none,max",
+                               "--aggregates", "sum,median", "--out", "{out}/attacks.json"), timeout_min=90),),
+                  claims=claims)
+
+if __name__ == "__main__":
+    main()
