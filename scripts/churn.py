@@ -22,13 +22,14 @@ from onebyte.swarm import stop_group  # noqa: E402
 MAX_DEADLINE = 8.0
 
 
-def run_churn(out: Path, rounds: int = 60, peers: int = 4) -> dict:
+def run_churn(out: Path, rounds: int = 60, peers: int = 4, flags: tuple[str, ...] = ()) -> dict:
+    """``flags``: more peer flags, the same for every peer (e.g. ``("--aggregate", "robust")``)."""
     if peers < 4:
         raise ValueError("churn needs at least 4 peers (two survivors, one crash, one newcomer)")
     # the first N-1 start together (--min-peers): with many peers, the first would otherwise finish
     # their rounds alone while the rest are still loading
     extra = ["--rounds", str(rounds), "--secret-file", str(secret_file(out)), "--max-deadline", str(MAX_DEADLINE),
-             "--snapshot-every", "5", "--min-peers", str(peers - 1)]
+             "--snapshot-every", "5", "--min-peers", str(peers - 1), *flags]
     procs = []
     crash, newcomer = peers - 2, peers - 1
     try:

@@ -32,8 +32,9 @@ def ids_through(p, last_round: int) -> frozenset:
     return frozenset(r.record_id for r in map(decode_record, raws) if r.round <= last_round)
 
 
-def run_partition(out: Path, apart_rounds: int = 5, settle: float = 20.0) -> dict:
-    extra = ["--until-stopped", "--secret-file", str(secret_file(out)), "--max-deadline", "8"]
+def run_partition(out: Path, apart_rounds: int = 5, settle: float = 20.0, flags: tuple[str, ...] = ()) -> dict:
+    """``flags``: more peer flags, the same for every peer (e.g. ``("--aggregate", "robust")``)."""
+    extra = ["--until-stopped", "--secret-file", str(secret_file(out)), "--max-deadline", "8", *flags]
     procs = []
     try:
         a0 = peer(out, 0, 4, extra)

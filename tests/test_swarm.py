@@ -14,10 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 SMALL = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "2", "--batch-size", "8", "--tune", "all"]
 
 
-def test_lockstep_swarm_equals_simulate(tmp_path, capsys):
-    assert main(["swarm", *SMALL, "--peers", "3", "--rounds", "3", "--lockstep", "--no-progress",
+ROBUST = ("--aggregate", "robust")
+
+
+@pytest.mark.parametrize("flags", [(), ROBUST], ids=["sum", "robust"])
+def test_lockstep_swarm_equals_simulate(tmp_path, capsys, flags):
+    assert main(["swarm", *SMALL, *flags, "--peers", "3", "--rounds", "3", "--lockstep", "--no-progress",
                  "--out", str(tmp_path / "swarm")]) == 0
-    assert main(["simulate", *SMALL, "--peers", "3", "--rounds", "3", "--eval-size", "8", "--no-progress",
+    assert main(["simulate", *SMALL, *flags, "--peers", "3", "--rounds", "3", "--eval-size", "8", "--no-progress",
                  "--out", str(tmp_path / "sim")]) == 0
     swarm = json.loads((tmp_path / "swarm" / "swarm.json").read_text())
     sim = json.loads((tmp_path / "sim" / "summary.json").read_text())
@@ -26,10 +30,11 @@ def test_lockstep_swarm_equals_simulate(tmp_path, capsys):
     assert {s["set_digest"] for s in swarm["summaries"]} == {sim["set_digest"]}
 
 
-def test_churn_crash_join_restart_converge(tmp_path):
+@pytest.mark.parametrize("flags", [(), ROBUST], ids=["sum", "robust"])
+def test_churn_crash_join_restart_converge(tmp_path, flags):
     from churn import MAX_DEADLINE, run_churn
 
-    result = run_churn(tmp_path, rounds=60)
+    result = run_churn(tmp_path, rounds=60, flags=flags)
     assert result["agree"], result
     assert len(result["peers"]) == 4
     # nobody stalled longer than the deadline allows (plus one round of compute and I/O)
@@ -46,10 +51,11 @@ def test_sixteen_peers_with_a_crash_and_a_restart_converge(tmp_path):
     assert len({p["peer_id"] for p in result["peers"]}) == 16
 
 
-def test_partition_heals_within_30s(tmp_path):
+@pytest.mark.parametrize("flags", [(), ROBUST], ids=["sum", "robust"])
+def test_partition_heals_within_30s(tmp_path, flags):
     from partition import run_partition
 
-    result = run_partition(tmp_path)
+    result = run_partition(tmp_path, flags=flags)
     assert result["distinct_digests_while_apart"] >= 2  # the groups really trained apart
     assert result["seconds_to_same_records_after_reconnect"] is not None
     assert result["seconds_to_same_records_after_reconnect"] <= 30
