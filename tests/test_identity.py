@@ -9,8 +9,8 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import Toy
 
+from conftest import Toy
 from onebyte.cli import main
 from onebyte.codec import Codec
 from onebyte.config import ListedKey, RunSpec, TrainConfig
@@ -335,3 +335,27 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
     for s in summaries:
         rejected = json.dumps(s["rejections"])
         assert "not signed by a site key" in rejected and "unlisted key" in rejected and "does not verify" in rejected
+
+
+def test_replay_counts_what_the_run_files_roster_counts(tmp_path):
+    from onebyte.api import replay
+    from onebyte.config import Run
+    from onebyte.ledger import LedgerWriter
+    from onebyte.rundir import RunDir
+    from onebyte.training import Setup
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    listed = [{"name": "a", "public": A.public_hex}, {"name": "c", "public": C.public_hex, "until": 1}]
+    setup = Setup.build(RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train, keys=listed))
+    records = [build_record(Codec.BYTE, setup.spec.run_tag, r, k.peer_id, 0, np.array([0.5, -1.0]), r).signed_by(k)
+               for r in range(2) for k in (A, C)]
+    d = RunDir(tmp_path / "run")
+    d.root.mkdir()
+    Run(setup.spec.spec, setup.spec.base_hash).save(d.run)
+    ledger = LedgerWriter(d.ledger)
+    ledger.append(records)
+    ledger.close()
+    z = Replica(setup.state, train, setup.spec.run_tag)
+    z.add([r for r in records if not (r.peer_id == C.peer_id and r.round >= 1)])
+    tuned = replay(d.root)
+    assert tuned.records == 3 and tuned.state_hash == z.state_hash()

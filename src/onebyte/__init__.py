@@ -42,8 +42,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import Replayed, replay, simulate
-    from .peer import Peer, PeerOptions
     from .identity import SiteKey
+    from .peer import Peer, PeerOptions
     from .privacy import DPConfig
     from .simulator import SimResult
 

@@ -526,9 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm, "keygen": _cmd_keygen,
-                "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger, "dashboard": _cmd_dashboard,
-                "report": _cmd_report}
+    handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm,
+                "keygen": _cmd_keygen, "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger,
+                "dashboard": _cmd_dashboard, "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -29,7 +29,6 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, replace
-
 from typing import TYPE_CHECKING
 
 from .errors import ProtocolError

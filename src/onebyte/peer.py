@@ -45,7 +45,7 @@ class PeerOptions:
     rounds: int | None = None  # complete rounds 0..rounds-1; None: until stopped
     lockstep: int = 0  # > 0: every round waits for the records of peers 0..lockstep-1
     secret: bytes = b""
-    key: SiteKey | None = None  # this site's signing key: needed (and used instead of the secret) when the run lists keys
+    key: SiteKey | None = None  # this site's signing key: needed when the run lists keys (it replaces the secret)
     snapshot_every: int = 10
     min_deadline: float = 2.0  # bounds of the adaptive round deadline (seconds)
     max_deadline: float = 60.0
@@ -134,7 +134,8 @@ class Peer:
     @classmethod
     def open(cls, spec: RunSpec, *, out: Path | str, join: list[str] | tuple[str, ...] = (),
              secret_file: Path | str | None = None, secret: bytes | None = None, peer_id: int | None = None,
-             key: SiteKey | Path | str | None = None, shard: tuple[int, int] | None = None, split: str = "iid", seed: int = 0, host: str = "0.0.0.0",
+             key: SiteKey | Path | str | None = None, shard: tuple[int, int] | None = None, split: str = "iid",
+             seed: int = 0, host: str = "0.0.0.0",
              port: int = 0, announce_host: str | None = None, private: bool = False, relay: bool = False,
              dp: Any = None, rounds: int | None = None, setup: Setup | None = None, **options: Any) -> Peer:
         """A networked peer over hivemind for ``spec``, with its directory at ``out``.
