@@ -8,7 +8,7 @@ Layout (little-endian), 39-byte header, then payload, then the authentication tr
 Version 1 (the swarm secret's mode) ends in ``HMAC-SHA256(secret, header+payload)[:16]``.
 Version 2 (identity mode: the run file lists site keys, see ``identity``) ends in the author's
 Ed25519 signature over header+payload, 64 bytes: it *replaces* the HMAC tag (+48 bytes per
-record; a K = 16 byte record goes from 72 to 120 bytes), since a signature by a listed key already
+record; a K = 16 byte record goes from 71 to 119 bytes), since a signature by a listed key already
 proves more than the shared secret could. Both versions decode everywhere, so a ledger of
 version-1 records stays readable; which one a replica accepts from the network is its mode's.
 
