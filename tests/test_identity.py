@@ -286,7 +286,8 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
                 join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
     train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
     spec = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
-                   keys=[{"name": "a", "public": A.public_hex}, {"name": "b", "public": B.public_hex}])
+                   keys=[{"name": "a", "public": A.public_hex}, {"name": "b", "public": B.public_hex},
+                         {"name": "c", "public": C.public_hex}])  # C only joins at the end
     hub = MemoryHub()
     setup = Setup.build(spec)
     with pytest.raises(ConfigError, match="give this peer"):
@@ -325,6 +326,21 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
             t.join(timeout=300)
         assert not errors, errors
         summaries = [p.summary() for p in peers]
+        # a newcomer joins from A's snapshot, whose records it checks against its roster first
+        newcomer = Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
+                        PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))
+        peers.append(newcomer)
+        newcomer._install_snapshot(peers[0].gossip.heartbeat())
+        assert newcomer.state_hash() == summaries[0]["state_hash"] and len(newcomer.records) == 6
+        # ... and one whose run file revokes B from round 1 refuses that snapshot (it counts B's late records)
+        revoking = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
+                           keys=[*spec.keys[:1], ListedKey("b", B.public, 1), ListedKey("c", C.public)])
+        late = Peer(Setup.build(revoking), [], MemoryTransport(hub, "c2"), tmp_path / "c2",
+                    PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))
+        peers.append(late)
+        with pytest.raises(ProtocolError, match="does not count here"):
+            late._install_snapshot(peers[0].gossip.heartbeat())
+        assert late.records == {}
     finally:
         for p in peers:
             p.close()

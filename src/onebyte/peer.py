@@ -320,8 +320,8 @@ class Peer:
             for raw in raws:
                 rec = decode_record(raw, run_tag=self.tag, roster=self.roster)
                 if not self.roster.counts(rec):
-                    raise ProtocolError(f"the snapshot covers records that do not count here "
-                                        f"({self.roster.revoked_reason(rec)}): joining by its records instead")
+                    raise ProtocolError(f"the snapshot covers a record that does not count here "
+                                        f"({self.roster.revoked_reason(rec)})")
             secret = None
         meta = self.replica.install(snap, raws, secret, others)
         self.round = max(self.round, int(meta.get("round", "0")))
