@@ -90,7 +90,7 @@ def test_every_truncation_and_extension_is_refused():
         decode_heartbeat(data + b"\0", RUN, SECRET)
 
 
-@pytest.mark.parametrize("change", [{"magic": b"XX"}, {"version": 2}, {"version": 0}, {"done": 2}, {"closed": -2}])
+@pytest.mark.parametrize("change", [{"magic": b"XX"}, {"version": 3}, {"version": 0}, {"done": 2}, {"closed": -2}])
 def test_a_bad_header_is_refused_even_when_signed(change):
     data = _hb().encode(SECRET)
     assert decode_heartbeat(_repack(data), RUN, SECRET) == _hb()  # the re-signing helper is faithful

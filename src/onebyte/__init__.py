@@ -42,6 +42,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import Replayed, replay, simulate
+    from .identity import SiteKey
     from .peer import Peer, PeerOptions
     from .privacy import DPConfig
     from .simulator import SimResult
@@ -56,6 +57,7 @@ _LAZY = {
     "Peer": ("peer", "Peer"),
     "PeerOptions": ("peer", "PeerOptions"),
     "DPConfig": ("privacy", "DPConfig"),
+    "SiteKey": ("identity", "SiteKey"),
 }
 
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "RunMismatch",
     "RunSpec",
     "SimResult",
+    "SiteKey",
     "StorageError",
     "TrainConfig",
     "replay",

@@ -7,6 +7,7 @@
     tuned = onebyte.replay("runs/x")                  # base taken from the run; .model, .state_hash
     with onebyte.Peer.open(spec, out="site-a", join=[addr], secret_file="swarm.key") as peer:
         peer.run(rounds=100)
+    # a run file listing site keys ([[keys]]): key=onebyte.SiteKey.load("site.key") or key="site.key"
 
 Models and data may also be given in memory: ``model=(module, tokenizer)`` and
 ``train_data=[(text, label), ...]`` (or dicts, or ``Example``s).
@@ -126,7 +127,9 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
 
     ``base``: the base model (a name or directory, or ``(module, tokenizer)``); by default the
     one named in the run's ``run.json``. It must have the run's base hash. ``shuffle``: apply the
-    records in an order shuffled by this seed (the result is the same in any order)."""
+    records in an order shuffled by this seed (the result is the same in any order). A run that
+    lists site keys counts only the records its run file's roster still counts, as its peer did."""
+    from .identity import Roster
     from .ledger import read_ledger
     from .models import check_base, load_model
     from .record import decode_record
@@ -141,6 +144,9 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
         records = [decode_record(b, run_tag=run.run_tag) for b in raws]
     except ProtocolError as exc:
         raise LedgerError(f"{d.ledger}: {exc}") from None
+    roster = Roster.of(run.spec)
+    if roster is not None:  # a revoked key's records of rounds >= its until, and unlisted ones, do not count
+        records = [r for r in records if roster.counts(r)]
     loaded = _loaded(base) if not isinstance(base, str | Path) else load_model(str(base))
     if loaded is None:
         loaded = load_model(run.model)

@@ -40,6 +40,8 @@ def flag_for(field: str) -> str:
         return TRAIN_FLAGS.get(field[6:], "--" + field[6:].replace("_", "-"))
     if field.startswith("dp."):
         return "--dp-" + field[3:].replace("_", "-")
+    if field.startswith("keys"):  # the run file's [[keys]]: no flag sets them
+        return field
     return RUN_FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
@@ -170,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="this peer's directory (ledger, snapshot, summary); reuse it to restart")
     pe.add_argument("--join", action="append", default=[], metavar="MULTIADDR", help="address of a live peer")
     pe.add_argument("--secret-file", help="file holding the swarm secret (every peer needs the same one)")
+    pe.add_argument("--key", metavar="KEY_FILE",
+                    help="this site's signing key (onebyte keygen): needed when the run file lists [[keys]]; "
+                    "the peer id is then the key's")
     ends = pe.add_mutually_exclusive_group()
     ends.add_argument("--rounds", type=_positive_int, help="complete rounds 0..R-1, drain, exit")
     ends.add_argument("--until-stopped", action="store_true", help="run until SIGTERM/SIGINT (the default)")
@@ -211,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--timeout", type=_positive_float, default=3600.0, help="give up after this many seconds")
     sw.add_argument("--out", required=True)
     sw.add_argument("--no-progress", action="store_true")
+
+    k = sub.add_parser("keygen", help="write a new site signing key and print its line for the run file")
+    k.add_argument("path", help="key file to create (never overwritten; readable by its owner only)")
+    k.add_argument("--name", help="the site's name in the run file [the file name without its extension]")
 
     r = sub.add_parser("replay", help="rebuild a run's weights from the base model and its ledger")
     r.add_argument("--run", required=True, help="run directory (holds run.json and ledger.obl)")
@@ -360,12 +369,14 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     import threading
 
     from .config import parse_split
+    from .identity import SiteKey
     from .peer import Peer, _read_secret
     from .track import Trackers
 
     Trackers.check(a.log_to)
     if a.secret_file:
         _read_secret(a.secret_file)  # a bad secret file is reported before anything loads
+    key = SiteKey.load(a.key) if a.key else None  # so is a bad key file
     spec = _spec(a)
     shard, peer_id = _shard(a.shard), _peer_id(a.peer_id)
     parse_split(a.split)
@@ -373,7 +384,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
     if dp is not None and a.rounds is None:
         raise ConfigError.of("dp.epsilon", "needs --rounds: the noise is set for the planned number of rounds")
     _threads(a.threads)
-    with Peer.open(spec, out=a.out, join=a.join, secret_file=a.secret_file, peer_id=peer_id, shard=shard,
+    with Peer.open(spec, out=a.out, join=a.join, secret_file=a.secret_file, peer_id=peer_id, key=key, shard=shard,
                    split=a.split, seed=a.seed, host=a.host, port=a.port, announce_host=a.announce_host,
                    private=a.private, relay=a.relay, dp=dp,
                    rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
@@ -444,6 +455,22 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
     return 0 if result["agree"] else EXIT_ERROR
 
 
+def _cmd_keygen(a: argparse.Namespace) -> int:
+    from .config import ListedKey
+    from .identity import SiteKey
+
+    path = Path(a.path)
+    name = a.name if a.name is not None else path.stem
+    if not 1 <= len(name) <= 200:
+        raise ConfigError.of("name", f"must be a name of 1..200 characters, not {name!r}")
+    key = SiteKey.generate()
+    key.save(path)
+    print(f"wrote {path} (peer id {key.peer_id:x}): keep it at this site only. Add these lines to the run file "
+          "every site shares:\n")
+    print(ListedKey(name, key.public).to_toml(), end="")
+    return 0
+
+
 def _cmd_replay(a: argparse.Namespace) -> int:
     from .api import replay
 
@@ -507,8 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm,
-                "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger, "dashboard": _cmd_dashboard,
-                "report": _cmd_report}
+                "keygen": _cmd_keygen, "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger,
+                "dashboard": _cmd_dashboard, "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -3,6 +3,9 @@
 * ``TrainConfig``: everything that changes the math every replica must agree on.
 * ``RunSpec``: a run as its sites describe it — run id, model, task, objective, labels and the
   ``TrainConfig`` — loadable from and writable to a TOML run file (``onebyte init run.toml``).
+* ``ListedKey``: a site key the run lets publish (the run file's ``[[keys]]``; see ``identity``).
+  The keys are part of the ``RunSpec`` but not of the run tag: sites are added and revoked
+  mid-run without forking the run.
 * ``Run``: a ``RunSpec`` bound to its base model's hash. Its *run tag* is a hash of the canonical
   configuration (the fields that change the math, plus the base hash): records and heartbeats
   carry it, and mismatched peers are rejected, with the differing fields named
@@ -27,8 +30,8 @@ from .codec import Codec
 from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Aggregate", "Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "RunSpec", "Run",
-           "parse_split", "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
+__all__ = ["Aggregate", "Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "ListedKey", "RunSpec",
+           "Run", "parse_split", "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
 #: Mask streams at most: sparse directions down to a density of 2^-8 of the tuned elements.
@@ -277,6 +280,77 @@ def _plain(v: Any) -> Any:
     return v
 
 
+@dataclass(frozen=True)
+class ListedKey:
+    """A site's public key as the run file lists it (``[[keys]]``): ``name`` for people,
+    ``public`` the 32-byte Ed25519 public key (written as 64 hex digits), and ``until``: None, or
+    the round from which the key's records stop counting (revoked). The peer id is derived from
+    the key (``identity.peer_id_of``), so it is not written down."""
+
+    name: str
+    public: bytes
+    until: int | None = None
+
+    FIELDS = ("name", "public", "until")
+
+    @classmethod
+    def parse(cls, d: Any, where: str) -> tuple[ListedKey | None, list[tuple[str, str]]]:
+        """A key from its run-file table, or None and the problems (fields named ``where.field``)."""
+        if not isinstance(d, dict):
+            return None, [(where, 'must be a table: name = "...", public = "<64 hex digits>", until = ROUND')]
+        problems = [(f"{where}.{k}", "is not a setting of a key (known: name, public, until)")
+                    for k in d if k not in cls.FIELDS]
+        name, public, until = d.get("name"), d.get("public"), d.get("until")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            problems.append((f"{where}.name", f"must be a name of 1..200 characters, not {name!r}"))
+        raw = None
+        if isinstance(public, str) and len(public) == 64:
+            try:
+                raw = bytes.fromhex(public)
+            except ValueError:
+                pass
+        if raw is None:
+            problems.append((f"{where}.public", f"must be the key's 64 hex digits (onebyte keygen prints them), "
+                             f"not {public!r}"))
+        if until is not None and not (isinstance(until, int) and not isinstance(until, bool)
+                                      and 0 <= until < 1 << 32):
+            problems.append((f"{where}.until", f"must be the round from which the key is revoked (>= 0), "
+                             f"not {until!r}"))
+        if problems:
+            return None, problems
+        return cls(name, raw, until), []
+
+    def to_toml(self) -> str:
+        """The key as a ``[[keys]]`` table of the run file."""
+        out = f"[[keys]]\nname = {_toml(self.name)}\npublic = {_toml(self.public.hex())}\n"
+        return out + (f"until = {self.until}\n" if self.until is not None else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "public": self.public.hex()}
+        if self.until is not None:
+            d["until"] = self.until
+        return d
+
+
+def _parse_keys(value: Any) -> tuple[tuple[ListedKey, ...], list[tuple[str, str]]]:
+    """The run file's ``[[keys]]`` (a list of tables), checked for repeated names and keys."""
+    if not isinstance(value, list | tuple):
+        return (), [("keys", "must be a list of [[keys]] tables")]
+    keys, problems = [], []
+    for i, d in enumerate(value):
+        key, bad = (d, []) if isinstance(d, ListedKey) else ListedKey.parse(d, f"keys[{i}]")
+        problems += bad
+        if key is None:
+            continue
+        for other in keys:
+            if other.name == key.name:
+                problems.append((f"keys[{i}].name", f"{key.name!r} is listed twice"))
+            if other.public == key.public:
+                problems.append((f"keys[{i}].public", f"is the key of {other.name!r} again"))
+        keys.append(key)
+    return tuple(keys), problems
+
+
 #: The fields of a ``RunSpec`` (besides ``train``) that change the math; model and task name
 #: where each site finds its files, so they differ between sites and stay out of the run tag.
 MATH_FIELDS = ("run_id", "objective", "labels", "template", "chat")
@@ -285,7 +359,13 @@ MATH_FIELDS = ("run_id", "objective", "labels", "template", "chat")
 @dataclass(frozen=True)
 class RunSpec:
     """A run as every site describes it. ``model`` and ``task`` are names or local paths (each
-    site's own data); the rest must be equal at every site (it makes the run tag)."""
+    site's own data); the rest must be equal at every site (it makes the run tag).
+
+    ``keys``: the site keys allowed to publish (empty: the swarm secret's HMAC mode). They are
+    deliberately not in the run tag (``math``), so a site can be added or revoked mid-run by
+    editing the run file; a replica whose run file is older refuses a newer site's records as
+    unlisted (and still counts a key revoked since) until its run file is updated and its peer
+    restarted."""
 
     run_id: str = "onebyte"
     model: str = "minilm"
@@ -298,8 +378,14 @@ class RunSpec:
     template: str | None = None
     chat: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
+    keys: tuple[ListedKey, ...] = ()
 
     def __post_init__(self) -> None:  # friendly types from Python callers: strings and lists
+        if not isinstance(self.keys, tuple) or not all(isinstance(k, ListedKey) for k in self.keys):
+            keys, problems = _parse_keys(self.keys)
+            if problems:
+                raise ConfigError.many(problems)
+            object.__setattr__(self, "keys", keys)
         if isinstance(self.objective, str):
             try:
                 object.__setattr__(self, "objective", ObjectiveKind(self.objective))
@@ -328,6 +414,7 @@ class RunSpec:
             out.append(("template", f"must name at least one column as {{column}}, not {self.template!r}"))
         if not isinstance(self.chat, bool):
             out.append(("chat", f"must be true or false, not {self.chat!r}"))
+        out += _parse_keys(self.keys)[1]
         return out
 
     def validate(self) -> RunSpec:
@@ -361,6 +448,8 @@ class RunSpec:
         for optional in ("eval_file", "template"):
             if getattr(self, optional) is not None:
                 d[optional] = getattr(self, optional)
+        if self.keys:
+            d["keys"] = [k.to_dict() for k in self.keys]
         return d
 
     @classmethod
@@ -412,13 +501,14 @@ class RunSpec:
 
     def to_toml(self) -> str:
         """This spec as a commented run file (``RunSpec.load`` reads it back equal)."""
-        values = {k: _toml(v) for k, v in self.to_dict().items() if k not in ("train", "eval_file", "template")}
+        values = {k: _toml(v) for k, v in self.to_dict().items()
+                  if k not in ("train", "eval_file", "template", "keys")}
         values.update({f"train_{k}": _toml(v) for k, v in self.train.to_dict().items()})
         values["eval_file_line"] = ("# eval_file = \"\"" if self.eval_file is None
                                     else f"eval_file = {_toml(self.eval_file)}")
         values["template_line"] = ("# template = \"Review: {review}\\nSentiment:\"" if self.template is None
                                    else f"template = {_toml(self.template)}")
-        return RUN_FILE_TEMPLATE.format(**values)
+        return RUN_FILE_TEMPLATE.format(**values) + _keys_toml(self.keys)
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(self.to_toml(), encoding="utf-8")
@@ -432,6 +522,24 @@ def _toml(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(json.dumps(x) for x in v) + "]"
     return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def _keys_toml(keys: tuple[ListedKey, ...]) -> str:
+    """The run file's site-key section: the listed keys, or a commented example."""
+    out = KEYS_TEMPLATE
+    if not keys:
+        return out + '# [[keys]]\n# name = "plant-a"\n# public = "<the 64 hex digits onebyte keygen printed>"\n'
+    return out + "".join(k.to_toml() for k in keys)
+
+
+KEYS_TEMPLATE = """
+# Site keys. Listed: every record and heartbeat must be signed by its site's key (onebyte keygen
+# KEY writes one and prints its lines; onebyte peer --key KEY signs with it), and a peer's id is
+# derived from its key; unlisted: peers share the swarm secret (--secret-file). until = R revokes
+# a key: its records of rounds >= R stop counting, on every replica alike. Not part of the run
+# tag: keys are added or revoked mid-run by updating this file at every site (and restarting
+# its peer); until then a site with the old file refuses the new keys and counts revoked ones.
+"""
 
 
 RUN_FILE_TEMPLATE = """\

@@ -132,7 +132,7 @@ class Gossip:
         """For a peer waiting to start: store our heartbeat for ``IDLE_TTL``, read everyone's, and
         send ours directly to each peer found (a push with no record). A peer arriving later does the
         same, so the ones already waiting hear of it at once. False when the DHT could not be read."""
-        hb = self.heartbeat().encode(self.opts.secret)
+        hb = self.heartbeat().encode(self.opts.secret, self.opts.key)
         read = self._dht_exchange(hb, IDLE_TTL, read=True)
         self.tell(self.waiting().values(), hb)
         return read
@@ -157,7 +157,7 @@ class Gossip:
 
     def tell(self, peers: Iterable[Heartbeat], hb: bytes | None = None) -> None:
         """Send our heartbeat directly to each of ``peers`` (a push with no record)."""
-        data = push(b"", hb if hb is not None else self.heartbeat().encode(self.opts.secret))
+        data = push(b"", hb if hb is not None else self.heartbeat().encode(self.opts.secret, self.opts.key))
         for other in peers:
             if other.peer_id != self.me:
                 self._pusher.submit(self._push_one, other, data, True)
@@ -211,7 +211,7 @@ class Gossip:
     def observe(self, data: bytes) -> None:
         """A heartbeat from a peer (pushed, or read from the DHT)."""
         try:
-            hb = decode_heartbeat(data, self.tag, self.opts.secret)
+            hb = decode_heartbeat(data, self.tag, self.opts.secret, self.intake.roster)
             if hb.peer_id != self.me and self.members.get(hb.peer_id) is None:
                 self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
             self.members.observe(hb)
@@ -290,7 +290,7 @@ class Gossip:
         read = read or dialled or self._newcomer or self._exchanges % every == 1 or self._pushes_stale()
         self._newcomer = False
         hb = self.heartbeat()
-        encoded = hb.encode(self.opts.secret)
+        encoded = hb.encode(self.opts.secret, self.opts.key)
         if read:  # a fresh heartbeat wherever we look, so whoever looks next finds us moved
             self._dht_exchange(encoded, DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
         now, interval = time.monotonic(), self.opts.heartbeat_interval
@@ -365,7 +365,7 @@ class Gossip:
         for other in others.values():
             told = now - self._told.get(other.peer_id, -1e9) < self.opts.heartbeat_interval
             if not told and full is None:
-                full = push(raw, self.heartbeat().encode(self.opts.secret))
+                full = push(raw, self.heartbeat().encode(self.opts.secret, self.opts.key))
             self._pusher.submit(self._push_one, other, bare if told else full, not told,
                                 None if durable else (own.round, raw))
 

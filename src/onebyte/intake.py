@@ -1,11 +1,12 @@
 """Admission: what a record must pass before it reaches the replica.
 
-Peer input is hostile. A record from the network is decoded (every field checked, run tag and
-HMAC under the swarm secret), then held to the run's policy: the per-round sample count, a
-horizon of rounds ahead of the swarm, one record per slot, flood bounds (records waiting,
-distinct peers per round) and the per-gradient update cap. A peer's own record skips only the
-decoding: it is held to the same policy. Rejections are counted by reason and logged once per
-(peer, reason).
+Peer input is hostile. A record from the network is decoded (every field checked, run tag, and
+its author: the HMAC under the swarm secret, or in identity mode the signature of a listed site
+key, see ``identity``), then held to the run's policy: a revoked key's records stop counting at
+its ``until`` round, the per-round sample count, a horizon of rounds ahead of the swarm, one
+record per slot, flood bounds (records waiting, distinct peers per round) and the per-gradient
+update cap. A peer's own record skips only the decoding: it is held to the same policy.
+Rejections are counted by reason and logged once per (peer, reason).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from .config import TrainConfig
 from .errors import ProtocolError
+from .identity import Roster
 from .record import Record, decode_record
 from .replica import Replica
 from .update import check_cap
@@ -47,11 +49,14 @@ class Intake:
     """The admission policy in front of a ``Replica``.
 
     ``horizon()`` gives the newest round this peer knows of (its own or a peer's heartbeat);
-    ``explain(peer)`` may add why a peer's records are for another run (the differing settings)."""
+    ``explain(peer)`` may add why a peer's records are for another run (the differing settings);
+    ``roster``: the run's site keys (identity mode: records must be signed by a listed key, and the
+    secret is not used for them), or None (records carry the swarm secret's HMAC)."""
 
     def __init__(self, replica: Replica, train: TrainConfig, secret: bytes, horizon: Callable[[], int],
-                 explain: Callable[[int], str | None] | None = None):
+                 explain: Callable[[int], str | None] | None = None, roster: Roster | None = None):
         self.replica, self.train, self.secret = replica, train, secret
+        self.roster = roster
         self.horizon = horizon
         self.explain = explain
         self._finest = max(replica.state.frac_bits.values())
@@ -67,7 +72,7 @@ class Intake:
         """Decode and validate one raw record from a peer; queue it if new and acceptable.
         ``heard`` is called with the record once it has proved authentic (before the policy)."""
         try:
-            rec = decode_record(data, run_tag=self.replica.run_tag, secret=self.secret)
+            rec = decode_record(data, run_tag=self.replica.run_tag, secret=self.secret, roster=self.roster)
         except ProtocolError as exc:
             source = claimed_peer(data)
             reason = str(exc)
@@ -86,6 +91,10 @@ class Intake:
         rep = self.replica
         with rep.lock:
             if rep.knows(rec.record_id):
+                return False
+            if self.roster is not None and not self.roster.counts(rec):
+                self._refuse(rec)  # authentic, and never to count here: sync stops asking for it
+                self.reject(rec.peer_id, self.revoked(rec))
                 return False
             if rec.count != self.train.samples or rec.first_sample != 0:
                 self._refuse(rec)
@@ -110,6 +119,11 @@ class Intake:
                 self.reject(rec.peer_id, str(exc))
                 return False
             return rep.admit(rec)
+
+    def revoked(self, rec: Record) -> str:
+        if rec.peer_id in self.roster and rec.is_signed:
+            return self.roster.revoked_reason(rec)
+        return "record's key is not listed in this run file"
 
     def reject(self, source: int, reason: str) -> None:
         with self._lock:

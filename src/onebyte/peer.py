@@ -23,10 +23,11 @@ from typing import Any
 from .config import RunSpec
 from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
 from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
+from .identity import Roster, SiteKey
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .protocol import Verb, parse_ledger, parse_sizes, parse_snapshot
-from .record import Record
+from .record import Record, decode_record
 from .replica import Replica
 from .rundir import RunDir
 from .server import Server
@@ -44,6 +45,7 @@ class PeerOptions:
     rounds: int | None = None  # complete rounds 0..rounds-1; None: until stopped
     lockstep: int = 0  # > 0: every round waits for the records of peers 0..lockstep-1
     secret: bytes = b""
+    key: SiteKey | None = None  # this site's signing key: needed when the run lists keys (it replaces the secret)
     snapshot_every: int = 10
     min_deadline: float = 2.0  # bounds of the adaptive round deadline (seconds)
     max_deadline: float = 60.0
@@ -104,11 +106,15 @@ class Peer:
         self.eval_after: dict[str, float] | None = None
         self.gossip: Gossip | None = None
         self._first_round: int | None = None  # where run() started: that round is waited for in full
+        self.roster = Roster.of(setup.spec.spec)
+        _check_identity(self.roster, opts.key, opts.peer_id)
         try:
             # the ledger is created, or a torn tail repaired; the state is rebuilt from snapshot + ledger
-            self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag)
+            # (in identity mode without the records that no longer count: a revoked key's)
+            self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag,
+                                        self.roster.counts if self.roster is not None else None)
             self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon,
-                                 lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None)
+                                 lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None, self.roster)
             self.gossip = Gossip(transport, opts, self.replica, self.intake, self.tag, self._base,
                                  lambda: (self.round, self.done), setup.spec.canonical, self.dir.connect)
             own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
@@ -128,12 +134,15 @@ class Peer:
     @classmethod
     def open(cls, spec: RunSpec, *, out: Path | str, join: list[str] | tuple[str, ...] = (),
              secret_file: Path | str | None = None, secret: bytes | None = None, peer_id: int | None = None,
-             shard: tuple[int, int] | None = None, split: str = "iid", seed: int = 0, host: str = "0.0.0.0",
+             key: SiteKey | Path | str | None = None, shard: tuple[int, int] | None = None, split: str = "iid",
+             seed: int = 0, host: str = "0.0.0.0",
              port: int = 0, announce_host: str | None = None, private: bool = False, relay: bool = False,
              dp: Any = None, rounds: int | None = None, setup: Setup | None = None, **options: Any) -> Peer:
         """A networked peer over hivemind for ``spec``, with its directory at ``out``.
 
         ``join``: multiaddrs of live peers; ``secret_file`` (or ``secret``): the swarm secret;
+        ``key``: this site's signing key (a ``SiteKey`` or its file), needed when the run file lists
+        keys: the peer id is then the key's (``peer_id`` may be left out);
         ``shard=(i, n)``: train on the simulator's shard i of n; ``private``: this machine takes no
         inbound connections (NAT): the ``join`` peers relay for it; ``relay``: this machine is
         reachable and relays for private peers; ``dp``: a ``DPConfig`` (needs
@@ -144,7 +153,11 @@ class Peer:
         from .tasks.data import split_shards
         from .transport.dht import DhtTransport
 
-        key = _read_secret(secret_file) if secret_file is not None else (secret or b"")
+        secret = _read_secret(secret_file) if secret_file is not None else (secret or b"")
+        site_key = SiteKey.load(key) if isinstance(key, str | Path) else key
+        if site_key is not None and peer_id is None:
+            peer_id = site_key.peer_id
+        _check_identity(Roster.of(spec), site_key, peer_id, warn=False)  # before the model loads
         alpha = parse_split(split)
         setup = setup if setup is not None else Setup.build(spec)
         data = setup.dataset.train
@@ -170,7 +183,7 @@ class Peer:
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
-            opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=key, relay=relay, **options)
+            opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=secret, key=site_key, relay=relay, **options)
             peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
         except BaseException:
             net.close()
@@ -299,7 +312,18 @@ class Peer:
     def _install_snapshot(self, hb: Heartbeat) -> None:
         snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self.opts.request_timeout))
         others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.members.live().values()]
-        meta = self.replica.install(snap, raws, self.opts.secret, others)
+        secret: bytes | None = self.opts.secret
+        if self.roster is not None:
+            # identity mode: every record the snapshot covers must be signed by a listed key and still
+            # count here (a peer with an older run file may hold a revoked key's); then install checks
+            # the rest of each record (structure, run tag) without the secret, which signed records lack
+            for raw in raws:
+                rec = decode_record(raw, run_tag=self.tag, roster=self.roster)
+                if not self.roster.counts(rec):
+                    raise ProtocolError(f"the snapshot covers a record that does not count here "
+                                        f"({self.roster.revoked_reason(rec)})")
+            secret = None
+        meta = self.replica.install(snap, raws, secret, others)
         self.round = max(self.round, int(meta.get("round", "0")))
         self.measured_through = self.round - 1
         log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(raws), meta.get("round"))
@@ -337,6 +361,8 @@ class Peer:
             with self.replica.lock:
                 own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret,
                                      self.privacy)
+            if self.opts.key is not None:
+                own = own.signed_by(self.opts.key)  # identity mode: the signature replaces the HMAC tag
             self.last_loss = m.loss
             self.intake.accept(own)  # our own record: the same policy, no bytes -> decode round trip
         self.measured_through = max(self.measured_through, r)
@@ -596,6 +622,28 @@ class Peer:
             replica.ledger.close()
         if self._own_transport:
             self.net.close()
+
+
+def _check_identity(roster: Roster | None, key: SiteKey | None, peer_id: int | None, warn: bool = True) -> None:
+    """A peer of a run that lists keys needs a listed key, and its id is that key's; a key given
+    to a run that lists none would sign records nobody accepts. Each mistake is one ``ConfigError``."""
+    if roster is None:
+        if key is not None:
+            raise ConfigError.of("key", "the run file lists no site keys ([[keys]]): add this site's public key "
+                                 f"({key.public_hex}) to it, or run without a key")
+        return
+    if key is None:
+        raise ConfigError.of("key", "the run file lists site keys: give this peer its site's key file "
+                             "(onebyte keygen writes one)")
+    if key.peer_id not in roster:
+        raise ConfigError.of("key", f"this site's key ({key.public_hex}) is not listed in the run file's [[keys]]")
+    if peer_id is not None and peer_id != key.peer_id:
+        raise ConfigError.of("peer_id", f"a peer's id comes from its key ({key.peer_id:x}) when the run lists "
+                             f"keys; {peer_id:x} is not it")
+    until = roster.until(key.peer_id)
+    if until is not None and warn:
+        log.warning("this site's key %r is revoked from round %d: its records of later rounds do not count",
+                    roster.name(key.peer_id), until)
 
 
 def _read_secret(path: Path | str) -> bytes:

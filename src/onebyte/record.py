@@ -1,13 +1,21 @@
 """Records: the only thing peers exchange about training, in a versioned binary format.
 
-Layout (little-endian), 39-byte header, then payload, then a 16-byte authentication tag::
+Layout (little-endian), 39-byte header, then payload, then the authentication trailer::
 
     magic "OB" | version u8 | codec u8 | run tag 16B | round u32 | peer id u64 |
-    first sample u32 | count u16 | exponent i8 | payload | HMAC-SHA256(secret, header+payload)[:16]
+    first sample u32 | count u16 | exponent i8 | payload | trailer
 
-A record's *id* is SHA-256 of header+payload: it names the content, not the tag, so two
-different records for one slot have different ids. Decoding checks every field and raises
-``ProtocolError``; nothing is ever unpickled or parsed as text.
+Version 1 (the swarm secret's mode) ends in ``HMAC-SHA256(secret, header+payload)[:16]``.
+Version 2 (identity mode: the run file lists site keys, see ``identity``) ends in the author's
+Ed25519 signature over header+payload, 64 bytes: it *replaces* the HMAC tag (+48 bytes per
+record; a K = 16 byte record goes from 71 to 119 bytes), since a signature by a listed key already
+proves more than the shared secret could. Both versions decode everywhere, so a ledger of
+version-1 records stays readable; which one a replica accepts from the network is its mode's.
+
+A record's *id* is SHA-256 of header+payload: it names the content, not the trailer, so two
+different records for one slot have different ids (the version byte is in the header, so a
+record signed and the same record HMAC-tagged are different records). Decoding checks every
+field and raises ``ProtocolError``; nothing is ever unpickled or parsed as text.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,16 +32,23 @@ from . import codec as codec_mod
 from .codec import Codec
 from .errors import ProtocolError
 
-__all__ = ["Record", "build_record", "decode_record", "SetDigest", "MAX_COUNT", "TAG_SIZE", "RUN_TAG_SIZE"]
+if TYPE_CHECKING:
+    from .identity import Roster, SiteKey
+
+__all__ = ["Record", "build_record", "decode_record", "SetDigest", "MAX_COUNT", "TAG_SIZE", "SIGNATURE_SIZE",
+           "RUN_TAG_SIZE", "VERSION", "SIGNED_VERSION"]
 
 MAGIC = b"OB"
-VERSION = 1
+VERSION = 1  # HMAC-tagged under the swarm secret
+SIGNED_VERSION = 2  # signed by the author's site key (Ed25519)
 RUN_TAG_SIZE = 16
 TAG_SIZE = 16
+SIGNATURE_SIZE = 64
+_TRAILER = {VERSION: TAG_SIZE, SIGNED_VERSION: SIGNATURE_SIZE}
 MAX_COUNT = 4096
 _HEADER = struct.Struct("<2sBB16sIQIHb")
 HEADER_SIZE = _HEADER.size
-MAX_RECORD_SIZE = HEADER_SIZE + codec_mod.payload_size(Codec.FLOAT32, MAX_COUNT) + TAG_SIZE
+MAX_RECORD_SIZE = HEADER_SIZE + codec_mod.payload_size(Codec.FLOAT32, MAX_COUNT) + SIGNATURE_SIZE
 
 
 @dataclass(frozen=True)
@@ -48,11 +64,17 @@ class Record:
     count: int
     exponent: int
     payload: bytes
-    tag: bytes = b"\0" * TAG_SIZE
+    tag: bytes = b"\0" * TAG_SIZE  # the trailer: HMAC tag (version 1) or Ed25519 signature (version 2)
+    version: int = VERSION
 
     def body(self) -> bytes:
-        return _HEADER.pack(MAGIC, VERSION, int(self.codec), self.run_tag, self.round,
+        return _HEADER.pack(MAGIC, self.version, int(self.codec), self.run_tag, self.round,
                             self.peer_id, self.first_sample, self.count, self.exponent) + self.payload
+
+    @property
+    def is_signed(self) -> bool:
+        """Signed by a site key (version 2), rather than HMAC-tagged under the swarm secret."""
+        return self.version == SIGNED_VERSION
 
     def to_bytes(self) -> bytes:
         return self.body() + self.tag
@@ -71,9 +93,16 @@ class Record:
         return codec_mod.decode(self.codec, self.exponent, self.payload, self.count)
 
     def signed(self, secret: bytes) -> Record:
-        """This record with its authentication tag computed under ``secret``."""
-        return Record(self.codec, self.run_tag, self.round, self.peer_id, self.first_sample,
-                      self.count, self.exponent, self.payload, _tag(secret, self.body()))
+        """This record (version 1) with its authentication tag computed under ``secret``."""
+        rec = replace(self, version=VERSION)
+        return replace(rec, tag=_tag(secret, rec.body()))
+
+    def signed_by(self, key: SiteKey) -> Record:
+        """This record as version 2, signed by a site key. The record says which peer it is from;
+        a receiver checks the signature under the key that peer id derives from, so a key can sign
+        only for its own id (``identity.Roster``)."""
+        rec = replace(self, version=SIGNED_VERSION)
+        return replace(rec, tag=key.sign(rec.body()))
 
     def payload_bytes(self) -> int:
         """What the gradients cost: the payload, plus the exponent byte for ``byte``."""
@@ -84,8 +113,14 @@ def _tag(secret: bytes, body: bytes) -> bytes:
     return hmac.new(secret, body, hashlib.sha256).digest()[:TAG_SIZE]
 
 
-def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | None = None) -> Record:
-    """Parse and validate one record; with ``run_tag``/``secret`` also check run and tag."""
+def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | None = None,
+                  roster: Roster | None = None) -> Record:
+    """Parse and validate one record; with ``run_tag`` also check its run. Authentication:
+
+    * ``roster`` (identity mode): the record must be signed (version 2) by a listed key
+      (``Roster.verify``; whether its round still counts is ``Roster.counts``, the caller's);
+    * else ``secret``: the record must be HMAC-tagged (version 1) under it;
+    * neither: no authentication (a local ledger, already checked when it was accepted)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError("record is not bytes")
     data = bytes(data)
@@ -96,8 +131,9 @@ def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | 
     magic, version, codec_id, tag_run, rnd, peer, first, count, exponent = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("not a onebyte record (bad magic)")
-    if version != VERSION:
-        raise ProtocolError(f"record version {version} is not supported (this is {VERSION})")
+    if version not in _TRAILER:
+        raise ProtocolError(f"record version {version} is not supported (this reads {VERSION} and {SIGNED_VERSION})")
+    trailer = _TRAILER[version]
     try:
         codec = Codec(codec_id)
     except ValueError:
@@ -106,16 +142,22 @@ def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | 
         raise ProtocolError(f"record count {count} outside 1..{MAX_COUNT}")
     if first + count > 1 << 32:
         raise ProtocolError("record sample range overflows")
-    expected = HEADER_SIZE + codec_mod.payload_size(codec, count) + TAG_SIZE
+    expected = HEADER_SIZE + codec_mod.payload_size(codec, count) + trailer
     if len(data) != expected:
         raise ProtocolError(f"record is {len(data)} bytes, header says {expected}")
-    payload = data[HEADER_SIZE:-TAG_SIZE]
-    rec = Record(codec, tag_run, rnd, peer, first, count, exponent, payload, data[-TAG_SIZE:])
+    payload = data[HEADER_SIZE:-trailer]
+    rec = Record(codec, tag_run, rnd, peer, first, count, exponent, payload, data[-trailer:], version)
     rec.gradients()  # validates the payload itself
     if run_tag is not None and tag_run != run_tag:
         raise ProtocolError("record belongs to another run or configuration (run tag mismatch)")
-    if secret is not None and not hmac.compare_digest(rec.tag, _tag(secret, data[:-TAG_SIZE])):
-        raise ProtocolError("record authentication failed (wrong or missing swarm secret)")
+    if roster is not None:
+        roster.verify(rec)
+    elif secret is not None:
+        if rec.is_signed:
+            raise ProtocolError("record is signed by a site key, but this run lists no keys (the run file's "
+                                "[[keys]] is empty here)")
+        if not hmac.compare_digest(rec.tag, _tag(secret, data[:-trailer])):
+            raise ProtocolError("record authentication failed (wrong or missing swarm secret)")
     return rec
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .config import Aggregate, TrainConfig
@@ -50,8 +50,11 @@ class Replica:
     """Record set → ledger → state → set and per-round digests. Thread-safe (one lock)."""
 
     def __init__(self, state: FixedPointState, train: TrainConfig, run_tag: bytes,
-                 ledger: LedgerWriter | None = None, snapshot_path: Path | None = None):
+                 ledger: LedgerWriter | None = None, snapshot_path: Path | None = None,
+                 counts: Callable[[Record], bool] | None = None):
         self.state, self.train, self.run_tag = state, train, run_tag
+        # which ledger records still count on restart (identity mode: not a revoked key's); None: all
+        self.counts = counts
         self.ledger = ledger
         self.snapshot_path = snapshot_path
         self.lock = threading.RLock()
@@ -68,11 +71,12 @@ class Replica:
         self._hash_cache = ("", "")
 
     @classmethod
-    def open(cls, out: RunDir | Path | str, state: FixedPointState, train: TrainConfig, run_tag: bytes) -> Replica:
+    def open(cls, out: RunDir | Path | str, state: FixedPointState, train: TrainConfig, run_tag: bytes,
+             counts: Callable[[Record], bool] | None = None) -> Replica:
         """The replica of a run directory: its ledger (created, or a torn tail repaired) and its
         state restored from snapshot + ledger. Storage faults raise ``StorageError``."""
         out = out if isinstance(out, RunDir) else RunDir(out)
-        replica = cls(state, train, run_tag, LedgerWriter(out.ledger), out.snapshot)
+        replica = cls(state, train, run_tag, LedgerWriter(out.ledger), out.snapshot, counts)
         replica._restore(replica.ledger.existing)
         return replica
 
@@ -265,6 +269,12 @@ class Replica:
                 recs.append(decode_record(data, run_tag=self.run_tag))
             except ProtocolError as exc:
                 raise LedgerError(f"{where}: entry {i}: {exc}") from None
+        if self.counts is not None:  # the records that count are rebuilt; a snapshot of others no longer matches
+            kept = [r for r in recs if self.counts(r)]
+            if len(kept) < len(recs):
+                log.warning("%s: %d records no longer count (their keys are revoked or not listed in the run file); "
+                            "the state is rebuilt without them", where, len(recs) - len(kept))
+            recs = kept
         covered = self._load_own_snapshot(recs)
         with self.lock:
             for rec in recs:

@@ -1,0 +1,377 @@
+"""Site identities: signed records and heartbeats, the roster, revocation on every replica alike,
+key files and the command line. Each defence has a test that fails without it."""
+
+import hashlib
+import json
+import random
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import Toy
+from onebyte.cli import main
+from onebyte.codec import Codec
+from onebyte.config import ListedKey, RunSpec, TrainConfig
+from onebyte.errors import ConfigError, ProtocolError
+from onebyte.identity import Roster, SiteKey, peer_id_of
+from onebyte.intake import Intake
+from onebyte.membership import Heartbeat, decode_heartbeat
+from onebyte.record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, build_record, decode_record
+from onebyte.replica import Replica
+from onebyte.state import FixedPointState
+
+RUN = b"i" * 16
+SECRET = b"swarm-secret-16b"
+TRAIN = TrainConfig(samples=2, lr=1e-3)
+KEYS = [SiteKey.generate() for _ in range(4)]  # A, B, C listed below; D never listed
+A, B, C, D = KEYS
+
+
+def _roster(*keys: SiteKey, until: dict[int, int] | None = None) -> Roster:
+    until = until or {}
+    return Roster(ListedKey(f"site-{i}", k.public, until.get(k.peer_id)) for i, k in enumerate(keys))
+
+
+def _rec(key: SiteKey, round_: int = 0, peer: int | None = None, g=(0.5, -1.0)):
+    peer = key.peer_id if peer is None else peer
+    return build_record(Codec.BYTE, RUN, round_, peer, 0, np.array(g), round_ * 7919 + peer % 1000).signed_by(key)
+
+
+# ---------------------------------------------------------------------------------------- records
+def test_a_signed_record_round_trips_and_replaces_the_tag():
+    roster = _roster(A, B, C)
+    rec = _rec(A, round_=3)
+    raw = rec.to_bytes()
+    back = decode_record(raw, run_tag=RUN, roster=roster)
+    assert back == rec and back.is_signed and raw[2] == 2  # version 2
+    assert rec.record_id == hashlib.sha256(raw[:-SIGNATURE_SIZE]).digest()
+    hmac_rec = build_record(Codec.BYTE, RUN, 3, A.peer_id, 0, np.array([0.5, -1.0]), 1, SECRET)
+    assert len(raw) - len(hmac_rec.to_bytes()) == SIGNATURE_SIZE - TAG_SIZE == 48
+    roster.check(rec)  # listed, good signature, not revoked
+
+
+def test_a_record_signed_by_an_unlisted_key_is_rejected():
+    roster = _roster(A, B, C)
+    rec = _rec(D)
+    with pytest.raises(ProtocolError, match="unlisted key"):
+        decode_record(rec.to_bytes(), run_tag=RUN, roster=roster)
+    with pytest.raises(ProtocolError, match="unlisted key"):
+        roster.check(rec)
+    assert not roster.counts(rec)
+
+
+def test_a_tampered_or_forged_signature_is_rejected():
+    roster = _roster(A, B, C)
+    raw = _rec(A).to_bytes()
+    for pos in [HEADER_SIZE, HEADER_SIZE + 1, len(raw) - 1, len(raw) - SIGNATURE_SIZE, 30]:  # code, sig, first sample
+        bad = bytearray(raw)
+        bad[pos] ^= 1
+        with pytest.raises(ProtocolError):
+            decode_record(bytes(bad), run_tag=RUN, roster=roster)
+    zeroed = raw[:-SIGNATURE_SIZE] + b"\0" * SIGNATURE_SIZE
+    with pytest.raises(ProtocolError, match="does not verify"):
+        decode_record(zeroed, run_tag=RUN, roster=roster)
+
+
+def test_one_key_cannot_publish_as_two_peers():
+    """A's key signing a record that claims B's id, or any id but A's own, is refused."""
+    roster = _roster(A, B, C)
+    as_b = _rec(A, peer=B.peer_id)
+    with pytest.raises(ProtocolError, match="does not verify"):
+        roster.check(as_b)
+    as_new = _rec(A, peer=A.peer_id ^ 1)
+    with pytest.raises(ProtocolError, match="unlisted key"):
+        roster.check(as_new)
+    roster.check(_rec(A))
+    assert peer_id_of(A.public) == A.peer_id and len({k.peer_id for k in KEYS}) == len(KEYS)
+
+
+def test_the_swarm_secret_alone_cannot_publish_and_modes_do_not_mix():
+    roster = _roster(A, B, C)
+    hmac_raw = build_record(Codec.BYTE, RUN, 0, A.peer_id, 0, np.array([0.5, -1.0]), 1, SECRET).to_bytes()
+    with pytest.raises(ProtocolError, match="not signed by a site key"):
+        decode_record(hmac_raw, run_tag=RUN, secret=SECRET, roster=roster)
+    with pytest.raises(ProtocolError, match="lists no keys"):  # a replica in HMAC mode refuses signed records
+        decode_record(_rec(A).to_bytes(), run_tag=RUN, secret=SECRET)
+    assert decode_record(_rec(A).to_bytes()).is_signed  # unauthenticated decoding (a local ledger) reads both
+    assert not decode_record(hmac_raw).is_signed
+
+
+# ---------------------------------------------------------------------------------------- heartbeats
+def _hb(peer_id: int, round_: int = 3) -> Heartbeat:
+    return Heartbeat(RUN, b"B" * 16, peer_id, 1, round_, 12, False, b"d" * 32, b"s" * 32, 1, b"c" * 32, "/ip4/x")
+
+
+def test_heartbeats_signed_by_an_unlisted_key_are_rejected():
+    roster = _roster(A, B, C, until={C.peer_id: 5})
+    good = _hb(A.peer_id).encode(SECRET, A)
+    assert decode_heartbeat(good, RUN, SECRET, roster) == _hb(A.peer_id)
+    assert len(good) == len(_hb(A.peer_id).encode(SECRET)) + 48
+    with pytest.raises(ProtocolError, match="unlisted key"):
+        decode_heartbeat(_hb(D.peer_id).encode(SECRET, D), RUN, SECRET, roster)
+    with pytest.raises(ProtocolError, match="does not verify"):  # B's id, D's (or A's) key
+        decode_heartbeat(_hb(B.peer_id).encode(SECRET, A), RUN, SECRET, roster)
+    with pytest.raises(ProtocolError, match="not signed"):  # the secret alone no longer speaks for a peer
+        decode_heartbeat(_hb(A.peer_id).encode(SECRET), RUN, SECRET, roster)
+    with pytest.raises(ProtocolError, match="lists no keys"):
+        decode_heartbeat(good, RUN, SECRET)
+    tampered = bytearray(good)
+    tampered[30] ^= 1  # its peer id... or any byte
+    with pytest.raises(ProtocolError):
+        decode_heartbeat(bytes(tampered), RUN, SECRET, roster)
+    assert decode_heartbeat(_hb(C.peer_id, round_=4).encode(SECRET, C), RUN, SECRET, roster).round == 4
+    with pytest.raises(ProtocolError, match="revoked"):
+        decode_heartbeat(_hb(C.peer_id, round_=5).encode(SECRET, C), RUN, SECRET, roster)
+
+
+# ---------------------------------------------------------------------------------------- revocation
+def _state() -> FixedPointState:
+    return FixedPointState(sorted(Toy().named_parameters()))
+
+
+def _intake(replica: Replica, roster: Roster) -> Intake:
+    return Intake(replica, TRAIN, b"", lambda: 10, roster=roster)
+
+
+def test_a_revoked_key_stops_counting_on_every_replica_alike(tmp_path):
+    """C is revoked from round 2 after its records of rounds 2 and 3 went out. Replica X accepted
+    them under the old run file and is restarted from its ledger (and a snapshot that covers
+    them) under the new one; replica Y, already on the new file, receives the same records in
+    another order; Z never saw C's late records. All three end on one state hash, and not the
+    hash that counts C's late records."""
+    rng = np.random.default_rng(1)
+    records = [_rec(k, r, g=rng.normal(size=2)) for r in range(4) for k in (A, B, C)]
+    old, new = _roster(A, B, C), _roster(A, B, C, until={C.peer_id: 2})
+    kept = [r for r in records if not (r.peer_id == C.peer_id and r.round >= 2)]
+
+    x = Replica.open(tmp_path / "x", _state(), TRAIN, RUN, counts=old.counts)
+    assert sum(_intake(x, old).offer(r.to_bytes()) for r in records) == 12
+    x.flush()
+    x.save_snapshot(4)
+    everything = x.state_hash()
+    x.ledger.close()
+
+    x = Replica.open(tmp_path / "x", _state(), TRAIN, RUN, counts=new.counts)  # restarted with the new file
+    assert (tmp_path / "x" / "snapshot.safetensors.damaged").exists()  # it covered C's late records: set aside
+    assert len(x.applied) == len(kept)
+
+    y = Replica.open(tmp_path / "y", _state(), TRAIN, RUN, counts=new.counts)
+    y_in = _intake(y, new)
+    order = [r.to_bytes() for r in records]
+    random.Random(5).shuffle(order)
+    assert sum(y_in.offer(raw) for raw in order) == len(kept)
+    y.flush()
+    assert y_in.rejections() == {"key 'site-2' is revoked from round 2": 2}
+    assert _intake(x, new).offer(records[-1].to_bytes()) is False  # C's round 3 again, by sync: refused
+
+    z = Replica(_state(), TRAIN, RUN)
+    z.add(kept)
+    assert x.state_hash() == y.state_hash() == z.state_hash() != everything
+    assert x.digest.hex() == y.digest.hex() == z.digest.hex()
+
+    # the restarted replica's next snapshot matches its (filtered) ledger: the next restart uses it
+    x.save_snapshot(4)
+    x.ledger.close()
+    (tmp_path / "x" / "snapshot.safetensors.damaged").unlink()
+    again = Replica.open(tmp_path / "x", _state(), TRAIN, RUN, counts=new.counts)
+    assert not (tmp_path / "x" / "snapshot.safetensors.damaged").exists()
+    assert again.state_hash() == z.state_hash()
+    again.ledger.close()
+    y.ledger.close()
+
+
+def test_a_key_removed_from_the_run_file_counts_for_nothing(tmp_path):
+    records = [_rec(k, r) for r in range(2) for k in (A, B)]
+    x = Replica.open(tmp_path / "x", _state(), TRAIN, RUN, counts=_roster(A, B).counts)
+    assert all(_intake(x, _roster(A, B)).offer(r.to_bytes()) for r in records)
+    x.flush()
+    x.ledger.close()
+    x = Replica.open(tmp_path / "x", _state(), TRAIN, RUN, counts=_roster(A).counts)
+    z = Replica(_state(), TRAIN, RUN)
+    z.add([r for r in records if r.peer_id == A.peer_id])
+    assert x.state_hash() == z.state_hash() and len(x.applied) == 2
+    x.ledger.close()
+
+
+# ---------------------------------------------------------------------------------------- key files
+def test_a_key_file_is_private_never_overwritten_and_loads_back(tmp_path):
+    path = tmp_path / "site.key"
+    A.save(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    back = SiteKey.load(path)
+    assert back.public == A.public and back.peer_id == A.peer_id
+    with pytest.raises(ConfigError, match="never overwritten"):
+        B.save(path)
+    assert SiteKey.load(path).public == A.public
+    for name, body in [("empty", b""), ("text", b"hello\n"), ("cut", A.pem()[:60]), ("big", b"x" * 10_000)]:
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(ConfigError, match=f"key file {tmp_path / name} "):
+            SiteKey.load(tmp_path / name)
+    with pytest.raises(ConfigError, match="not found"):
+        SiteKey.load(tmp_path / "none.key")
+
+
+def test_keys_are_in_the_run_file_but_not_in_the_run_tag(tmp_path):
+    from onebyte.config import Run
+
+    spec = RunSpec(run_id="ident", keys=[{"name": "a", "public": A.public_hex},
+                                         {"name": "b", "public": B.public_hex, "until": 9}])
+    path = tmp_path / "run.toml"
+    spec.save(path)
+    back = RunSpec.load(path)
+    assert back == spec and back.keys[1].until == 9
+    assert Run(spec, "00" * 32).run_tag == Run(RunSpec(run_id="ident"), "00" * 32).run_tag
+    Run(spec, "00" * 32).save(tmp_path / "run.json")
+    assert Run.load(tmp_path / "run.json").spec.keys == spec.keys
+    with pytest.raises(ConfigError, match="listed twice"):
+        RunSpec(keys=[{"name": "a", "public": A.public_hex}, {"name": "a", "public": B.public_hex}])
+    with pytest.raises(ConfigError, match=r"keys\[0\].until"):
+        RunSpec(keys=[{"name": "a", "public": A.public_hex, "until": -1}])
+
+
+# ---------------------------------------------------------------------------------------- the command line
+def _one_line_error(capsys, argv) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_keygen_then_a_bad_or_missing_key_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["keygen", "plant-a.key"]) == 0
+    out = capsys.readouterr().out
+    key = SiteKey.load(tmp_path / "plant-a.key")
+    assert key.public_hex in out and f"{key.peer_id:x}" in out
+    assert main(["init", "run.toml", "--model", "tiny-gpt2"]) == 0
+    capsys.readouterr()
+    with open("run.toml", "a") as fh:  # paste the printed lines, as the message says
+        fh.write("\n" + out.split("\n\n", 1)[1])
+    spec = RunSpec.load("run.toml")
+    assert [(k.name, k.public) for k in spec.keys] == [("plant-a", key.public)]
+
+    assert "never overwritten" in _one_line_error(capsys, ["keygen", "plant-a.key"])
+    assert SiteKey.load(tmp_path / "plant-a.key").public == key.public
+    (tmp_path / "bad.key").write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    peer = ["peer", "--config", "run.toml", "--out", "x"]
+    assert "not a site key" in _one_line_error(capsys, [*peer, "--key", "bad.key"])
+    assert "not found" in _one_line_error(capsys, [*peer, "--key", "missing.key"])
+    assert "--key: the run file lists site keys" in _one_line_error(capsys, peer)
+    assert main(["keygen", "other.key"]) == 0
+    capsys.readouterr()
+    assert "not listed" in _one_line_error(capsys, [*peer, "--key", "other.key"])
+    assert "--peer-id" in _one_line_error(capsys, [*peer, "--key", "plant-a.key", "--peer-id", "7"])
+    assert "--key: the run file lists no site keys" in _one_line_error(
+        capsys, ["peer", "--model", "tiny-gpt2", "--out", "x", "--key", "plant-a.key"])
+    text = (tmp_path / "run.toml").read_text().replace(key.public_hex, key.public_hex[:-2])
+    (tmp_path / "run.toml").write_text(text)
+    assert "keys[0].public" in _one_line_error(capsys, [*peer, "--key", "plant-a.key"])
+    assert "keys[0].public" in _one_line_error(capsys, ["init", "y.toml", "--config", "run.toml"])
+    assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------- peers
+def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothing_applied(tmp_path):
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.tasks.data import split_shards
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    fast = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+                join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    spec = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
+                   keys=[{"name": "a", "public": A.public_hex}, {"name": "b", "public": B.public_hex},
+                         {"name": "c", "public": C.public_hex}])  # C only joins at the end
+    hub = MemoryHub()
+    setup = Setup.build(spec)
+    with pytest.raises(ConfigError, match="give this peer"):
+        Peer(setup, [], MemoryTransport(hub, "x"), tmp_path / "x", PeerOptions(peer_id=A.peer_id, secret=SECRET))
+    with pytest.raises(ConfigError, match="not listed"):
+        Peer(setup, [], MemoryTransport(hub, "x"), tmp_path / "x", PeerOptions(peer_id=D.peer_id, key=D))
+    peers = []
+    for i, key in enumerate((A, B)):
+        setup = Setup.build(spec)
+        shard = split_shards(setup.dataset.train, 2, None, 0)[i]
+        opts = PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, **fast)
+        peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
+    try:
+        evil = MemoryTransport(hub, "evil")
+        tag = peers[0].tag
+        for r in range(3):
+            g = np.array([100.0, -100.0])
+            forged = [build_record(Codec.BYTE, tag, r, 7, 0, g, r, SECRET),  # the secret, no key
+                      build_record(Codec.BYTE, tag, r, D.peer_id, 0, g, r).signed_by(D),  # an unlisted key
+                      build_record(Codec.BYTE, tag, r, B.peer_id, 0, g, r).signed_by(D)]  # as B, by D
+            for raw in (f.to_bytes() for f in forged):
+                for target in ("p0", "p1"):
+                    evil.request(target, b"REC" + struct.pack("<H", len(raw)) + raw, 1.0)
+        errors = []
+
+        def go(p):
+            try:
+                p.run()
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go, args=(p,)) for p in peers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        summaries = [p.summary() for p in peers]
+        # a newcomer joins from A's snapshot, whose records it checks against its roster first
+        newcomer = Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
+                        PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))
+        peers.append(newcomer)
+        newcomer._install_snapshot(peers[0].gossip.heartbeat())
+        assert newcomer.state_hash() == summaries[0]["state_hash"] and len(newcomer.records) == 6
+        # ... and one whose run file revokes B from round 1 refuses that snapshot (it counts B's late records)
+        revoking = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
+                           keys=[*spec.keys[:1], ListedKey("b", B.public, 1), ListedKey("c", C.public)])
+        late = Peer(Setup.build(revoking), [], MemoryTransport(hub, "c2"), tmp_path / "c2",
+                    PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))
+        peers.append(late)
+        with pytest.raises(ProtocolError, match="does not count here"):
+            late._install_snapshot(peers[0].gossip.heartbeat())
+        assert late.records == {}
+    finally:
+        for p in peers:
+            p.close()
+    assert len({s["state_hash"] for s in summaries}) == 1
+    assert {s["peer_id"] for s in summaries} == {f"{A.peer_id:x}", f"{B.peer_id:x}"}
+    assert all(s["records"] == 6 for s in summaries)  # only the two sites' own records
+    assert all(rec.is_signed for rec in peers[0].records.values())
+    for s in summaries:
+        rejected = json.dumps(s["rejections"])
+        assert "not signed by a site key" in rejected and "unlisted key" in rejected and "does not verify" in rejected
+
+
+def test_replay_counts_what_the_run_files_roster_counts(tmp_path):
+    from onebyte.api import replay
+    from onebyte.config import Run
+    from onebyte.ledger import LedgerWriter
+    from onebyte.rundir import RunDir
+    from onebyte.training import Setup
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    listed = [{"name": "a", "public": A.public_hex}, {"name": "c", "public": C.public_hex, "until": 1}]
+    setup = Setup.build(RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train, keys=listed))
+    records = [build_record(Codec.BYTE, setup.spec.run_tag, r, k.peer_id, 0, np.array([0.5, -1.0]), r).signed_by(k)
+               for r in range(2) for k in (A, C)]
+    d = RunDir(tmp_path / "run")
+    d.root.mkdir()
+    Run(setup.spec.spec, setup.spec.base_hash).save(d.run)
+    ledger = LedgerWriter(d.ledger)
+    ledger.append(records)
+    ledger.close()
+    z = Replica(setup.state, train, setup.spec.run_tag)
+    z.add([r for r in records if not (r.peer_id == C.peer_id and r.round >= 1)])
+    tuned = replay(d.root)
+    assert tuned.records == 3 and tuned.state_hash == z.state_hash()
