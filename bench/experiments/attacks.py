@@ -171,7 +171,7 @@ def claims(results: Results) -> list[Claim]:
     if worst is not None:
         out.append((f"robust (`{robust}`) under each attack, {r['hostile']} of {r['peers']} hostile: worst loss",
                     f"{worst:.1f} points", f"≤ {TARGET_POINTS:g}", worst <= TARGET_POINTS))
-    if f"sum/none" in t and f"{robust}/none" in t:
+    if "sum/none" in t and f"{robust}/none" in t:
         cost = 100 * (t["sum/none"]["accuracy"] - t[f"{robust}/none"]["accuracy"])
         out.append((f"robust (`{robust}`) vs `sum`, no attack, equal forward passes", f"{cost:.1f} points",
                     f"≤ {TARGET_POINTS:g}", cost <= TARGET_POINTS))
