@@ -19,13 +19,13 @@ from bench.lab import peers as lab_peers
 from bench.lab.netns import Lab
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Results, Section, Step
-from onebyte.record import HEADER_SIZE, TAG_SIZE
+from onebyte.record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE
 
 #: Rounds every peer completes before the steady-state window opens.
 WARMUP = 3
 
 
-def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None = None) -> dict:
+def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None = None, keys: bool = False) -> dict:
     lab = Lab(peers)
     try:
         if limit:
@@ -35,7 +35,7 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         # otherwise run through its rounds alone while the rest load
         args = ["--model", "tiny-gpt2", "--task", "vader", "--samples", str(samples), "--batch-size", "8",
                 "--rounds", str(rounds), "--threads", "1", "--max-deadline", "30", "--min-peers", str(peers)]
-        swarm = lab_peers.run(lab, out, args, address_timeout=120, run_timeout=1800)
+        swarm = lab_peers.run(lab, out, args, address_timeout=120, run_timeout=1800, keys=keys)
     finally:
         lab.close()
     first, last = lab_peers.steady(swarm.samples, WARMUP, rounds)
@@ -47,7 +47,8 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         "samples_per_round": samples,
         "link_limit": limit,
         "payload_bytes_per_round_per_peer": samples + 1,
-        "record_bytes_per_round_per_peer": HEADER_SIZE + samples + 1 - 1 + TAG_SIZE,
+        "identities": keys,
+        "record_bytes_per_round_per_peer": HEADER_SIZE + samples + 1 - 1 + (SIGNATURE_SIZE if keys else TAG_SIZE),
         "wire_bytes_per_round_per_peer": per_peer,
         "wire_bytes_per_round_mean": sum(per_peer) / peers,
         "rounds_per_second": drounds / secs if secs > 0 else None,
@@ -241,6 +242,17 @@ def _floor(r: dict) -> int:
     return r["record_bytes_per_round_per_peer"] * (r["peers"] - 1)
 
 
+def _keys_section(plain: dict, keyed: dict) -> list[str]:
+    b, b0 = keyed["wire_bytes_per_round_mean"], plain["wire_bytes_per_round_mean"]
+    return ["### With site keys", "",
+            f"The same swarm in identity mode (`sudo {keyed['command']}`, {keyed['date']}): every peer signs its "
+            f"records and heartbeats with its own Ed25519 key listed in the run file; the 64-byte signature replaces "
+            f"the 16-byte HMAC tag, so a record is {keyed['record_bytes_per_round_per_peer']} bytes "
+            f"(floor {_floor(keyed):,}). Sent per peer per round: **{b:,.0f}** bytes (without keys, above: "
+            f"{b0:,.0f}); target ≤ {ROUND_TARGET:,}: {'**met**' if b <= ROUND_TARGET else '**missed**'}. "
+            f"All peers ended on one set digest and state hash: {keyed['agree']}.", ""]
+
+
 def _idle_section(r: dict) -> list[str]:
     rates = ", ".join(f"{x:,.0f}" for x in r["bytes_per_second"])
     return ["### A peer that waits", "",
@@ -260,6 +272,10 @@ def claims(results: Results) -> list:
         b = r["wire_bytes_per_round_mean"]
         out.append((f"wire bytes per peer per round, {r['peers']} peers, K = {r['samples_per_round']}", f"{b:,.0f}",
                     f"≤ {ROUND_TARGET:,}", b <= ROUND_TARGET))
+    if r := results.get("wire_keys"):
+        b = r["wire_bytes_per_round_mean"]
+        out.append((f"wire bytes per peer per round with site keys (signed records), {r['peers']} peers, "
+                    f"K = {r['samples_per_round']}", f"{b:,.0f}", f"≤ {ROUND_TARGET:,}", b <= ROUND_TARGET))
     if r := results.get("wire_k128"):
         g = r["wire_bytes_per_round_mean"] / r["samples_per_round"]
         out.append((f"wire bytes per gradient, {r['peers']} peers, K = {r['samples_per_round']}", f"{g:.1f}",
@@ -277,6 +293,8 @@ def render(results: Results) -> list[str]:
     if not wire:
         return []
     out = _wire_section(wire)
+    if keyed := results.get("wire_keys"):
+        out += _keys_section(wire, keyed)
     if results.get("wire_idle"):
         out += _idle_section(results.get("wire_idle"))
     if large:
@@ -296,6 +314,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=WORK / "wire")
     ap.add_argument("--idle", type=float, metavar="SECONDS",
                     help="measure instead the bytes per second of peers waiting idle this long (a quorum that never comes)")
+    ap.add_argument("--keys", action="store_true",
+                    help="identity mode: every peer signs its records and heartbeats with its own listed key")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     if a.idle:
@@ -303,15 +323,16 @@ def main() -> None:
         save_result(r, a.out, f"python -m bench.experiments.wire --peers {a.peers} --idle {a.idle:g} --out {a.out}",
                     f"{platform.machine()}, loopback veth pairs in network namespaces")
         return
-    r = measure(a.peers, a.samples, a.rounds, a.work)
+    r = measure(a.peers, a.samples, a.rounds, a.work, keys=a.keys)
     r["ratio_wire_to_payload"] = r["wire_bytes_per_round_mean"] / r["payload_bytes_per_round_per_peer"]
     save_result(r, a.out, f"python -m bench.experiments.wire --peers {a.peers} --samples {a.samples} "
-                f"--rounds {a.rounds}", f"{platform.machine()}, loopback veth pairs in network namespaces")
+                f"--rounds {a.rounds}" + " --keys" * a.keys, f"{platform.machine()}, loopback veth pairs in network namespaces")
 
 
 SECTION = Section(
     "wire", "bench.experiments.wire", render, claims=claims,
     steps=(Step("wire", ("--rounds", "800", "--out", "{out}/wire.json"), None, needs_root=True),
+           Step("wire-keys", ("--rounds", "800", "--keys", "--out", "{out}/wire_keys.json"), None, needs_root=True),
            Step("wire-k128", ("--samples", "128", "--rounds", "120", "--out", "{out}/wire_k128.json"), None,
                 needs_root=True),
            Step("wire-idle", ("--peers", "2", "--idle", "60", "--out", "{out}/wire_idle.json"), None,

@@ -47,23 +47,46 @@ def start(lab: LabWithAddresses, i: int, work: Path, args: Sequence[str], join: 
     return start_peer(i, work / f"peer-{i}", [*args, "--host", lab.ips[i]], join, lab.wrap(i, []))
 
 
+def _site_keys(work: Path, peers: int) -> tuple[Path, list[list[str]]]:
+    """A key per peer and a run file listing them all: the run file, and each peer's flags."""
+    from onebyte.config import ListedKey, RunSpec
+    from onebyte.identity import SiteKey
+
+    keys = []
+    for i in range(peers):
+        key = SiteKey.generate()
+        path = work / f"site-{i}.key"
+        path.unlink(missing_ok=True)
+        key.save(path)
+        keys.append((path, key))
+    run_file = work / "run.toml"
+    run_file.write_text(RunSpec(keys=tuple(ListedKey(f"site-{i}", k.public) for i, (_, k) in enumerate(keys))).to_toml())
+    return run_file, [["--key", str(path)] for path, _ in keys]
+
+
 def run(lab: LabWithAddresses, work: Path, args: Sequence[str], *, address_timeout: float,
-        run_timeout: float) -> SwarmRun:
-    """Run a swarm of ``len(lab.names)`` peers with ``args`` (plus peer id, shard, secret) to the end."""
+        run_timeout: float, keys: bool = False) -> SwarmRun:
+    """Run a swarm of ``len(lab.names)`` peers with ``args`` (plus peer id, shard, secret) to the end.
+    ``keys``: identity mode, each peer signing with its own key listed in a shared run file (the
+    peer id then comes from the key); ``args`` override the run file's other settings."""
     peers = len(lab.names)
     work.mkdir(parents=True, exist_ok=True)
     secret = work / "secret"
     secret.write_bytes(secrets.token_bytes(32))
     secret.chmod(0o600)
     args = [*args, "--secret-file", str(secret)]
+    who = [["--peer-id", str(i)] for i in range(peers)]
+    if keys:
+        run_file, who = _site_keys(work, peers)
+        args = ["--config", str(run_file), *args]
     procs: list[PeerProcess] = []
     samples: list[Sample] = []
     t_start = time.monotonic()
     try:
-        procs.append(start(lab, 0, work, [*args, "--peer-id", "0", "--shard", f"0/{peers}"]))
+        procs.append(start(lab, 0, work, [*args, *who[0], "--shard", f"0/{peers}"]))
         join = wait_for_address(procs[0], address_timeout)[:1]
         for i in range(1, peers):
-            procs.append(start(lab, i, work, [*args, "--peer-id", str(i), "--shard", f"{i}/{peers}"], join))
+            procs.append(start(lab, i, work, [*args, *who[i], "--shard", f"{i}/{peers}"], join))
         end = time.monotonic() + run_timeout
         while any(p.alive() for p in procs) and time.monotonic() < end:
             done = [(read_summary(p.out) or {}).get("rounds_completed", 0) for p in procs]
