@@ -106,7 +106,7 @@ def test_sparse_update_moves_only_the_kept_elements():
     moved = state.acc != before
     from onebyte.update import record_seeds
 
-    z = state.layout.rademacher(record_seeds(rec, TrainConfig().directions)[0], torch.int32)
+    z = state.layout.rademacher(record_seeds(rec, TrainConfig().shared_directions)[0], torch.int32)
     assert moved.any() and not bool((moved & (z == 0)).any())
 
 

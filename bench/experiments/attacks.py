@@ -57,7 +57,8 @@ def run(c: dict) -> dict:
     import onebyte
     from onebyte.config import TrainConfig
 
-    train = TrainConfig.from_dict({**TrainConfig().to_dict(), "aggregate": c["aggregate"], "horizon": c["rounds"]})
+    train = TrainConfig.from_dict({**TrainConfig().to_dict(), "aggregate": c["aggregate"], "horizon": c["rounds"],
+                                   **c.get("train", {})})
     spec = onebyte.RunSpec(run_id=f"attacks-{c['seed']}", model=MODEL, task=TASK, train=train)
     attack = None if c["attack"] == "none" else f"{c['attack']}:{c['fraction']}"
     curve: list[dict] = []
