@@ -17,6 +17,7 @@ swarm secret alone). A seed changes the run id and the shard split.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import platform
 import shlex
@@ -190,23 +191,36 @@ def main() -> None:
     ap.add_argument("--attacks", type=lambda s: s.split(","), default=list(ATTACKS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the runs already in --out (same peers, rounds, fraction) and run only the others")
     a = ap.parse_args()
     from onebyte.attacks import Attack
 
     todo = conditions(a)
-    print(f"{len(todo)} runs on {a.workers} workers", file=sys.stderr, flush=True)
     runs = []
+    if a.resume and a.out.exists():
+        old = json.loads(a.out.read_text())
+        if (old["peers"], old["rounds"], old["fraction"]) == (a.peers, a.rounds, a.fraction):
+            wanted = {key(c) for c in todo}
+            runs = [r for r in old["runs"] if r["key"] in wanted]
+            have = {r["key"] for r in runs}
+            todo = [c for c in todo if key(c) not in have]
+    print(f"{len(todo)} runs on {a.workers} workers ({len(runs)} kept)", file=sys.stderr, flush=True)
+    def write(complete: bool) -> None:  # after every run: a stopped bench keeps what it finished
+        runs.sort(key=lambda r: r["key"])
+        result = {"peers": a.peers, "fraction": a.fraction,
+                  "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
+                  "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
+                  "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out)}
+        save_result(result, a.out, "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:]),
+                    f"{platform.machine()}, {mp.cpu_count()} cores")
+
     with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
         for res in pool.imap_unordered(run, todo):
             runs.append(res)
             print(f"{res['key']}: {res['accuracy']:.3f} ({res['seconds']} s)", file=sys.stderr, flush=True)
-    runs.sort(key=lambda r: r["key"])
-    table = summarize(runs)
-    result = {"peers": a.peers, "fraction": a.fraction, "hostile": len(Attack("max", a.fraction).hostile(a.peers)),
-              "rounds": a.rounds, "seeds": a.seeds, "aggregates": a.aggregates, "attacks": a.attacks,
-              "robust": "median", "table": table, "runs": runs, "plot": plot(runs, a.out)}
-    save_result(result, a.out, "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:]),
-                f"{platform.machine()}, {mp.cpu_count()} cores")
+            write(complete=False)
+    write(complete=True)
 
 
 SECTION = Section("attacks", "bench.experiments.attacks", render,
