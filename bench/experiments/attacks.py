@@ -139,7 +139,7 @@ def render(results: Results) -> list[str]:
              f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers, {r['hostile']} of them hostile "
              f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, {r['seeds']} seed(s); the demo's task and "
              "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
-             "at the end, and in brackets the points lost against the same aggregate with no attack. "
+             "at the end, and in brackets the change in points against the same aggregate with no attack. "
              "Robust aggregates use shared directions: every peer measures the round's K directions.", "",
              "| attack | " + " | ".join(f"`{a}`" for a in aggs) + " |", "|---|" + "---|" * len(aggs)]
     for attack in r["attacks"] + ["sybil-noid"] * ("sybil" in r["attacks"]):
@@ -148,7 +148,7 @@ def render(results: Results) -> list[str]:
             row = t.get(f"{agg}/{attack}")
             cell = _acc(row)
             if row is not None and "loss_points" in row and attack != "none":
-                cell += f" ({row['loss_points']:+.1f})"
+                cell += f" ({-row['loss_points']:+.1f})"
             cells.append(cell)
         name = "sybil, without identities" if attack == "sybil-noid" else attack
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
