@@ -124,3 +124,42 @@ def test_attacked_robust_run_replays_exactly_in_any_order(tmp_path, attack):
     assert s["records"] == 16  # lie-late: the held-back records are released by the last round
     for order in (None, 1, 2):
         assert replay(tmp_path / "run", shuffle=order).state_hash == s["state_hash"]
+
+
+def test_attackers_publish_what_they_claim_within_the_cap():
+    from onebyte.attacks import FLIP, LATE, Attack, Attacker
+    from onebyte.errors import ConfigError
+    from onebyte.update import check_cap
+
+    finest = max(_fresh().frac_bits.values())
+    honest = [_rec(0, p, [0.5 * (p + 1), -1.0, 0.25]) for p in range(4)]
+    train = TrainConfig(lr=1e-3, samples=3)
+
+    def publish(kind, r=0, last=False, attacker=None):
+        attacker = attacker or Attacker(Attack.parse(f"{kind}:0.25"), 4, train, finest, RUN)
+        return attacker, {(x.peer_id, x.round): x for x in attacker.round(r, [_rec(r, p, honest[p].gradients())
+                                                                          for p in range(4)], last)}
+
+    _, out = publish("signflip")
+    assert np.allclose(out[(3, 0)].gradients(), -FLIP * honest[3].gradients(), rtol=0.02)
+    assert np.array_equal(out[(0, 0)].gradients(), honest[0].gradients())  # honest peers untouched
+    _, out = publish("max")
+    bad = out[(3, 0)].gradients()
+    assert np.array_equal(np.sign(bad), -np.sign(honest[3].gradients()))
+    assert min(abs(bad)) > 100 * max(abs(honest[3].gradients()))  # near the cap, far beyond honest values
+    for kind in ("max", "random", "sybil"):
+        _, out = publish(kind)
+        for rec in out.values():
+            check_cap(rec, train, finest)  # every replica accepts them
+    _, out = publish("sybil")
+    assert len(out) == 4 + 3  # the hostile site's own id and three more
+    attacker, out = publish("lie-late")
+    assert (3, 0) not in out  # held back ...
+    _, later = publish("lie-late", r=LATE, attacker=attacker)
+    assert (3, 0) in later and (3, LATE) not in later  # ... released LATE rounds on, its own round's held
+    _, final = publish("lie-late", r=LATE + 1, last=True, attacker=attacker)
+    assert {(3, LATE), (3, LATE + 1)} <= final.keys()  # the last round releases everything
+    for bad_text in ("flood:0.25", "max", "max:1.5", "max:x"):
+        with pytest.raises(ConfigError):
+            Attack.parse(bad_text)
+    assert Attack.parse("max:0.25").hostile(8) == [6, 7]
