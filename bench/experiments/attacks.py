@@ -46,12 +46,19 @@ def conditions(a: argparse.Namespace) -> list[dict]:
                     out.append({"aggregate": agg, "attack": attack, "identities": False, "seed": seed})
     for c in out:
         c.update(peers=a.peers, rounds=a.rounds, fraction=a.fraction, eval_every=a.eval_every)
+        if c["aggregate"] != "sum" and a.robust_lr:
+            c["train"] = {"lr": a.robust_lr}
+    for lr in a.lr_probes:  # the robust rate is chosen from these (no attack, seed 0)
+        out.append({"aggregate": "median", "attack": "none", "identities": True, "seed": 0, "peers": a.peers,
+                    "rounds": a.rounds, "fraction": a.fraction, "eval_every": a.eval_every, "train": {"lr": lr},
+                    "probe": True})
     return out
 
 
 def key(c: dict) -> str:
     who = "" if c["identities"] else "-noid"
-    return f"{c['aggregate']}/{c['attack']}{who}/s{c['seed']}"
+    lr = f"/lr{c['train']['lr']:g}" if "lr" in c.get("train", {}) else ""
+    return f"{c['aggregate']}/{c['attack']}{who}/s{c['seed']}{lr}"
 
 
 def run(c: dict) -> dict:
@@ -78,6 +85,8 @@ def run(c: dict) -> dict:
 def summarize(runs: list[dict]) -> dict:
     by: dict[tuple, list[float]] = {}
     for r in runs:
+        if r.get("probe"):
+            continue
         by.setdefault((r["aggregate"], r["attack"], r["identities"]), []).append(r["accuracy"])
     table = {}
     for (agg, attack, ids), accs in sorted(by.items()):
@@ -103,7 +112,7 @@ def plot(runs: list[dict], out: Path) -> str | None:
     fig, axes = plt.subplots(1, len(aggs), figsize=(5 * len(aggs), 4), sharey=True, squeeze=False)
     for ax, agg in zip(axes[0], aggs, strict=True):
         for r in runs:
-            if r["aggregate"] != agg or r["seed"] != 0:
+            if r["aggregate"] != agg or r["seed"] != 0 or r.get("probe"):
                 continue
             xs = [0] + [p["forward_passes"] for p in r["curve"]]
             ys = [r["before"]] + [p["accuracy"] for p in r["curve"]]
@@ -140,7 +149,9 @@ def render(results: Results) -> list[str]:
              f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, {r['seeds']} seed(s); the demo's task and "
              "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
              "at the end, and in brackets the change in points against the same aggregate with no attack. "
-             "Robust aggregates use shared directions: every peer measures the round's K directions.", "",
+             "Robust aggregates use shared directions: every peer measures the round's K directions"
+             + (f", at learning rate {r['robust_lr']:g} (`sum`: the default's {r['default_lr']:g}; see below)"
+                if r.get("robust_lr") else "") + ".", "",
              "| attack | " + " | ".join(f"`{a}`" for a in aggs) + " |", "|---|" + "---|" * len(aggs)]
     for attack in r["attacks"] + ["sybil-noid"] * ("sybil" in r["attacks"]):
         cells = []
@@ -154,6 +165,15 @@ def render(results: Results) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if r.get("plot"):
         lines += ["", f"![accuracy against forward passes under each attack]({results.images}{r['plot']})"]
+    probes = sorted((x for x in r["runs"] if x.get("probe") or (x["aggregate"] == "median" and x["attack"] == "none"
+                                                                 and x["seed"] == 0)), key=lambda x: x["train"]["lr"])
+    if len(probes) > 1:
+        lines += ["", "The robust learning rate: with n peers sharing K directions, a round's n·K measurements give K "
+                  "directions rather than n·K, so each step carries the same signal as `sum`'s with more of its "
+                  "noise along fewer directions, and the default rate is too large for it. Probes (no attack, seed 0, "
+                  "same settings otherwise), `median` at learning rate "
+                  + ", ".join(f"{p['train']['lr']:g}: {100 * p['accuracy']:.1f} %" for p in probes)
+                  + f" (`sum` at the default's {r['default_lr']:g}: {_acc(t.get('sum/none'))} %)."]
     lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
               "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
               "`sybil` each hostile site also publishes as 3 more ids (sign-flipped); `lie-late` sign-flipped "
@@ -189,12 +209,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--aggregates", type=lambda s: s.split(","), default=["sum", "median", "trimmed"])
     ap.add_argument("--attacks", type=lambda s: s.split(","), default=list(ATTACKS))
+    ap.add_argument("--robust-lr", type=float, default=1.5e-3,
+                    help="learning rate of the robust aggregates (0: the default's); sum keeps the default's")
+    ap.add_argument("--lr-probes", type=lambda s: [float(x) for x in s.split(",") if x], default=[3e-3, 6e-3],
+                    help="also run median with no attack at these learning rates (the robust rate's probes)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
     ap.add_argument("--resume", action="store_true",
                     help="keep the runs already in --out (same peers, rounds, fraction) and run only the others")
     a = ap.parse_args()
     from onebyte.attacks import Attack
+    from onebyte.config import TrainConfig
 
     todo = conditions(a)
     runs = []
@@ -211,6 +236,7 @@ def main() -> None:
         result = {"peers": a.peers, "fraction": a.fraction,
                   "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
                   "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
+                  "robust_lr": a.robust_lr or None, "default_lr": TrainConfig().lr,
                   "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out)}
         save_result(result, a.out, "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:]),
                     f"{platform.machine()}, {mp.cpu_count()} cores")
@@ -226,7 +252,8 @@ def main() -> None:
 SECTION = Section("attacks", "bench.experiments.attacks", render,
                   steps=(Step("attacks", ("--out", "{out}/attacks.json"),
                               ("--rounds", "8", "--eval-every", "4", "--attacks", "none,max",
-                               "--aggregates", "sum,median", "--out", "{out}/attacks.json"), timeout_min=90),),
+                               "--aggregates", "sum,median", "--lr-probes", "", "--out", "{out}/attacks.json"),
+                              timeout_min=120),),
                   claims=claims)
 
 if __name__ == "__main__":
