@@ -37,22 +37,25 @@ TARGET_POINTS = 1.0  # issue #14: robust loses at most 1 point under each attack
 
 
 def conditions(a: argparse.Namespace) -> list[dict]:
+    """Every aggregate under every attack; robust ones at each of ``--robust-lr`` (0: the default's)."""
     out = []
     for agg in a.aggregates:
-        for attack in a.attacks:
-            for seed in range(a.seeds):
-                out.append({"aggregate": agg, "attack": attack, "identities": True, "seed": seed})
-                if attack == "sybil":
-                    out.append({"aggregate": agg, "attack": attack, "identities": False, "seed": seed})
-    for c in out:
-        c.update(peers=a.peers, rounds=a.rounds, fraction=a.fraction, eval_every=a.eval_every)
-        if c["aggregate"] != "sum" and a.robust_lr:
-            c["train"] = {"lr": a.robust_lr}
-    for lr in a.lr_probes:  # the robust rate is chosen from these (no attack, seed 0)
-        out.append({"aggregate": "median", "attack": "none", "identities": True, "seed": 0, "peers": a.peers,
-                    "rounds": a.rounds, "fraction": a.fraction, "eval_every": a.eval_every, "train": {"lr": lr},
-                    "probe": True})
+        for lr in ([0.0] if agg == "sum" else a.robust_lr):
+            for attack in a.attacks:
+                for seed in range(a.seeds):
+                    for ids in ((True, False) if attack == "sybil" else (True,)):
+                        c = {"aggregate": agg, "attack": attack, "identities": ids, "seed": seed, "peers": a.peers,
+                             "rounds": a.rounds, "fraction": a.fraction, "eval_every": a.eval_every}
+                        if lr:
+                            c["train"] = {"lr": lr}
+                        out.append(c)
     return out
+
+
+def column(c: dict) -> str:
+    """The table column of a run: its aggregate, and its learning rate when not the default's."""
+    lr = c.get("train", {}).get("lr")
+    return c["aggregate"] + (f" lr {lr:g}" if lr else "")
 
 
 def key(c: dict) -> str:
@@ -85,14 +88,12 @@ def run(c: dict) -> dict:
 def summarize(runs: list[dict]) -> dict:
     by: dict[tuple, list[float]] = {}
     for r in runs:
-        if r.get("probe"):
-            continue
-        by.setdefault((r["aggregate"], r["attack"], r["identities"]), []).append(r["accuracy"])
+        by.setdefault((column(r), r["attack"], r["identities"]), []).append(r["accuracy"])
     table = {}
     for (agg, attack, ids), accs in sorted(by.items()):
         base = by.get((agg, "none", True))
         mean = statistics.fmean(accs)
-        row = {"aggregate": agg, "attack": attack, "identities": ids, "accuracy": mean,
+        row = {"column": agg, "attack": attack, "identities": ids, "accuracy": mean,
                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "seeds": len(accs)}
         if base:
             row["loss_points"] = 100 * (statistics.fmean(base) - mean)
@@ -108,17 +109,17 @@ def plot(runs: list[dict], out: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    aggs = sorted({r["aggregate"] for r in runs})
+    aggs = sorted({column(r) for r in runs}, key=lambda c: (c != "sum", c))
     fig, axes = plt.subplots(1, len(aggs), figsize=(5 * len(aggs), 4), sharey=True, squeeze=False)
     for ax, agg in zip(axes[0], aggs, strict=True):
         for r in runs:
-            if r["aggregate"] != agg or r["seed"] != 0 or r.get("probe"):
+            if column(r) != agg or r["seed"] != 0:
                 continue
             xs = [0] + [p["forward_passes"] for p in r["curve"]]
             ys = [r["before"]] + [p["accuracy"] for p in r["curve"]]
             ax.plot(xs, ys, label=r["attack"] + ("" if r["identities"] else " (no identities)"),
                     lw=2.5 if r["attack"] == "none" else 1.2)
-        ax.set_title(f"aggregate = {agg}")
+        ax.set_title(agg)
         ax.set_xlabel("forward passes (all peers)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out accuracy")
@@ -143,15 +144,14 @@ def render(results: Results) -> list[str]:
     if r is None:
         return []
     t = r["table"]
-    aggs = r["aggregates"]
+    aggs = sorted({row["column"] for row in t.values()}, key=lambda c: (c != "sum", c))
     lines = ["## Hostile insiders: `sum` against robust aggregation", "",
              f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers, {r['hostile']} of them hostile "
              f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, {r['seeds']} seed(s); the demo's task and "
              "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
              "at the end, and in brackets the change in points against the same aggregate with no attack. "
-             "Robust aggregates use shared directions: every peer measures the round's K directions"
-             + (f", at learning rate {r['robust_lr']:g} (`sum`: the default's {r['default_lr']:g}; see below)"
-                if r.get("robust_lr") else "") + ".", "",
+             "Robust aggregates use shared directions: every peer measures the round's K directions; a column "
+             f"names its learning rate when it is not the default's ({r['default_lr']:g}).", "",
              "| attack | " + " | ".join(f"`{a}`" for a in aggs) + " |", "|---|" + "---|" * len(aggs)]
     for attack in r["attacks"] + ["sybil-noid"] * ("sybil" in r["attacks"]):
         cells = []
@@ -165,15 +165,10 @@ def render(results: Results) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if r.get("plot"):
         lines += ["", f"![accuracy against forward passes under each attack]({results.images}{r['plot']})"]
-    probes = sorted((x for x in r["runs"] if x.get("probe") or (x["aggregate"] == "median" and x["attack"] == "none"
-                                                                 and x["seed"] == 0)), key=lambda x: x["train"]["lr"])
-    if len(probes) > 1:
-        lines += ["", "The robust learning rate: with n peers sharing K directions, a round's n·K measurements give K "
-                  "directions rather than n·K, so each step carries the same signal as `sum`'s with more of its "
-                  "noise along fewer directions, and the default rate is too large for it. Probes (no attack, seed 0, "
-                  "same settings otherwise), `median` at learning rate "
-                  + ", ".join(f"{p['train']['lr']:g}: {100 * p['accuracy']:.1f} %" for p in probes)
-                  + f" (`sum` at the default's {r['default_lr']:g}: {_acc(t.get('sum/none'))} %)."]
+    lines += ["", "The robust learning rate: with n peers sharing K directions, a round's n·K measurements give K "
+              "directions rather than n·K, so each step carries the same signal as `sum`'s with more of its noise "
+              "along fewer directions, and the default rate is too large for it: compare the robust columns' "
+              f"no-attack rows. The rate the README recommends for robust runs is {r['robust_lr']:g}."]
     lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
               "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
               "`sybil` each hostile site also publishes as 3 more ids (sign-flipped); `lie-late` sign-flipped "
@@ -187,7 +182,7 @@ def claims(results: Results) -> list[Claim]:
     if r is None:
         return []
     t, out = r["table"], []
-    robust = r.get("robust", "median")
+    robust = f"median lr {r['robust_lr']:g}" if r.get("robust_lr") else "median"
     worst = max((row["loss_points"] for k, row in t.items() if k.startswith(f"{robust}/")
                  and row["attack"] != "none" and row["identities"] and "loss_points" in row), default=None)
     if worst is not None:
@@ -209,10 +204,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--aggregates", type=lambda s: s.split(","), default=["sum", "median", "trimmed"])
     ap.add_argument("--attacks", type=lambda s: s.split(","), default=list(ATTACKS))
-    ap.add_argument("--robust-lr", type=float, default=1.5e-3,
-                    help="learning rate of the robust aggregates (0: the default's); sum keeps the default's")
-    ap.add_argument("--lr-probes", type=lambda s: [float(x) for x in s.split(",") if x], default=[3e-3, 6e-3],
-                    help="also run median with no attack at these learning rates (the robust rate's probes)")
+    ap.add_argument("--robust-lr", type=lambda s: [float(x) for x in s.split(",")], default=[1.5e-3, 0.0],
+                    help="learning rates of the robust aggregates, the recommended one first (0: the default's); "
+                    "sum runs at the default's")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
     ap.add_argument("--resume", action="store_true",
@@ -236,7 +230,7 @@ def main() -> None:
         result = {"peers": a.peers, "fraction": a.fraction,
                   "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
                   "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
-                  "robust_lr": a.robust_lr or None, "default_lr": TrainConfig().lr,
+                  "robust_lr": a.robust_lr[0] or TrainConfig().lr, "default_lr": TrainConfig().lr,
                   "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out)}
         save_result(result, a.out, "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:]),
                     f"{platform.machine()}, {mp.cpu_count()} cores")
@@ -252,7 +246,7 @@ def main() -> None:
 SECTION = Section("attacks", "bench.experiments.attacks", render,
                   steps=(Step("attacks", ("--out", "{out}/attacks.json"),
                               ("--rounds", "8", "--eval-every", "4", "--attacks", "none,max",
-                               "--aggregates", "sum,median", "--lr-probes", "", "--out", "{out}/attacks.json"),
+                               "--aggregates", "sum,median", "--robust-lr", "1.5e-3", "--out", "{out}/attacks.json"),
                               timeout_min=120),),
                   claims=claims)
 
