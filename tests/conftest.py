@@ -24,3 +24,25 @@ class Toy(torch.nn.Module):
 def toy_state() -> tuple[Toy, FixedPointState]:
     m = Toy()
     return m, FixedPointState(sorted(m.named_parameters()))
+
+
+def run_peers(peers, stop=None) -> list[dict]:
+    """Run peers (each ``Peer.run``) on threads to the end; raise what any raised; their summaries."""
+    import threading
+
+    errors = []
+
+    def go(p):
+        try:
+            p.run(stop)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in peers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    return [p.summary() for p in peers]

@@ -5,12 +5,11 @@ import hashlib
 import json
 import random
 import struct
-import threading
 
 import numpy as np
 import pytest
 
-from conftest import Toy
+from conftest import Toy, run_peers
 from onebyte.cli import main
 from onebyte.codec import Codec
 from onebyte.config import ListedKey, RunSpec, TrainConfig
@@ -311,21 +310,7 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
             for raw in (f.to_bytes() for f in forged):
                 for target in ("p0", "p1"):
                     evil.request(target, b"REC" + struct.pack("<H", len(raw)) + raw, 1.0)
-        errors = []
-
-        def go(p):
-            try:
-                p.run()
-            except Exception as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=go, args=(p,)) for p in peers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
-        assert not errors, errors
-        summaries = [p.summary() for p in peers]
+        summaries = run_peers(peers)
         # a newcomer joins from A's snapshot, whose records it checks against its roster first
         newcomer = Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
                         PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import run_peers
 from onebyte.config import Aggregate, RunSpec, TrainConfig
 from onebyte.errors import ConfigError
 from onebyte.peer import Peer, PeerOptions
@@ -48,22 +49,7 @@ def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None, train=TR
 
 
 def _run_all(peers, stop=None):
-    errors = []
-
-    def go(p):
-        try:
-            p.run(stop)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=go, args=(p,)) for p in peers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads)
-    return [p.summary() for p in peers]
+    return run_peers(peers, stop)
 
 
 @pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN)], ids=["sum", "robust"])
