@@ -135,7 +135,7 @@ def plot(runs: list[dict], out: Path) -> str | None:
 def _acc(row: dict | None) -> str:
     if row is None:
         return "—"
-    spread = f" ± {100 * row['std']:.1f}" if row["seeds"] > 1 else ""
+    spread = f" ± {100 * row['std']:.1f} ({row['seeds']} seeds)" if row["seeds"] > 1 else ""
     return f"{100 * row['accuracy']:.1f}{spread}"
 
 
@@ -147,7 +147,8 @@ def render(results: Results) -> list[str]:
     aggs = sorted({row["column"] for row in t.values()}, key=lambda c: (c != "sum", c))
     lines = ["## Hostile insiders: `sum` against robust aggregation", "",
              f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers, {r['hostile']} of them hostile "
-             f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, {r['seeds']} seed(s); the demo's task and "
+             f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, one seed unless a cell says more (mean ± std); "
+             "the demo's task and "
              "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
              "at the end, and in brackets the change in points against the same aggregate with no attack. "
              "Robust aggregates use shared directions: every peer measures the round's K directions; a column "
@@ -210,7 +211,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
     ap.add_argument("--resume", action="store_true",
-                    help="keep the runs already in --out (same peers, rounds, fraction) and run only the others")
+                    help="keep every run already in --out (same peers, rounds, fraction) and run only the missing ones")
     a = ap.parse_args()
     from onebyte.attacks import Attack
     from onebyte.config import TrainConfig
@@ -220,8 +221,7 @@ def main() -> None:
     if a.resume and a.out.exists():
         old = json.loads(a.out.read_text())
         if (old["peers"], old["rounds"], old["fraction"]) == (a.peers, a.rounds, a.fraction):
-            wanted = {key(c) for c in todo}
-            runs = [r for r in old["runs"] if r["key"] in wanted]
+            runs = old["runs"]  # every finished run of this setting is kept, asked for this time or not
             have = {r["key"] for r in runs}
             todo = [c for c in todo if key(c) not in have]
     print(f"{len(todo)} runs on {a.workers} workers ({len(runs)} kept)", file=sys.stderr, flush=True)
