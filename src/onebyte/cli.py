@@ -117,7 +117,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    "... 1/256 [1]")
     g.add_argument("--aggregate", choices=["sum", "robust", "median", "trimmed"],
                    help="how a round's records combine: sum, or robust (= median): peers share the round's "
-                   "directions and the step is the median of their scalars; trimmed: a trimmed mean [sum]")
+                   "directions and the step is the median of their scalars (use about half sum's --lr); trimmed: a "
+                   "trimmed mean [sum]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 
