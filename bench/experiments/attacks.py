@@ -146,7 +146,8 @@ def render(results: Results) -> list[str]:
     t = r["table"]
     aggs = sorted({row["column"] for row in t.values()}, key=lambda c: (c != "sum", c))
     lines = ["## Hostile insiders: `sum` against robust aggregation", "",
-             f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers, {r['hostile']} of them hostile "
+             "Reproduce with " + " then ".join(f"`{c}`" for c in r.get("commands", [r["command"]]))
+             + f" ({r['date']}, {r['machine']}). {r['peers']} peers, {r['hostile']} of them hostile "
              f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, one seed unless a cell says more (mean ± std); "
              "the demo's task and "
              "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
@@ -154,7 +155,8 @@ def render(results: Results) -> list[str]:
              "Robust aggregates use shared directions: every peer measures the round's K directions; a column "
              f"names its learning rate when it is not the default's ({r['default_lr']:g}).", "",
              "| attack | " + " | ".join(f"`{a}`" for a in aggs) + " |", "|---|" + "---|" * len(aggs)]
-    for attack in r["attacks"] + ["sybil-noid"] * ("sybil" in r["attacks"]):
+    present = {row["attack"] + ("" if row["identities"] else "-noid") for row in t.values()}
+    for attack in [a for a in (*ATTACKS, "sybil-noid") if a in present]:
         cells = []
         for agg in aggs:
             row = t.get(f"{agg}/{attack}")
@@ -218,10 +220,13 @@ def main() -> None:
 
     todo = conditions(a)
     runs = []
+    command = "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:])
+    commands = [command]
     if a.resume and a.out.exists():
         old = json.loads(a.out.read_text())
         if (old["peers"], old["rounds"], old["fraction"]) == (a.peers, a.rounds, a.fraction):
             runs = old["runs"]  # every finished run of this setting is kept, asked for this time or not
+            commands = [c for c in old.get("commands", [old["command"]]) if c != command] + [command]
             have = {r["key"] for r in runs}
             todo = [c for c in todo if key(c) not in have]
     print(f"{len(todo)} runs on {a.workers} workers ({len(runs)} kept)", file=sys.stderr, flush=True)
@@ -231,8 +236,8 @@ def main() -> None:
                   "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
                   "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
                   "robust_lr": a.robust_lr[0] or TrainConfig().lr, "default_lr": TrainConfig().lr,
-                  "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out)}
-        save_result(result, a.out, "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:]),
+                  "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out), "commands": commands}
+        save_result(result, a.out, command,
                     f"{platform.machine()}, {mp.cpu_count()} cores")
 
     with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
