@@ -86,17 +86,20 @@ def run(c: dict) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    by: dict[tuple, list[float]] = {}
+    """Per (column, attack): mean and std over seeds, and the points lost against the same column
+    with no attack on the same seeds (paired: a seed fixes the run id and the shards)."""
+    by: dict[tuple, dict[int, float]] = {}
     for r in runs:
-        by.setdefault((column(r), r["attack"], r["identities"]), []).append(r["accuracy"])
+        by.setdefault((column(r), r["attack"], r["identities"]), {})[r["seed"]] = r["accuracy"]
     table = {}
     for (agg, attack, ids), accs in sorted(by.items()):
-        base = by.get((agg, "none", True))
-        mean = statistics.fmean(accs)
-        row = {"column": agg, "attack": attack, "identities": ids, "accuracy": mean,
-               "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "seeds": len(accs)}
-        if base:
-            row["loss_points"] = 100 * (statistics.fmean(base) - mean)
+        base = by.get((agg, "none", True), {})
+        values = list(accs.values())
+        row = {"column": agg, "attack": attack, "identities": ids, "accuracy": statistics.fmean(values),
+               "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)}
+        paired = [base[s] - a for s, a in accs.items() if s in base]
+        if paired:
+            row["loss_points"] = 100 * statistics.fmean(paired)
         table[f"{agg}/{attack}{'' if ids else '-noid'}"] = row
     return table
 
@@ -151,7 +154,8 @@ def render(results: Results) -> list[str]:
              f"({100 * r['fraction']:.0f} %), {r['rounds']} rounds, one seed unless a cell says more (mean ± std); "
              "the demo's task and "
              "default settings (cosine over the run's rounds); held-out accuracy (%) on the whole VADER test split "
-             "at the end, and in brackets the change in points against the same aggregate with no attack. "
+             "at the end, and in brackets the change in points against the same column with no attack on the same "
+             "seeds. "
              "Robust aggregates use shared directions: every peer measures the round's K directions; a column "
              f"names its learning rate when it is not the default's ({r['default_lr']:g}).", "",
              "| attack | " + " | ".join(f"`{a}`" for a in aggs) + " |", "|---|" + "---|" * len(aggs)]
