@@ -27,7 +27,7 @@ import numpy as np
 from .config import Aggregate, TrainConfig
 from .errors import ProtocolError
 from .record import Record
-from .seeds import direction_seeds
+from .seeds import SHARED_PEER, direction_seeds, gradient_seed
 from .state import FixedPointState
 
 __all__ = ["record_seeds", "check_cap", "plan", "plan_set", "robust_step", "apply_plan", "apply_records",
@@ -100,7 +100,7 @@ def _robust_plan(records: list[Record], train: TrainConfig, frac_bits: Iterable[
     out: Plan = defaultdict(lambda: defaultdict(int))
     for (round_, sample), values in columns.items():
         step = train.lr_at(round_) * robust_step(values, train.aggregate)
-        seed = direction_seeds(tags[round_], True, round_, 0, sample, 1)[0]
+        seed = gradient_seed(tags[round_], round_, SHARED_PEER, sample)
         for f in fracs:
             out[seed][f] += sign * -round(math.ldexp(step, f))
     return out
