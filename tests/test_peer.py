@@ -3,6 +3,7 @@ partitions, authentication. Real processes over hivemind are in test_swarm.py (s
 
 import json
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -74,6 +75,26 @@ def test_free_running_peers_agree_at_the_end(tmp_path, train):
     assert len({s["set_digest"] for s in summaries}) == 1
     # a peer that starts a little late joins at the swarm's newest round, so some may have fewer rounds
     assert 9 <= summaries[0]["records"] <= 12
+
+
+def test_a_peer_that_finishes_first_waits_while_slower_peers_progress(tmp_path):
+    """A fast peer closes its rounds at the deadline and finishes long before a slow one. Its drain
+    (1.5 s here) ends only after 1.5 s *without progress*, so it leaves with the slow peer's last records,
+    not with the part that had reached it (the thin-link 8-peer run's disagreement)."""
+    fast, slow = _peers(MemoryHub(), tmp_path, 2, rounds=6)
+    fast.opts = replace(fast.opts, drain_timeout=1.5, min_deadline=0.1, max_deadline=0.2)
+    measure = slow._measure
+
+    def slowly(r):
+        time.sleep(0.8)
+        return measure(r)
+
+    slow._measure = slowly
+    summaries = _run_all([fast, slow])
+    last = json.loads((tmp_path / "p0" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["round"] == 5 and last["records"] < 12  # the fast peer finished without the slow one's last
+    assert [s["records"] for s in summaries] == [12, 12]
+    assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
 
 
 def test_outsider_without_the_secret_gets_nothing_applied(tmp_path):

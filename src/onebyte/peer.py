@@ -39,6 +39,11 @@ __all__ = ["PeerOptions", "Peer"]
 
 log = logging.getLogger(__name__)
 
+#: A draining peer waits ``drain_timeout`` past the last progress it saw, and at most this many
+#: times ``drain_timeout`` in all.
+DRAIN_CAP = 10
+
+
 @dataclass(frozen=True)
 class PeerOptions:
     peer_id: int
@@ -519,27 +524,50 @@ class Peer:
         return line
 
     def drain(self, short: bool = False) -> None:
-        """Wait (bounded) until every live peer that has finished holds the same record set."""
+        """Wait until every live peer has finished and holds our record set, then leave.
+
+        Bounded by ``drain_timeout`` *without progress*: while records keep arriving, or a live
+        peer still moves through its rounds, a peer that finished first waits on (up to
+        ``DRAIN_CAP`` × ``drain_timeout`` in all). A peer that ran ahead of slower ones (over a
+        thin link, a newcomer that heard little from the others) so leaves with the whole set
+        instead of the part that had reached it. Records come by push and by direct sync with
+        each peer (``Gossip.sync``, per peer every ``sync_interval``); the DHT, dear on a thin link,
+        is read every ``heartbeat_interval``. A short drain (stopping) waits at most 5 s."""
         self.done = True
         self.gossip.tell(self.gossip.others().values())  # now, not at the next DHT read: we are done
         timeout = min(self.opts.drain_timeout, 5.0) if short else self.opts.drain_timeout
-        end = time.monotonic() + timeout
+        start = time.monotonic()
+        end, cap = start + timeout, start + (timeout if short else DRAIN_CAP * timeout)
         final = self.opts.rounds
+        progress, read_at = self._progress(), -1e9
         while time.monotonic() < end:
-            if final is not None:
-                self.gossip.pull(range(max(0, final - self.opts.lookback), final))
-            self.apply_pending()
-            self.beat(force=True)
+            now = time.monotonic()
+            if now - read_at >= self.opts.heartbeat_interval:  # the DHT: its copy of the last rounds, heartbeats
+                read_at = now
+                if final is not None:
+                    self.gossip.pull(range(max(0, final - self.opts.lookback), final))
+                self.apply_pending()
+                self.beat(force=True)
+            else:
+                self.apply_pending()
+                self.gossip.sync()
             live = self.gossip.others()
             if all(hb.done and hb.digest.hex() == self.replica.digest.hex() for hb in live.values()):
                 # hold a moment so slower peers can see our final heartbeat, then leave
                 time.sleep(min(2.0, max(0.0, end - time.monotonic())))
                 self.apply_pending()
                 break
+            if (now_progress := self._progress()) != progress:
+                progress, end = now_progress, min(cap, max(end, time.monotonic() + timeout))
             time.sleep(0.5)
         else:
-            log.warning("drain ended after %.0fs without agreement from every live peer", timeout)
+            log.warning("drain ended after %.0fs without agreement from every live peer", time.monotonic() - start)
         self._snapshot()
+
+    def _progress(self) -> tuple:
+        """What a draining peer watches: the records it holds and each live peer's position."""
+        live = self.gossip.others()
+        return len(self.replica.records), tuple(sorted((p, hb.round, hb.records, hb.done) for p, hb in live.items()))
 
     # ----------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:
