@@ -283,6 +283,32 @@ def test_first_round_waits_for_the_quorum(tmp_path):
     assert lone.rounds_completed == 1 and time.monotonic() - t0 >= 1.0
 
 
+def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path):
+    """Quorum views differ (over a thin link, greetings and DHT reads arrive late): a has its
+    quorum, b (min_peers=3 here) never will. a's pushes still reach b, though b has been silent
+    longer than a's liveness window (it waits, it greets rarely), and b starts at once instead of
+    after its quorum_timeout or its next DHT read."""
+    import dataclasses
+    import time
+
+    hub = MemoryHub()
+    a, b = _peers(hub, tmp_path, 2, rounds=2)
+    a.opts = a.gossip.opts = dataclasses.replace(a.opts, min_peers=2)
+    b.opts = b.gossip.opts = dataclasses.replace(b.opts, min_peers=3, quorum_timeout=60.0)
+    a.gossip.members.ttl = 0.05  # b, silent while it waits, drops out of a's live peers at once
+    tb = threading.Thread(target=b.run)
+    t0 = time.monotonic()
+    tb.start()
+    time.sleep(1.0)
+    ta = threading.Thread(target=a.run)
+    ta.start()
+    ta.join(timeout=60)
+    tb.join(timeout=60)
+    assert not tb.is_alive() and time.monotonic() - t0 < 15  # not the 60 s quorum timeout, nor a 20 s DHT read
+    assert b.rounds_completed >= 1
+    assert a.summary()["set_digest"] == b.summary()["set_digest"]
+
+
 def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp_path):
     """While waiting for a quorum a peer reads the DHT once (then after 20 s, doubling up to every
     IDLE_REFRESH seconds), not every second: idle, it sends almost nothing. A newcomer greets it

@@ -107,8 +107,10 @@ def render(results: Results) -> list[str]:
         "",
         "Both paths end with the same state hash. The snapshot wins on compute, the ledger on bytes: on a "
         f"64 kbit/s line the snapshot takes {r['snapshot_bytes'] / link / 3600:.1f} h to download and the ledger "
-        f"{r['ledger_bytes'] / link:.0f} s, so on thin links a newcomer should fetch the ledger and replay "
-        "(today `onebyte peer` always takes the snapshot; choosing by link speed is future work).",
+        f"{r['ledger_bytes'] / link:.0f} s, so on thin links a newcomer should fetch the ledger and replay. "
+        "`onebyte peer` asks the peer it joins for both sizes (SIZE) and fetches the smaller "
+        "(`--catchup auto`, the default; `ledger` or `snapshot` force a path): see \"A newcomer over a thin link\" "
+        "above.",
         "",
     ]
 

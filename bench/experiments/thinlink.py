@@ -38,7 +38,7 @@ def run_swarm(lab: lab_peers.LabWithAddresses, work: Path, model: str, samples: 
     """Run the swarm in ``lab`` to the end; its throughput and bytes over the steady-state window."""
     peers = len(lab.names)
     args = ["--model", model, "--task", "vader", "--samples", str(samples), "--rounds", str(rounds),
-            "--threads", "1", "--eval-size", "0", "--max-deadline", "30", "--min-peers", str(peers)]
+            "--threads", "1", "--eval-size", "0", "--max-deadline", "30", "--min-peers", str(peers), "-v"]
     # every peer starts its first round once all are live: with 8 models loading on 2 cores the
     # first ones would otherwise run through their rounds alone and leave no common window
     swarm = lab_peers.run(lab, work, args, address_timeout=180, run_timeout=RUN_TIMEOUT)

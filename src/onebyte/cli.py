@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("peer", help="run one networked peer (hivemind)")
     _add_train_flags(pe)
     pe.add_argument("--data", dest="task", help="this peer's own data file (same as --task)")
+    pe.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="log progress details (as onebyte -v peer)")
     pe.add_argument("--out", required=True,
                     help="this peer's directory (ledger, snapshot, summary); reuse it to restart")
     pe.add_argument("--join", action="append", default=[], metavar="MULTIADDR", help="address of a live peer")

@@ -124,6 +124,17 @@ class Gossip:
         """Live peers other than this one."""
         return {p: hb for p, hb in self.members.live().items() if p != self.me}
 
+    def targets(self) -> dict[int, Heartbeat]:
+        """Where our records go: the live peers, and the peers waiting for their first round (heard
+        within ``IDLE_TTL``, holding no record, not done). A waiting peer greets rarely, so it drops
+        out of ``others`` after ``heartbeat_ttl``; our pushes are what tells it the swarm has started
+        (over a thin link, peers that reached their quorum late otherwise waited minutes)."""
+        targets = self.others()
+        for p, hb in self.members.live(ttl=IDLE_TTL).items():
+            if p != self.me and p not in targets and hb.records == 0 and not hb.done:
+                targets[p] = hb
+        return targets
+
     def waiting(self) -> dict[int, Heartbeat]:
         """Peers heard from within ``IDLE_TTL``, this one included: who is there while waiting."""
         return self.members.live(ttl=IDLE_TTL)
@@ -357,7 +368,7 @@ class Gossip:
         """Push our record to every live peer now, and queue its durable DHT copy."""
         raw = own.to_bytes()
         now = time.monotonic()
-        others = self.others()
+        others = self.targets()
         durable = not others or now - self._failed_at < DURABLE_WINDOW
         if durable:
             self._beater.submit(self._store, own.round, raw)  # bundled: a DHT store every few rounds

@@ -485,7 +485,8 @@ class Peer:
         """Before the first round, until ``min_peers`` peers are live (bounded by ``quorum_timeout``):
         a swarm whose sites start minutes apart then begins together, instead of the first ones
         training alone and the others catching up. A peer that restarts or joins a running swarm
-        finds the others already there."""
+        finds the others already there; and once any peer has started (its heartbeat shows a
+        record or a round past 0), the quorum was reached somewhere and this one starts too."""
         want = self.opts.min_peers
         if want <= 1 or self.opts.lockstep:
             return
@@ -501,7 +502,14 @@ class Peer:
                 # up to IDLE_REFRESH (a handful of reads in the first minutes, then the idle rate).
                 every = (PRIVATE_REFRESH if self.net.private or not read
                          else min(IDLE_REFRESH, max(PRIVATE_REFRESH, 2 * every)))
-            live = len(self.gossip.waiting().keys() | {self.opts.peer_id})
+            waiting = self.gossip.waiting()
+            me = self.opts.peer_id
+            started = {p for p, hb in waiting.items() if p != me and (hb.records or hb.round)}
+            started |= {rec.peer_id for rec in list(self.replica.records.values()) if rec.peer_id != me}
+            if started:  # someone reached its quorum first (views differ over a thin link): join it now
+                log.info("peer %x has started: starting", min(started))
+                return
+            live = len(waiting.keys() | {self.opts.peer_id})
             if live >= want:
                 log.info("%d peers live: starting", live)
                 self.gossip.greet()  # a fresh heartbeat to each: the round loop's 30-second liveness

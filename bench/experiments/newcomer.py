@@ -1,0 +1,239 @@
+"""A newcomer joining over a thin link after 1,000 rounds of 4 peers: the catch-up path it takes, and when it is in sync.
+
+    sudo python -m bench.experiments.newcomer [--rounds 1000] [--more 16] [--out bench/results/newcomer.json]
+
+Four peers in the demo's configuration (``minilm`` on ``vader``, the library defaults) hold a
+ledger of ``--rounds`` rounds, one record per peer per round. The ledgers are written here: real
+records of the run (its codec, run tag and swarm secret) whose scalars are small random values
+instead of measurements, because what catch-up costs in bytes and replay does not depend on the
+values, and measuring 1,000 real rounds would take an hour of this machine. The four restart from
+those ledgers in the thin-link lab (every access link 64 kbit/s each way, 100 ms, 1 % loss, as in
+``bench.experiments.thinlink``), each in its own namespace, and train ``--more`` rounds. Once they
+are training, a fifth peer with an empty directory joins through peer 0 over its own thin link.
+
+Measured, from the newcomer's launch: when its DHT node is up (its address file), when it has joined
+(its log names the path, ledger or snapshot, and the sizes it chose by), and when it is in sync (its
+first round done, holding every record of the rounds before it). All five run to the end, and the
+run checks that they hold one (set digest, state hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import secrets
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.lab import ThinLab
+from bench.output import RESULTS, WORK, save_result
+from bench.sections import Claim, Results, Section, Step
+from onebyte.config import RunSpec
+from onebyte.ledger import LedgerWriter
+from onebyte.record import build_record
+from onebyte.seeds import stream_seed
+from onebyte.swarm import read_summary, start_peer, stop_group, wait_for_address
+from onebyte.training import Setup
+
+PEERS = 4
+LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
+#: Scale of the synthetic scalars: the state moves like a quiet run's, not like noise at full scale.
+SCALE = 0.1
+JOINED = re.compile(r"joined from peer (\w+) by its (ledger|snapshot) \(ledger ([\d,]+) B, snapshot ([\d,]+) B\)")
+SYNC_TARGET_S = 60.0
+RUN_TIMEOUT = 900.0
+
+
+def write_ledgers(work: Path, rounds: int) -> tuple[Path, Path, int]:
+    """The shared run file and secret, and each established peer's ledger of ``rounds`` rounds.
+    Returns (run file, secret file, ledger bytes)."""
+    work.mkdir(parents=True, exist_ok=True)
+    spec = RunSpec(run_id="newcomer-bench", model="minilm", task="vader")
+    run_file = work / "run.toml"
+    run_file.write_text(spec.to_toml())
+    secret = secrets.token_bytes(32)
+    secret_file = work / "secret"
+    secret_file.write_bytes(secret)
+    secret_file.chmod(0o600)
+    run = Setup.build(RunSpec.load(run_file)).spec  # exactly what the peers will read, with the base's hash
+    train, tag = run.spec.train, run.run_tag
+    rng = np.random.default_rng(0)
+    rounds_of = [[build_record(train.codec, tag, r, p, 0, SCALE * rng.normal(size=train.samples),
+                               stream_seed(tag, "rounding", r, p, 0), secret) for p in range(PEERS)]
+                 for r in range(rounds)]
+    for p in range(PEERS):
+        writer = LedgerWriter(work / f"peer-{p}" / "ledger.obl")
+        for batch in rounds_of:
+            writer.append(batch)
+        writer.close()
+    return run_file, secret_file, (work / "peer-0" / "ledger.obl").stat().st_size
+
+
+def measure(work: Path, rounds: int, more: int) -> dict:
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    run_file, secret_file, ledger_bytes = write_ledgers(work, rounds)
+    final = rounds + more
+    common = ["--config", str(run_file), "--secret-file", str(secret_file), "--threads", "1", "--eval-size", "0",
+              "--max-deadline", "30", "--rounds", str(final), "-v"]
+    lab = ThinLab(PEERS + 1, rate_bps=LINK["rate_bps"], delay=LINK["delay"], loss=LINK["loss"], queue=LINK["queue"])
+    procs = []
+    t_start = time.monotonic()
+    try:
+        def launch(i: int, join: list[str], extra: list[str]):
+            return start_peer(i, work / f"peer-{i}", [*common, *extra, "--host", lab.ips[i], "--peer-id", str(i)],
+                              join, lab.wrap(i, []))
+
+        procs.append(launch(0, [], ["--shard", f"0/{PEERS}", "--min-peers", str(PEERS)]))
+        join = wait_for_address(procs[0], 180)[:1]
+        for i in range(1, PEERS):
+            procs.append(launch(i, join, ["--shard", f"{i}/{PEERS}", "--min-peers", str(PEERS)]))
+        # the newcomer comes once every established peer has trained a round past the ledger
+        end = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < end and not all((read_summary(p.out) or {}).get("rounds_completed", 0) >= 2
+                                                 for p in procs):
+            if not all(p.alive() for p in procs):
+                raise RuntimeError("an established peer exited before the newcomer came: see its peer.log")
+            time.sleep(0.5)
+        swarm_round = max((read_summary(p.out) or {}).get("round", 0) for p in procs)
+        t0 = time.monotonic()
+        newcomer = launch(PEERS, join, [])
+        procs.append(newcomer)
+        log_path = newcomer.out / "peer.log"
+        up = joined_at = synced_at = None
+        joined: dict = {}
+        first: dict = {}
+        while time.monotonic() < end and newcomer.alive() and synced_at is None:
+            now = time.monotonic() - t0
+            if up is None and (newcomer.out / "addresses.txt").exists():
+                up = now
+            if joined_at is None and log_path.exists() and (m := JOINED.search(log_path.read_text())):
+                joined_at = now
+                joined = {"path": m.group(2), "from_peer": m.group(1), "ledger_bytes": int(m.group(3).replace(",", "")),
+                          "snapshot_bytes": int(m.group(4).replace(",", ""))}
+            s = read_summary(newcomer.out) or {}
+            if s.get("rounds_completed", 0) >= 1:
+                synced_at, first = now, s
+            time.sleep(0.25)
+        while time.monotonic() < end and any(p.alive() for p in procs):
+            time.sleep(1.0)
+        finished = not any(p.alive() for p in procs)
+    finally:
+        for p in procs:
+            stop_group(p, signal.SIGKILL)
+        emulator = lab.stats()
+        lab.close()
+    summaries = [read_summary(p.out) or {} for p in procs]
+    first_round = first["round"] - first["rounds_completed"] if first else None
+    return {
+        "peers": PEERS,
+        "model": "minilm",
+        "task": "vader",
+        "rounds_before": rounds,
+        "records_before": rounds * PEERS,
+        "ledger_file_bytes": ledger_bytes,
+        "scalars": f"synthetic: {SCALE} x standard normal, encoded by the run's codec",
+        "link": {"rate_kbit_s": LINK["rate_bps"] / 1000, "one_way_delay_ms": 1000 * LINK["delay"],
+                 "loss": LINK["loss"], "queue_ms": 1000 * LINK["queue"]},
+        "swarm_round_at_launch": swarm_round,
+        "seconds_to_dht_up": up,
+        "seconds_to_joined": joined_at,
+        "seconds_to_in_sync": synced_at,
+        "joined_by": joined or (summaries[-1].get("joined_by") or {}),
+        "first_round": first_round,
+        "records_at_first_round": first.get("records"),
+        # every record of the rounds before its first: the established peers' (the newcomer has none there)
+        "complete_before_first_round": bool(first) and first["records"] >= PEERS * first_round,
+        "in_sync_target_s": SYNC_TARGET_S,
+        "finished": finished,
+        "agree": finished and len({(s.get("set_digest"), s.get("state_hash")) for s in summaries}) == 1,
+        "records_at_end": [s.get("records") for s in summaries],
+        "emulator": {k: emulator.get(k) for k in ("frames", "bytes", "lost", "queue_drops")},
+        "wall_seconds": round(time.monotonic() - t_start, 1),
+    }
+
+
+def render(results: Results) -> list[str]:
+    r = results.get("newcomer")
+    if not r:
+        return []
+    j = r["joined_by"]
+    why = (f"its ledger ({j['ledger_bytes']:,} B) against a snapshot ({j['snapshot_bytes']:,} B): the smaller "
+           f"download wins" if j.get("ledger_bytes") is not None else "the peer reported no sizes")
+    sync = r["seconds_to_in_sync"]
+    verdict = "met" if _ok(r) else "**missed**"
+    link = r["link"]
+    return [
+        "### A newcomer over a thin link after 1,000 rounds",
+        "",
+        f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers (`{r['model']}` on `{r['task']}`, "
+        f"the library defaults) restart from ledgers of {r['rounds_before']:,} rounds ({r['records_before']:,} "
+        f"records, {r['ledger_file_bytes']:,} bytes on disk; the scalars are {r['scalars']}: catch-up's bytes "
+        f"and replay do not depend on them) and train on; at round {r['swarm_round_at_launch']} a fifth peer "
+        f"with an empty directory joins through peer 0. Every access link: {link['rate_kbit_s']:.0f} kbit/s "
+        f"each way, {link['one_way_delay_ms']:.0f} ms, {100 * link['loss']:.0f} % loss.",
+        "",
+        "| from the newcomer's launch | seconds |",
+        "|---|---|",
+        f"| its DHT node is up | {_s(r['seconds_to_dht_up'])} |",
+        f"| it has joined (path chosen, records fetched and replayed) | {_s(r['seconds_to_joined'])} |",
+        f"| **in sync**: its first round done, with every record before it "
+        f"({r['records_at_first_round'] if r['records_at_first_round'] is not None else '—'} records at round "
+        f"{r['first_round'] if r['first_round'] is not None else '—'}) | **{_s(sync)}** |",
+        "",
+        f"Path: **{j.get('path', '—')}**, by {why}. All five peers end on one (digest, hash): "
+        f"{'yes' if r['agree'] else '**no**'} (records at the end: {', '.join(map(str, r['records_at_end']))}). "
+        f"Target: in sync within {r['in_sync_target_s']:.0f} s — {verdict}.",
+        "",
+    ]
+
+
+def _ok(r: dict) -> bool:
+    sync = r["seconds_to_in_sync"]
+    return sync is not None and sync <= r["in_sync_target_s"] and r["complete_before_first_round"] and r["agree"]
+
+
+def _s(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
+def claims(results: Results) -> list[Claim]:
+    r = results.get("newcomer")
+    if not r:
+        return []
+    sync = r["seconds_to_in_sync"]
+    ok = _ok(r)
+    return [("a newcomer over a thin link after 1,000 rounds of 4 peers: seconds to in sync (path)",
+             f"{_s(sync)} s ({r['joined_by'].get('path', '—')})" + ("" if r["agree"] else ", **did not agree**"),
+             f"≤ {r['in_sync_target_s']:.0f} s", ok)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=1000)
+    ap.add_argument("--more", type=int, default=16, help="rounds the swarm trains after the ledger")
+    ap.add_argument("--work", type=Path, default=WORK / "newcomer")
+    ap.add_argument("--out", type=Path, default=RESULTS / "newcomer.json")
+    a = ap.parse_args()
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    r = measure(a.work, a.rounds, a.more)
+    save_result(r, a.out, "sudo python -m bench.experiments.newcomer"
+                + (f" --rounds {a.rounds}" if a.rounds != 1000 else "") + (f" --more {a.more}" if a.more != 16 else ""),
+                f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
+
+
+SECTION = Section("newcomer", "bench.experiments.newcomer", render, claims=claims,
+                  steps=(Step("newcomer", ("--out", "{out}/newcomer.json"), None, needs_root=True),))
+
+if __name__ == "__main__":
+    main()
