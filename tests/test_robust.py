@@ -15,6 +15,7 @@ from onebyte.update import robust_step
 
 RUN = b"q" * 16
 MEDIAN = TrainConfig(lr=1e-3, samples=3, aggregate=Aggregate.MEDIAN)
+CLIPPED = TrainConfig(lr=1e-3, samples=3, aggregate=Aggregate.CLIPPED)
 
 
 def _rec(round_, peer, g, codec=Codec.BYTE):
@@ -42,26 +43,32 @@ def test_robust_step_statistics():
     # sign codec: the median of +-1 is the majority sign (a tie gives no step)
     assert robust_step([1.0, 1.0, -1.0], Aggregate.MEDIAN) == 3.0
     assert robust_step([1.0, -1.0], Aggregate.MEDIAN) == 0.0
+    # clipped: the sum of the values within 3 robust standard deviations of the median
+    assert robust_step([1.0, 2.0, 3.0], Aggregate.CLIPPED) == 6.0  # no outlier: the sum
+    assert robust_step([3.0, 1.0, 100.0, 2.0], Aggregate.CLIPPED) == 6.0  # median 2.5, MAD 1: 100 is out
+    assert robust_step([1.0, 2.0, 3.0, 6.0], Aggregate.CLIPPED) == 12.0  # 6 is 3.5 from 2.5, within 4.4
+    assert robust_step([1.0, 1.0, -1.0], Aggregate.CLIPPED) == 2.0  # sign codec: the majority's count
     with pytest.raises(ValueError):
         robust_step([1.0], Aggregate.SUM)
 
 
-def test_late_record_that_changes_the_median_leaves_the_full_set_state():
+@pytest.mark.parametrize("train", [MEDIAN, CLIPPED], ids=["median", "clipped"])
+def test_late_record_that_changes_the_median_leaves_the_full_set_state(train):
     """Round 0 applied with two records, then a third arrives late and moves the median: every
     arrival order and batching ends with the state of applying all records at once."""
-    recs = [_rec(0, 1, [1.0, -2.0, 0.5]), _rec(0, 2, [3.0, 1.0, -0.5]), _rec(0, 3, [50.0, 40.0, -30.0]),
+    recs = [_rec(0, 1, [1.0, -2.0, 0.5]), _rec(0, 2, [3.0, 1.0, -0.5]), _rec(0, 3, [2.5, 0.5, 0.0]),
             _rec(1, 1, [0.25, 0.5, 1.0]), _rec(1, 2, [-1.0, 2.0, 3.0]), _rec(1, 3, [0.0, -1.0, 2.0])]
-    whole = _hash(recs)
+    whole = _hash(recs, train)
     late = [recs[:2] + recs[3:], [recs[2]]]  # round 0's third record after round 1 was applied
-    assert _hash(recs, batches=late) == whole
+    assert _hash(recs, train, late) == whole
     for seed in range(10):
         order = recs[:]
         random.Random(seed).shuffle(order)
         cuts = sorted(random.Random(seed + 99).sample(range(1, len(order)), 2))
         batches = [order[:cuts[0]], order[cuts[0]:cuts[1]], order[cuts[1]:]]
-        assert _hash(recs, batches=batches) == whole
+        assert _hash(recs, train, batches) == whole
     # the late record did change round 0's step: without it the state differs
-    assert _hash(recs[:2] + recs[3:]) != whole
+    assert _hash(recs[:2] + recs[3:], train) != whole
 
 
 def test_an_outlier_moves_the_model_no_further_than_any_value_beyond_the_median():
@@ -73,6 +80,13 @@ def test_an_outlier_moves_the_model_no_further_than_any_value_beyond_the_median(
     assert _hash(honest + [huge]) == _hash(honest + [mild])
     sum_train = TrainConfig(lr=1e-3, samples=3, directions=MEDIAN.directions)
     assert _hash(honest + [huge], sum_train) != _hash(honest + [mild], sum_train)
+
+
+def test_an_outlier_far_from_the_others_counts_not_at_all_under_clipped():
+    honest = [_rec(0, p, [v, -v, 2 * v]) for p, v in enumerate([0.5, 1.0, 1.5, 2.0])]
+    huge = _rec(0, 9, [120.0, -120.0, 240.0])
+    assert _hash(honest + [huge], CLIPPED) == _hash(honest, CLIPPED)
+    assert _hash(honest + [huge], MEDIAN) != _hash(honest, MEDIAN)  # the median moves by a rank
 
 
 def test_equivocation_under_the_median_counts_neither_record():

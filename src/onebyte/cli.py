@@ -115,10 +115,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--density", type=_density,
                    help="sparse directions: the fraction of tuned elements each direction moves, 1, 1/2, 1/4, "
                    "... 1/256 [1]")
-    g.add_argument("--aggregate", choices=["sum", "robust", "median", "trimmed"],
+    g.add_argument("--aggregate", choices=["sum", "robust", "median", "trimmed", "clipped"],
                    help="how a round's records combine: sum, or robust (= median): peers share the round's "
                    "directions and the step is the median of their scalars (use about half sum's --lr); trimmed: a "
-                   "trimmed mean [sum]")
+                   "trimmed mean; clipped: the sum of the scalars near their median [sum]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 

@@ -56,6 +56,10 @@ class Aggregate(enum.Enum):
       directions, whatever ``directions`` says), and the step along each is a robust statistic of
       the peers' scalars times their number: the coordinate-wise median, or the mean after dropping
       the lowest and highest quarter. With the ``sign`` codec the median is the majority sign.
+    * ``clipped``: shared directions too; the step is the *sum* of the scalars that lie within 3
+      robust standard deviations (median absolute deviation) of their median: without an attack
+      about ``sum``'s step, at ``sum``'s learning rate; a flipped, capped or random record far from
+      the others counts not at all.
       ``robust`` names the median (BENCHMARKS.md, "Hostile insiders"; a trimmed mean lost more
       under a sign-flip attack in the one run measured). Run it at about half ``sum``'s learning
       rate: the peers' measurements then fall along K directions instead of n·K, so each step
@@ -65,6 +69,7 @@ class Aggregate(enum.Enum):
     SUM = "sum"
     MEDIAN = "median"
     TRIMMED = "trimmed"
+    CLIPPED = "clipped"
 
     @classmethod
     def _missing_(cls, value: object) -> Aggregate | None:
@@ -608,7 +613,8 @@ reference_examples = {train_reference_examples}
 # ... down to 1/256 (a random mask grown from the direction's seed, as Sparse-MeZO's)
 density = {train_density}
 # [math] how a round's records combine: sum (each record counts fully), or robust: every peer measures
-# the round's shared directions and the step is their median (median, trimmed: a trimmed mean)
+# the round's shared directions and the step is their median (median, trimmed: a trimmed mean,
+# clipped: the sum of the scalars within 3 robust standard deviations of their median)
 aggregate = {train_aggregate}
 """
 

@@ -75,17 +75,36 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
 def robust_step(values: list[float], aggregate: Aggregate) -> float:
     """The step along one direction from the peers' scalars: the statistic times their number (so
     honest peers move the model as far as ``sum`` would). Median: the middle value, or the mean of
-    the two middle ones; trimmed: the mean after dropping the lowest and highest quarter."""
+    the two middle ones; trimmed: the mean after dropping the lowest and highest quarter; clipped:
+    the sum of the scalars within ``CLIP_MADS`` robust standard deviations of the median. Python
+    floats from decoded codes, sorted first: the same value on every replica in any order."""
     v = sorted(values)
     n = len(v)
     if aggregate is Aggregate.MEDIAN:
-        stat = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+        stat = _median(v)
     elif aggregate is Aggregate.TRIMMED:
         t = n // 4
         stat = math.fsum(v[t:n - t]) / (n - 2 * t)
+    elif aggregate is Aggregate.CLIPPED:
+        # the sum of the scalars within CLIP_MADS robust standard deviations of the median: honest
+        # scalars all count, as under sum; outliers (a flipped or capped record) count not at all
+        med = _median(v)
+        band = CLIP_MADS * MAD_TO_STD * _median(sorted(abs(x - med) for x in v))
+        return math.fsum(x for x in v if abs(x - med) <= band)
     else:
         raise ValueError(f"{aggregate} is not a robust aggregate")
     return stat * n
+
+
+#: ``clipped``: how far from the median a scalar may lie and still count, in robust standard
+#: deviations (the median absolute deviation times MAD_TO_STD, which is 1 for a normal sample).
+CLIP_MADS = 3.0
+MAD_TO_STD = 1.4826
+
+
+def _median(v: list[float]) -> float:
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def _robust_plan(records: list[Record], train: TrainConfig, frac_bits: Iterable[int], sign: int) -> Plan:
