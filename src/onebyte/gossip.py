@@ -150,7 +150,10 @@ class Gossip:
 
     def _dht_exchange(self, hb: bytes, ttl: float, read: bool) -> bool:
         """Store our heartbeat in the DHT, then read everyone's: each bounded, the read tried even
-        when the store failed (a store walks further than a read, and fails more). Whether it read."""
+        when the store failed (a store walks further than a read, and fails more). Whether it read.
+        A peer that could not reach its join peers dials them again first (rate-limited); until
+        it has reached them, a read counts as not done (it could only find this peer)."""
+        joined = self.net.rejoin()
         try:
             self.net.announce(hb, ttl=ttl)
         except (ProtocolError, NetworkError) as exc:
@@ -164,7 +167,7 @@ class Gossip:
             return False
         for data in beats:
             self.observe(data)
-        return True
+        return joined
 
     def tell(self, peers: Iterable[Heartbeat], hb: bytes | None = None) -> None:
         """Send our heartbeat directly to each of ``peers`` (a push with no record)."""

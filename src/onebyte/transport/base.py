@@ -81,6 +81,12 @@ class Transport(ABC):
     def connect(self, addresses: list[str]) -> None:  # noqa: B027 - optional hook
         """Dial more peers at runtime (no-op where discovery is implicit)."""
 
+    def rejoin(self) -> bool:
+        """Dial the join peers again if they could not be reached at start (over a slow link both
+        tries can fail, and a peer nobody knows stays alone); a no-op once they were reached.
+        Whether this peer is connected to them (True where discovery is implicit)."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources; idempotent (a second call does nothing)."""
 

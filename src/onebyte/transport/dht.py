@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 STORE_TIMEOUT = 10.0
 GET_TIMEOUT = 10.0
 START_TIMEOUT = 60.0
+#: A peer that could not reach its join peers at start dials them again this often.
+REJOIN_EVERY = 20.0
 #: How long published values stay in the DHT; late joiners older than this sync from peers.
 RECORD_TTL = 3600.0
 HEARTBEAT_TTL = 30.0
@@ -185,12 +188,11 @@ class DhtTransport(Transport):
         self._channels: dict[str, asyncio.StreamWriter] = {}  # contact -> our long-lived push stream
         self._opening: dict[str, asyncio.Lock] = {}  # one opener and one writer per channel at a time
         self._closed = False
+        self._join = list(initial_peers or [])
+        self._stranded = redial  # the join peers not reached yet: rejoin() dials them again
+        self._rejoined_at = -1e9
         if redial:
-            try:
-                self.connect(list(initial_peers or []))
-                log.info("reached the --join peers on the second try")
-            except NetworkError as exc:
-                log.warning("%s; others can join this peer", exc)
+            self.rejoin()
 
     # ----------------------------------------------------------------- helpers
     def _call(self, coro, timeout: float):
@@ -381,6 +383,22 @@ class DhtTransport(Transport):
     async def _close_channels(self) -> None:
         for contact, writer in list(self._channels.items()):
             self._forget(contact, writer)
+
+    def rejoin(self) -> bool:
+        if not self._stranded:
+            return True
+        now = time.monotonic()
+        if now - self._rejoined_at < REJOIN_EVERY:
+            return False
+        self._rejoined_at = now
+        try:
+            self.connect(self._join)
+        except NetworkError as exc:
+            log.warning("%s; dialling again in %.0fs (others can join this peer meanwhile)", exc, REJOIN_EVERY)
+            return False
+        self._stranded = False
+        log.info("reached the --join peers")
+        return True
 
     def connect(self, addresses: list[str]) -> None:
         """Dial peers by multiaddr at runtime (to heal a partition or bridge two swarms)."""
