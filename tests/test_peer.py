@@ -309,6 +309,35 @@ def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path):
     assert a.summary()["set_digest"] == b.summary()["set_digest"]
 
 
+def test_waiting_peers_introduce_newcomers_a_dht_read_missed(tmp_path):
+    """Four peers wait for all four. c's DHT read misses a and d's misses b (over a thin link a read
+    can time out), so no peer has met all the others. Peers pass the heartbeats of peers new to
+    them on, both ways: all four count four and start at once, instead of at their next DHT read
+    20 s later."""
+    import dataclasses
+    import time
+
+    hub = MemoryHub()
+    peers = _peers(hub, tmp_path, 4, rounds=1)
+    for p in peers:
+        p.opts = p.gossip.opts = dataclasses.replace(p.opts, min_peers=4, quorum_timeout=60.0)
+
+    def missing(owner):
+        return lambda: [beat for name, beat in list(hub.beats.items()) if name != owner]
+
+    peers[2].net.heartbeats, peers[3].net.heartbeats = missing("p0"), missing("p1")
+    threads = [threading.Thread(target=p.run) for p in peers]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+        time.sleep(0.7)
+    for t in threads:
+        t.join(timeout=60)
+    assert time.monotonic() - t0 < 15  # not a 20 s DHT re-read, nor the 60 s quorum timeout
+    assert all(len(p.members.peers()) == 4 for p in peers)
+    assert len({p.summary()["set_digest"] for p in peers}) == 1
+
+
 def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp_path):
     """While waiting for a quorum a peer reads the DHT once (then after 20 s, doubling up to every
     IDLE_REFRESH seconds), not every second: idle, it sends almost nothing. A newcomer greets it

@@ -175,7 +175,7 @@ def render(results: Results) -> list[str]:
     lines += ["", "The robust learning rate: with n peers sharing K directions, a round's n·K measurements give K "
               "directions rather than n·K, so each step carries the same signal as `sum`'s with more of its noise "
               "along fewer directions, and the default rate is too large for it: compare the robust columns' "
-              f"no-attack rows. The rate the README recommends for robust runs is {r['robust_lr']:g}."]
+              f"no-attack rows. The README recommends `{recommended(r)}`."]
     lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
               "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
               "`sybil` each hostile site also publishes as 3 more ids (sign-flipped); `lie-late` sign-flipped "
@@ -184,12 +184,17 @@ def render(results: Results) -> list[str]:
     return lines
 
 
+def recommended(r: dict) -> str:
+    """The column the README recommends (the claims are about it)."""
+    return r.get("recommended") or (f"median lr {r['robust_lr']:g}" if r.get("robust_lr") else "median")
+
+
 def claims(results: Results) -> list[Claim]:
     r = results.get("attacks")
     if r is None:
         return []
     t, out = r["table"], []
-    robust = f"median lr {r['robust_lr']:g}" if r.get("robust_lr") else "median"
+    robust = recommended(r)
     worst = max((row["loss_points"] for k, row in t.items() if k.startswith(f"{robust}/")
                  and row["attack"] != "none" and row["identities"] and "loss_points" in row), default=None)
     if worst is not None:
@@ -215,6 +220,8 @@ def main() -> None:
                     help="learning rates of the robust aggregates, the recommended one first (0: the default's); "
                     "sum runs at the default's")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--recommend", help="the column the claims are about (e.g. 'clipped', 'median lr 0.0015'); "
+                    "default: the one in --out when resuming, else the median at the first --robust-lr")
     ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
     ap.add_argument("--resume", action="store_true",
                     help="keep every run already in --out (same peers, rounds, fraction) and run only the missing ones")
@@ -226,8 +233,10 @@ def main() -> None:
     runs = []
     command = "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:])
     commands = [command]
+    recommend = a.recommend or (f"median lr {a.robust_lr[0]:g}" if a.robust_lr[0] else "median")
     if a.resume and a.out.exists():
         old = json.loads(a.out.read_text())
+        recommend = a.recommend or old.get("recommended") or recommend
         if (old["peers"], old["rounds"], old["fraction"]) == (a.peers, a.rounds, a.fraction):
             runs = old["runs"]  # every finished run of this setting is kept, asked for this time or not
             commands = [c for c in old.get("commands", [old["command"]]) if c != command] + [command]
@@ -240,7 +249,8 @@ def main() -> None:
                   "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
                   "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
                   "robust_lr": a.robust_lr[0] or TrainConfig().lr, "default_lr": TrainConfig().lr,
-                  "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out), "commands": commands}
+                  "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out), "commands": commands,
+                  "recommended": recommend}
         save_result(result, a.out, command,
                     f"{platform.machine()}, {mp.cpu_count()} cores")
 

@@ -116,6 +116,8 @@ class Gossip:
         self._failed_at = -1e9  # when a push last failed (then our records also go to the DHT copy)
         self._stored: set[int] = set()  # rounds of our records whose push failed and went to the DHT
         self._push_lock = threading.Lock()
+        self.introducing = True  # until the first round: pass new peers' heartbeats on (_introduce)
+        self._raw: dict[int, bytes] = {}  # ... the latest heartbeat as its author signed it, per peer
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
 
@@ -226,9 +228,13 @@ class Gossip:
         """A heartbeat from a peer (pushed, or read from the DHT)."""
         try:
             hb = decode_heartbeat(data, self.tag, self.opts.secret, self.intake.roster)
-            if hb.peer_id != self.me and self.members.get(hb.peer_id) is None:
-                self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
+            new = hb.peer_id != self.me and self.members.get(hb.peer_id) is None
             self.members.observe(hb)
+            if self.introducing:
+                self._raw[hb.peer_id] = bytes(data)
+            if new:
+                self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
+                self._introduce(hb.peer_id, data)
         except ForeignRun as exc:
             hb = exc.heartbeat
             first = hb.peer_id not in self.foreign
@@ -238,6 +244,23 @@ class Gossip:
                 self._beater.submit(self.learn_config, hb)  # off the server thread: a request
         except ProtocolError as exc:
             self.intake.reject(-1, f"heartbeat: {exc}")
+
+    def _introduce(self, peer_id: int, data: bytes) -> None:
+        """While waiting for the first round: introduce a peer heard from for the first time to
+        every other peer heard within ``IDLE_TTL``, and them to it, by passing on the heartbeats
+        their authors signed (a relay cannot forge one). A peer whose DHT read missed some of the
+        others (over a thin link a read can time out) so learns of them through anyone who met
+        both, and every quorum count sees the same peers. Once per newcomer: 2 (n − 2) pushes of a
+        few hundred bytes."""
+        if self.closed or not self.introducing:
+            return
+        known = {p: hb for p, hb in self.waiting().items() if p not in (peer_id, self.me)}
+        newcomer = self.members.get(peer_id)
+        message = push(b"", data)
+        for p, other in known.items():
+            self._pusher.submit(self._push_one, other, message)  # not our heartbeat: nothing "told"
+            if newcomer is not None and (raw := self._raw.get(p)) is not None:
+                self._pusher.submit(self._push_one, newcomer, push(b"", raw))
 
     def refuse_foreign(self) -> None:
         """Refuse to join a swarm whose peers run another base model or configuration."""

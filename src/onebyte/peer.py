@@ -467,6 +467,7 @@ class Peer:
             self.wait_for_quorum(stop)
             self.eval_before = self.evaluate()
             r = self._first_round = self.start_round()
+            self.gossip.introducing = False  # pushes carry membership from here on
             while (final is None or r < final) and not (stop is not None and stop.is_set()):
                 self.run_round(r, stop)
                 s = self.write_summary()
