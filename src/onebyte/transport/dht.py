@@ -42,8 +42,8 @@ __all__ = ["DhtTransport"]
 log = logging.getLogger(__name__)
 
 #: Named timeouts (seconds) for every network wait.
-STORE_TIMEOUT = 10.0
-GET_TIMEOUT = 10.0
+STORE_TIMEOUT = 20.0
+GET_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 #: A peer that could not reach its join peers at start dials them again this often.
 REJOIN_EVERY = 20.0
@@ -60,7 +60,11 @@ PUBLISH_EVERY = 8
 #: whole heartbeat dictionary, ~1 KB per peer, every heartbeat) and re-read cached values shortly
 #: before they expire. Neither helps a swarm that always asks for the latest value; both cost
 #: link bytes every heartbeat interval.
-DHT_NODE_OPTIONS = {"cache_nearest": 0, "cache_refresh_before_expiry": 0}
+#: ``wait_timeout``: how long a DHT RPC may take before its node is deemed lost (hivemind: 3 s). Over
+#: a 64 kbit/s, 200 ms path a first RPC sets up the connection (TCP, noise, yamux, identify: several
+#: round trips, behind other peers' handshakes on the join peer's link) and 3 s lost most bootstrap
+#: pings of an 8-peer swarm starting together.
+DHT_NODE_OPTIONS = {"cache_nearest": 0, "cache_refresh_before_expiry": 0, "wait_timeout": 10.0}
 _HANDLER = "onebyte.bulk"
 _CHANNEL = "onebyte.push"
 #: The largest message a push channel carries (a record of MAX_COUNT float32 scalars and a
@@ -437,10 +441,16 @@ async def _connect(addresses: list[str], _dht, node) -> bool:
     from hivemind.p2p import PeerID
     from hivemind.utils.multiaddr import Multiaddr
 
+    answered = []
     for text in addresses:
         peer = PeerID.from_base58(Multiaddr(text)["p2p"])
         await node.p2p._client.connect(peer, [Multiaddr(text.split("/p2p/")[0])])  # transport part only
-        await node.protocol.call_ping(peer)
+        for _ in range(3):  # the ping puts the peer in our routing table: without it the DHT is empty here
+            if await node.protocol.call_ping(peer) is not None:
+                answered.append(text)
+                break
+    if not answered:
+        raise RuntimeError("connected, but no peer answered a DHT ping")
     await node.find_nearest_nodes([node.node_id])
     return True
 
