@@ -309,6 +309,21 @@ def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path):
     assert a.summary()["set_digest"] == b.summary()["set_digest"]
 
 
+def test_a_restarted_peer_still_waits_for_its_quorum(tmp_path):
+    """The others' records in a restarted peer's ledger are not a swarm that has started: only a
+    record or heartbeat of a round it has not reached is."""
+    import dataclasses
+    import time
+
+    _run_all(_peers(MemoryHub(), tmp_path, 2, rounds=1))
+    again = _peers(MemoryHub(), tmp_path, 1, rounds=2)[0]  # p0 again, from its directory, alone
+    assert again.round == 1 and any(r.peer_id == 1 for r in again.records.values())
+    again.opts = again.gossip.opts = dataclasses.replace(again.opts, min_peers=2, quorum_timeout=1.5)
+    t0 = time.monotonic()
+    again.wait_for_quorum()
+    assert time.monotonic() - t0 >= 1.5  # waited it out: nobody else came
+
+
 def test_waiting_peers_introduce_newcomers_a_dht_read_missed(tmp_path):
     """Four peers wait for all four. c's DHT read misses a and d's misses b (over a thin link a read
     can time out), so no peer has met all the others. Peers pass the heartbeats of peers new to

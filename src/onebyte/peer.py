@@ -486,8 +486,9 @@ class Peer:
         """Before the first round, until ``min_peers`` peers are live (bounded by ``quorum_timeout``):
         a swarm whose sites start minutes apart then begins together, instead of the first ones
         training alone and the others catching up. A peer that restarts or joins a running swarm
-        finds the others already there; and once any peer has started (its heartbeat shows a
-        record or a round past 0), the quorum was reached somewhere and this one starts too."""
+        finds the others already there; and once any peer has started (a record of a round this
+        one has not reached, or a heartbeat past it), the quorum was reached somewhere and this
+        one starts too."""
         want = self.opts.min_peers
         if want <= 1 or self.opts.lockstep:
             return
@@ -505,8 +506,10 @@ class Peer:
                          else min(IDLE_REFRESH, max(PRIVATE_REFRESH, 2 * every)))
             waiting = self.gossip.waiting()
             me = self.opts.peer_id
-            started = {p for p, hb in waiting.items() if p != me and (hb.records or hb.round)}
-            started |= {rec.peer_id for rec in list(self.replica.records.values()) if rec.peer_id != me}
+            # a peer measuring a round we have not reached (a restarted swarm's ledgers do not count)
+            started = {p for p, hb in waiting.items() if p != me and hb.round > self.round}
+            started |= {rec.peer_id for rec in list(self.replica.records.values())
+                        if rec.peer_id != me and rec.round >= self.round}
             if started:  # someone reached its quorum first (views differ over a thin link): join it now
                 log.info("peer %x has started: starting", min(started))
                 return
