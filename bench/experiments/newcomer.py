@@ -1,6 +1,6 @@
 """A newcomer joining over a thin link after 1,000 rounds of 4 peers: the catch-up path it takes, and when it is in sync.
 
-    sudo python -m bench.experiments.newcomer [--rounds 1000] [--more 16] [--out bench/results/newcomer.json]
+    sudo python -m bench.experiments.newcomer [--rounds 1000] [--more 80] [--out bench/results/newcomer.json]
 
 Four peers in the demo's configuration (``minilm`` on ``vader``, the library defaults) hold a
 ledger of ``--rounds`` rounds, one record per peer per round. The ledgers are written here: real
@@ -217,7 +217,7 @@ def claims(results: Results) -> list[Claim]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=1000)
-    ap.add_argument("--more", type=int, default=16, help="rounds the swarm trains after the ledger")
+    ap.add_argument("--more", type=int, default=80, help="rounds the swarm trains after the ledger")
     ap.add_argument("--work", type=Path, default=WORK / "newcomer")
     ap.add_argument("--out", type=Path, default=RESULTS / "newcomer.json")
     a = ap.parse_args()
@@ -228,7 +228,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_term)
     r = measure(a.work, a.rounds, a.more)
     save_result(r, a.out, "sudo python -m bench.experiments.newcomer"
-                + (f" --rounds {a.rounds}" if a.rounds != 1000 else "") + (f" --more {a.more}" if a.more != 16 else ""),
+                + (f" --rounds {a.rounds}" if a.rounds != 1000 else "") + (f" --more {a.more}" if a.more != 80 else ""),
                 f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
 
 

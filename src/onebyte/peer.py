@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 #: A draining peer waits ``drain_timeout`` past the last progress it saw, and at most this many
 #: times ``drain_timeout`` in all.
 DRAIN_CAP = 10
+#: How long a newcomer that was given --join peers looks for a live one (to catch up from) before it
+#: starts from the base model: over a 64 kbit/s link its first DHT read can take most of a minute.
+#: Without --join it is the first peer, and ``PeerOptions.join_timeout`` applies.
+JOIN_TIMEOUT = 180.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class Peer:
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
+            if join and "join_timeout" not in options:
+                options["join_timeout"] = JOIN_TIMEOUT  # a swarm is there: wait for it, not for 20 s
             opts = PeerOptions(peer_id=peer_id, rounds=rounds, secret=secret, key=site_key, relay=relay, **options)
             peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
         except BaseException:
