@@ -46,6 +46,9 @@ DRAIN_CAP = 10
 #: starts from the base model: over a 64 kbit/s link its first DHT read can take most of a minute.
 #: Without --join it is the first peer, and ``PeerOptions.join_timeout`` applies.
 JOIN_TIMEOUT = 180.0
+#: The slowest link a catch-up download is given time for (bytes/s): 16 kbit/s, a quarter of the
+#: thin-link lab's 64 kbit/s line (a 259 KB ledger over it timed out at the 30 s request timeout).
+BULK_RATE = 2000.0
 
 
 @dataclass(frozen=True)
@@ -271,17 +274,17 @@ class Peer:
             self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
             self.gossip.refuse_foreign()
             others = self.gossip.others()
-            if self.replica.records:
-                return  # records already arrive by push: we are in, and sync fills the past
             if others:
                 best = max(others.values(), key=lambda hb: hb.records)
-                if best.records == 0:
-                    return  # everyone is new: start from the base
+                if best.records <= len(self.replica.records):
+                    return  # everyone is new (or pushes brought what they hold): start from here
                 try:
                     self._catch_up(best)
                     return
                 except (ProtocolError, NetworkError, LedgerError) as exc:
                     log.warning("catching up from peer %x failed: %s", best.peer_id, exc)
+            elif self.replica.records:
+                return  # records arrive by push from peers not seen yet: we are in, sync fills the past
             time.sleep(0.5)
         if self.opts.join_timeout:
             log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
@@ -299,20 +302,30 @@ class Peer:
             mode = "ledger" if ledger_bytes is not None and ledger_bytes < snap_bytes else "snapshot"
         if mode == "ledger" and ledger_bytes is None:
             mode = "snapshot"
+        if mode == "snapshot" and self.replica.records:  # pushes came first: a snapshot cannot join them
+            if ledger_bytes is None:
+                log.info("records arrived before the snapshot, and peer %x serves no ledger: joining by sync",
+                         hb.peer_id)
+                return
+            mode = "ledger"
         why = (f"ledger {ledger_bytes:,} B, snapshot {snap_bytes:,} B" if ledger_bytes is not None
                else "the peer does not report sizes")
         if mode == "ledger":
-            self._install_ledger(hb)
+            self._install_ledger(hb, ledger_bytes)
         else:
-            self._install_snapshot(hb)
+            self._install_snapshot(hb, snap_bytes)
         self.joined_by = {"path": mode, "from_peer": f"{hb.peer_id:x}", "ledger_bytes": ledger_bytes,
                           "snapshot_bytes": snap_bytes, "chosen_by": self.opts.catchup}
         log.info("joined from peer %x by its %s (%s)", hb.peer_id, mode, why)
 
-    def _install_ledger(self, hb: Heartbeat) -> None:
+    def _bulk_timeout(self, size: int | None) -> float:
+        """A download of ``size`` bytes may take ``request_timeout`` plus its time at BULK_RATE."""
+        return self.opts.request_timeout + (size or 0) / BULK_RATE
+
+    def _install_ledger(self, hb: Heartbeat, size: int | None = None) -> None:
         """Every record ``hb``'s peer holds, each validated as if pushed, replayed here from the base:
         the state is ours by construction, so it needs no trust in the other peer's arithmetic."""
-        round_, raws = parse_ledger(self.net.request(hb.contact, Verb.LEDG.value, self.opts.request_timeout))
+        round_, raws = parse_ledger(self.net.request(hb.contact, Verb.LEDG.value, self._bulk_timeout(size)))
         accepted = sum(bool(self.offer(data)) for data in raws)
         if raws and not accepted:
             raise ProtocolError("none of the ledger's records was accepted")
@@ -320,8 +333,8 @@ class Peer:
         self.round = max(self.round, round_)
         self.measured_through = self.round - 1
 
-    def _install_snapshot(self, hb: Heartbeat) -> None:
-        snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self.opts.request_timeout))
+    def _install_snapshot(self, hb: Heartbeat, size: int | None = None) -> None:
+        snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self._bulk_timeout(size)))
         others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.members.live().values()]
         secret: bytes | None = self.opts.secret
         if self.roster is not None:
