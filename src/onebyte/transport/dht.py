@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 STORE_TIMEOUT = 20.0
 GET_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
+#: A bulk reply's stream stays open until the requester closes it, for at most LINGER_S plus its
+#: size at LINGER_RATE bytes/s (16 kbit/s).
+LINGER_S = 30.0
+LINGER_RATE = 2000.0
 #: A peer that could not reach its join peers at start dials them again this often.
 REJOIN_EVERY = 20.0
 #: How long published values stay in the DHT; late joiners older than this sync from peers.
@@ -303,6 +307,10 @@ class DhtTransport(Transport):
                 transport.bytes_received += len(request)
                 transport.bytes_sent += len(reply)
                 await P2P.send_raw_data(reply, writer)
+                # Linger until the requester has read it all and closed its end: closing ours at once
+                # handed p2pd a stream with most of a large reply unsent, and it cut it short (a 259 KB
+                # ledger over a 64 kbit/s link arrived as 64 or 128 KB).
+                await asyncio.wait_for(reader.read(1), LINGER_S + len(reply) / LINGER_RATE)
             except Exception as exc:  # a broken requester must never take the server down
                 log.debug("bulk request failed: %s", exc)
             finally:
