@@ -10,6 +10,7 @@ from onebyte.protocol import (
     MAX_PUT,
     Verb,
     get_request,
+    ledger_request,
     pack_blobs,
     parse,
     parse_ids,
@@ -28,6 +29,8 @@ def test_requests_round_trip():
     assert parse(push(b"record", b"beat")) == (Verb.REC, (b"record", b"beat"))
     assert parse(push(b"record", b"")) == (Verb.REC, (b"record", b""))
     assert parse(round_request(7)) == (Verb.RND, 7)
+    assert parse(ledger_request(range(100, 200))) == (Verb.LEDG, (100, 200))
+    assert parse(ledger_request()) == (Verb.LEDG, None)
     assert parse(get_request([b"a" * 8, b"b" * 8])) == (Verb.GET, [b"a" * 8, b"b" * 8])
     assert parse(put_request([b"x", b"yz"])) == (Verb.PUT, [b"x", b"yz"])
     for verb in (Verb.IDS, Verb.SIZE, Verb.LEDG, Verb.SNAP, Verb.CONF):
@@ -37,7 +40,7 @@ def test_requests_round_trip():
 @pytest.mark.parametrize("bad", [
     b"", b"HELO", b"REC", b"REC\x05", b"REC" + struct.pack("<H", 10) + b"short",
     b"RND", b"RND\x01\x02\x03", b"RND" + b"\0" * 5, b"GET" + b"x" * 7, b"PUT\x05\x00\x00\x00ab",
-    b"IDSx", b"SNAP\0", b"CONF?",
+    b"IDSx", b"SNAP\0", b"CONF?", b"LEDG\0", b"LEDG" + b"\0" * 9,
 ])
 def test_malformed_requests_parse_to_nothing(bad):
     assert parse(bad) is None

@@ -13,7 +13,8 @@ RND    u32 round                                   blobs: every record of that r
 IDS    —                                           8-byte prefixes of every record id
 GET    8-byte id prefixes                          blobs: those records
 SIZE   —                                           u64 snapshot bytes, u64 ledger bytes
-LEDG   —                                           u32 round, blobs: every applied record
+LEDG   — or u32 from, u32 to (rounds)              u32 round, blobs: every applied record (of
+                                                   rounds from..to-1: a download in pieces)
 SNAP   —                                           u64 n, snapshot (n bytes), blobs: its records
 CONF   —                                           the canonical run configuration (JSON)
 =====  ==========================================  ===========================================
@@ -27,7 +28,8 @@ import struct
 from .errors import ProtocolError
 
 __all__ = ["Verb", "MAX_IDS", "MAX_PUT", "MAX_REPLY", "MAX_CONFIG", "pack_blobs", "unpack_blobs", "parse",
-           "push", "round_request", "get_request", "put_request", "parse_config", "parse_ids", "parse_sizes",
+           "push", "ledger_request", "round_request", "get_request", "put_request", "parse_config", "parse_ids",
+           "parse_sizes",
            "parse_ledger", "parse_snapshot"]
 
 #: Bounds on what one bulk request or reply may carry.
@@ -52,7 +54,7 @@ class Verb(enum.Enum):
 
 
 #: Verbs whose request is the verb alone.
-_BARE = {Verb.IDS, Verb.SIZE, Verb.LEDG, Verb.SNAP, Verb.CONF}
+_BARE = {Verb.IDS, Verb.SIZE, Verb.SNAP, Verb.CONF}
 
 
 def pack_blobs(blobs: list[bytes]) -> bytes:
@@ -78,6 +80,13 @@ def unpack_blobs(data: bytes) -> list[bytes]:
 def push(record: bytes, heartbeat: bytes) -> bytes:
     """REC: a record pushed by its author, with the author's heartbeat."""
     return Verb.REC.value + struct.pack("<H", len(record)) + record + heartbeat
+
+
+def ledger_request(rounds: range | None = None) -> bytes:
+    """LEDG: every applied record, or those of ``rounds`` (a step-1 range)."""
+    if rounds is None:
+        return Verb.LEDG.value
+    return Verb.LEDG.value + struct.pack("<II", rounds.start, min(rounds.stop, 0xFFFFFFFF))
 
 
 def round_request(round_: int) -> bytes:
@@ -115,6 +124,10 @@ def parse(request: bytes) -> tuple[Verb, object] | None:
                 return verb, unpack_blobs(body)[:MAX_PUT]
             except ProtocolError:
                 return None
+        if verb is Verb.LEDG:  # bare (every record), or a range of rounds
+            if not body:
+                return verb, None
+            return (verb, struct.unpack("<II", body)) if len(body) == 8 else None
         if verb is Verb.RND:
             return (verb, struct.unpack("<I", body)[0]) if len(body) == 4 else None
         if verb is Verb.GET:

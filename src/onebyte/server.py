@@ -71,11 +71,14 @@ class Server:
             ledger = sum(len(r.to_bytes()) + 4 for r in rep.applied_records())
             return struct.pack("<QQ", 4 * rep.state.layout.size + 4096 + ledger, ledger)
 
-    def rpc_ledg(self, _body: None) -> bytes:
+    def rpc_ledg(self, rounds: tuple[int, int] | None) -> bytes:
         rep = self.replica
         with rep.lock:
             self.flush()
-            return struct.pack("<I", self.position()) + pack_blobs([r.to_bytes() for r in rep.applied_records()])
+            recs = rep.applied_records()
+            if rounds is not None:
+                recs = [r for r in recs if rounds[0] <= r.round < rounds[1]]
+            return struct.pack("<I", self.position()) + pack_blobs([r.to_bytes() for r in recs])
 
     def rpc_snap(self, _body: None) -> bytes:
         rep = self.replica
