@@ -234,9 +234,11 @@ def main() -> None:
     command = "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:])
     commands = [command]
     recommend = a.recommend or (f"median lr {a.robust_lr[0]:g}" if a.robust_lr[0] else "median")
+    old_lr = None
     if a.resume and a.out.exists():
         old = json.loads(a.out.read_text())
-        recommend = a.recommend or old.get("recommended") or recommend
+        recommend = a.recommend or recommended(old)  # what the kept results recommended
+        old_lr = old.get("robust_lr")
         if (old["peers"], old["rounds"], old["fraction"]) == (a.peers, a.rounds, a.fraction):
             runs = old["runs"]  # every finished run of this setting is kept, asked for this time or not
             commands = [c for c in old.get("commands", [old["command"]]) if c != command] + [command]
@@ -248,7 +250,8 @@ def main() -> None:
         result = {"peers": a.peers, "fraction": a.fraction,
                   "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
                   "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
-                  "robust_lr": a.robust_lr[0] or TrainConfig().lr, "default_lr": TrainConfig().lr,
+                  "robust_lr": (old_lr if a.resume and old_lr else a.robust_lr[0] or TrainConfig().lr),
+                  "default_lr": TrainConfig().lr,
                   "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out), "commands": commands,
                   "recommended": recommend}
         save_result(result, a.out, command,
