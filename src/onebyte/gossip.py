@@ -245,6 +245,11 @@ class Gossip:
         except ProtocolError as exc:
             self.intake.reject(-1, f"heartbeat: {exc}")
 
+    def stop_introducing(self) -> None:
+        """From the first round on, pushes carry membership: no more introductions."""
+        self.introducing = False
+        self._raw.clear()
+
     def _introduce(self, peer_id: int, data: bytes) -> None:
         """While waiting for the first round: introduce a peer heard from for the first time to
         every other peer heard within ``IDLE_TTL``, and them to it, by passing on the heartbeats

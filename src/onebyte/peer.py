@@ -33,7 +33,7 @@ from .rundir import RunDir
 from .server import Server
 from .tasks.data import Example, eval_subset
 from .training import Privacy, Setup, check_private, make_record
-from .transport.base import Transport
+from .transport.base import BULK_RATE, Transport
 
 __all__ = ["PeerOptions", "Peer"]
 
@@ -46,9 +46,6 @@ DRAIN_CAP = 10
 #: starts from the base model: over a 64 kbit/s link its first DHT read can take most of a minute.
 #: Without --join it is the first peer, and ``PeerOptions.join_timeout`` applies.
 JOIN_TIMEOUT = 180.0
-#: The slowest link a catch-up download is given time for (bytes/s): 16 kbit/s, a quarter of the
-#: thin-link lab's 64 kbit/s line (a 259 KB ledger over it timed out at the 30 s request timeout).
-BULK_RATE = 2000.0
 #: A ledger download's piece, in bytes (about 400 records of K = 4).
 LEDGER_PIECE = 24 * 1024
 
@@ -508,7 +505,7 @@ class Peer:
             self.wait_for_quorum(stop)
             self.eval_before = self.evaluate()
             r = self._first_round = self.start_round()
-            self.gossip.introducing = False  # pushes carry membership from here on
+            self.gossip.stop_introducing()  # pushes carry membership from here on
             while (final is None or r < final) and not (stop is not None and stop.is_set()):
                 self.run_round(r, stop)
                 s = self.write_summary()
@@ -554,7 +551,7 @@ class Peer:
             if started:  # someone reached its quorum first (views differ over a thin link): join it now
                 log.info("peer %x has started: starting", min(started))
                 return
-            live = len(waiting.keys() | {self.opts.peer_id})
+            live = len(waiting.keys() | {me})
             if live >= want:
                 log.info("%d peers live: starting", live)
                 self.gossip.greet()  # a fresh heartbeat to each: the round loop's 30-second liveness

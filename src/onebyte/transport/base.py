@@ -13,6 +13,11 @@ __all__ = ["Transport", "Handler"]
 Handler = Callable[[bytes], bytes]
 
 
+#: The slowest link a bulk transfer (a catch-up download) is given time for, in bytes/s: 16 kbit/s,
+#: a quarter of the thin-link lab's line. The requester's timeout and the server's linger both use it.
+BULK_RATE = 2000.0
+
+
 class Transport(ABC):
     """Publish-and-poll messaging plus point-to-point requests.
 

@@ -35,7 +35,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from ..errors import ConfigError, MissingDependency, NetworkError, NetworkTimeout, PeerUnreachable, ProtocolError
-from .base import Handler, Transport
+from .base import BULK_RATE, Handler, Transport
 
 __all__ = ["DhtTransport"]
 
@@ -46,9 +46,8 @@ STORE_TIMEOUT = 20.0
 GET_TIMEOUT = 20.0
 START_TIMEOUT = 60.0
 #: A bulk reply's stream stays open until the requester closes it, for at most LINGER_S plus its
-#: size at LINGER_RATE bytes/s (16 kbit/s).
+#: size at ``BULK_RATE``.
 LINGER_S = 30.0
-LINGER_RATE = 2000.0
 #: A peer that could not reach its join peers at start dials them again this often.
 REJOIN_EVERY = 20.0
 #: How long published values stay in the DHT; late joiners older than this sync from peers.
@@ -310,7 +309,7 @@ class DhtTransport(Transport):
                 # Linger until the requester has read it all and closed its end: closing ours at once
                 # handed p2pd a stream with most of a large reply unsent, and it cut it short (a 259 KB
                 # ledger over a 64 kbit/s link arrived as 64 or 128 KB).
-                await asyncio.wait_for(reader.read(1), LINGER_S + len(reply) / LINGER_RATE)
+                await asyncio.wait_for(reader.read(1), LINGER_S + len(reply) / BULK_RATE)
             except Exception as exc:  # a broken requester must never take the server down
                 log.debug("bulk request failed: %s", exc)
             finally:
