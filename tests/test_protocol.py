@@ -2,14 +2,17 @@
 to nothing (it gets an empty reply) before anything is allocated for it."""
 
 import struct
+import zlib
 
 import pytest
 
 from onebyte.errors import ProtocolError
 from onebyte.protocol import (
+    DEFLATE,
     MAX_PUT,
     Verb,
     get_request,
+    ledger_reply,
     ledger_request,
     pack_blobs,
     parse,
@@ -29,7 +32,8 @@ def test_requests_round_trip():
     assert parse(push(b"record", b"beat")) == (Verb.REC, (b"record", b"beat"))
     assert parse(push(b"record", b"")) == (Verb.REC, (b"record", b""))
     assert parse(round_request(7)) == (Verb.RND, 7)
-    assert parse(ledger_request(range(100, 200))) == (Verb.LEDG, (100, 200))
+    assert parse(ledger_request(range(100, 200))) == (Verb.LEDG, (100, 200, 0))
+    assert parse(ledger_request(range(100, 200), deflate=True)) == (Verb.LEDG, (100, 200, DEFLATE))
     assert parse(ledger_request()) == (Verb.LEDG, None)
     assert parse(get_request([b"a" * 8, b"b" * 8])) == (Verb.GET, [b"a" * 8, b"b" * 8])
     assert parse(put_request([b"x", b"yz"])) == (Verb.PUT, [b"x", b"yz"])
@@ -40,7 +44,8 @@ def test_requests_round_trip():
 @pytest.mark.parametrize("bad", [
     b"", b"HELO", b"REC", b"REC\x05", b"REC" + struct.pack("<H", 10) + b"short",
     b"RND", b"RND\x01\x02\x03", b"RND" + b"\0" * 5, b"GET" + b"x" * 7, b"PUT\x05\x00\x00\x00ab",
-    b"IDSx", b"SNAP\0", b"CONF?", b"LEDG\0", b"LEDG" + b"\0" * 9,
+    b"IDSx", b"SNAP\0", b"CONF?", b"LEDG\0", b"LEDG" + b"\0" * 10,
+    b"LEDG" + b"\0" * 8 + b"\x02",  # an unknown flag
 ])
 def test_malformed_requests_parse_to_nothing(bad):
     assert parse(bad) is None
@@ -61,9 +66,25 @@ def test_replies_are_checked():
     assert parse_ledger(struct.pack("<I", 3) + pack_blobs([b"r"])) == (3, [b"r"])
     with pytest.raises(ProtocolError):
         parse_ledger(b"\x01")
+    records = [b"OB" + bytes(16) + i.to_bytes(4, "little") for i in range(300)]
+    deflated = ledger_reply(9, records, DEFLATE)
+    assert len(deflated) < len(ledger_reply(9, records)) / 2
+    assert parse_ledger(deflated, deflated=True) == (9, records)
+    for bad in (deflated[:-3], deflated[:4] + b"not zlib", deflated + b"trailing"):
+        with pytest.raises(ProtocolError):
+            parse_ledger(bad, deflated=True)
     assert parse_snapshot(struct.pack("<Q", 2) + b"ss" + pack_blobs([b"r"])) == (b"ss", [b"r"])
     with pytest.raises(ProtocolError):
         parse_snapshot(struct.pack("<Q", 99) + b"ss")
+
+
+def test_an_inflating_ledger_reply_is_bounded(monkeypatch):
+    import onebyte.protocol as protocol
+
+    monkeypatch.setattr(protocol, "MAX_REPLY", 1 << 16)
+    bomb = struct.pack("<I", 1) + zlib.compress(b"\0" * (1 << 20), 9)  # 1 KB that inflates to 1 MB
+    with pytest.raises(ProtocolError, match="inflates past"):
+        parse_ledger(bomb, deflated=True)
 
 
 def test_every_verb_has_its_rpc_method():

@@ -46,8 +46,9 @@ DRAIN_CAP = 10
 #: starts from the base model: over a 64 kbit/s link its first DHT read can take most of a minute.
 #: Without --join it is the first peer, and ``PeerOptions.join_timeout`` applies.
 JOIN_TIMEOUT = 180.0
-#: A ledger download's piece, in bytes (about 400 records of K = 4).
-LEDGER_PIECE = 24 * 1024
+#: A ledger download's piece, in bytes of records before deflating (about 1,000 records of K = 4,
+#: about 26 KB on the wire).
+LEDGER_PIECE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -325,9 +326,10 @@ class Peer:
         """Every record ``hb``'s peer holds, each validated as if pushed, replayed here from the base:
         the state is ours by construction, so it needs no trust in the other peer's arithmetic.
 
-        Downloaded in pieces of about LEDGER_PIECE bytes (a range of rounds each, the last one
-        open-ended), each tried up to 3 times: over a thin link one long transfer was cut short at
-        32–128 KB, while short ones get through, and a lost piece costs only itself."""
+        Downloaded deflated (about 2.5x fewer bytes: the headers repeat), in pieces of about
+        LEDGER_PIECE bytes of records (a range of rounds each, the last one open-ended), each tried
+        up to 3 times: over a thin link one long transfer was cut short at 32–128 KB, while short
+        ones get through, and a lost piece costs only itself."""
         per_round = max(1.0, hb.records / max(hb.round, 1))
         record_bytes = (size or 0) / max(hb.records, 1) or 100.0
         step = max(1, int(LEDGER_PIECE / (per_round * record_bytes)))
@@ -337,13 +339,13 @@ class Peer:
             stop = starts[i + 1] if i + 1 < len(starts) else 0xFFFFFFFF
             for attempt in range(3):
                 try:
-                    reply = self.net.request(hb.contact, ledger_request(range(start, stop)),
+                    reply = self.net.request(hb.contact, ledger_request(range(start, stop), deflate=True),
                                              self._bulk_timeout(LEDGER_PIECE))
                     break
                 except NetworkError:
                     if attempt == 2:
                         raise
-            round_, raws = parse_ledger(reply)
+            round_, raws = parse_ledger(reply, deflated=True)
             got += len(raws)
             accepted += sum(bool(self.offer(data)) for data in raws)
         if got and not accepted and not self.replica.records:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from .protocol import pack_blobs, parse
+from .protocol import ledger_reply, pack_blobs, parse
 from .replica import Replica
 
 __all__ = ["Server"]
@@ -71,14 +71,15 @@ class Server:
             ledger = sum(len(r.to_bytes()) + 4 for r in rep.applied_records())
             return struct.pack("<QQ", 4 * rep.state.layout.size + 4096 + ledger, ledger)
 
-    def rpc_ledg(self, rounds: tuple[int, int] | None) -> bytes:
+    def rpc_ledg(self, rounds: tuple[int, int, int] | None) -> bytes:
         rep = self.replica
         with rep.lock:
             self.flush()
             recs = rep.applied_records()
             if rounds is not None:
                 recs = [r for r in recs if rounds[0] <= r.round < rounds[1]]
-            return struct.pack("<I", self.position()) + pack_blobs([r.to_bytes() for r in recs])
+            raws, position = [r.to_bytes() for r in recs], self.position()
+        return ledger_reply(position, raws, rounds[2] if rounds is not None else 0)
 
     def rpc_snap(self, _body: None) -> bytes:
         rep = self.replica
