@@ -533,8 +533,8 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,  # -v: times, to the ms
+                        format=("%(asctime)s " if args.verbose else "") + "%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm,
                 "keygen": _cmd_keygen, "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger,

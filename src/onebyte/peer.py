@@ -276,6 +276,8 @@ class Peer:
             others = self.gossip.others()
             if others:
                 best = max(others.values(), key=lambda hb: hb.records)
+                log.info("found %d live peer(s); the most records: peer %x, %d, at round %d",
+                         len(others), best.peer_id, best.records, best.round)
                 if best.records <= len(self.replica.records):
                     return  # everyone is new (or pushes brought what they hold): start from here
                 try:
@@ -346,6 +348,8 @@ class Peer:
                     if attempt == 2:
                         raise
             round_, raws = parse_ledger(reply, deflated=True)
+            log.info("ledger piece %d of %d from peer %x: %d records, %d B", i + 1, len(starts), hb.peer_id,
+                     len(raws), len(reply))
             got += len(raws)
             accepted += sum(bool(self.offer(data)) for data in raws)
         if got and not accepted and not self.replica.records:
