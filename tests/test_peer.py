@@ -2,6 +2,8 @@
 partitions, authentication. Real processes over hivemind are in test_swarm.py (slow)."""
 
 import json
+import logging
+import re
 import threading
 import time
 from dataclasses import replace
@@ -230,6 +232,31 @@ def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_pa
         assert joined["path"] == ("ledger" if mode == "auto" else "snapshot")
     with pytest.raises(ConfigError, match="catchup"):
         Peer(_setup(), [], MemoryTransport(hub, "p9"), tmp_path / "p9", PeerOptions(peer_id=9, catchup="torrent"))
+
+
+def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypatch, caplog):
+    """With pieces of a round or two, the settled rounds' pieces come from all three live peers,
+    not only the one whose round the newcomer takes, and the state is theirs exactly."""
+    import onebyte.peer as peer_mod
+
+    monkeypatch.setattr(peer_mod, "LEDGER_PIECE", 200)  # about one round of three records per piece
+    hub = MemoryHub()
+    established = _peers(hub, tmp_path, 3, rounds=8)
+    _run_all(established)
+    for x in established:
+        x.beat(force=True)
+    setup = _setup()
+    c = Peer(setup, [], MemoryTransport(hub, "p7"), tmp_path / "p7",
+             PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
+    _OPEN.append(c)
+    c.beat(force=True, sync=False)
+    with caplog.at_level(logging.INFO, logger="onebyte.peer"):
+        c._catch_up(c.members.live()[0])
+    served = {int(m.group(1), 16) for r in caplog.records
+              if (m := re.search(r"ledger piece \d+ of \d+ from peer (\w+)", r.getMessage()))}
+    assert served == {0, 1, 2}
+    a = established[0]
+    assert (c.state_hash(), c.summary()["set_digest"], c.round) == (a.state_hash(), a.summary()["set_digest"], a.round)
 
 
 def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path):

@@ -49,6 +49,8 @@ JOIN_TIMEOUT = 180.0
 #: A ledger download's piece, in bytes of records before deflating (about 1,000 records of K = 4,
 #: about 26 KB on the wire).
 LEDGER_PIECE = 64 * 1024
+#: At most this many peers serve a newcomer's ledger pieces at once.
+LEDGER_SOURCES = 4
 
 
 @dataclass(frozen=True)
@@ -331,32 +333,59 @@ class Peer:
         Downloaded deflated (about 2.5x fewer bytes: the headers repeat), in pieces of about
         LEDGER_PIECE bytes of records (a range of rounds each, the last one open-ended), each tried
         up to 3 times: over a thin link one long transfer was cut short at 32–128 KB, while short
-        ones get through, and a lost piece costs only itself."""
+        ones get through, and a lost piece costs only itself. The pieces of settled rounds come
+        from every live peer at once, one piece per peer at a time (``_ledger_sources``): one peer's
+        uplink, which also carries its training, is then no longer the bottleneck, our own link is.
+        Which peer sent a record does not matter: each is checked on its own."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
         per_round = max(1.0, hb.records / max(hb.round, 1))
         record_bytes = (size or 0) / max(hb.records, 1) or 100.0
         step = max(1, int(LEDGER_PIECE / (per_round * record_bytes)))
         starts = list(range(0, max(hb.round, 1), step))
-        accepted, got, round_ = 0, 0, 0
-        for i, start in enumerate(starts):
-            stop = starts[i + 1] if i + 1 < len(starts) else 0xFFFFFFFF
+        pieces = [range(start, starts[i + 1] if i + 1 < len(starts) else 0xFFFFFFFF) for i, start in enumerate(starts)]
+        sources = self._ledger_sources(hb, starts[-1])
+        timeout = self._bulk_timeout(LEDGER_PIECE * len(sources) // 2)  # the pieces share our link (deflated ~0.4x)
+        busy = [threading.Lock() for _ in sources]
+
+        def fetch(i: int) -> tuple[int, int, list[bytes], int]:
+            last = i == len(pieces) - 1  # the open-ended piece: from the peer whose round we take
             for attempt in range(3):
+                k = 0 if last else (i + attempt) % len(sources)
                 try:
-                    reply = self.net.request(hb.contact, ledger_request(range(start, stop), deflate=True),
-                                             self._bulk_timeout(LEDGER_PIECE))
-                    break
-                except NetworkError:
+                    with busy[k]:  # one piece per peer at a time
+                        reply = self.net.request(sources[k].contact, ledger_request(pieces[i], deflate=True), timeout)
+                    return (i, *parse_ledger(reply, deflated=True), k, len(reply))
+                except (NetworkError, ProtocolError) as exc:
                     if attempt == 2:
                         raise
-            round_, raws = parse_ledger(reply, deflated=True)
-            log.info("ledger piece %d of %d from peer %x: %d records, %d B", i + 1, len(starts), hb.peer_id,
-                     len(raws), len(reply))
-            got += len(raws)
-            accepted += sum(bool(self.offer(data)) for data in raws)
+                    log.info("ledger piece %d from peer %x failed (%s); trying again", i + 1, sources[k].peer_id,
+                             exc)
+            raise AssertionError("unreachable")
+
+        accepted, got, round_ = 0, 0, 0
+        with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="ledger") as pool:
+            for done in as_completed([pool.submit(fetch, i) for i in range(len(pieces))]):
+                i, piece_round, raws, k, wire = done.result()
+                if i == len(pieces) - 1:
+                    round_ = piece_round
+                log.info("ledger piece %d of %d from peer %x: %d records, %d B", i + 1, len(pieces),
+                         sources[k].peer_id, len(raws), wire)
+                got += len(raws)
+                accepted += sum(bool(self.offer(data)) for data in raws)
         if got and not accepted and not self.replica.records:
             raise ProtocolError("none of the ledger's records was accepted")
         self.apply_pending()
         self.round = max(self.round, round_)
         self.measured_through = self.round - 1
+
+    def _ledger_sources(self, hb: Heartbeat, settled_before: int) -> list[Heartbeat]:
+        """``hb`` first, then the other live peers past every round before ``settled_before``, whose
+        pieces of those rounds any of them can serve, up to LEDGER_SOURCES in all."""
+        others = [o for o in self.gossip.others().values()
+                  if o.peer_id != hb.peer_id and o.closed >= settled_before - 1 and o.records]
+        others.sort(key=lambda o: -o.records)
+        return [hb, *others[:LEDGER_SOURCES - 1]]
 
     def _install_snapshot(self, hb: Heartbeat, size: int | None = None) -> None:
         snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self._bulk_timeout(size)))
@@ -478,8 +507,10 @@ class Peer:
             self.replica.save_snapshot(self.round)
 
     def start_round(self) -> int:
-        """Where to begin: after our own last round, and at the newest round the swarm has reached."""
-        self.beat(force=True)
+        """Where to begin: after our own last round, and at the newest round the swarm has reached.
+        A newcomer that has just downloaded a peer's ledger or snapshot has that peer's round: it
+        exchanges heartbeats in the background instead of waiting on the DHT (seconds over a thin link)."""
+        self.beat(force=self.joined_by is None)
         return max(self.round, self._newest_known())
 
     def evaluate(self) -> dict[str, float] | None:
