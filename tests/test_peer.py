@@ -259,6 +259,30 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
     assert (c.state_hash(), c.summary()["set_digest"], c.round) == (a.state_hash(), a.summary()["set_digest"], a.round)
 
 
+def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_path):
+    """MEET: the join peer answers with its heartbeat and every live peer's, as their authors
+    signed them; a newcomer whose DHT reads find nothing still learns all three and catches up."""
+    hub = MemoryHub()
+    established = _peers(hub, tmp_path, 3, rounds=4)
+    _run_all(established)
+    for x in established:
+        x.beat(force=True)
+    net = MemoryTransport(hub, "p7", join=("p0",))
+    net.heartbeats = lambda: []  # the DHT finds no one
+    c = Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s", **FAST))
+    _OPEN.append(c)
+    c.join()
+    assert set(c.gossip.others()) == {0, 1, 2}
+    assert 7 in established[0].gossip.others()  # the join peer met it too
+    a = established[0]
+    assert c.joined_by is not None and (c.state_hash(), c.round) == (a.state_hash(), a.round)
+    forged = Peer(_setup(), [], MemoryTransport(hub, "p8", join=("p0",)), tmp_path / "p8",
+                  PeerOptions(peer_id=8, rounds=None, secret=b"wrong", **FAST))
+    _OPEN.append(forged)
+    assert not forged.gossip.meet()  # its heartbeat fails p0's check, and p0's fails its own
+    assert 8 not in a.gossip.others()
+
+
 def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path):
     """SNAP and LEDG flush pending records into the state from the server's thread while the peer's
     own thread measures; both use the state's scratch buffer, so measuring holds the replica's lock.

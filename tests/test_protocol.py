@@ -9,15 +9,19 @@ import pytest
 from onebyte.errors import ProtocolError
 from onebyte.protocol import (
     DEFLATE,
+    MAX_HEARTBEAT,
+    MAX_MEET,
     MAX_PUT,
     Verb,
     get_request,
     ledger_reply,
     ledger_request,
+    meet_request,
     pack_blobs,
     parse,
     parse_ids,
     parse_ledger,
+    parse_meet,
     parse_sizes,
     parse_snapshot,
     push,
@@ -35,6 +39,7 @@ def test_requests_round_trip():
     assert parse(ledger_request(range(100, 200))) == (Verb.LEDG, (100, 200, 0))
     assert parse(ledger_request(range(100, 200), deflate=True)) == (Verb.LEDG, (100, 200, DEFLATE))
     assert parse(ledger_request()) == (Verb.LEDG, None)
+    assert parse(meet_request(b"beat")) == (Verb.MEET, b"beat")
     assert parse(get_request([b"a" * 8, b"b" * 8])) == (Verb.GET, [b"a" * 8, b"b" * 8])
     assert parse(put_request([b"x", b"yz"])) == (Verb.PUT, [b"x", b"yz"])
     for verb in (Verb.IDS, Verb.SIZE, Verb.LEDG, Verb.SNAP, Verb.CONF):
@@ -46,6 +51,7 @@ def test_requests_round_trip():
     b"RND", b"RND\x01\x02\x03", b"RND" + b"\0" * 5, b"GET" + b"x" * 7, b"PUT\x05\x00\x00\x00ab",
     b"IDSx", b"SNAP\0", b"CONF?", b"LEDG\0", b"LEDG" + b"\0" * 10,
     b"LEDG" + b"\0" * 8 + b"\x02",  # an unknown flag
+    b"MEET", b"MEET" + b"h" * (MAX_HEARTBEAT + 1),
 ])
 def test_malformed_requests_parse_to_nothing(bad):
     assert parse(bad) is None
@@ -73,6 +79,10 @@ def test_replies_are_checked():
     for bad in (deflated[:-3], deflated[:4] + b"not zlib", deflated + b"trailing"):
         with pytest.raises(ProtocolError):
             parse_ledger(bad, deflated=True)
+    assert parse_meet(pack_blobs([b"a", b"b"])) == [b"a", b"b"]
+    for bad in (pack_blobs([b"h"] * (MAX_MEET + 1)), pack_blobs([b"h" * (MAX_HEARTBEAT + 1)])):
+        with pytest.raises(ProtocolError):
+            parse_meet(bad)
     assert parse_snapshot(struct.pack("<Q", 2) + b"ss" + pack_blobs([b"r"])) == (b"ss", [b"r"])
     with pytest.raises(ProtocolError):
         parse_snapshot(struct.pack("<Q", 99) + b"ss")

@@ -436,3 +436,16 @@ def test_pushes_share_one_long_lived_channel_and_reopen_after_it_breaks():
         assert got == [b"m0", b"m1", b"m2", b"m3", b"m4", b"after"]
     finally:
         swarm.close()
+
+
+def test_join_contacts_are_the_peer_ids_of_the_join_addresses():
+    from types import SimpleNamespace
+
+    from onebyte.transport.dht import DhtTransport
+
+    me = SimpleNamespace(contact="12D3KooWme", _join=[
+        "/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWa", "/ip4/10.0.0.2/tcp/4001/p2p/12D3KooWa",  # one peer, two addresses
+        "/ip4/10.0.0.3/tcp/4001/p2p/12D3KooWb/p2p-circuit", "/ip4/10.0.0.4/tcp/4001",  # no peer id: nothing to ask
+        "/ip4/10.0.0.5/tcp/4001/p2p/12D3KooWme"])  # ourselves
+    assert DhtTransport.join_contacts(me) == ["12D3KooWa", "12D3KooWb"]
+    assert MemoryTransport(MemoryHub(), "a", join=("b", "a")).join_contacts() == ["b"]

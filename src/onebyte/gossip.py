@@ -34,11 +34,14 @@ from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, Ru
 from .intake import Intake, claimed_peer
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .protocol import (
+    MAX_MEET,
     MAX_PUT,
     Verb,
     get_request,
+    meet_request,
     parse_config,
     parse_ids,
+    parse_meet,
     push,
     put_request,
     round_request,
@@ -117,7 +120,7 @@ class Gossip:
         self._stored: set[int] = set()  # rounds of our records whose push failed and went to the DHT
         self._push_lock = threading.Lock()
         self.introducing = True  # until the first round: pass new peers' heartbeats on (_introduce)
-        self._raw: dict[int, bytes] = {}  # ... the latest heartbeat as its author signed it, per peer
+        self._raw: dict[int, bytes] = {}  # the latest heartbeat as its author signed it, per peer
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
 
@@ -191,6 +194,28 @@ class Gossip:
                              bytes.fromhex(rep.digest.hex()), bytes.fromhex(rep.state_hash()), closed,
                              rep.closed_digest(closed), self.net.contact)
 
+    def meet(self) -> bool:
+        """Ask each join peer directly who is live (MEET: one round trip, our heartbeat there, the
+        heartbeats it knows back), instead of a first DHT exchange, which over a thin link took 12 s
+        of a newcomer's start. Whether some other peer is now live."""
+        request = meet_request(self.heartbeat().encode(self.opts.secret, self.opts.key))
+        for contact in self.net.join_contacts():
+            try:
+                beats = parse_meet(self.net.request(contact, request, self.opts.request_timeout))
+            except (ProtocolError, NetworkError) as exc:
+                log.info("join peer %s did not answer: %s", contact, exc)
+                continue
+            for data in beats:
+                self.observe(data)
+        return bool(self.others())
+
+    def answer_meet(self, heartbeat: bytes) -> list[bytes]:
+        """MEET, answered: observe the newcomer's heartbeat; ours, and the latest of every other
+        live peer as its author signed it (a relay cannot forge one), at most MAX_MEET."""
+        self.observe(heartbeat)
+        live = [raw for p in self.others() if (raw := self._raw.get(p)) is not None and raw != heartbeat]
+        return [self.heartbeat().encode(self.opts.secret, self.opts.key), *live[:MAX_MEET - 1]]
+
     def receive(self, record: bytes, heartbeat: bytes) -> None:
         """A push: the author's record, its heartbeat, or both (REC). An authentic record pushed by
         its author also tells us the author is live and has measured that round."""
@@ -230,8 +255,7 @@ class Gossip:
             hb = decode_heartbeat(data, self.tag, self.opts.secret, self.intake.roster)
             new = hb.peer_id != self.me and self.members.get(hb.peer_id) is None
             self.members.observe(hb)
-            if self.introducing:
-                self._raw[hb.peer_id] = bytes(data)
+            self._raw[hb.peer_id] = bytes(data)
             if new:
                 self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
                 self._introduce(hb.peer_id, data)
@@ -248,7 +272,6 @@ class Gossip:
     def stop_introducing(self) -> None:
         """From the first round on, pushes carry membership: no more introductions."""
         self.introducing = False
-        self._raw.clear()
 
     def _introduce(self, peer_id: int, data: bytes) -> None:
         """While waiting for the first round: introduce a peer heard from for the first time to

@@ -139,7 +139,7 @@ class Peer:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
             self.server = Server(self.replica, self.offer, self.gossip.receive, lambda: self.round,
-                                 setup.spec.canonical_bytes, self.apply_pending)
+                                 setup.spec.canonical_bytes, self.apply_pending, self.gossip.answer_meet)
             self.net.serve(self.handle)
         except BaseException:
             self.close()
@@ -273,7 +273,8 @@ class Peer:
             return
         deadline = time.monotonic() + self.opts.join_timeout
         while time.monotonic() < deadline:
-            self.beat(force=True, sync=False)  # no record-by-record sync: the snapshot brings them all
+            if not self.gossip.meet():  # the join peers answer in a round trip; else the DHT (seconds)
+                self.beat(force=True, sync=False)  # no record-by-record sync: the download brings them all
             self.gossip.refuse_foreign()
             others = self.gossip.others()
             if others:
@@ -351,7 +352,7 @@ class Peer:
         def fetch(i: int) -> tuple[int, int, list[bytes], int]:
             last = i == len(pieces) - 1  # the open-ended piece: from the peer whose round we take
             for attempt in range(3):
-                k = 0 if last else (i + attempt) % len(sources)
+                k = 0 if last else (i + 1 + attempt) % len(sources)  # the others first: 0 has the last
                 try:
                     with busy[k]:  # one piece per peer at a time
                         reply = self.net.request(sources[k].contact, ledger_request(pieces[i], deflate=True), timeout)

@@ -18,6 +18,9 @@ LEDG   — or u32 from, u32 to (rounds)[, u8 flags]  u32 round, blobs: every app
                                                    flags bit 0 (DEFLATE): the blobs zlib-deflated
 SNAP   —                                           u64 n, snapshot (n bytes), blobs: its records
 CONF   —                                           the canonical run configuration (JSON)
+MEET   the requester's heartbeat                   blobs: the answerer's heartbeat, then the latest
+                                                   of each live peer it knows, as their authors
+                                                   signed them (a newcomer's first contact)
 =====  ==========================================  ===========================================
 """
 
@@ -32,7 +35,8 @@ from .errors import ProtocolError
 __all__ = ["Verb", "MAX_IDS", "MAX_PUT", "MAX_REPLY", "MAX_CONFIG", "pack_blobs", "unpack_blobs", "parse",
            "push", "ledger_request", "round_request", "get_request", "put_request", "parse_config", "parse_ids",
            "parse_sizes",
-           "parse_ledger", "ledger_reply", "DEFLATE", "parse_snapshot"]
+           "parse_ledger", "ledger_reply", "DEFLATE", "meet_request", "parse_meet", "MAX_MEET", "MAX_HEARTBEAT",
+           "parse_snapshot"]
 
 #: Bounds on what one bulk request or reply may carry.
 MAX_IDS = 1 << 20
@@ -43,6 +47,9 @@ DEFLATE = 1
 #: The largest canonical configuration a peer may send in answer to CONF.
 MAX_CONFIG = 64 << 10
 ID_PREFIX = 8
+#: A heartbeat is a few hundred bytes; MEET carries one, and answers with at most MAX_MEET.
+MAX_HEARTBEAT = 4096
+MAX_MEET = 1024
 
 
 class Verb(enum.Enum):
@@ -55,6 +62,7 @@ class Verb(enum.Enum):
     LEDG = b"LEDG"
     SNAP = b"SNAP"
     CONF = b"CONF"
+    MEET = b"MEET"
 
 
 #: Verbs whose request is the verb alone.
@@ -94,6 +102,18 @@ def ledger_request(rounds: range | None = None, deflate: bool = False) -> bytes:
         return Verb.LEDG.value
     body = struct.pack("<II", rounds.start, min(rounds.stop, 0xFFFFFFFF))
     return Verb.LEDG.value + body + (bytes([DEFLATE]) if deflate else b"")
+
+
+def meet_request(heartbeat: bytes) -> bytes:
+    return Verb.MEET.value + heartbeat
+
+
+def parse_meet(reply: bytes) -> list[bytes]:
+    """A MEET reply: heartbeats (still to be authenticated), at most MAX_MEET of MAX_HEARTBEAT bytes."""
+    beats = unpack_blobs(reply)
+    if len(beats) > MAX_MEET or any(len(b) > MAX_HEARTBEAT for b in beats):
+        raise ProtocolError(f"meet reply of {len(beats)} heartbeats, or one over {MAX_HEARTBEAT} bytes")
+    return beats
 
 
 def round_request(round_: int) -> bytes:
@@ -141,6 +161,8 @@ def parse(request: bytes) -> tuple[Verb, object] | None:
             return None
         if verb is Verb.RND:
             return (verb, struct.unpack("<I", body)[0]) if len(body) == 4 else None
+        if verb is Verb.MEET:
+            return (verb, body) if 0 < len(body) <= MAX_HEARTBEAT else None
         if verb is Verb.GET:
             if len(body) % ID_PREFIX or len(body) > ID_PREFIX * MAX_IDS:
                 return None

@@ -83,6 +83,10 @@ class Transport(ABC):
         Raises as ``request`` does when the message could not be handed over."""
         self.request(contact, payload, timeout)
 
+    def join_contacts(self) -> list[str]:
+        """The contacts (for ``request``) of the peers this one was told to join through."""
+        return []
+
     def connect(self, addresses: list[str]) -> None:  # noqa: B027 - optional hook
         """Dial more peers at runtime (no-op where discovery is implicit)."""
 

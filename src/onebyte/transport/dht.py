@@ -254,6 +254,11 @@ class DhtTransport(Transport):
     def wire_bytes(self) -> dict[str, int] | None:
         return self._wire.sample()
 
+    def join_contacts(self) -> list[str]:
+        """The peer ids named by the join multiaddrs (``.../p2p/<id>``), each once."""
+        ids = (a.rsplit("/p2p/", 1)[1].split("/", 1)[0] for a in self._join if "/p2p/" in a)
+        return list(dict.fromkeys(i for i in ids if i and i != self.contact))
+
     @property
     def contact(self) -> str:
         if self._contact is None:  # hivemind looks the peer id up lazily, and not after shutdown

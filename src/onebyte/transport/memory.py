@@ -76,9 +76,10 @@ class MemoryTransport(Transport):
     What a partitioned peer published stays in the hub, but is hidden from the other side
     until ``heal`` (as DHT values stored in separate swarms become visible after they merge)."""
 
-    def __init__(self, hub: MemoryHub, name: str):
+    def __init__(self, hub: MemoryHub, name: str, join: tuple[str, ...] = ()):
         self.hub = hub
         self.name = name
+        self.join = tuple(join)  # names of the peers to join through (``join_contacts``)
         self.bytes_sent = 0
         self.bytes_received = 0
         self._count_lock = threading.Lock()  # server threads count too
@@ -180,3 +181,6 @@ class MemoryTransport(Transport):
         with self.hub.lock:
             self.hub.handlers.pop(self.name, None)
             self.hub.beats.pop(self.name, None)
+
+    def join_contacts(self) -> list[str]:
+        return [j for j in self.join if j != self.name]
