@@ -283,6 +283,35 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     assert 8 not in a.gossip.others()
 
 
+def test_a_newcomer_tops_up_the_rounds_run_while_it_downloaded(tmp_path):
+    """The swarm runs on while a newcomer downloads; before its first round it fetches those
+    rounds' records (one small LEDG piece) instead of starting without them."""
+    hub = MemoryHub()
+    established = _peers(hub, tmp_path, 2, rounds=3)
+    _run_all(established)
+    a = established[0]
+    c = Peer(_setup(), [], MemoryTransport(hub, "p7"), tmp_path / "p7",
+             PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
+    _OPEN.append(c)
+
+    def hear_them():  # read their heartbeats without announcing ours: they never push to us
+        a.beat(force=True)
+        established[1].beat(force=True)
+        for data in hub.beats.values():
+            c.gossip.observe(data)
+
+    hear_them()
+    c._catch_up(c.gossip.others()[0])
+    behind = c.round
+    for x in established:
+        x.opts = replace(x.opts, rounds=5)
+    _run_all(established)
+    hear_them()
+    assert len(c.records) < len(a.records)
+    assert c.start_round() == a.round > behind
+    assert (c.state_hash(), c.summary()["set_digest"]) == (a.state_hash(), a.summary()["set_digest"])
+
+
 def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path):
     """SNAP and LEDG flush pending records into the state from the server's thread while the peer's
     own thread measures; both use the state's scratch buffer, so measuring holds the replica's lock.

@@ -47,7 +47,11 @@ SCALE = 0.1
 JOINED = re.compile(r"joined from peer (\w+) by its (ledger|snapshot) \(ledger ([\d,]+) B, snapshot ([\d,]+) B\)")
 #: The newcomer's ``-v`` log lines that mark its steps, with their times (``onebyte peer -v``).
 EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO onebyte\.peer: "
-                   r"(found \d+ live peer|ledger piece \d+ of \d+|joined from peer)", re.M)
+                   r"(model and data ready|DHT node up|found \d+ live peer|ledger piece \d+ of \d+|joined from peer)",
+                   re.M)
+#: What each step of the timeline means, in the table.
+STEPS = {"model": "its model and data are loaded", "DHT": "its DHT node is up (joined through peer 0)",
+         "found": "it has found a live peer to join from", "ledger": "{} received"}
 SYNC_TARGET_S = 60.0
 RUN_TIMEOUT = 900.0
 
@@ -201,9 +205,10 @@ def render(results: Results) -> list[str]:
         "",
         "| from the newcomer's launch | seconds |",
         "|---|---|",
-        f"| its DHT node is up | {_s(r['seconds_to_dht_up'])} |",
-        *[f"| ... {'it has found a live peer to join from' if step.startswith('found') else step + ' received'} "
-          f"| {at:.1f} |" for at, step in r.get("timeline", []) if not step.startswith("joined")],
+        *[f"| {what} | {_s(at)} |" for at, what in sorted(
+            [(r["seconds_to_dht_up"] or 0.0, "it is listening (its address file is written)"),
+             *[(at, "... " + STEPS[step.split()[0]].format(step)) for at, step in r.get("timeline", [])
+               if not step.startswith("joined")]])],
         f"| it has joined (path chosen, records fetched and replayed) | {_s(r['seconds_to_joined'])} |",
         f"| **in sync**: its first round done, with every record before it "
         f"({r['records_at_first_round'] if r['records_at_first_round'] is not None else '—'} records at round "

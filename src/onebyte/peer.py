@@ -173,7 +173,9 @@ class Peer:
             peer_id = site_key.peer_id
         _check_identity(Roster.of(spec), site_key, peer_id, warn=False)  # before the model loads
         alpha = parse_split(split)
+        t0 = time.monotonic()
         setup = setup if setup is not None else Setup.build(spec)
+        log.info("model and data ready in %.1fs", time.monotonic() - t0)
         data = setup.dataset.train
         if shard is not None:
             data = split_shards(data, shard[1], alpha, seed)[shard[0]]
@@ -191,9 +193,11 @@ class Peer:
             setup.spec.save(d.run)
         except OSError as exc:
             raise storage_error(exc, str(d.run)) from None
+        t0 = time.monotonic()
         net = DhtTransport(setup.spec.run_tag, run_id=spec.run_id, initial_peers=list(join), host=host, port=port,
                            announce_host=announce_host, identity=d.identity, private=private,
                            relay=relay)
+        log.info("DHT node up in %.1fs%s", time.monotonic() - t0, " (joined through the --join peers)" if join else "")
         try:
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
@@ -510,9 +514,34 @@ class Peer:
     def start_round(self) -> int:
         """Where to begin: after our own last round, and at the newest round the swarm has reached.
         A newcomer that has just downloaded a peer's ledger or snapshot has that peer's round: it
-        exchanges heartbeats in the background instead of waiting on the DHT (seconds over a thin link)."""
+        exchanges heartbeats in the background instead of waiting on the DHT (seconds over a thin link),
+        and fetches the records of the rounds the swarm ran while it downloaded (``_top_up``)."""
         self.beat(force=self.joined_by is None)
-        return max(self.round, self._newest_known())
+        start = max(self.round, self._newest_known())
+        if self.joined_by is not None and start > self.round:
+            self._top_up()
+        return max(start, self.round)
+
+    def _top_up(self) -> None:
+        """The records of the rounds from the downloaded ledger's (or snapshot's) last on, from the
+        live peer furthest ahead: one small deflated LEDG piece. Without it the newcomer's first
+        round began without the rounds pushed while it downloaded (sync brought them later)."""
+        others = self.gossip.others()
+        if not others:
+            return
+        ahead = max(others.values(), key=lambda hb: (hb.round, hb.records))
+        try:
+            reply = self.net.request(ahead.contact, ledger_request(range(max(0, self.round - 2), 0xFFFFFFFF),
+                                                                   deflate=True), self.opts.request_timeout)
+            round_, raws = parse_ledger(reply, deflated=True)
+        except (NetworkError, ProtocolError) as exc:
+            log.info("fetching the rounds since the download from peer %x failed: %s", ahead.peer_id, exc)
+            return
+        accepted = sum(bool(self.offer(data)) for data in raws)
+        self.apply_pending()
+        self.round = max(self.round, round_)
+        self.measured_through = self.round - 1
+        log.info("topped up from peer %x: %d new records, to round %d", ahead.peer_id, accepted, round_)
 
     def evaluate(self) -> dict[str, float] | None:
         """Held-out loss and accuracy at the current state (``eval_size`` 0: skip)."""
