@@ -173,32 +173,44 @@ class Peer:
             peer_id = site_key.peer_id
         _check_identity(Roster.of(spec), site_key, peer_id, warn=False)  # before the model loads
         alpha = parse_split(split)
-        t0 = time.monotonic()
-        setup = setup if setup is not None else Setup.build(spec)
-        log.info("model and data ready in %.1fs", time.monotonic() - t0)
-        data = setup.dataset.train
-        if shard is not None:
-            data = split_shards(data, shard[1], alpha, seed)[shard[0]]
-        privacy = None
-        if dp is not None:
-            from .privacy import Accountant
-
-            if rounds is None:
-                raise ConfigError.of("rounds", "differential privacy needs a planned number of rounds")
-            check_private(setup.train)
-            privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size, rounds * setup.train.samples))
         d = RunDir(out)
+        fresh = not d.root.exists()
         try:
             d.root.mkdir(parents=True, exist_ok=True)
-            setup.spec.save(d.run)
         except OSError as exc:
-            raise storage_error(exc, str(d.run)) from None
+            raise storage_error(exc, str(d.root)) from None
+        # The DHT node starts first and bootstraps (seconds of round trips over a thin link) while
+        # the model loads; the run tag, which needs the model's hash, is given to it after.
         t0 = time.monotonic()
-        net = DhtTransport(setup.spec.run_tag, run_id=spec.run_id, initial_peers=list(join), host=host, port=port,
-                           announce_host=announce_host, identity=d.identity, private=private,
-                           relay=relay)
-        log.info("DHT node up in %.1fs%s", time.monotonic() - t0, " (joined through the --join peers)" if join else "")
         try:
+            net = DhtTransport(None, run_id=spec.run_id, initial_peers=list(join), host=host, port=port,
+                               announce_host=announce_host, identity=d.identity, private=private, relay=relay,
+                               wait=False)
+        except BaseException:
+            _remove_if_fresh(d, fresh)
+            raise
+        try:
+            setup = setup if setup is not None else Setup.build(spec)
+            log.info("model and data ready in %.1fs", time.monotonic() - t0)
+            data = setup.dataset.train
+            if shard is not None:
+                data = split_shards(data, shard[1], alpha, seed)[shard[0]]
+            privacy = None
+            if dp is not None:
+                from .privacy import Accountant
+
+                if rounds is None:
+                    raise ConfigError.of("rounds", "differential privacy needs a planned number of rounds")
+                check_private(setup.train)
+                privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size,
+                                                    rounds * setup.train.samples))
+            try:
+                setup.spec.save(d.run)
+            except OSError as exc:
+                raise storage_error(exc, str(d.run)) from None
+            net.ready(setup.spec.run_tag)
+            log.info("DHT node up %.1fs after it started%s", time.monotonic() - t0,
+                     " (joined through the --join peers)" if join else "")
             if peer_id is None:
                 peer_id = int.from_bytes(hashlib.sha256(d.identity.read_bytes()).digest()[:8], "little")
             if join and "join_timeout" not in options:
@@ -207,6 +219,8 @@ class Peer:
             peer = cls(setup, data, net, d.root, opts, privacy, own_transport=True)
         except BaseException:
             net.close()
+            if not d.run.exists():  # nothing of a run was written: leave no directory behind
+                _remove_if_fresh(d, fresh)
             raise
         try:
             (d.addresses).write_text("\n".join(net.addresses) + "\n")
@@ -789,6 +803,17 @@ def _check_identity(roster: Roster | None, key: SiteKey | None, peer_id: int | N
     if until is not None and warn:
         log.warning("this site's key %r is revoked from round %d: its records of later rounds do not count",
                     roster.name(key.peer_id), until)
+
+
+def _remove_if_fresh(d: RunDir, fresh: bool) -> None:
+    """Remove a run directory this attempt created, when a failure left only its network identity in it."""
+    if not fresh:
+        return
+    try:
+        d.identity.unlink(missing_ok=True)
+        d.root.rmdir()
+    except OSError:
+        pass  # something else is in it: keep it
 
 
 def _read_secret(path: Path | str) -> bytes:

@@ -120,16 +120,21 @@ def _load_key(path: Path | None):
 
 
 class DhtTransport(Transport):
-    def __init__(self, run_tag: bytes, *, run_id: str | None = None, initial_peers: list[str] | None = None,
+    def __init__(self, run_tag: bytes | None, *, run_id: str | None = None, initial_peers: list[str] | None = None,
                  host: str = "0.0.0.0", port: int = 0, announce_host: str | None = None, identity: Path | None = None,
-                 private: bool = False, relay: bool = False):
+                 private: bool = False, relay: bool = False, wait: bool = True):
         """``private``: this machine cannot be reached from outside (behind NAT, no open port). Its
         DHT node is then a client (it asks, it is never asked), and its p2p daemon reserves a slot on
         the join peers, which relay for it (libp2p circuit relay v2): others reach it through
         ``/p2p-circuit`` addresses, it reaches them directly. ``relay``: this machine is reachable
         and says so (libp2p's reachability forced to public), which makes its daemon serve relay
         reservations for private peers; without it a daemon serves them only once AutoNAT has
-        found it reachable, which on a LAN or in a lab it may never do."""
+        found it reachable, which on a LAN or in a lab it may never do.
+
+        ``wait=False``: start the DHT process and return; ``ready(run_tag)`` finishes the start.
+        The bootstrap over a thin link takes seconds of waiting on the network, which a peer
+        spends loading its model instead (the run tag, which names the DHT's keys, needs the
+        model's hash). ``run_id`` and ``run_tag`` name the keys: heartbeats by run id, records by tag."""
         try:
             import hivemind
             from hivemind.dht.crypto import RSASignatureValidator
@@ -142,10 +147,7 @@ class DhtTransport(Transport):
         self.bytes_sent = 0
         self.bytes_received = 0
         self._wire = WireCounter()  # this process and what it starts: the DHT process, p2pd
-        prefix = "onebyte/" + run_tag.hex()
-        # heartbeats are found by run id, so a peer with another base or configuration is told so
-        self._peers_key = "onebyte/" + (run_id if run_id is not None else run_tag.hex()) + "/peers"
-        self._bundle_key = prefix + "/b/{}"
+        self._run_id = run_id
         self._bundles: dict[int, list[bytes]] = {}
         self._validator = RSASignatureValidator(_load_key(identity))
         self._subkey = self._validator.local_public_key
@@ -161,15 +163,37 @@ class DhtTransport(Transport):
                 raise ConfigError("a private peer (behind NAT) needs --join: the peers it joins relay for it")
             kwargs.update(client_mode=True, use_auto_relay=True, force_reachability="private",
                           trusted_relays=list(initial_peers))
-        def start(peers: list[str]):
+        def start(peers: list[str], ready: bool = True):
             return hivemind.DHT(start=True, host_maddrs=[f"/ip4/{host}/tcp/{port}"], initial_peers=peers,
-                                record_validators=[self._validator], await_ready=True, num_replicas=NUM_REPLICAS,
+                                record_validators=[self._validator], await_ready=ready, num_replicas=NUM_REPLICAS,
                                 **DHT_NODE_OPTIONS, **kwargs)
 
+        self._start, self._join = start, list(initial_peers or [])
+        self._closed = False
+        self._started = False
+        try:
+            self.dht = start(self._join, ready=False)
+        except Exception as exc:
+            raise ConfigError(f"could not start the DHT node: {_one_line(exc)}") from None
+        if wait:
+            self.ready(run_tag)
+
+    def ready(self, run_tag: bytes | None) -> None:
+        """Wait for the DHT node started by the constructor (see ``wait``) and finish starting:
+        then the transport can be used. ``run_tag`` names the keys of record bundles."""
+        if self._started:
+            return
+        self._started = True
+        tag = (run_tag or b"").hex()
+        # heartbeats are found by run id, so a peer with another base or configuration is told so
+        self._peers_key = "onebyte/" + (self._run_id if self._run_id is not None else tag) + "/peers"
+        self._bundle_key = "onebyte/" + tag + "/b/{}"
+        initial_peers, start = self._join, self._start
         redial = False
         try:
-            self.dht = start(list(initial_peers or []))
+            self.dht.wait_until_ready()
         except Exception as exc:  # hivemind raises plain exceptions for unreachable peers / bad addrs
+            self.dht.shutdown()
             if not initial_peers or "bootstrap" not in str(exc):
                 raise ConfigError(f"could not start the DHT node: {_one_line(exc)}") from None
             # The bootstrap ping has hivemind's 3 s RPC timeout, which a slow link can exceed before
@@ -194,8 +218,6 @@ class DhtTransport(Transport):
         self._last_expiry: dict[str, float] = {}
         self._channels: dict[str, asyncio.StreamWriter] = {}  # contact -> our long-lived push stream
         self._opening: dict[str, asyncio.Lock] = {}  # one opener and one writer per channel at a time
-        self._closed = False
-        self._join = list(initial_peers or [])
         self._stranded = redial  # the join peers not reached yet: rejoin() dials them again
         self._rejoined_at = -1e9
         if redial:
@@ -430,6 +452,12 @@ class DhtTransport(Transport):
         if self._closed:
             return
         self._closed = True
+        if getattr(self, "_p2p", None) is None:  # never finished starting (``ready``): the node alone
+            self.dht.shutdown()
+            if getattr(self, "_loop", None) is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._wire.stop()
+            return
         self._wire.stop()
         for k in list(self._bundles):
             try:
