@@ -49,6 +49,7 @@ JOINED = re.compile(r"joined from peer (\w+) by its (ledger|snapshot) \(ledger (
 EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO onebyte\.peer: "
                    r"(model and data ready|DHT node up|found \d+ live peer|ledger piece \d+ of \d+|joined from peer)",
                    re.M)
+PIECE = re.compile(r"ledger piece \d+ of \d+ from peer \w+: \d+ records, (\d+) B")
 #: What each step of the timeline means, in the table.
 STEPS = {"model": "its model and data are loaded", "DHT": "its DHT node is up (joined through peer 0)",
          "found": "it has found a live peer to join from", "ledger": "{} received"}
@@ -154,6 +155,7 @@ def measure(work: Path, rounds: int, more: int) -> dict:
         "seconds_to_in_sync": synced_at,
         "joined_by": joined or (summaries[-1].get("joined_by") or {}),
         "timeline": timeline(log_path, launched),
+        "ledger_wire_bytes": sum(int(b) for b in PIECE.findall(log_path.read_text() if log_path.exists() else "")),
         "first_round": first_round,
         "records_at_first_round": first.get("records"),
         # every record of the rounds before its first: the established peers' (the newcomer has none there)
@@ -214,12 +216,14 @@ def render(results: Results) -> list[str]:
         f"({r['records_at_first_round'] if r['records_at_first_round'] is not None else '—'} records at round "
         f"{r['first_round'] if r['first_round'] is not None else '—'}) | **{_s(sync)}** |",
         "",
-        f"Path: **{j.get('path', '—')}**, by {why}. All five peers end on one (digest, hash): "
+        f"Path: **{j.get('path', '—')}**, by {why}"
+        + (f"; its pieces came deflated, {r['ledger_wire_bytes']:,} B in all." if r.get("ledger_wire_bytes") else ".")
+        + " All five peers end on one (digest, hash): "
         f"{'yes' if r['agree'] else '**no**'} (records at the end: {', '.join(map(str, r['records_at_end']))}). "
         f"Target: in sync within {r['in_sync_target_s']:.0f} s — {verdict}. At the line's rate alone the "
         f"ledger takes {j.get('ledger_bytes', 0) / (link['rate_kbit_s'] * 125):.0f} s and the snapshot "
-        f"{j.get('snapshot_bytes', 0) / (link['rate_kbit_s'] * 125):.0f} s uncompressed; the ledger's pieces "
-        "travel deflated (their sizes on the wire are in the newcomer's log, `bench/out/newcomer/peer-4/peer.log`).",
+        f"{j.get('snapshot_bytes', 0) / (link['rate_kbit_s'] * 125):.0f} s, uncompressed. The times of the steps "
+        "come from the newcomer's `-v` log (`bench/out/newcomer/peer-4/peer.log`).",
         "",
     ]
 
