@@ -281,6 +281,10 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     _OPEN.append(forged)
     assert not forged.gossip.meet()  # its heartbeat fails p0's check, and p0's fails its own
     assert 8 not in a.gossip.others()
+    from onebyte.protocol import meet_request, parse_meet
+
+    assert a.handle(meet_request(forged.gossip.heartbeat().encode(b"wrong"))) == b""  # an outsider learns no one
+    assert len(parse_meet(a.handle(meet_request(c.gossip.heartbeat().encode(b"s"))))) == 3  # a, 1, 2 (not c itself)
 
 
 def test_a_newcomer_tops_up_the_rounds_run_while_it_downloaded(tmp_path):

@@ -211,8 +211,10 @@ class Gossip:
 
     def answer_meet(self, heartbeat: bytes) -> list[bytes]:
         """MEET, answered: observe the newcomer's heartbeat; ours, and the latest of every other
-        live peer as its author signed it (a relay cannot forge one), at most MAX_MEET."""
-        self.observe(heartbeat)
+        live peer as its author signed it (a relay cannot forge one), at most MAX_MEET. A heartbeat
+        that is not authentic gets nothing: an outsider learns no peer from us."""
+        if not self.observe(heartbeat):
+            return []
         live = [raw for p in self.others() if (raw := self._raw.get(p)) is not None and raw != heartbeat]
         return [self.heartbeat().encode(self.opts.secret, self.opts.key), *live[:MAX_MEET - 1]]
 
@@ -249,8 +251,9 @@ class Gossip:
             with self._push_lock:
                 self.relayed += 1
 
-    def observe(self, data: bytes) -> None:
-        """A heartbeat from a peer (pushed, or read from the DHT)."""
+    def observe(self, data: bytes) -> bool:
+        """A heartbeat from a peer (pushed, or read from the DHT); whether it was authentic (a peer of
+        another configuration's included)."""
         try:
             hb = decode_heartbeat(data, self.tag, self.opts.secret, self.intake.roster)
             new = hb.peer_id != self.me and self.members.get(hb.peer_id) is None
@@ -259,6 +262,7 @@ class Gossip:
             if new:
                 self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
                 self._introduce(hb.peer_id, data)
+            return True
         except ForeignRun as exc:
             hb = exc.heartbeat
             first = hb.peer_id not in self.foreign
@@ -266,8 +270,10 @@ class Gossip:
             self.intake.reject(hb.peer_id, "heartbeat for another base model or configuration")
             if first and hb.base == self.base and not self.closed:
                 self._beater.submit(self.learn_config, hb)  # off the server thread: a request
+            return True
         except ProtocolError as exc:
             self.intake.reject(-1, f"heartbeat: {exc}")
+            return False
 
     def stop_introducing(self) -> None:
         """From the first round on, pushes carry membership: no more introductions."""
