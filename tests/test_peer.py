@@ -246,7 +246,15 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
     for x in established:
         x.beat(force=True)
     setup = _setup()
-    c = Peer(setup, [], MemoryTransport(hub, "p7"), tmp_path / "p7",
+    net = MemoryTransport(hub, "p7")
+    request = net.request
+
+    def over_a_slow_link(contact, payload, timeout):  # each piece takes a while: every worker gets some
+        time.sleep(0.1)
+        return request(contact, payload, timeout)
+
+    net.request = over_a_slow_link
+    c = Peer(setup, [], net, tmp_path / "p7",
              PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
     _OPEN.append(c)
     c.beat(force=True, sync=False)
@@ -284,6 +292,8 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     from onebyte.protocol import meet_request, parse_meet
 
     assert a.handle(meet_request(forged.gossip.heartbeat().encode(b"wrong"))) == b""  # an outsider learns no one
+    for x in [*established, a]:  # all live again for a (heartbeats expire after 3 s here)
+        x.beat(force=True)
     assert len(parse_meet(a.handle(meet_request(c.gossip.heartbeat().encode(b"s"))))) == 3  # a, 1, 2 (not c itself)
 
 

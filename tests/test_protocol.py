@@ -95,6 +95,9 @@ def test_an_inflating_ledger_reply_is_bounded(monkeypatch):
     bomb = struct.pack("<I", 1) + zlib.compress(b"\0" * (1 << 20), 9)  # 1 KB that inflates to 1 MB
     with pytest.raises(ProtocolError, match="inflates past"):
         parse_ledger(bomb, deflated=True)
+    monkeypatch.undo()
+    with pytest.raises(ProtocolError, match="inflates past 65536"):  # a piece's own bound, far under MAX_REPLY
+        parse_ledger(bomb, deflated=True, limit=1 << 16)
 
 
 def test_every_verb_has_its_rpc_method():

@@ -59,6 +59,8 @@ __all__ = ["Gossip", "PUSH_WORKERS", "DHT_EVERY", "DHT_EVERY_LOST", "DURABLE_WIN
 log = logging.getLogger(__name__)
 
 #: Pushes in flight at once (one per live peer per round; the rest queue).
+#: How long a newcomer waits for a join peer to answer MEET (a round trip, even over a thin link).
+MEET_TIMEOUT = 10.0
 PUSH_WORKERS = 8
 #: A background heartbeat exchange (every ``heartbeat_interval``) audits and syncs from what
 #: pushes told us. It touches the DHT rarely, because the DHT is dear: with 4 peers one store of
@@ -199,14 +201,20 @@ class Gossip:
         heartbeats it knows back), instead of a first DHT exchange, which over a thin link took 12 s
         of a newcomer's start. Whether some other peer is now live."""
         request = meet_request(self.heartbeat().encode(self.opts.secret, self.opts.key))
-        for contact in self.net.join_contacts():
+
+        def ask(contact: str) -> list[bytes]:
             try:
-                beats = parse_meet(self.net.request(contact, request, self.opts.request_timeout))
+                return parse_meet(self.net.request(contact, request, min(self.opts.request_timeout, MEET_TIMEOUT)))
             except (ProtocolError, NetworkError) as exc:
                 log.info("join peer %s did not answer: %s", contact, exc)
-                continue
-            for data in beats:
-                self.observe(data)
+                return []
+
+        contacts = self.net.join_contacts()
+        if contacts:  # all at once: a dead join peer costs its timeout once, not once per peer
+            with ThreadPoolExecutor(max_workers=min(len(contacts), 8), thread_name_prefix="onebyte-meet") as pool:
+                for beats in pool.map(ask, contacts):
+                    for data in beats:
+                        self.observe(data)
         return bool(self.others())
 
     def answer_meet(self, heartbeat: bytes) -> list[bytes]:

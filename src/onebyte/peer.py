@@ -51,6 +51,8 @@ JOIN_TIMEOUT = 180.0
 LEDGER_PIECE = 64 * 1024
 #: At most this many peers serve a newcomer's ledger pieces at once.
 LEDGER_SOURCES = 4
+#: What one deflated piece (or the top-up) may inflate to: 16 pieces' worth, against a bomb.
+PIECE_LIMIT = 16 * LEDGER_PIECE
 
 
 @dataclass(frozen=True)
@@ -352,11 +354,13 @@ class Peer:
         Downloaded deflated (about 2.5x fewer bytes: the headers repeat), in pieces of about
         LEDGER_PIECE bytes of records (a range of rounds each, the last one open-ended), each tried
         up to 3 times: over a thin link one long transfer was cut short at 32–128 KB, while short
-        ones get through, and a lost piece costs only itself. The pieces of settled rounds come
-        from every live peer at once, one piece per peer at a time (``_ledger_sources``): one peer's
-        uplink, which also carries its training, is then no longer the bottleneck, our own link is.
-        Which peer sent a record does not matter: each is checked on its own."""
-        from concurrent.futures import ThreadPoolExecutor, as_completed
+        ones get through, and a lost piece costs only itself. The pieces come from up to
+        LEDGER_SOURCES live peers at once, one piece per peer at a time (``_ledger_sources``): one
+        peer's uplink, which also carries its training, is then no longer the bottleneck, our own
+        link is. A peer that fails a piece hands it back to the others and serves no more. Which
+        peer sent a record does not matter: each is checked on its own; a piece inflates to at
+        most PIECE_LIMIT bytes."""
+        import queue
 
         per_round = max(1.0, hb.records / max(hb.round, 1))
         record_bytes = (size or 0) / max(hb.records, 1) or 100.0
@@ -365,33 +369,62 @@ class Peer:
         pieces = [range(start, starts[i + 1] if i + 1 < len(starts) else 0xFFFFFFFF) for i, start in enumerate(starts)]
         sources = self._ledger_sources(hb, starts[-1])
         timeout = self._bulk_timeout(LEDGER_PIECE * len(sources) // 2)  # the pieces share our link (deflated ~0.4x)
-        busy = [threading.Lock() for _ in sources]
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(len(pieces)):
+            todo.put((i, 0))
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        stop = threading.Event()
+        alive = [len(sources)]
+        lock = threading.Lock()
 
-        def fetch(i: int) -> tuple[int, int, list[bytes], int]:
-            last = i == len(pieces) - 1  # the open-ended piece: from the peer whose round we take
-            for attempt in range(3):
-                k = 0 if last else (i + 1 + attempt) % len(sources)  # the others first: 0 has the last
+        def serve_from(src: Heartbeat) -> None:
+            """One source's worker: pieces from the shared queue, one at a time. A source that fails
+            hands its piece back and serves no more, unless it is the last one left."""
+            while not stop.is_set():
                 try:
-                    with busy[k]:  # one piece per peer at a time
-                        reply = self.net.request(sources[k].contact, ledger_request(pieces[i], deflate=True), timeout)
-                    return (i, *parse_ledger(reply, deflated=True), k, len(reply))
+                    i, tries = todo.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                try:
+                    reply = self.net.request(src.contact, ledger_request(pieces[i], deflate=True), timeout)
+                    results.put((i, *parse_ledger(reply, deflated=True, limit=PIECE_LIMIT), src, len(reply)))
+                    continue
                 except (NetworkError, ProtocolError) as exc:
-                    if attempt == 2:
-                        raise
-                    log.info("ledger piece %d from peer %x failed (%s); trying again", i + 1, sources[k].peer_id,
-                             exc)
-            raise AssertionError("unreachable")
+                    log.info("ledger piece %d from peer %x failed (%s)", i + 1, src.peer_id, exc)
+                    if tries + 1 >= 3:
+                        results.put(exc)
+                        return
+                    todo.put((i, tries + 1))
+                with lock:
+                    if alive[0] > 1:
+                        alive[0] -= 1
+                        return
 
-        accepted, got, round_ = 0, 0, 0
-        with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="ledger") as pool:
-            for done in as_completed([pool.submit(fetch, i) for i in range(len(pieces))]):
-                i, piece_round, raws, k, wire = done.result()
+        workers = [threading.Thread(target=serve_from, args=(src,), name="onebyte-ledger", daemon=True)
+                   for src in sources]
+        for w in workers:
+            w.start()
+        accepted, got, round_, done = 0, 0, 0, 0
+        try:
+            while done < len(pieces):
+                try:
+                    item = results.get(timeout=0.5)
+                except queue.Empty:
+                    if not any(w.is_alive() for w in workers):
+                        raise NetworkError("the ledger download stopped: no peer serves it") from None
+                    continue
+                if isinstance(item, Exception):
+                    raise item
+                i, piece_round, raws, src, wire = item
                 if i == len(pieces) - 1:
                     round_ = piece_round
                 log.info("ledger piece %d of %d from peer %x: %d records, %d B", i + 1, len(pieces),
-                         sources[k].peer_id, len(raws), wire)
+                         src.peer_id, len(raws), wire)
                 got += len(raws)
+                done += 1
                 accepted += sum(bool(self.offer(data)) for data in raws)
+        finally:
+            stop.set()  # a failure does not wait for the other pieces: their threads end on their own
         if got and not accepted and not self.replica.records:
             raise ProtocolError("none of the ledger's records was accepted")
         self.apply_pending()
@@ -546,8 +579,9 @@ class Peer:
         ahead = max(others.values(), key=lambda hb: (hb.round, hb.records))
         try:
             reply = self.net.request(ahead.contact, ledger_request(range(max(0, self.round - 2), 0xFFFFFFFF),
-                                                                   deflate=True), self.opts.request_timeout)
-            round_, raws = parse_ledger(reply, deflated=True)
+                                                                   deflate=True), self._bulk_timeout(LEDGER_PIECE))
+            round_, raws = parse_ledger(reply, deflated=True, limit=PIECE_LIMIT)
+            round_ = min(round_, ahead.round + 1)  # the reply's round is the peer's word: no further than its heartbeat
         except (NetworkError, ProtocolError) as exc:
             log.info("fetching the rounds since the download from peer %x failed: %s", ahead.peer_id, exc)
             return

@@ -202,9 +202,9 @@ def ledger_reply(round_: int, records: list[bytes], flags: int = 0) -> bytes:
     return struct.pack("<I", round_) + (zlib.compress(blobs, 6) if flags & DEFLATE else blobs)
 
 
-def parse_ledger(reply: bytes, deflated: bool = False) -> tuple[int, list[bytes]]:
+def parse_ledger(reply: bytes, deflated: bool = False, limit: int = MAX_REPLY) -> tuple[int, list[bytes]]:
     """A LEDG reply: (the peer's round, the records). ``deflated``: as asked for with DEFLATE;
-    inflating stops at MAX_REPLY bytes, so a small reply cannot expand without bound."""
+    inflating stops at ``limit`` bytes (a piece's bound), so a small reply cannot expand without bound."""
     if len(reply) < 4:
         raise ProtocolError("ledger reply too short")
     round_, = struct.unpack_from("<I", reply)
@@ -212,11 +212,11 @@ def parse_ledger(reply: bytes, deflated: bool = False) -> tuple[int, list[bytes]
     if deflated:
         inflater = zlib.decompressobj()
         try:
-            blobs = inflater.decompress(blobs, MAX_REPLY)
+            blobs = inflater.decompress(blobs, min(limit, MAX_REPLY))
         except zlib.error as exc:
             raise ProtocolError(f"ledger reply does not inflate: {exc}") from None
         if inflater.unconsumed_tail:
-            raise ProtocolError(f"ledger reply inflates past {MAX_REPLY} bytes")
+            raise ProtocolError(f"ledger reply inflates past {min(limit, MAX_REPLY)} bytes")
         if not inflater.eof or inflater.unused_data:
             raise ProtocolError("ledger reply is cut short, or has bytes after its end")
     return round_, unpack_blobs(blobs)

@@ -176,14 +176,17 @@ class DhtTransport(Transport):
         except Exception as exc:
             raise ConfigError(f"could not start the DHT node: {_one_line(exc)}") from None
         if wait:
-            self.ready(run_tag)
+            try:
+                self.ready(run_tag)
+            except BaseException:
+                self.close()
+                raise
 
     def ready(self, run_tag: bytes | None) -> None:
         """Wait for the DHT node started by the constructor (see ``wait``) and finish starting:
         then the transport can be used. ``run_tag`` names the keys of record bundles."""
         if self._started:
             return
-        self._started = True
         tag = (run_tag or b"").hex()
         # heartbeats are found by run id, so a peer with another base or configuration is told so
         self._peers_key = "onebyte/" + (self._run_id if self._run_id is not None else tag) + "/peers"
@@ -220,6 +223,7 @@ class DhtTransport(Transport):
         self._opening: dict[str, asyncio.Lock] = {}  # one opener and one writer per channel at a time
         self._stranded = redial  # the join peers not reached yet: rejoin() dials them again
         self._rejoined_at = -1e9
+        self._started = True
         if redial:
             self.rejoin()
 
