@@ -427,9 +427,7 @@ class Peer:
             stop.set()  # a failure does not wait for the other pieces: their threads end on their own
         if got and not accepted and not self.replica.records:
             raise ProtocolError("none of the ledger's records was accepted")
-        self.apply_pending()
-        self.round = max(self.round, round_)
-        self.measured_through = self.round - 1
+        self._adopt([], round_)
 
     def _ledger_sources(self, hb: Heartbeat, settled_before: int) -> list[Heartbeat]:
         """``hb`` first, then the other live peers past every round before ``settled_before``, whose
@@ -585,11 +583,18 @@ class Peer:
         except (NetworkError, ProtocolError) as exc:
             log.info("fetching the rounds since the download from peer %x failed: %s", ahead.peer_id, exc)
             return
+        accepted = self._adopt(raws, round_)
+        log.info("topped up from peer %x: %d new records, to round %d", ahead.peer_id, accepted, round_)
+
+    def _adopt(self, raws: list[bytes], round_: int) -> int:
+        """Offer downloaded records, apply them, and move to the serving peer's round ``round_``
+        (the rounds before it count as measured: a newcomer never measures the past). How many
+        of ``raws`` were accepted."""
         accepted = sum(bool(self.offer(data)) for data in raws)
         self.apply_pending()
         self.round = max(self.round, round_)
         self.measured_through = self.round - 1
-        log.info("topped up from peer %x: %d new records, to round %d", ahead.peer_id, accepted, round_)
+        return accepted
 
     def evaluate(self) -> dict[str, float] | None:
         """Held-out loss and accuracy at the current state (``eval_size`` 0: skip)."""

@@ -456,29 +456,25 @@ class DhtTransport(Transport):
         if self._closed:
             return
         self._closed = True
-        if getattr(self, "_p2p", None) is None:  # never finished starting (``ready``): the node alone
-            self.dht.shutdown()
-            if getattr(self, "_loop", None) is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._wire.stop()
-            return
         self._wire.stop()
-        for k in list(self._bundles):
+        if getattr(self, "_p2p", None) is not None:  # started (``ready`` got that far): publish, then stop p2p
+            for k in list(self._bundles):
+                try:
+                    self._flush(k)
+                except (ProtocolError, NetworkError) as exc:
+                    log.debug("final bundle not published: %s", exc)
             try:
-                self._flush(k)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("final bundle not published: %s", exc)
-        try:
-            self._call(self._close_channels(), 5.0)
-        except Exception as exc:
-            log.debug("push channels: %s", exc)
-        try:
-            self._call(self._p2p.shutdown(), 10.0)
-        except Exception as exc:
-            log.debug("p2p replica shutdown: %s", exc)
+                self._call(self._close_channels(), 5.0)
+            except Exception as exc:
+                log.debug("push channels: %s", exc)
+            try:
+                self._call(self._p2p.shutdown(), 10.0)
+            except Exception as exc:
+                log.debug("p2p replica shutdown: %s", exc)
         self.dht.shutdown()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        if getattr(self, "_loop", None) is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
 
 
 async def _connect(addresses: list[str], _dht, node) -> bool:
