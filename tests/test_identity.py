@@ -1,10 +1,13 @@
 """Site identities: signed records and heartbeats, the roster, revocation on every replica alike,
 key files and the command line. Each defence has a test that fails without it."""
 
+import dataclasses
 import hashlib
 import json
 import random
 import struct
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,9 +15,9 @@ import pytest
 from conftest import Toy, run_peers
 from onebyte.cli import main
 from onebyte.codec import Codec
-from onebyte.config import ListedKey, RunSpec, TrainConfig
+from onebyte.config import Aggregate, ListedKey, RunSpec, TrainConfig
 from onebyte.errors import ConfigError, ProtocolError
-from onebyte.identity import Roster, SiteKey, peer_id_of
+from onebyte.identity import REVOCATION_SIZE, Revocation, Roster, SiteKey, peer_id_of, read_revocations
 from onebyte.intake import Intake
 from onebyte.membership import Heartbeat, decode_heartbeat
 from onebyte.record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, build_record, decode_record
@@ -194,6 +197,100 @@ def test_a_key_removed_from_the_run_file_counts_for_nothing(tmp_path):
     x.ledger.close()
 
 
+# ---------------------------------------------------------------------------------------- signed revocations
+def _admin_roster(*admins: SiteKey) -> Roster:
+    """A, B, C listed; ``admins`` may sign revocations of other keys."""
+    return Roster(ListedKey(f"site-{i}", k.public, admin=k in admins) for i, k in enumerate((A, B, C)))
+
+
+def test_a_revocation_counts_only_signed_by_the_key_itself_or_an_admin_key():
+    roster = _admin_roster(A)
+    by_admin, by_self = Revocation.sign(A, RUN, C.peer_id, 2), Revocation.sign(C, RUN, C.peer_id, 5)
+    bad = {"neither the revoked key nor an admin": [Revocation.sign(B, RUN, C.peer_id, 0),  # B is no admin
+                                                    Revocation.sign(D, RUN, C.peer_id, 0)],  # D is not listed
+           "does not list": [Revocation.sign(A, RUN, D.peer_id, 0)],
+           "does not verify": [dataclasses.replace(by_admin, from_round=0)]}  # signed for round 2
+    for why, revs in bad.items():
+        for rev in revs:
+            with pytest.raises(ProtocolError, match=why):
+                roster.revoke(rev)
+    assert len(by_admin.to_bytes()) == REVOCATION_SIZE == 103
+    assert Revocation.decode(by_admin.to_bytes(), RUN) == by_admin
+    with pytest.raises(ProtocolError, match="another run"):
+        Revocation.decode(Revocation.sign(A, b"x" * 16, C.peer_id, 2).to_bytes(), RUN)
+    with pytest.raises(ProtocolError, match="103 bytes"):
+        Revocation.decode(by_admin.to_bytes()[:-1], RUN)
+    assert roster.until(C.peer_id) is None and roster.counts(_rec(C, 4))
+    assert roster.revoke(by_self) and roster.until(C.peer_id) == 5
+    assert roster.revoke(by_admin) and roster.until(C.peer_id) == 2 and not roster.counts(_rec(C, 4))
+    assert not roster.revoke(by_self) and roster.until(C.peer_id) == 2  # in force already; the earliest wins
+    # two admins revoking each other: both count, whichever arrives first (nothing depends on the order)
+    a_on_b, b_on_a = Revocation.sign(A, RUN, B.peer_id, 3), Revocation.sign(B, RUN, A.peer_id, 4)
+    first, second = _admin_roster(A, B), _admin_roster(A, B)
+    for rev in (a_on_b, b_on_a):
+        first.revoke(rev)
+    for rev in (b_on_a, a_on_b):
+        second.revoke(rev)
+    for roster in (first, second):
+        assert (roster.until(A.peer_id), roster.until(B.peer_id)) == (4, 3)
+
+
+@pytest.mark.parametrize("aggregate", [Aggregate.SUM, Aggregate.MEDIAN])
+def test_a_signed_revocation_undoes_a_keys_late_records_on_every_replica_alike(tmp_path, aggregate):
+    """C's records of rounds 2 and 3 went out, then the admin A revoked C from round 2. Replica X
+    had applied them and undoes them when the revocation arrives; Y takes the revocation first and
+    refuses them; Z never saw them. One state hash and set digest, and X restarted from its ledger
+    (with or without a snapshot that still counted them) lands on it again."""
+    train = dataclasses.replace(TRAIN, aggregate=aggregate)
+    rng = np.random.default_rng(2)
+    records = [_rec(k, r, g=rng.normal(size=2)) for r in range(4) for k in (A, B, C)]
+    kept = [r for r in records if not (r.peer_id == C.peer_id and r.round >= 2)]
+    rev = Revocation.sign(A, RUN, C.peer_id, 2).to_bytes()
+
+    def replica(name: str) -> tuple[Replica, Intake, Roster]:
+        roster = _admin_roster(A)
+        path = tmp_path / name / "revocations.txt"
+        for r in read_revocations(path, RUN):
+            roster.revoke(r)
+        rep = Replica.open(tmp_path / name, _state(), train, RUN, counts=roster.counts)
+        return rep, Intake(rep, train, b"", lambda: 10, roster=roster, revocations=path), roster
+
+    x, x_in, _ = replica("x")
+    assert sum(x_in.offer(r.to_bytes()) for r in records) == 12
+    x.flush()
+    x.save_snapshot(4)  # counts C's late records
+    everything = x.state_hash()
+    assert x_in.revoke(rev) and not x_in.revoke(rev)
+    assert len(x.applied) == len(kept)
+    assert read_revocations(tmp_path / "x" / "revocations.txt", RUN) == [Revocation.decode(rev, RUN)]  # durable
+
+    y, y_in, _ = replica("y")
+    assert y_in.revoke(rev)
+    order = [r.to_bytes() for r in records]
+    random.Random(7).shuffle(order)
+    assert sum(y_in.offer(raw) for raw in order) == len(kept)
+    y.flush()
+
+    z = Replica(_state(), train, RUN)
+    z.add(kept)
+    assert x.state_hash() == y.state_hash() == z.state_hash() != everything
+    assert x.digest.hex() == y.digest.hex() == z.digest.hex()
+    assert x.closed_digest(3) == z.closed_digest(3)
+
+    x.ledger.close()
+    x, _, _ = replica("x")  # its snapshot still counted C's late records: set aside, rebuilt from the ledger
+    assert (tmp_path / "x" / "snapshot.safetensors.damaged").exists()
+    assert x.state_hash() == z.state_hash()
+    x.save_snapshot(4)
+    x.ledger.close()
+    (tmp_path / "x" / "snapshot.safetensors.damaged").unlink()
+    x, _, _ = replica("x")  # a snapshot taken after the revocation is used as it is
+    assert not (tmp_path / "x" / "snapshot.safetensors.damaged").exists()
+    assert x.state_hash() == z.state_hash() and len(x.applied) == len(kept)
+    x.ledger.close()
+    y.ledger.close()
+
+
 # ---------------------------------------------------------------------------------------- key files
 def test_a_key_file_is_private_never_overwritten_and_loads_back(tmp_path):
     path = tmp_path / "site.key"
@@ -360,3 +457,106 @@ def test_replay_counts_what_the_run_files_roster_counts(tmp_path):
     z.add([r for r in records if not (r.peer_id == C.peer_id and r.round >= 1)])
     tuned = replay(d.root)
     assert tuned.records == 3 and tuned.state_hash == z.state_hash()
+
+
+def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path):
+    """Three signed peers; A holds an admin key and revokes C from round 2 while they run. B and C
+    learn it over the network (REVK), whether C's late records reached them before it or not; all
+    three end on one (digest, hash), counting none of C's records from round 2, and B's copy of
+    the revocation is durable."""
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.tasks.data import split_shards
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    fast = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+                join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    spec = RunSpec(run_id="revoke", model="tiny-gpt2", task="vader", train=train,
+                   keys=[{"name": "a", "public": A.public_hex, "admin": True}, {"name": "b", "public": B.public_hex},
+                         {"name": "c", "public": C.public_hex}])
+    hub, peers = MemoryHub(), []
+    for i, key in enumerate((A, B, C)):
+        setup = Setup.build(spec)
+        shard = split_shards(setup.dataset.train, 3, None, 0)[i]
+        opts = PeerOptions(peer_id=key.peer_id, rounds=6, secret=SECRET, key=key, min_peers=3, **fast)
+        peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
+    errors: list[BaseException] = []
+
+    def go(p):
+        try:
+            p.run()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(p,)) for p in peers]
+    try:
+        with pytest.raises(ConfigError, match="neither the revoked key nor an admin"):
+            peers[1].revoke("a", 0)  # B holds no admin key
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        while peers[0].round < 3 and time.monotonic() < deadline:  # C's round-2 record is out by now
+            time.sleep(0.05)
+        rev = peers[0].revoke("c", 2)
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        assert not any(t.is_alive() for t in threads)
+        summaries = [p.summary() for p in peers]
+        assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
+        for p in peers:
+            assert p.roster.until(C.peer_id) == 2
+            assert not [r for r in p.replica.applied_records() if r.peer_id == C.peer_id and r.round >= 2]
+            assert {r.peer_id for r in p.replica.applied_records() if r.round < 2} == {A.peer_id, B.peer_id, C.peer_id}
+        assert read_revocations(tmp_path / "p1" / "revocations.txt", peers[0].tag) == [rev]
+    finally:
+        for p in peers:
+            p.close()
+
+
+def test_onebyte_revoke_writes_a_signed_revocation_that_replay_and_peers_honour(tmp_path, capsys):
+    from onebyte.api import replay
+    from onebyte.config import Run
+    from onebyte.ledger import LedgerWriter
+    from onebyte.rundir import RunDir
+    from onebyte.training import Setup
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    listed = [{"name": "a", "public": A.public_hex, "admin": True}, {"name": "c", "public": C.public_hex}]
+    setup = Setup.build(RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train, keys=listed))
+    records = [build_record(Codec.BYTE, setup.spec.run_tag, r, k.peer_id, 0, np.array([0.5, -1.0]), r).signed_by(k)
+               for r in range(3) for k in (A, C)]
+    d = RunDir(tmp_path / "run")
+    d.root.mkdir()
+    Run(setup.spec.spec, setup.spec.base_hash).save(d.run)
+    ledger = LedgerWriter(d.ledger)
+    ledger.append(records)
+    ledger.close()
+    for k in "ac":
+        {"a": A, "c": C}[k].save(tmp_path / f"{k}.key")
+    D.save(tmp_path / "d.key")
+    revoke = ["revoke", "--run", str(d.root), "--from"]
+    assert "neither the revoked key nor an admin" in _one_line_error(
+        capsys, [*revoke, "0", "--key", str(tmp_path / "c.key"), "a"])  # C is no admin
+    assert "no key named 'b'" in _one_line_error(capsys, [*revoke, "0", "--key", str(tmp_path / "a.key"), "b"])
+    assert "neither" in _one_line_error(capsys, [*revoke, "0", "--key", str(tmp_path / "d.key"), "c"])
+    assert not d.revocations.exists()
+    assert main([*revoke, "1", "--key", str(tmp_path / "a.key"), "c"]) == 0
+    assert "revocations.txt" in capsys.readouterr().out
+    assert [(r.revoked, r.from_round) for r in read_revocations(d.revocations, setup.spec.run_tag)] == [(C.peer_id, 1)]
+    z = Replica(setup.state, train, setup.spec.run_tag)
+    z.add([r for r in records if not (r.peer_id == C.peer_id and r.round >= 1)])
+    tuned = replay(d.root)
+    assert tuned.records == 4 and tuned.state_hash == z.state_hash()
+    with open(d.revocations, "a") as fh:  # a torn or foreign line is skipped, the rest still counts
+        fh.write("deadbeef")
+    assert replay(d.root).state_hash == z.state_hash()
+    assert main([*revoke, "2", "--key", str(tmp_path / "c.key"), "c"]) == 0  # a key may revoke itself
+    assert len(read_revocations(d.revocations, setup.spec.run_tag)) == 2
+
+    plain = RunDir(tmp_path / "plain")
+    plain.root.mkdir()
+    Run(RunSpec(run_id="p", model="tiny-gpt2", task="vader", train=train), setup.spec.base_hash).save(plain.run)
+    assert "lists no [[keys]]" in _one_line_error(
+        capsys, ["revoke", "--run", str(plain.root), "--from", "0", "--key", str(tmp_path / "a.key"), "c"])

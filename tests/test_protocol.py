@@ -12,6 +12,7 @@ from onebyte.protocol import (
     MAX_HEARTBEAT,
     MAX_MEET,
     MAX_PUT,
+    MAX_REVOCATIONS,
     Verb,
     get_request,
     ledger_reply,
@@ -22,10 +23,12 @@ from onebyte.protocol import (
     parse_ids,
     parse_ledger,
     parse_meet,
+    parse_revocations,
     parse_sizes,
     parse_snapshot,
     push,
     put_request,
+    revocations_request,
     round_request,
     unpack_blobs,
 )
@@ -42,6 +45,8 @@ def test_requests_round_trip():
     assert parse(meet_request(b"beat")) == (Verb.MEET, b"beat")
     assert parse(get_request([b"a" * 8, b"b" * 8])) == (Verb.GET, [b"a" * 8, b"b" * 8])
     assert parse(put_request([b"x", b"yz"])) == (Verb.PUT, [b"x", b"yz"])
+    assert parse(revocations_request([b"r" * 103, b"s" * 103])) == (Verb.REVK, [b"r" * 103, b"s" * 103])
+    assert parse(revocations_request([])) == (Verb.REVK, [])
     for verb in (Verb.IDS, Verb.SIZE, Verb.LEDG, Verb.SNAP, Verb.CONF):
         assert parse(verb.value) == (verb, None)
 
@@ -52,6 +57,7 @@ def test_requests_round_trip():
     b"IDSx", b"SNAP\0", b"CONF?", b"LEDG\0", b"LEDG" + b"\0" * 10,
     b"LEDG" + b"\0" * 8 + b"\x02",  # an unknown flag
     b"MEET", b"MEET" + b"h" * (MAX_HEARTBEAT + 1),
+    b"REVK" + b"r" * 102, b"REVK" + b"r" * 103 * (MAX_REVOCATIONS + 1),  # not whole revocations, or too many
 ])
 def test_malformed_requests_parse_to_nothing(bad):
     assert parse(bad) is None
@@ -98,6 +104,13 @@ def test_an_inflating_ledger_reply_is_bounded(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ProtocolError, match="inflates past 65536"):  # a piece's own bound, far under MAX_REPLY
         parse_ledger(bomb, deflated=True, limit=1 << 16)
+
+
+def test_a_revocation_reply_is_checked():
+    assert parse_revocations(b"r" * 206) == [b"r" * 103] * 2
+    for bad in (b"r" * 104, b"r" * 103 * (MAX_REVOCATIONS + 1)):
+        with pytest.raises(ProtocolError):
+            parse_revocations(bad)
 
 
 def test_every_verb_has_its_rpc_method():

@@ -128,7 +128,8 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     ``base``: the base model (a name or directory, or ``(module, tokenizer)``); by default the
     one named in the run's ``run.json``. It must have the run's base hash. ``shuffle``: apply the
     records in an order shuffled by this seed (the result is the same in any order). A run that
-    lists site keys counts only the records its run file's roster still counts, as its peer did."""
+    lists site keys counts only the records its run file's roster still counts, after the signed
+    revocations in the directory's ``revocations.txt``, as its peer did."""
     from .identity import Roster
     from .ledger import read_ledger
     from .models import check_base, load_model
@@ -144,7 +145,7 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
         records = [decode_record(b, run_tag=run.run_tag) for b in raws]
     except ProtocolError as exc:
         raise LedgerError(f"{d.ledger}: {exc}") from None
-    roster = Roster.of(run.spec)
+    roster = Roster.of(run.spec, run.run_tag, d.revocations)
     if roster is not None:  # a revoked key's records of rounds >= its until, and unlisted ones, do not count
         records = [r for r in records if roster.counts(r)]
     loaded = _loaded(base) if not isinstance(base, str | Path) else load_model(str(base))

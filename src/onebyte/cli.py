@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, OnebyteError
+from .errors import ConfigError, OnebyteError, ProtocolError
 
 EXIT_ERROR = 2
 #: The training flags: run-file field -> flag.
@@ -223,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keygen", help="write a new site signing key and print its line for the run file")
     k.add_argument("path", help="key file to create (never overwritten; readable by its owner only)")
     k.add_argument("--name", help="the site's name in the run file [the file name without its extension]")
+
+    rv = sub.add_parser("revoke", help="revoke a site's key from a round on, signed with an admin key (or the key "
+                        "itself): every peer of the swarm stops counting its records of those rounds")
+    rv.add_argument("site", help="the key's name in the run file's [[keys]] (or its 64 hex digits)")
+    rv.add_argument("--from", dest="from_round", type=_non_negative_int, required=True,
+                    help="the first round whose records of that key stop counting")
+    rv.add_argument("--key", required=True, help="the signing key: one listed with admin = true, or the revoked key")
+    rv.add_argument("--run", required=True, help="the run directory of a peer of this swarm (running or not): "
+                    "it passes the revocation on at its next heartbeat or start")
 
     r = sub.add_parser("replay", help="rebuild a run's weights from the base model and its ledger")
     r.add_argument("--run", required=True, help="run directory (holds run.json and ledger.obl)")
@@ -474,6 +483,27 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_revoke(a: argparse.Namespace) -> int:
+    from .config import Run
+    from .identity import Revocation, Roster, SiteKey, append_revocation
+    from .rundir import RunDir
+
+    d = RunDir(a.run)
+    run = Run.load(d.run)
+    roster = Roster.of(run.spec, run.run_tag, d.revocations)
+    if roster is None:
+        raise ConfigError(f"{d.run}: this run lists no [[keys]]; revocations are for runs in identity mode")
+    rev = Revocation.sign(SiteKey.load(a.key), run.run_tag, roster.find(a.site), a.from_round)
+    try:
+        roster.check_revocation(rev)
+    except ProtocolError as exc:
+        raise ConfigError(f"cannot revoke {a.site!r}: {exc}") from None
+    append_revocation(d.revocations, rev)
+    print(f"wrote the revocation of {a.site!r} from round {a.from_round} to {d.revocations}: the peer running in "
+          f"{d.root} passes it to the swarm within a heartbeat (or when it next starts)")
+    return 0
+
+
 def _cmd_replay(a: argparse.Namespace) -> int:
     from .api import replay
 
@@ -537,8 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=("%(asctime)s " if args.verbose else "") + "%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     handlers = {"init": _cmd_init, "simulate": _cmd_simulate, "peer": _cmd_peer, "swarm": _cmd_swarm,
-                "keygen": _cmd_keygen, "replay": _cmd_replay, "eval": _cmd_eval, "ledger": _cmd_ledger,
-                "dashboard": _cmd_dashboard, "report": _cmd_report}
+                "keygen": _cmd_keygen, "revoke": _cmd_revoke, "replay": _cmd_replay, "eval": _cmd_eval,
+                "ledger": _cmd_ledger, "dashboard": _cmd_dashboard, "report": _cmd_report}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -292,23 +292,25 @@ def _plain(v: Any) -> Any:
 class ListedKey:
     """A site's public key as the run file lists it (``[[keys]]``): ``name`` for people,
     ``public`` the 32-byte Ed25519 public key (written as 64 hex digits), and ``until``: None, or
-    the round from which the key's records stop counting (revoked). The peer id is derived from
-    the key (``identity.peer_id_of``), so it is not written down."""
+    the round from which the key's records stop counting (revoked); ``admin``: the key may sign
+    revocations of other keys (``identity.Revocation``; any key may revoke itself). The peer id is
+    derived from the key (``identity.peer_id_of``), so it is not written down."""
 
     name: str
     public: bytes
     until: int | None = None
+    admin: bool = False
 
-    FIELDS = ("name", "public", "until")
+    FIELDS = ("name", "public", "until", "admin")
 
     @classmethod
     def parse(cls, d: Any, where: str) -> tuple[ListedKey | None, list[tuple[str, str]]]:
         """A key from its run-file table, or None and the problems (fields named ``where.field``)."""
         if not isinstance(d, dict):
             return None, [(where, 'must be a table: name = "...", public = "<64 hex digits>", until = ROUND')]
-        problems = [(f"{where}.{k}", "is not a setting of a key (known: name, public, until)")
+        problems = [(f"{where}.{k}", "is not a setting of a key (known: name, public, until, admin)")
                     for k in d if k not in cls.FIELDS]
-        name, public, until = d.get("name"), d.get("public"), d.get("until")
+        name, public, until, admin = d.get("name"), d.get("public"), d.get("until"), d.get("admin", False)
         if not isinstance(name, str) or not 1 <= len(name) <= 200:
             problems.append((f"{where}.name", f"must be a name of 1..200 characters, not {name!r}"))
         raw = None
@@ -324,19 +326,24 @@ class ListedKey:
                                       and 0 <= until < 1 << 32):
             problems.append((f"{where}.until", f"must be the round from which the key is revoked (>= 0), "
                              f"not {until!r}"))
+        if not isinstance(admin, bool):
+            problems.append((f"{where}.admin", f"must be true or false, not {admin!r}"))
         if problems:
             return None, problems
-        return cls(name, raw, until), []
+        return cls(name, raw, until, admin), []
 
     def to_toml(self) -> str:
         """The key as a ``[[keys]]`` table of the run file."""
         out = f"[[keys]]\nname = {_toml(self.name)}\npublic = {_toml(self.public.hex())}\n"
-        return out + (f"until = {self.until}\n" if self.until is not None else "")
+        out += f"until = {self.until}\n" if self.until is not None else ""
+        return out + ("admin = true\n" if self.admin else "")
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "public": self.public.hex()}
         if self.until is not None:
             d["until"] = self.until
+        if self.admin:
+            d["admin"] = True
         return d
 
 

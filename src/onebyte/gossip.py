@@ -14,6 +14,10 @@
 * **Anti-entropy**: when a settled round differs from a live peer's, exchange record ids and
   send each other what the other lacks (after partitions and restarts).
 * **Audit**: a live peer with our record set and another state hash means a replica diverged.
+* **Revocations** (identity mode): a signed revocation new to this peer (from the operator's
+  ``revocations.txt`` or from a peer) goes to every live peer at once (``REVK``), and peers whose
+  settled record sets differ from ours exchange theirs before records, so every replica ends with
+  the same revocations in force.
 
 Everything received goes through the peer's ``Intake``; the state is never touched here. The
 executors that run pushes and background exchanges belong to this object (``close`` stops them).
@@ -42,8 +46,10 @@ from .protocol import (
     parse_config,
     parse_ids,
     parse_meet,
+    parse_revocations,
     push,
     put_request,
+    revocations_request,
     round_request,
     unpack_blobs,
 )
@@ -363,6 +369,9 @@ class Gossip:
 
     def _exchange(self, sync: bool, read: bool = False) -> None:
         dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
+        new = self.intake.read_revocations_file()  # an operator's onebyte revoke
+        if new:
+            self.spread_revocations(new)
         self._exchanges += 1
         lost = self.members.lost(LOST_WINDOW) - {self.me}
         every = DHT_EVERY_LOST if lost else DHT_EVERY
@@ -415,8 +424,34 @@ class Gossip:
             except (ProtocolError, NetworkError) as exc:
                 log.debug("sync with peer %x failed: %s", other.peer_id, exc)
 
+    # ----------------------------------------------------------------- revocations
+    def spread_revocations(self, revocations: list[bytes], skip: int | None = None) -> None:
+        """Send revocations new to us to every live peer (but ``skip``), taking whatever they hold
+        in return (their reply)."""
+        for other in self.others().values():
+            if other.peer_id != skip:
+                self._exchange_revocations(other, revocations)
+
+    def _exchange_revocations(self, other: Heartbeat, revocations: list[bytes]) -> None:
+        try:
+            reply = self.net.request(other.contact, revocations_request(revocations), self.opts.request_timeout)
+            for data in parse_revocations(reply):
+                self.intake.revoke(data)
+        except (ProtocolError, NetworkError) as exc:
+            log.info("could not exchange revocations with peer %x: %s", other.peer_id, exc)
+
+    def answer_revocations(self, revocations: list[bytes]) -> list[bytes]:
+        """REVK, answered: take each (checked like any other), pass the new ones on, and return
+        every revocation in force here."""
+        new = [data for data in revocations if self.intake.revoke(data)]
+        if new and not self.closed:
+            self._beater.submit(self.spread_revocations, new)
+        return self.intake.revocations_in_force()
+
     def _reconcile(self, other: Heartbeat) -> None:
         rep = self.replica
+        if self.intake.roster is not None:  # the same revocations first, or records would go back and forth
+            self._exchange_revocations(other, self.intake.revocations_in_force())
         theirs = parse_ids(self.net.request(other.contact, Verb.IDS.value, self.opts.request_timeout))
         with rep.lock:
             have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()

@@ -15,6 +15,13 @@ run file: a replica with an older roster refuses a newer site's records (as unli
 counts a revoked key's, so every site must install the updated run file (and restart its peer)
 for the record sets, and so the states, to agree again.
 
+A *signed revocation* (``Revocation``, 103 bytes) does the same without a new run file: signed by
+the revoked key itself or by a key listed with ``admin = true``, it travels through the swarm
+(``REVK``), is kept in each run directory's ``revocations.txt`` and makes every replica withdraw
+the key's records from its round on (``Replica.withdraw``: undone exactly). A key's ``until`` is
+the earliest of its run file's and its revocations', and whether a revocation counts depends on
+the run file alone, so the revocations in force are a function of the set a replica holds.
+
 Key files are PEM (PKCS#8, unencrypted) as ``cryptography`` and OpenSSL write them, created
 with mode 0600, never overwritten. Public keys are written as 64 hex digits.
 """
@@ -24,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +42,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import ConfigError, ProtocolError
+from .errors import ConfigError, ProtocolError, storage_error
 
 if TYPE_CHECKING:
     from .config import ListedKey, RunSpec
     from .record import Record
 
-__all__ = ["SiteKey", "Roster", "peer_id_of", "PUBLIC_SIZE", "SIGNATURE_SIZE"]
+__all__ = ["SiteKey", "Roster", "Revocation", "peer_id_of", "PUBLIC_SIZE", "SIGNATURE_SIZE", "REVOCATION_SIZE",
+           "read_revocations", "append_revocation"]
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +140,69 @@ class _Entry:
     name: str
     public: Ed25519PublicKey
     until: int | None
+    admin: bool
+
+
+#: magic "RV" | version u8 | run tag 16B | revoked peer id u64 | from round u32 | signer peer id u64,
+#: then the signer's Ed25519 signature over those 39 bytes.
+_REVOCATION = struct.Struct("<2sB16sQIQ")
+REVOCATION_SIZE = _REVOCATION.size + SIGNATURE_SIZE
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A signed statement: ``revoked``'s records of rounds >= ``from_round`` stop counting.
+
+    Signed by the revoked key itself (a site retiring its key, or reporting it stolen) or by a key
+    the run file lists with ``admin = true``. Whether one counts depends on the run file alone, not
+    on other revocations, so a replica's set of revocations in force is a function of the set it
+    holds, whatever the order they arrived in (two admins revoking each other both count). 103
+    bytes; bound to the run tag, so it cannot be replayed into another run."""
+
+    run_tag: bytes
+    revoked: int
+    from_round: int
+    signer: int
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        return _REVOCATION.pack(b"RV", 1, self.run_tag, self.revoked, self.from_round, self.signer)
+
+    def to_bytes(self) -> bytes:
+        return self.body() + self.signature
+
+    @classmethod
+    def sign(cls, key: SiteKey, run_tag: bytes, revoked: int, from_round: int) -> Revocation:
+        if not 0 <= from_round < 1 << 32:
+            raise ConfigError(f"a revocation's round must be in 0..2^32-1, not {from_round}")
+        unsigned = cls(run_tag, revoked, from_round, key.peer_id)
+        return cls(run_tag, revoked, from_round, key.peer_id, key.sign(unsigned.body()))
+
+    @classmethod
+    def decode(cls, data: bytes, run_tag: bytes) -> Revocation:
+        """Parse (not yet verify: ``Roster.check_revocation``) one revocation; ``ProtocolError`` if malformed."""
+        if len(data) != REVOCATION_SIZE:
+            raise ProtocolError(f"a revocation is {REVOCATION_SIZE} bytes, not {len(data)}")
+        magic, version, tag, revoked, from_round, signer = _REVOCATION.unpack_from(data)
+        if magic != b"RV" or version != 1:
+            raise ProtocolError("not a onebyte revocation")
+        if tag != run_tag:
+            raise ProtocolError("revocation for another run (run tag mismatch)")
+        return cls(tag, revoked, from_round, signer, bytes(data[_REVOCATION.size:]))
 
 
 class Roster:
     """The keys a run lets publish, by the peer id each implies (built from the run file's keys).
 
     ``verify`` authenticates a record (listed key, good signature), ``counts`` says whether an
-    authentic record counts (its round is before its key's ``until``), ``check`` does both."""
+    authentic record counts (its round is before its key's ``until``), ``check`` does both. A key's
+    ``until`` is the earliest of its run file's and of every signed revocation ``revoke`` took."""
 
     def __init__(self, keys: Iterable[ListedKey]):
         self._by_id: dict[int, _Entry] = {}
+        self._revoked: dict[int, int] = {}  # peer id -> earliest round of a signed revocation in force
+        self.revocations: dict[bytes, Revocation] = {}  # every one in force, by its bytes
+        self._lock = threading.Lock()
         for k in keys:
             pid = peer_id_of(k.public)
             if pid in self._by_id:
@@ -148,12 +211,37 @@ class Roster:
                 public = Ed25519PublicKey.from_public_bytes(k.public)
             except ValueError as exc:
                 raise ConfigError.of("keys", f"key {k.name!r} is not an Ed25519 public key: {exc}") from None
-            self._by_id[pid] = _Entry(k.name, public, k.until)
+            self._by_id[pid] = _Entry(k.name, public, k.until, k.admin)
 
     @classmethod
-    def of(cls, spec: RunSpec) -> Roster | None:
-        """The roster of a run spec, or None when it lists no keys (the swarm secret's HMAC mode)."""
-        return cls(spec.keys) if spec.keys else None
+    def of(cls, spec: RunSpec, run_tag: bytes | None = None, revocations: Path | None = None) -> Roster | None:
+        """The roster of a run spec, or None when it lists no keys (the swarm secret's HMAC mode);
+        with the signed revocations a run directory's ``revocations`` file holds in force (one that
+        does not check out is skipped with a warning)."""
+        if not spec.keys:
+            return None
+        roster = cls(spec.keys)
+        if revocations is not None and run_tag is not None:
+            for rev in read_revocations(revocations, run_tag):
+                try:
+                    roster.revoke(rev)
+                except ProtocolError as exc:
+                    log.warning("%s: a revocation is skipped: %s", revocations, exc)
+        return roster
+
+    def find(self, site: str) -> int:
+        """The peer id of a listed key, named by its ``name`` or its 64 hex digits (``ConfigError`` if none)."""
+        for pid, entry in self._by_id.items():
+            if site == entry.name:
+                return pid
+        try:
+            public = bytes.fromhex(site)
+        except ValueError:
+            public = b""
+        if len(public) == PUBLIC_SIZE and peer_id_of(public) in self._by_id:
+            return peer_id_of(public)
+        raise ConfigError(f"no key named {site!r} in the run file's [[keys]] "
+                          f"(listed: {', '.join(e.name for e in self._by_id.values())})")
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -167,7 +255,31 @@ class Roster:
 
     def until(self, peer_id: int) -> int | None:
         entry = self._by_id.get(peer_id)
-        return entry.until if entry is not None else None
+        if entry is None:
+            return None
+        rounds = [r for r in (entry.until, self._revoked.get(peer_id)) if r is not None]
+        return min(rounds) if rounds else None
+
+    def check_revocation(self, rev: Revocation) -> None:
+        """A revocation counts: it names a listed key, and that key or an admin key signed it;
+        else ``ProtocolError``."""
+        if rev.revoked not in self._by_id:
+            raise ProtocolError("revocation of a key the run file does not list")
+        signer = self._by_id.get(rev.signer)
+        if signer is None or not (signer.admin or rev.signer == rev.revoked):
+            raise ProtocolError("revocation signed by neither the revoked key nor an admin key of the run file")
+        self.verify_signed(rev.signer, rev.body(), rev.signature, "revocation")
+
+    def revoke(self, rev: Revocation) -> bool:
+        """Take a checked revocation into force; True if it moves its key's ``until`` earlier."""
+        self.check_revocation(rev)
+        with self._lock:
+            if rev.to_bytes() in self.revocations:
+                return False
+            before = self.until(rev.revoked)
+            self.revocations[rev.to_bytes()] = rev
+            self._revoked[rev.revoked] = min(self._revoked.get(rev.revoked, rev.from_round), rev.from_round)
+            return before is None or rev.from_round < before
 
     def verify_signed(self, peer_id: int, signed: bytes, signature: bytes, what: str = "record") -> None:
         """``signature`` must be ``peer_id``'s listed key's over ``signed``; else ``ProtocolError``."""
@@ -189,9 +301,10 @@ class Roster:
     def counts(self, record: Record) -> bool:
         """Whether a record counts here: signed, its key listed, its round before the key's ``until``.
         Cheap (no signature check): the filter applied to records already verified once (a ledger)."""
-        entry = self._by_id.get(record.peer_id)
-        return (record.is_signed and entry is not None
-                and (entry.until is None or record.round < entry.until))
+        if not record.is_signed or record.peer_id not in self._by_id:
+            return False
+        until = self.until(record.peer_id)
+        return until is None or record.round < until
 
     def check(self, record: Record) -> None:
         """``verify``, then refuse a record of a round at or past its key's ``until`` (revoked)."""
@@ -201,4 +314,43 @@ class Roster:
 
     def revoked_reason(self, record: Record) -> str:
         entry = self._by_id[record.peer_id]
-        return f"key {entry.name!r} is revoked from round {entry.until}"
+        return f"key {entry.name!r} is revoked from round {self.until(record.peer_id)}"
+
+
+def read_revocations(path: Path, run_tag: bytes) -> list[Revocation]:
+    """The revocations a run directory's ``revocations.txt`` holds (one per line, hex), parsed but
+    not yet checked against a roster. A line that does not parse (a torn last write) is skipped
+    with a warning: the swarm still holds every revocation that was ever passed on."""
+    try:
+        lines = path.read_text(encoding="ascii", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Revocation.decode(bytes.fromhex(line.strip()), run_tag))
+        except (ValueError, ProtocolError) as exc:
+            log.warning("%s:%d: not a revocation of this run, skipped (%s)", path, i, exc)
+    return out
+
+
+def append_revocation(path: Path, rev: Revocation) -> None:
+    """Append one revocation as a line and make it durable before returning (``StorageError``
+    if the disk refuses). A torn earlier line is closed first, so it spoils only itself."""
+    line = rev.to_bytes().hex() + "\n"
+    try:
+        with open(path, "a+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end:
+                fh.seek(end - 1)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+            fh.write(line.encode("ascii"))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise storage_error(exc, str(path)) from None

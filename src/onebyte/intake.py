@@ -7,6 +7,10 @@ its ``until`` round, the per-round sample count, a horizon of rounds ahead of th
 record per slot, flood bounds (records waiting, distinct peers per round) and the per-gradient
 update cap. A peer's own record skips only the decoding: it is held to the same policy.
 Rejections are counted by reason and logged once per (peer, reason).
+
+Signed key revocations (identity mode) are admitted here too: checked against the run file's
+keys, made durable in the run directory's ``revocations.txt``, then put in force, and the records
+of the revoked key they exclude are withdrawn from the replica (undone exactly).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import TrainConfig
 from .errors import ProtocolError
-from .identity import Roster
+from .identity import Revocation, Roster, append_revocation, read_revocations
 from .record import Record, decode_record
 from .replica import Replica
 from .update import check_cap
@@ -54,8 +59,11 @@ class Intake:
     secret is not used for them), or None (records carry the swarm secret's HMAC)."""
 
     def __init__(self, replica: Replica, train: TrainConfig, secret: bytes, horizon: Callable[[], int],
-                 explain: Callable[[int], str | None] | None = None, roster: Roster | None = None):
+                 explain: Callable[[int], str | None] | None = None, roster: Roster | None = None,
+                 revocations: Path | None = None):
         self.replica, self.train, self.secret = replica, train, secret
+        self.revocations = revocations  # the run directory's revocations.txt (None: kept in memory only)
+        self._revocations_seen: tuple[int, int] | None = None  # (size, mtime) of that file when last read
         self.roster = roster
         self.horizon = horizon
         self.explain = explain
@@ -119,6 +127,66 @@ class Intake:
                 self.reject(rec.peer_id, str(exc))
                 return False
             return rep.admit(rec)
+
+    # ----------------------------------------------------------------- revocations
+    def revoke(self, data: bytes) -> bool:
+        """A signed revocation from a peer: checked, made durable, put in force, and the records it
+        excludes withdrawn. True if it was new here (so it is worth passing on)."""
+        if self.roster is None:
+            return False
+        try:
+            rev = Revocation.decode(data, self.replica.run_tag)
+            self.roster.check_revocation(rev)
+        except ProtocolError as exc:
+            with self._lock:
+                self._rejected[f"revocation: {exc}"] += 1
+            log.warning("rejected a revocation: %s", exc)
+            return False
+        return self.take(rev)
+
+    def revocations_in_force(self) -> list[bytes]:
+        return [] if self.roster is None else sorted(self.roster.revocations)
+
+    def read_revocations_file(self) -> list[bytes]:
+        """Revocations to pass on from the run directory's file: at the first call every one in
+        force (taken before a restart: peers may have missed them), then those written since (by
+        ``onebyte revoke``), checked and put in force. One that does not check out is skipped with
+        a warning."""
+        if self.roster is None or self.revocations is None:
+            return []
+        try:
+            st = self.revocations.stat()
+        except OSError:
+            return []
+        first = self._revocations_seen is None
+        if self._revocations_seen == (st.st_size, st.st_mtime_ns):
+            return []
+        self._revocations_seen = (st.st_size, st.st_mtime_ns)
+        new = self.revocations_in_force() if first else []
+        for rev in read_revocations(self.revocations, self.replica.run_tag):
+            try:
+                self.roster.check_revocation(rev)
+            except ProtocolError as exc:
+                log.warning("%s: a revocation is skipped: %s", self.revocations, exc)
+                continue
+            if self.take(rev, durable=True):
+                new.append(rev.to_bytes())
+        return new
+
+    def take(self, rev: Revocation, durable: bool = False) -> bool:
+        """Put a checked revocation in force, made durable in the run directory's file first
+        (``durable``: it is there already); False if it was in force."""
+        rep, roster = self.replica, self.roster
+        with rep.lock:
+            if rev.to_bytes() in roster.revocations:
+                return False
+            if not durable and self.revocations is not None:
+                append_revocation(self.revocations, rev)
+            roster.revoke(rev)
+            undone = rep.withdraw(rev.revoked, roster.until(rev.revoked))
+        log.warning("key %r is revoked from round %d (signed by %r); %d of its records undone",
+                    roster.name(rev.revoked), rev.from_round, roster.name(rev.signer), undone)
+        return True
 
     def revoked(self, rec: Record) -> str:
         if rec.peer_id in self.roster and rec.is_signed:

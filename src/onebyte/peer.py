@@ -23,7 +23,7 @@ from typing import Any
 from .config import RunSpec
 from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
 from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
-from .identity import Roster, SiteKey
+from .identity import Revocation, Roster, SiteKey
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .protocol import Verb, ledger_request, parse_ledger, parse_sizes, parse_snapshot
@@ -122,7 +122,8 @@ class Peer:
         self.eval_after: dict[str, float] | None = None
         self.gossip: Gossip | None = None
         self._first_round: int | None = None  # where run() started: that round is waited for in full
-        self.roster = Roster.of(setup.spec.spec)
+        # with the revocations taken before a restart: in force before the ledger is read
+        self.roster = Roster.of(setup.spec.spec, self.tag, self.dir.revocations)
         _check_identity(self.roster, opts.key, opts.peer_id)
         try:
             # the ledger is created, or a torn tail repaired; the state is rebuilt from snapshot + ledger
@@ -130,7 +131,8 @@ class Peer:
             self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag,
                                         self.roster.counts if self.roster is not None else None)
             self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon,
-                                 lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None, self.roster)
+                                 lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None, self.roster,
+                                 self.dir.revocations)
             self.gossip = Gossip(transport, opts, self.replica, self.intake, self.tag, self._base,
                                  lambda: (self.round, self.done), setup.spec.canonical, self.dir.connect)
             own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
@@ -141,7 +143,8 @@ class Peer:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
             self.server = Server(self.replica, self.offer, self.gossip.receive, lambda: self.round,
-                                 setup.spec.canonical_bytes, self.apply_pending, self.gossip.answer_meet)
+                                 setup.spec.canonical_bytes, self.apply_pending, self.gossip.answer_meet,
+                                 self.gossip.answer_revocations)
             self.net.serve(self.handle)
         except BaseException:
             self.close()
@@ -269,6 +272,22 @@ class Peer:
     def offer(self, data: bytes) -> bool:
         """Validate one raw record from a peer; queue it for applying if new and acceptable."""
         return self.intake.offer(data)
+
+    def revoke(self, site: str, from_round: int) -> Revocation:
+        """Revoke a listed key (``site``: its name or public key) from ``from_round`` on: signed
+        with this peer's key (an admin key, or the revoked key itself), made durable, put in force
+        here (its records of those rounds undone) and passed to every live peer."""
+        if self.roster is None or self.opts.key is None:
+            raise ConfigError("revoking a key needs identity mode: a run file that lists [[keys]], and this "
+                              "peer's key")
+        rev = Revocation.sign(self.opts.key, self.tag, self.roster.find(site), from_round)
+        try:
+            self.roster.check_revocation(rev)
+        except ProtocolError as exc:
+            raise ConfigError(f"cannot revoke {site!r}: {exc}") from None
+        if self.intake.take(rev):
+            self.gossip.spread_revocations([rev.to_bytes()])
+        return rev
 
     def apply_pending(self) -> int:
         """Make queued records durable, then apply them (in lockstep, only rounds measured)."""

@@ -21,6 +21,8 @@ CONF   —                                           the canonical run configura
 MEET   the requester's heartbeat                   blobs: the answerer's heartbeat, then the latest
                                                    of each live peer it knows, as their authors
                                                    signed them (a newcomer's first contact)
+REVK   signed key revocations, 103 bytes each      every revocation the answerer holds in force
+                                                   (identity mode; nothing otherwise)
 =====  ==========================================  ===========================================
 """
 
@@ -31,12 +33,13 @@ import struct
 import zlib
 
 from .errors import ProtocolError
+from .identity import REVOCATION_SIZE
 
 __all__ = ["Verb", "MAX_IDS", "MAX_PUT", "MAX_REPLY", "MAX_CONFIG", "pack_blobs", "unpack_blobs", "parse",
            "push", "ledger_request", "round_request", "get_request", "put_request", "parse_config", "parse_ids",
            "parse_sizes",
            "parse_ledger", "ledger_reply", "DEFLATE", "meet_request", "parse_meet", "MAX_MEET", "MAX_HEARTBEAT",
-           "parse_snapshot"]
+           "parse_snapshot", "revocations_request", "parse_revocations", "MAX_REVOCATIONS"]
 
 #: Bounds on what one bulk request or reply may carry.
 MAX_IDS = 1 << 20
@@ -50,6 +53,8 @@ ID_PREFIX = 8
 #: A heartbeat is a few hundred bytes; MEET carries one, and answers with at most MAX_MEET.
 MAX_HEARTBEAT = 4096
 MAX_MEET = 1024
+#: The most revocations one REVK request or reply carries.
+MAX_REVOCATIONS = 1024
 
 
 class Verb(enum.Enum):
@@ -63,6 +68,7 @@ class Verb(enum.Enum):
     SNAP = b"SNAP"
     CONF = b"CONF"
     MEET = b"MEET"
+    REVK = b"REVK"
 
 
 #: Verbs whose request is the verb alone.
@@ -116,6 +122,17 @@ def parse_meet(reply: bytes) -> list[bytes]:
     return beats
 
 
+def revocations_request(revocations: list[bytes]) -> bytes:
+    return Verb.REVK.value + b"".join(revocations[:MAX_REVOCATIONS])
+
+
+def parse_revocations(data: bytes) -> list[bytes]:
+    """REVK's body or reply: whole revocations (still to be verified), at most MAX_REVOCATIONS."""
+    if len(data) % REVOCATION_SIZE or len(data) > REVOCATION_SIZE * MAX_REVOCATIONS:
+        raise ProtocolError(f"revocation list of {len(data)} bytes (not whole revocations, or too many)")
+    return [data[i:i + REVOCATION_SIZE] for i in range(0, len(data), REVOCATION_SIZE)]
+
+
 def round_request(round_: int) -> bytes:
     return Verb.RND.value + struct.pack("<I", round_)
 
@@ -163,6 +180,11 @@ def parse(request: bytes) -> tuple[Verb, object] | None:
             return (verb, struct.unpack("<I", body)[0]) if len(body) == 4 else None
         if verb is Verb.MEET:
             return (verb, body) if 0 < len(body) <= MAX_HEARTBEAT else None
+        if verb is Verb.REVK:
+            try:
+                return verb, parse_revocations(body)
+            except ProtocolError:
+                return None
         if verb is Verb.GET:
             if len(body) % ID_PREFIX or len(body) > ID_PREFIX * MAX_IDS:
                 return None

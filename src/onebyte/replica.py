@@ -68,6 +68,7 @@ class Replica:
         self.round_digest: dict[int, int] = {}  # round -> sum of applied record ids, mod 2^256
         self.pending: list[Record] = []
         self.payload_bytes = 0
+        self.ledger_entries = 0  # records appended to the ledger (applied ones, and any withdrawn since)
         self._hash_cache = ("", "")
 
     @classmethod
@@ -129,6 +130,7 @@ class Replica:
                 except BaseException:
                     self.pending = batch + self.pending  # not durable: not applied, still queued
                     raise
+            self.ledger_entries += len(batch)
             if self.train.aggregate is Aggregate.SUM:
                 apply_records(self.state, effective(batch + self._slot_mates(batch)), self.train)
                 undo = self._newly_equivocated(batch)
@@ -191,6 +193,33 @@ class Replica:
                     undo.append(self.records[ids[0]])
         return undo
 
+    def withdraw(self, peer_id: int, from_round: int) -> int:
+        """Stop counting ``peer_id``'s records of rounds >= ``from_round`` (its key was revoked):
+        undo the applied ones exactly, drop the queued ones. They stay in the ledger (which the
+        ``counts`` filter reads past on restart) and stay known, so they are not admitted again.
+        The state and set digest become those of a replica that never held them. Returns how many
+        applied records were undone."""
+        with self.lock:
+            self.pending = [r for r in self.pending if not (r.peer_id == peer_id and r.round >= from_round)]
+            gone = [rec for rid in self.applied
+                    if (rec := self.records[rid]).peer_id == peer_id and rec.round >= from_round]
+            if not gone:
+                return 0
+            if self.train.aggregate is Aggregate.SUM:
+                # every record of the slots involved goes, so what they contributed is effective(gone)
+                apply_records(self.state, effective(gone), self.train, sign=-1)
+            else:
+                held = self._applied_in({r.round for r in gone})
+                ids = {r.record_id for r in gone}
+                apply_change(self.state, held, [r for r in held if r.record_id not in ids], self.train)
+            for rec in gone:
+                self.applied.discard(rec.record_id)
+                self.digest.remove(rec.record_id)
+                rid = int.from_bytes(rec.record_id, "big")
+                self.round_digest[rec.round] = (self.round_digest[rec.round] - rid) % (1 << 256)
+                self.payload_bytes -= rec.payload_bytes()
+            return len(gone)
+
     # ------------------------------------------------------------------ names of the set and state
     def closed_digest(self, through: int) -> bytes:
         """Digest of the applied records of rounds <= ``through``."""
@@ -215,10 +244,11 @@ class Replica:
         """The state after flushing, as snapshot bytes naming its set digest and ``round_``."""
         with self.lock:
             self.flush()
-            # ledger entries are appended exactly when applied: the applied count is the prefix length
+            # ledger entries are appended exactly when applied: the snapshot covers them all (the
+            # applied records among them are those that count: a revoked key's are withdrawn)
             meta = {"state_hash": self.state_hash(), "set_digest": self.digest.hex(),
                     "records": str(len(self.applied)), "round": str(round_),
-                    "ledger_entries": str(len(self.applied))}
+                    "ledger_entries": str(self.ledger_entries)}
             return snapshot_bytes(self.state, meta)
 
     def save_snapshot(self, round_: int) -> None:
@@ -255,6 +285,7 @@ class Replica:
             self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
             if self.ledger is not None:
                 self.ledger.append(recs)
+            self.ledger_entries += len(recs)
             self.save_snapshot(int(meta.get("round", "0")))
         return meta
 
@@ -269,13 +300,13 @@ class Replica:
                 recs.append(decode_record(data, run_tag=self.run_tag))
             except ProtocolError as exc:
                 raise LedgerError(f"{where}: entry {i}: {exc}") from None
-        if self.counts is not None:  # the records that count are rebuilt; a snapshot of others no longer matches
-            kept = [r for r in recs if self.counts(r)]
-            if len(kept) < len(recs):
-                log.warning("%s: %d records no longer count (their keys are revoked or not listed in the run file); "
-                            "the state is rebuilt without them", where, len(recs) - len(kept))
-            recs = kept
-        covered = self._load_own_snapshot(recs)
+        self.ledger_entries = len(recs)
+        counted = [self.counts is None or self.counts(r) for r in recs]
+        if not all(counted):  # only the records that count are rebuilt
+            log.warning("%s: %d records do not count (their keys are revoked or not listed in the run file)",
+                        where, counted.count(False))
+        covered = self._load_own_snapshot(recs, counted)
+        recs = [r for r, c in zip(recs, counted, strict=True) if c]
         with self.lock:
             for rec in recs:
                 if rec.record_id not in self.records:
@@ -292,8 +323,9 @@ class Replica:
             self._mark_applied(recs)
             self.flagged |= {peer for (_, peer, _), ids in self.slots.items() if len(ids) > 1}
 
-    def _load_own_snapshot(self, recs: list[Record]) -> int:
-        """Load this directory's snapshot; return the ledger entries it covers (0 without one).
+    def _load_own_snapshot(self, recs: list[Record], counted: list[bool]) -> int:
+        """Load this directory's snapshot; return how many of the counted records among the ledger
+        entries it covers it holds (0 without one).
 
         A damaged or mismatched snapshot is only a lost cache: it is set aside and the state is
         rebuilt from the ledger."""
@@ -304,9 +336,11 @@ class Replica:
         try:
             meta = read_snapshot(snap.read_bytes(), self.state, str(snap))
             covered = int(meta.get("ledger_entries", "-1"))
-            if not 0 <= covered <= len(recs) or digest_of(recs[:covered]) != meta.get("set_digest"):
-                raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries")
-            return covered
+            held = [r for r, c in zip(recs[:max(covered, 0)], counted, strict=False) if c]
+            if not 0 <= covered <= len(recs) or digest_of(held) != meta.get("set_digest"):
+                raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries "
+                                  "that count")
+            return len(held)
         except (LedgerError, OSError, ValueError) as exc:
             self.state.load_tensors(base)
             aside = snap.with_name(snap.name + ".damaged")

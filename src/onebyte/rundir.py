@@ -11,6 +11,7 @@ A run directory (``simulate --out``, or a peer's ``--out``) holds::
     identity.key          this peer's network key (peer)
     addresses.txt         multiaddrs others can join through (peer)
     connect.txt           multiaddrs an operator asks a running peer to dial (peer)
+    revocations.txt       signed key revocations in force, one per line (peer; onebyte revoke)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["RUN", "LEDGER", "SNAPSHOT", "SUMMARY", "METRICS", "CURVE", "IDENTITY", "ADDRESSES", "CONNECT",
-           "RunDir"]
+           "REVOCATIONS", "RunDir"]
 
 RUN = "run.json"
 LEDGER = "ledger.obl"
@@ -30,6 +31,7 @@ CURVE = "curve.png"
 IDENTITY = "identity.key"
 ADDRESSES = "addresses.txt"
 CONNECT = "connect.txt"
+REVOCATIONS = "revocations.txt"
 
 
 def _file(name: str) -> property:
@@ -54,3 +56,4 @@ class RunDir:
     identity = _file(IDENTITY)
     addresses = _file(ADDRESSES)
     connect = _file(CONNECT)
+    revocations = _file(REVOCATIONS)

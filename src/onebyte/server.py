@@ -3,8 +3,9 @@
 The server sees the replica (to read records, snapshots and the ledger) and doors into the rest
 of the peer: ``offer`` (every record received goes through the intake's checks), ``receive`` (a
 push: its record through the same checks, its heartbeat to membership), ``meet`` (a newcomer's
-heartbeat to membership, and the heartbeats we know in return) and ``position`` (the round this
-peer is at, which a newcomer starts from). It changes nothing itself except by offering records.
+heartbeat to membership, and the heartbeats we know in return), ``revoke`` (signed key
+revocations to the intake, those in force in return) and ``position`` (the round this peer is
+at, which a newcomer starts from). It changes nothing itself except by offering records.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ __all__ = ["Server"]
 class Server:
     def __init__(self, replica: Replica, offer: Callable[[bytes], bool], receive: Callable[[bytes, bytes], None],
                  position: Callable[[], int], config: Callable[[], bytes], flush: Callable[[], int],
-                 meet: Callable[[bytes], list[bytes]] = lambda _hb: []):
+                 meet: Callable[[bytes], list[bytes]] = lambda _hb: [],
+                 revoke: Callable[[list[bytes]], list[bytes]] = lambda _revs: []):
         self.replica = replica
         self.offer, self.receive, self.position, self.config, self.flush = offer, receive, position, config, flush
-        self.meet = meet
+        self.meet, self.revoke = meet, revoke
 
     def handle(self, request: bytes) -> bytes:
         """Answer one request; anything malformed or unknown gets an empty reply."""
@@ -43,6 +45,10 @@ class Server:
     def rpc_meet(self, heartbeat: bytes) -> bytes:
         """A newcomer's heartbeat (validated like any other); the heartbeats we know, for it."""
         return pack_blobs(self.meet(heartbeat))
+
+    def rpc_revk(self, revocations: list[bytes]) -> bytes:
+        """Signed key revocations (each checked like a record); every one in force here in return."""
+        return b"".join(self.revoke(revocations))
 
     def rpc_put(self, records: list[bytes]) -> bytes:
         for data in records:
