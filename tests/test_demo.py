@@ -1,4 +1,4 @@
-"""The README's demo claim, end to end (slow: about 4 minutes on 2 cores)."""
+"""The README's demo claim, end to end (slow: about 8 minutes on 2 cores)."""
 
 import json
 

@@ -107,7 +107,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")
-    g.add_argument("--horizon", type=_non_negative_int, help="rounds a cosine schedule runs over [100]")
+    g.add_argument("--horizon", type=_non_negative_int, help="rounds a cosine schedule runs over [300]")
     g.add_argument("--final-ratio", type=float, help="where a cosine schedule ends, times the start [0.1]")
     g.add_argument("--reference-examples", type=_non_negative_int,
                    help="weight sites by their examples, this many counting once (FedAvg's weighting, for "
