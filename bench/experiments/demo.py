@@ -60,7 +60,8 @@ def run_command(args: list[str]) -> dict:
         s = json.loads((out / "summary.json").read_text())
     return {"kind": "command", "command": "onebyte " + " ".join([*DEMO_ARGS, *args]), "seconds": round(seconds, 1),
             "rounds": s["rounds"], "forward_passes": s["forward_passes"],
-            "final": {k: s["eval_after"][k] for k in ("accuracy", "macro_f1")}}
+            "final": {k: s["eval_after"][k] for k in ("accuracy", "macro_f1")}, "summary": s,
+            "stdout": proc.stdout[-4000:]}
 
 
 def _job(job: dict) -> dict:
