@@ -267,6 +267,42 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
     assert (c.state_hash(), c.summary()["set_digest"], c.round) == (a.state_hash(), a.summary()["set_digest"], a.round)
 
 
+def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first_round(tmp_path, monkeypatch):
+    """One source serves pieces with a record missing from each: the newcomer sees that its settled
+    rounds' digest is not the chosen peer's and fetches exactly what it lacks, before it trains."""
+    import onebyte.peer as peer_mod
+    from onebyte.protocol import DEFLATE, ledger_reply, parse_ledger
+
+    monkeypatch.setattr(peer_mod, "LEDGER_PIECE", 200)
+    hub = MemoryHub()
+    established = _peers(hub, tmp_path, 3, rounds=8)
+    _run_all(established)
+    for x in established:
+        x.beat(force=True)
+    net = MemoryTransport(hub, "p7")
+    request, dropped = net.request, []
+
+    def lossy(contact, payload, timeout):
+        reply = request(contact, payload, timeout)
+        if contact == "p1" and payload.startswith(b"LEDG"):  # a source whose pieces each lack one record
+            round_, raws = parse_ledger(reply, deflated=True)
+            dropped.extend(raws[:1])
+            reply = ledger_reply(round_, raws[1:], DEFLATE)
+        time.sleep(0.1)
+        return reply
+
+    net.request = lossy
+    c = Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger",
+                                                             **FAST))
+    _OPEN.append(c)
+    c.beat(force=True, sync=False)
+    c._catch_up(c.members.live()[0])
+    c.apply_pending()
+    assert dropped  # p1 did serve some pieces
+    a = established[0]
+    assert (c.state_hash(), c.summary()["set_digest"]) == (a.state_hash(), a.summary()["set_digest"])
+
+
 def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_path):
     """MEET: the join peer answers with its heartbeat and every live peer's, as their authors
     signed them; a newcomer whose DHT reads find nothing still learns all three and catches up."""

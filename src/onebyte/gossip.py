@@ -420,17 +420,15 @@ class Gossip:
                 continue
             self._last_sync[other.peer_id] = now
             try:
-                self._reconcile(other)
+                self.reconcile(other)
             except (ProtocolError, NetworkError) as exc:
                 log.debug("sync with peer %x failed: %s", other.peer_id, exc)
 
     # ----------------------------------------------------------------- revocations
-    def spread_revocations(self, revocations: list[bytes], skip: int | None = None) -> None:
-        """Send revocations new to us to every live peer (but ``skip``), taking whatever they hold
-        in return (their reply)."""
+    def spread_revocations(self, revocations: list[bytes]) -> None:
+        """Send revocations new to us to every live peer, taking whatever each holds in return."""
         for other in self.others().values():
-            if other.peer_id != skip:
-                self._exchange_revocations(other, revocations)
+            self._exchange_revocations(other, revocations)
 
     def _exchange_revocations(self, other: Heartbeat, revocations: list[bytes]) -> None:
         try:
@@ -448,7 +446,8 @@ class Gossip:
             self._beater.submit(self.spread_revocations, new)
         return self.intake.revocations_in_force()
 
-    def _reconcile(self, other: Heartbeat) -> None:
+    def reconcile(self, other: Heartbeat) -> None:
+        """Exchange with ``other`` what each lacks: revocations first, then records (by id)."""
         rep = self.replica
         if self.intake.roster is not None:  # the same revocations first, or records would go back and forth
             self._exchange_revocations(other, self.intake.revocations_in_force())

@@ -447,6 +447,20 @@ class Peer:
         if got and not accepted and not self.replica.records:
             raise ProtocolError("none of the ledger's records was accepted")
         self._adopt([], round_)
+        if len(sources) > 1 and hb.closed >= 0 and self.replica.closed_digest(hb.closed) != hb.closed_digest:
+            # a source lacked records of a settled round: ask the chosen peer for exactly what we lack
+            log.info("the ledger pieces differ from peer %x's settled rounds: syncing with it", hb.peer_id)
+            try:
+                self.gossip.reconcile(hb)
+            except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
+                log.info("sync after the ledger download failed: %s", exc)
+        if len(sources) > 1 and hb.closed >= 0 and self.replica.closed_digest(hb.closed) != hb.closed_digest:
+            # a source lacked records of a settled round: ask the chosen peer for exactly what we lack
+            log.info("the ledger pieces differ from peer %x's settled rounds: syncing with it", hb.peer_id)
+            try:
+                self.gossip.reconcile(hb)
+            except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
+                log.info("sync after the ledger download failed: %s", exc)
 
     def _ledger_sources(self, hb: Heartbeat, settled_before: int) -> list[Heartbeat]:
         """``hb`` first, then the other live peers past every round before ``settled_before``, whose
