@@ -405,8 +405,8 @@ class Peer:
                 except queue.Empty:
                     continue
                 try:
-                    reply = self.net.request(src.contact, ledger_request(pieces[i], deflate=True), timeout)
-                    results.put((i, *parse_ledger(reply, deflated=True, limit=PIECE_LIMIT), src, len(reply)))
+                    piece_round, raws, wire = self._ledger_piece(src.contact, pieces[i], timeout)
+                    results.put((i, piece_round, raws, src, wire))
                     continue
                 except (NetworkError, ProtocolError) as exc:
                     log.info("ledger piece %d from peer %x failed (%s)", i + 1, src.peer_id, exc)
@@ -461,6 +461,16 @@ class Peer:
                 self.gossip.reconcile(hb)
             except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
                 log.info("sync after the ledger download failed: %s", exc)
+
+    def _ledger_piece(self, contact: str, rounds: range, timeout: float) -> tuple[int, list[bytes], int]:
+        """(the peer's round, the records of ``rounds``, bytes on the wire): asked for deflated, at
+        most PIECE_LIMIT inflated; a peer older than the DEFLATE flag answers that with nothing,
+        and is asked again plainly."""
+        reply = self.net.request(contact, ledger_request(rounds, deflate=True), timeout)
+        if reply:
+            return (*parse_ledger(reply, deflated=True, limit=PIECE_LIMIT), len(reply))
+        reply = self.net.request(contact, ledger_request(rounds), timeout)
+        return (*parse_ledger(reply), len(reply))
 
     def _ledger_sources(self, hb: Heartbeat, settled_before: int) -> list[Heartbeat]:
         """``hb`` first, then the other live peers past every round before ``settled_before``, whose
@@ -609,9 +619,8 @@ class Peer:
             return
         ahead = max(others.values(), key=lambda hb: (hb.round, hb.records))
         try:
-            reply = self.net.request(ahead.contact, ledger_request(range(max(0, self.round - 2), 0xFFFFFFFF),
-                                                                   deflate=True), self._bulk_timeout(LEDGER_PIECE))
-            round_, raws = parse_ledger(reply, deflated=True, limit=PIECE_LIMIT)
+            round_, raws, _ = self._ledger_piece(ahead.contact, range(max(0, self.round - 2), 0xFFFFFFFF),
+                                                 self._bulk_timeout(LEDGER_PIECE))
             round_ = min(round_, ahead.round + 1)  # the reply's round is the peer's word: no further than its heartbeat
         except (NetworkError, ProtocolError) as exc:
             log.info("fetching the rounds since the download from peer %x failed: %s", ahead.peer_id, exc)
