@@ -435,24 +435,32 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
         assert "not signed by a site key" in rejected and "unlisted key" in rejected and "does not verify" in rejected
 
 
-def test_replay_counts_what_the_run_files_roster_counts(tmp_path):
-    from onebyte.api import replay
+def _signed_run_dir(tmp_path, listed: list[dict], rounds: int):
+    """A run directory of a tiny-gpt2 run listing ``listed`` keys, whose ledger holds a signed record
+    of A and of C for each of ``rounds`` rounds: (setup, train, records, RunDir)."""
     from onebyte.config import Run
     from onebyte.ledger import LedgerWriter
     from onebyte.rundir import RunDir
     from onebyte.training import Setup
 
     train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-    listed = [{"name": "a", "public": A.public_hex}, {"name": "c", "public": C.public_hex, "until": 1}]
     setup = Setup.build(RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train, keys=listed))
     records = [build_record(Codec.BYTE, setup.spec.run_tag, r, k.peer_id, 0, np.array([0.5, -1.0]), r).signed_by(k)
-               for r in range(2) for k in (A, C)]
+               for r in range(rounds) for k in (A, C)]
     d = RunDir(tmp_path / "run")
     d.root.mkdir()
     Run(setup.spec.spec, setup.spec.base_hash).save(d.run)
     ledger = LedgerWriter(d.ledger)
     ledger.append(records)
     ledger.close()
+    return setup, train, records, d
+
+
+def test_replay_counts_what_the_run_files_roster_counts(tmp_path):
+    from onebyte.api import replay
+
+    listed = [{"name": "a", "public": A.public_hex}, {"name": "c", "public": C.public_hex, "until": 1}]
+    setup, train, records, d = _signed_run_dir(tmp_path, listed, rounds=2)
     z = Replica(setup.state, train, setup.spec.run_tag)
     z.add([r for r in records if not (r.peer_id == C.peer_id and r.round >= 1)])
     tuned = replay(d.root)
@@ -518,21 +526,10 @@ def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path)
 def test_onebyte_revoke_writes_a_signed_revocation_that_replay_and_peers_honour(tmp_path, capsys):
     from onebyte.api import replay
     from onebyte.config import Run
-    from onebyte.ledger import LedgerWriter
     from onebyte.rundir import RunDir
-    from onebyte.training import Setup
 
-    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
     listed = [{"name": "a", "public": A.public_hex, "admin": True}, {"name": "c", "public": C.public_hex}]
-    setup = Setup.build(RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train, keys=listed))
-    records = [build_record(Codec.BYTE, setup.spec.run_tag, r, k.peer_id, 0, np.array([0.5, -1.0]), r).signed_by(k)
-               for r in range(3) for k in (A, C)]
-    d = RunDir(tmp_path / "run")
-    d.root.mkdir()
-    Run(setup.spec.spec, setup.spec.base_hash).save(d.run)
-    ledger = LedgerWriter(d.ledger)
-    ledger.append(records)
-    ledger.close()
+    setup, train, records, d = _signed_run_dir(tmp_path, listed, rounds=3)
     for k in "ac":
         {"a": A, "c": C}[k].save(tmp_path / f"{k}.key")
     D.save(tmp_path / "d.key")

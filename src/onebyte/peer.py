@@ -454,13 +454,6 @@ class Peer:
                 self.gossip.reconcile(hb)
             except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
                 log.info("sync after the ledger download failed: %s", exc)
-        if len(sources) > 1 and hb.closed >= 0 and self.replica.closed_digest(hb.closed) != hb.closed_digest:
-            # a source lacked records of a settled round: ask the chosen peer for exactly what we lack
-            log.info("the ledger pieces differ from peer %x's settled rounds: syncing with it", hb.peer_id)
-            try:
-                self.gossip.reconcile(hb)
-            except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
-                log.info("sync after the ledger download failed: %s", exc)
 
     def _ledger_piece(self, contact: str, rounds: range, timeout: float) -> tuple[int, list[bytes], int]:
         """(the peer's round, the records of ``rounds``, bytes on the wire): asked for deflated, at
