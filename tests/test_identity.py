@@ -235,6 +235,26 @@ def test_a_revocation_counts_only_signed_by_the_key_itself_or_an_admin_key():
         assert (roster.until(A.peer_id), roster.until(B.peer_id)) == (4, 3)
 
 
+def test_a_key_holder_cannot_grow_the_revocations_kept_or_sent(tmp_path):
+    """A stolen key signs thousands of revocations of itself: each replica keeps, writes and sends
+    only the winner for that key (the earliest round), whatever order they come in; forged or
+    foreign ones are counted, not applied, and cost no state."""
+    floods = [Revocation.sign(C, RUN, C.peer_id, r).to_bytes() for r in range(500, 2500)]
+    random.Random(3).shuffle(floods)
+    path = tmp_path / "revocations.txt"
+    rep = Replica(_state(), TRAIN, RUN)
+    intake = Intake(rep, TRAIN, b"", lambda: 10, roster=_admin_roster(A), revocations=path)
+    first = intake.revoke_all(floods[:1024])
+    assert len(first) == 1 and Revocation.decode(first[0], RUN).from_round == min(
+        Revocation.decode(f, RUN).from_round for f in floods[:1024])
+    intake.revoke_all(floods[1024:])
+    assert intake.revocations_in_force() == [Revocation.sign(C, RUN, C.peer_id, 500).to_bytes()]
+    assert len(read_revocations(path, RUN)) <= 2  # at most one per batch that won
+    bad = [b"x" * REVOCATION_SIZE, dataclasses.replace(Revocation.decode(floods[0], RUN), from_round=1).to_bytes()]
+    assert intake.revoke_all(bad) == [] and intake.roster.until(C.peer_id) == 500
+    assert sum(n for why, n in intake.rejections().items() if why.startswith("revocation:")) == 2
+
+
 @pytest.mark.parametrize("aggregate", [Aggregate.SUM, Aggregate.MEDIAN])
 def test_a_signed_revocation_undoes_a_keys_late_records_on_every_replica_alike(tmp_path, aggregate):
     """C's records of rounds 2 and 3 went out, then the admin A revoked C from round 2. Replica X
@@ -260,12 +280,12 @@ def test_a_signed_revocation_undoes_a_keys_late_records_on_every_replica_alike(t
     x.flush()
     x.save_snapshot(4)  # counts C's late records
     everything = x.state_hash()
-    assert x_in.revoke(rev) and not x_in.revoke(rev)
+    assert x_in.revoke_all([rev]) == [rev] and x_in.revoke_all([rev]) == []
     assert len(x.applied) == len(kept)
     assert read_revocations(tmp_path / "x" / "revocations.txt", RUN) == [Revocation.decode(rev, RUN)]  # durable
 
     y, y_in, _ = replica("y")
-    assert y_in.revoke(rev)
+    assert y_in.revoke_all([rev]) == [rev]
     order = [r.to_bytes() for r in records]
     random.Random(7).shuffle(order)
     assert sum(y_in.offer(raw) for raw in order) == len(kept)
@@ -549,11 +569,53 @@ def test_onebyte_revoke_writes_a_signed_revocation_that_replay_and_peers_honour(
     with open(d.revocations, "a") as fh:  # a torn or foreign line is skipped, the rest still counts
         fh.write("deadbeef")
     assert replay(d.root).state_hash == z.state_hash()
-    assert main([*revoke, "2", "--key", str(tmp_path / "c.key"), "c"]) == 0  # a key may revoke itself
+    assert main([*revoke, "2", "--key", str(tmp_path / "c.key"), "c"]) == 0  # later than the one in force
+    assert "already revoked from round 1" in capsys.readouterr().out
+    assert main([*revoke, "0", "--key", str(tmp_path / "c.key"), "c"]) == 0  # a key may revoke itself
     assert len(read_revocations(d.revocations, setup.spec.run_tag)) == 2
+    assert "Not a directory" in _one_line_error(  # a file given for the run directory
+        capsys, ["revoke", "--run", str(d.ledger), "--from", "0", "--key", str(tmp_path / "a.key"), "c"])
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "run.json").write_text("[]")
+    assert "not a valid run description" in _one_line_error(
+        capsys, ["revoke", "--run", str(tmp_path / "odd"), "--from", "0", "--key", str(tmp_path / "a.key"), "c"])
 
     plain = RunDir(tmp_path / "plain")
     plain.root.mkdir()
     Run(RunSpec(run_id="p", model="tiny-gpt2", task="vader", train=train), setup.spec.base_hash).save(plain.run)
     assert "lists no [[keys]]" in _one_line_error(
         capsys, ["revoke", "--run", str(plain.root), "--from", "0", "--key", str(tmp_path / "a.key"), "c"])
+
+
+def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_it_starts(tmp_path):
+    """The operator revoked C in A's directory while A was stopped. A takes it at start; B, whose
+    record set never differs from A's (so no sync would carry it), learns it when the two meet."""
+    from onebyte.identity import append_revocation
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    fast = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+                join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    spec = RunSpec(run_id="greet", model="tiny-gpt2", task="vader", train=train,
+                   keys=[{"name": "a", "public": A.public_hex, "admin": True}, {"name": "b", "public": B.public_hex},
+                         {"name": "c", "public": C.public_hex}])
+    setups = [Setup.build(spec) for _ in range(2)]
+    rev = Revocation.sign(A, setups[0].spec.run_tag, C.peer_id, 5)
+    (tmp_path / "p0").mkdir()
+    append_revocation(tmp_path / "p0" / "revocations.txt", rev)
+    hub = MemoryHub()
+    peers = [Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}",
+                  PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **fast))
+             for i, key in enumerate((A, B))]
+    try:
+        assert peers[0].roster.until(C.peer_id) == 5 and peers[1].roster.until(C.peer_id) is None
+        for p in [*peers, *peers]:  # they hear of each other, then exchange heartbeats: nothing to sync
+            p.beat(force=True)
+        assert peers[0].digest.hex() == peers[1].digest.hex()
+        assert peers[1].roster.until(C.peer_id) == 5
+        assert read_revocations(tmp_path / "p1" / "revocations.txt", peers[0].tag) == [rev]
+    finally:
+        for p in peers:
+            p.close()

@@ -498,6 +498,9 @@ def _cmd_revoke(a: argparse.Namespace) -> int:
         roster.check_revocation(rev)
     except ProtocolError as exc:
         raise ConfigError(f"cannot revoke {a.site!r}: {exc}") from None
+    if not roster.wins(rev):
+        print(f"{a.site!r} is already revoked from round {roster.until(roster.find(a.site))}: nothing to do")
+        return 0
     append_revocation(d.revocations, rev)
     print(f"wrote the revocation of {a.site!r} from round {a.from_round} to {d.revocations}: the peer running in "
           f"{d.root} passes it to the swarm within a heartbeat (or when it next starts)")

@@ -684,8 +684,10 @@ class Run:
             run = cls(RunSpec.from_dict(d["spec"], where="run.json"), str(d["base_hash"]))
         except FileNotFoundError:
             raise ConfigError(f"{path} not found: is this a onebyte run directory?") from None
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON, text, shape
             raise ConfigError(f"{path} is not a valid run description: {exc}") from None
+        except OSError as exc:  # a directory, unreadable, ...
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
         if "run_tag" in d and d["run_tag"] != run.run_tag.hex():
             raise RunMismatch(f"{path}: its run tag does not match its settings (edited by hand?)")
         return run

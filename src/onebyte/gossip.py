@@ -122,6 +122,7 @@ class Gossip:
         self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
         self._pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
         self._told: dict[int, float] = {}  # per peer: when a push last carried our heartbeat to it
+        self._revocations_told: set[int] = set()  # peers we have exchanged revocations with
         self.relayed = 0  # records of others passed on, as a relay
         self._newcomer = False  # a peer never seen before was heard from: read the DHT at the next exchange
         self._failed_at = -1e9  # when a push last failed (then our records also go to the DHT copy)
@@ -386,6 +387,7 @@ class Gossip:
         quiet = [o for o in self.others().values() if now - self._told.get(o.peer_id, -1e9) >= interval]
         if quiet and not self.closed:
             self.tell(quiet, encoded)
+        self.greet_revocations()
         self.audit(hb)
         if sync:
             self.sync()
@@ -430,18 +432,28 @@ class Gossip:
         for other in self.others().values():
             self._exchange_revocations(other, revocations)
 
+    def greet_revocations(self) -> None:
+        """Identity mode: exchange every revocation in force with each live peer not yet exchanged
+        with (once per peer: a newcomer, a restarted peer, an operator's revocation written while
+        this peer was stopped or alone)."""
+        if self.intake.roster is None:
+            return
+        for other in self.others().values():
+            if other.peer_id not in self._revocations_told:
+                self._exchange_revocations(other, self.intake.revocations_in_force())
+
     def _exchange_revocations(self, other: Heartbeat, revocations: list[bytes]) -> None:
         try:
             reply = self.net.request(other.contact, revocations_request(revocations), self.opts.request_timeout)
-            for data in parse_revocations(reply):
-                self.intake.revoke(data)
+            self.intake.revoke_all(parse_revocations(reply))
+            self._revocations_told.add(other.peer_id)
         except (ProtocolError, NetworkError) as exc:
             log.info("could not exchange revocations with peer %x: %s", other.peer_id, exc)
 
     def answer_revocations(self, revocations: list[bytes]) -> list[bytes]:
         """REVK, answered: take each (checked like any other), pass the new ones on, and return
         every revocation in force here."""
-        new = [data for data in revocations if self.intake.revoke(data)]
+        new = self.intake.revoke_all(revocations)
         if new and not self.closed:
             self._beater.submit(self.spread_revocations, new)
         return self.intake.revocations_in_force()

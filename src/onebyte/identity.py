@@ -19,8 +19,10 @@ A *signed revocation* (``Revocation``, 103 bytes) does the same without a new ru
 the revoked key itself or by a key listed with ``admin = true``, it travels through the swarm
 (``REVK``), is kept in each run directory's ``revocations.txt`` and makes every replica withdraw
 the key's records from its round on (``Replica.withdraw``: undone exactly). A key's ``until`` is
-the earliest of its run file's and its revocations', and whether a revocation counts depends on
-the run file alone, so the revocations in force are a function of the set a replica holds.
+the earliest of its run file's and its revocation's. Whether a revocation is valid depends on
+the run file alone, and per key only the *winning* one is kept and passed on (the earliest
+round, ties broken by the smaller bytes): what is in force is a function of the set of
+revocations a replica has seen, whatever their order, and holds at most one per listed key.
 
 Key files are PEM (PKCS#8, unencrypted) as ``cryptography`` and OpenSSL write them, created
 with mode 0600, never overwritten. Public keys are written as 64 hex digits.
@@ -201,8 +203,8 @@ class Roster:
     def __init__(self, keys: Iterable[ListedKey]):
         self._by_id: dict[int, _Entry] = {}
         self._revoked: dict[int, int] = {}  # peer id -> earliest round of a signed revocation in force
-        self.revocations: dict[bytes, Revocation] = {}  # every one in force, by its bytes
-        self._lock = threading.Lock()
+        self._winners: dict[int, Revocation] = {}  # peer id -> its winning signed revocation
+        self._lock = threading.RLock()
         for k in keys:
             pid = peer_id_of(k.public)
             if pid in self._by_id:
@@ -270,16 +272,28 @@ class Roster:
             raise ProtocolError("revocation signed by neither the revoked key nor an admin key of the run file")
         self.verify_signed(rev.signer, rev.body(), rev.signature, "revocation")
 
+    @property
+    def revocations(self) -> list[Revocation]:
+        """The winning revocation of each key that has one (sorted by bytes)."""
+        with self._lock:
+            return sorted(self._winners.values(), key=Revocation.to_bytes)
+
+    def wins(self, rev: Revocation) -> bool:
+        """Whether ``rev`` would replace its key's winning revocation (cheap: no signature check)."""
+        with self._lock:
+            old = self._winners.get(rev.revoked)
+        return old is None or (rev.from_round, rev.to_bytes()) < (old.from_round, old.to_bytes())
+
     def revoke(self, rev: Revocation) -> bool:
-        """Take a checked revocation into force; True if it moves its key's ``until`` earlier."""
+        """Check a revocation and put it in force if it wins for its key; False if it does not
+        (its key already has an earlier one, or this one)."""
         self.check_revocation(rev)
         with self._lock:
-            if rev.to_bytes() in self.revocations:
+            if not self.wins(rev):
                 return False
-            before = self.until(rev.revoked)
-            self.revocations[rev.to_bytes()] = rev
-            self._revoked[rev.revoked] = min(self._revoked.get(rev.revoked, rev.from_round), rev.from_round)
-            return before is None or rev.from_round < before
+            self._winners[rev.revoked] = rev
+            self._revoked[rev.revoked] = rev.from_round
+            return True
 
     def verify_signed(self, peer_id: int, signed: bytes, signature: bytes, what: str = "record") -> None:
         """``signature`` must be ``peer_id``'s listed key's over ``signed``; else ``ProtocolError``."""
@@ -342,6 +356,7 @@ def append_revocation(path: Path, rev: Revocation) -> None:
     """Append one revocation as a line and make it durable before returning (``StorageError``
     if the disk refuses). A torn earlier line is closed first, so it spoils only itself."""
     line = rev.to_bytes().hex() + "\n"
+    created = not path.exists()
     try:
         with open(path, "a+b") as fh:
             end = fh.seek(0, os.SEEK_END)
@@ -352,5 +367,11 @@ def append_revocation(path: Path, rev: Revocation) -> None:
             fh.write(line.encode("ascii"))
             fh.flush()
             os.fsync(fh.fileno())
+        if created:  # the new file's name is durable too
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     except OSError as exc:
         raise storage_error(exc, str(path)) from None

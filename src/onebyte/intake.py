@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import TrainConfig
-from .errors import ProtocolError
+from .errors import ConfigError, ProtocolError
 from .identity import Revocation, Roster, append_revocation, read_revocations
 from .record import Record, decode_record
 from .replica import Replica
@@ -46,6 +46,14 @@ def claimed_peer(data: bytes) -> int:
     """The peer id a (possibly invalid) record claims, for logging only."""
     try:
         return struct.unpack_from("<Q", data, 24)[0]
+    except struct.error:
+        return -1
+
+
+def claimed_signer(data: bytes) -> int:
+    """The signer a (possibly invalid) revocation claims, for logging only."""
+    try:
+        return struct.unpack_from("<Q", data, 31)[0]
     except struct.error:
         return -1
 
@@ -129,41 +137,61 @@ class Intake:
             return rep.admit(rec)
 
     # ----------------------------------------------------------------- revocations
-    def revoke(self, data: bytes) -> bool:
-        """A signed revocation from a peer: checked, made durable, put in force, and the records it
-        excludes withdrawn. True if it was new here (so it is worth passing on)."""
+    def revoke_all(self, datas: list[bytes]) -> list[bytes]:
+        """Signed revocations from a peer (REVK): the best of them for each key (the earliest
+        round) checked, made durable, put in force if it wins there, and the records it excludes
+        withdrawn. Returns those newly in force (worth passing on). Known or losing ones cost no
+        signature check; a bad one is counted and logged once per reason."""
         if self.roster is None:
-            return False
-        try:
-            rev = Revocation.decode(data, self.replica.run_tag)
-            self.roster.check_revocation(rev)
-        except ProtocolError as exc:
-            with self._lock:
-                self._rejected[f"revocation: {exc}"] += 1
-            log.warning("rejected a revocation: %s", exc)
-            return False
-        return self.take(rev)
+            return []
+        best: dict[int, Revocation] = {}
+        for data in datas:
+            try:
+                rev = Revocation.decode(data, self.replica.run_tag)
+            except ProtocolError as exc:
+                self.reject(claimed_signer(data), f"revocation: {exc}", "a revocation")
+                continue
+            old = best.get(rev.revoked)
+            if old is None or (rev.from_round, rev.to_bytes()) < (old.from_round, old.to_bytes()):
+                best[rev.revoked] = rev
+        new = []
+        for rev in best.values():
+            if not self.roster.wins(rev):
+                continue
+            try:
+                self.roster.check_revocation(rev)
+            except ProtocolError as exc:
+                self.reject(rev.signer, f"revocation: {exc}", "a revocation")
+                continue
+            if self.take(rev):
+                new.append(rev.to_bytes())
+        return new
 
     def revocations_in_force(self) -> list[bytes]:
-        return [] if self.roster is None else sorted(self.roster.revocations)
+        return [] if self.roster is None else [rev.to_bytes() for rev in self.roster.revocations]
 
     def read_revocations_file(self) -> list[bytes]:
-        """Revocations to pass on from the run directory's file: at the first call every one in
-        force (taken before a restart: peers may have missed them), then those written since (by
-        ``onebyte revoke``), checked and put in force. One that does not check out is skipped with
-        a warning."""
+        """Revocations written to the run directory's file since it was last read (by ``onebyte
+        revoke``): checked and put in force if they win. Returns those newly in force, to pass on.
+        One that does not check out, or a file that cannot be read, is skipped with a warning."""
         if self.roster is None or self.revocations is None:
             return []
         try:
             st = self.revocations.stat()
         except OSError:
             return []
-        first = self._revocations_seen is None
         if self._revocations_seen == (st.st_size, st.st_mtime_ns):
             return []
         self._revocations_seen = (st.st_size, st.st_mtime_ns)
-        new = self.revocations_in_force() if first else []
-        for rev in read_revocations(self.revocations, self.replica.run_tag):
+        try:
+            found = read_revocations(self.revocations, self.replica.run_tag)
+        except ConfigError as exc:
+            log.warning("%s", exc)
+            return []
+        new = []
+        for rev in found:
+            if not self.roster.wins(rev):
+                continue
             try:
                 self.roster.check_revocation(rev)
             except ProtocolError as exc:
@@ -174,11 +202,11 @@ class Intake:
         return new
 
     def take(self, rev: Revocation, durable: bool = False) -> bool:
-        """Put a checked revocation in force, made durable in the run directory's file first
-        (``durable``: it is there already); False if it was in force."""
+        """Put a checked revocation in force if it wins for its key, made durable in the run
+        directory's file first (``durable``: it is there already); False if it does not win."""
         rep, roster = self.replica, self.roster
         with rep.lock:
-            if rev.to_bytes() in roster.revocations:
+            if not roster.wins(rev):
                 return False
             if not durable and self.revocations is not None:
                 append_revocation(self.revocations, rev)
@@ -193,14 +221,14 @@ class Intake:
             return self.roster.revoked_reason(rec)
         return "record's key is not listed in this run file"
 
-    def reject(self, source: int, reason: str) -> None:
+    def reject(self, source: int, reason: str, what: str = "a record") -> None:
         with self._lock:
             self._rejected[reason] += 1
-            first = (source, reason) not in self._logged
+            first = (source, reason) not in self._logged and len(self._logged) < MAX_REFUSED
             if first:
                 self._logged.add((source, reason))
         if first:
-            log.warning("rejected a record from peer %x: %s (further ones are counted, not logged)", source, reason)
+            log.warning("rejected %s from peer %x: %s (further ones are counted, not logged)", what, source, reason)
 
     def rejections(self) -> dict[str, int]:
         with self._lock:
