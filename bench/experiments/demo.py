@@ -1,6 +1,7 @@
 """The demo's default command, as a user runs it: final accuracy, forward passes to 87.2 %, wall time (issue #11).
 
-    python -m bench.experiments.demo [--seeds 3] [--workers 2] [--quick] [--out bench/results/demo.json]
+    python -m bench.experiments.demo [--seeds 3] [--first-seed 0] [--no-command] [--workers 2] [--quick]
+        [--out bench/results/demo.json]
 
 Two kinds of run, fed to a pool of ``--workers`` processes:
 
@@ -70,6 +71,8 @@ def _job(job: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    ap.add_argument("--no-command", action="store_true", help="the seeds only, not the timed command")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="10 rounds, 1 seed, 200 held-out examples")
     ap.add_argument("--out", type=Path)
@@ -85,11 +88,12 @@ def main() -> None:
     jobs = [{"kind": "sim", "seed": s, "task": {
         "kind": "sim", "key": f"seed{s}", "train": train.to_dict(), "peers": Defaults.peers, "rounds": rounds,
         "split": Defaults.split, "seed": s, "run_id": f"estimators-seed{s}", "site": None, "eval_size": eval_size,
-        "eval_every": EVAL_EVERY}} for s in range(seeds)]
+        "eval_every": EVAL_EVERY}} for s in range(a.first_seed, a.first_seed + seeds)]
     t = time.perf_counter()
     with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
         runs = sorted(pool.map(_job, jobs, chunksize=1), key=lambda d: d["seed"])
-    command = run_command(["--rounds", str(rounds), "--eval-size", str(eval_size)] if a.quick else [])
+    command = ({"kind": "command", "error": "not run (--no-command)"} if a.no_command else
+               run_command(["--rounds", str(rounds), "--eval-size", str(eval_size)] if a.quick else []))
     errors = [r["error"] for r in runs if "error" in r]
     result: dict = {"train": train.to_dict(), "peers": Defaults.peers, "rounds": rounds, "eval_every": EVAL_EVERY,
                     "seeds": seeds, "workers": a.workers, "command_run": command,
@@ -104,7 +108,8 @@ def main() -> None:
             "final": {k: _stat([r["curve"][-1][k] for r in runs]) for k in ("accuracy", "macro_f1")},
             "reach": _reach(mc, TARGET_ACCURACY), "mean_curve": mc,
             "forward_passes": runs[0]["forward_passes"]})
-    save_result(result, a.out, "python -m bench.experiments.demo" + (" --quick" if a.quick else ""),
+    args = " --quick" * a.quick + (f" --seeds {a.seeds} --first-seed {a.first_seed}" if a.first_seed else "")
+    save_result(result, a.out, "python -m bench.experiments.demo" + args + " --no-command" * a.no_command,
                 f"2-core CPU, no GPU; {a.workers} workers")
 
 
@@ -136,6 +141,14 @@ def render(results: Results) -> list[str]:
                                          f"**{c['seconds'] / 60:.1f} min**, final accuracy "
                                          f"{_pct(c['final']['accuracy'])}" if "error" not in c
                                          else f"failed: {c['error']}") + f" (target ≤ {TARGET_MINUTES} min).", ""]
+    more = results.get("demo_more_seeds")
+    if more and "error" not in more and more.get("rounds") == r["rounds"]:
+        finals = [s["final"] for s in r["per_seed"]] + [s["final"] for s in more["per_seed"]]
+        mean = sum(finals) / len(finals)
+        std = (sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) ** 0.5
+        out[-1:-1] = [f"* With {len(more['per_seed'])} more seeds (`{more['command']}`, {more['date']}): "
+                      + ", ".join(f"seed {s['seed']} {_pct(s['final'])}" for s in more["per_seed"])
+                      + f"; over all {len(finals)} seeds {_pct(mean)} ± {100 * std:.1f}."]
     out += ["| forward passes | accuracy (mean ± std) |", "|---|---|"]
     step = max(1, len(r["mean_curve"]) // 12)
     for pt in r["mean_curve"][::step] + ([r["mean_curve"][-1]] if (len(r["mean_curve"]) - 1) % step else []):

@@ -713,9 +713,7 @@ def claims(results: Results) -> list[Claim]:
         rows.append((f"forward passes to {100 * TARGET_ACCURACY:.1f} %: library default vs old demo SPSA",
                      f"{fmt(d['default_reach'])} vs {fmt(d['demo_reach'])}", f"≤ {TARGET_PASSES}",
                      d["default_reach"] is not None and d["default_reach"] <= TARGET_PASSES))
-        rows.append(("library default, final accuracy (4 peers, 2,000 forward passes, mean of seeds)",
-                     f"{100 * d['default_final']:.1f} %", f"≥ {100 * TARGET_FINAL:.0f} %",
-                     d["default_final"] >= TARGET_FINAL))
+        # the final accuracy's target is the demo's, over its own rounds: bench/experiments/demo.py
     for g in (s.get("skew") or {}).get("gaps", []):
         rows.append((f"iid − Dirichlet(0.3) accuracy gap, {g.get('config', 'library default')}, {g['peers']} peers "
                      f"(mean of {r.get('seeds')} seed(s))",
