@@ -29,6 +29,9 @@ SECRET = b"swarm-secret-16b"
 TRAIN = TrainConfig(samples=2, lr=1e-3)
 KEYS = [SiteKey.generate() for _ in range(4)]  # A, B, C listed below; D never listed
 A, B, C, D = KEYS
+# peer timings for in-memory swarms: rounds of a second, heartbeats every 0.2 s
+FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+            join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
 
 
 def _roster(*keys: SiteKey, until: dict[int, int] | None = None) -> Roster:
@@ -398,8 +401,6 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
     from onebyte.training import Setup
     from onebyte.transport.memory import MemoryHub, MemoryTransport
 
-    fast = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
-                join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
     train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
     spec = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
                    keys=[{"name": "a", "public": A.public_hex}, {"name": "b", "public": B.public_hex},
@@ -414,7 +415,7 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
     for i, key in enumerate((A, B)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 2, None, 0)[i]
-        opts = PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, **fast)
+        opts = PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, **FAST)
         peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
     try:
         evil = MemoryTransport(hub, "evil")
@@ -430,7 +431,7 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
         summaries = run_peers(peers)
         # a newcomer joins from A's snapshot, whose records it checks against its roster first
         newcomer = Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
-                        PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))
+                        PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST))
         peers.append(newcomer)
         newcomer._install_snapshot(peers[0].gossip.heartbeat())
         assert newcomer.state_hash() == summaries[0]["state_hash"] and len(newcomer.records) == 6
@@ -438,7 +439,7 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
         revoking = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
                            keys=[*spec.keys[:1], ListedKey("b", B.public, 1), ListedKey("c", C.public)])
         late = Peer(Setup.build(revoking), [], MemoryTransport(hub, "c2"), tmp_path / "c2",
-                    PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **fast))
+                    PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST))
         peers.append(late)
         with pytest.raises(ProtocolError, match="does not count here"):
             late._install_snapshot(peers[0].gossip.heartbeat())
@@ -487,6 +488,14 @@ def test_replay_counts_what_the_run_files_roster_counts(tmp_path):
     assert tuned.records == 3 and tuned.state_hash == z.state_hash()
 
 
+def _admin_spec(run_id: str) -> RunSpec:
+    """A tiny-gpt2 run listing A (an admin key), B and C."""
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    return RunSpec(run_id=run_id, model="tiny-gpt2", task="vader", train=train,
+                   keys=[{"name": "a", "public": A.public_hex, "admin": True}, {"name": "b", "public": B.public_hex},
+                         {"name": "c", "public": C.public_hex}])
+
+
 def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path):
     """Three signed peers; A holds an admin key and revokes C from round 2 while they run. B and C
     learn it over the network (REVK), whether C's late records reached them before it or not; all
@@ -497,17 +506,12 @@ def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path)
     from onebyte.training import Setup
     from onebyte.transport.memory import MemoryHub, MemoryTransport
 
-    fast = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
-                join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
-    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-    spec = RunSpec(run_id="revoke", model="tiny-gpt2", task="vader", train=train,
-                   keys=[{"name": "a", "public": A.public_hex, "admin": True}, {"name": "b", "public": B.public_hex},
-                         {"name": "c", "public": C.public_hex}])
+    spec = _admin_spec("revoke")
     hub, peers = MemoryHub(), []
     for i, key in enumerate((A, B, C)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 3, None, 0)[i]
-        opts = PeerOptions(peer_id=key.peer_id, rounds=6, secret=SECRET, key=key, min_peers=3, **fast)
+        opts = PeerOptions(peer_id=key.peer_id, rounds=6, secret=SECRET, key=key, min_peers=3, **FAST)
         peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
     errors: list[BaseException] = []
 
@@ -595,19 +599,14 @@ def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_i
     from onebyte.training import Setup
     from onebyte.transport.memory import MemoryHub, MemoryTransport
 
-    fast = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
-                join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
-    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-    spec = RunSpec(run_id="greet", model="tiny-gpt2", task="vader", train=train,
-                   keys=[{"name": "a", "public": A.public_hex, "admin": True}, {"name": "b", "public": B.public_hex},
-                         {"name": "c", "public": C.public_hex}])
+    spec = _admin_spec("greet")
     setups = [Setup.build(spec) for _ in range(2)]
     rev = Revocation.sign(A, setups[0].spec.run_tag, C.peer_id, 5)
     (tmp_path / "p0").mkdir()
     append_revocation(tmp_path / "p0" / "revocations.txt", rev)
     hub = MemoryHub()
     peers = [Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}",
-                  PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **fast))
+                  PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **FAST))
              for i, key in enumerate((A, B))]
     try:
         assert peers[0].roster.until(C.peer_id) == 5 and peers[1].roster.until(C.peer_id) is None
