@@ -555,6 +555,8 @@ KEYS_TEMPLATE = """
 # a key: its records of rounds >= R stop counting, on every replica alike. Not part of the run
 # tag: keys are added or revoked mid-run by updating this file at every site (and restarting
 # its peer); until then a site with the old file refuses the new keys and counts revoked ones.
+# admin = true lets a key sign revocations of others (onebyte revoke SITE --from R --key KEY
+# --run DIR): they reach every peer without a new file or a restart.
 """
 
 
