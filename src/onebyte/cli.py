@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, OnebyteError, ProtocolError
+from .errors import ConfigError, OnebyteError
 
 EXIT_ERROR = 2
 #: The training flags: run-file field -> flag.
@@ -485,7 +485,7 @@ def _cmd_keygen(a: argparse.Namespace) -> int:
 
 def _cmd_revoke(a: argparse.Namespace) -> int:
     from .config import Run
-    from .identity import Revocation, Roster, SiteKey, append_revocation
+    from .identity import Roster, SiteKey, append_revocation
     from .rundir import RunDir
 
     d = RunDir(a.run)
@@ -493,13 +493,9 @@ def _cmd_revoke(a: argparse.Namespace) -> int:
     roster = Roster.of(run.spec, run.run_tag, d.revocations)
     if roster is None:
         raise ConfigError(f"{d.run}: this run lists no [[keys]]; revocations are for runs in identity mode")
-    rev = Revocation.sign(SiteKey.load(a.key), run.run_tag, roster.find(a.site), a.from_round)
-    try:
-        roster.check_revocation(rev)
-    except ProtocolError as exc:
-        raise ConfigError(f"cannot revoke {a.site!r}: {exc}") from None
+    rev = roster.sign_revocation(SiteKey.load(a.key), run.run_tag, a.site, a.from_round)
     if not roster.wins(rev):
-        print(f"{a.site!r} is already revoked from round {roster.until(roster.find(a.site))}: nothing to do")
+        print(f"{a.site!r} is already revoked from round {roster.until(rev.revoked)}: nothing to do")
         return 0
     append_revocation(d.revocations, rev)
     print(f"wrote the revocation of {a.site!r} from round {a.from_round} to {d.revocations}: the peer running in "

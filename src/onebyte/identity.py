@@ -173,6 +173,17 @@ class Revocation:
     def to_bytes(self) -> bytes:
         return self.body() + self.signature
 
+    @property
+    def rank(self) -> tuple[int, bytes]:
+        """Of two revocations of one key, the lower rank wins: the earlier round, then the bytes."""
+        return self.from_round, self.to_bytes()
+
+    @staticmethod
+    def claimed_signer(data: bytes) -> int:
+        """The signer a (possibly invalid) revocation claims, for logging only (-1 if too short)."""
+        return int.from_bytes(data[_REVOCATION.size - 8:_REVOCATION.size], "little") if len(data) >= _REVOCATION.size \
+            else -1
+
     @classmethod
     def sign(cls, key: SiteKey, run_tag: bytes, revoked: int, from_round: int) -> Revocation:
         if not 0 <= from_round < 1 << 32:
@@ -202,7 +213,6 @@ class Roster:
 
     def __init__(self, keys: Iterable[ListedKey]):
         self._by_id: dict[int, _Entry] = {}
-        self._revoked: dict[int, int] = {}  # peer id -> earliest round of a signed revocation in force
         self._winners: dict[int, Revocation] = {}  # peer id -> its winning signed revocation
         self._lock = threading.RLock()
         for k in keys:
@@ -259,8 +269,10 @@ class Roster:
         entry = self._by_id.get(peer_id)
         if entry is None:
             return None
-        rounds = [r for r in (entry.until, self._revoked.get(peer_id)) if r is not None]
-        return min(rounds) if rounds else None
+        won = self._winners.get(peer_id)
+        if won is None or (entry.until is not None and entry.until <= won.from_round):
+            return entry.until
+        return won.from_round
 
     def check_revocation(self, rev: Revocation) -> None:
         """A revocation counts: it names a listed key, and that key or an admin key signed it;
@@ -282,18 +294,31 @@ class Roster:
         """Whether ``rev`` would replace its key's winning revocation (cheap: no signature check)."""
         with self._lock:
             old = self._winners.get(rev.revoked)
-        return old is None or (rev.from_round, rev.to_bytes()) < (old.from_round, old.to_bytes())
+        return old is None or rev.rank < old.rank
 
     def revoke(self, rev: Revocation) -> bool:
         """Check a revocation and put it in force if it wins for its key; False if it does not
         (its key already has an earlier one, or this one)."""
         self.check_revocation(rev)
+        return self.install(rev)
+
+    def install(self, rev: Revocation) -> bool:
+        """``revoke`` for a revocation already checked (no second signature check)."""
         with self._lock:
             if not self.wins(rev):
                 return False
             self._winners[rev.revoked] = rev
-            self._revoked[rev.revoked] = rev.from_round
             return True
+
+    def sign_revocation(self, key: SiteKey, run_tag: bytes, site: str, from_round: int) -> Revocation:
+        """A checked revocation of ``site`` (a listed name or public key) signed with ``key``;
+        ``ConfigError`` if this run would not count it (not an admin key, not listed, ...)."""
+        rev = Revocation.sign(key, run_tag, self.find(site), from_round)
+        try:
+            self.check_revocation(rev)
+        except ProtocolError as exc:
+            raise ConfigError(f"cannot revoke {site!r}: {exc}") from None
+        return rev
 
     def verify_signed(self, peer_id: int, signed: bytes, signature: bytes, what: str = "record") -> None:
         """``signature`` must be ``peer_id``'s listed key's over ``signed``; else ``ProtocolError``."""

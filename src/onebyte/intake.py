@@ -19,7 +19,7 @@ import logging
 import struct
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .config import TrainConfig
@@ -46,14 +46,6 @@ def claimed_peer(data: bytes) -> int:
     """The peer id a (possibly invalid) record claims, for logging only."""
     try:
         return struct.unpack_from("<Q", data, 24)[0]
-    except struct.error:
-        return -1
-
-
-def claimed_signer(data: bytes) -> int:
-    """The signer a (possibly invalid) revocation claims, for logging only."""
-    try:
-        return struct.unpack_from("<Q", data, 31)[0]
     except struct.error:
         return -1
 
@@ -149,23 +141,13 @@ class Intake:
             try:
                 rev = Revocation.decode(data, self.replica.run_tag)
             except ProtocolError as exc:
-                self.reject(claimed_signer(data), f"revocation: {exc}", "a revocation")
+                self.reject(Revocation.claimed_signer(data), f"revocation: {exc}", "a revocation")
                 continue
             old = best.get(rev.revoked)
-            if old is None or (rev.from_round, rev.to_bytes()) < (old.from_round, old.to_bytes()):
+            if old is None or rev.rank < old.rank:
                 best[rev.revoked] = rev
-        new = []
-        for rev in best.values():
-            if not self.roster.wins(rev):
-                continue
-            try:
-                self.roster.check_revocation(rev)
-            except ProtocolError as exc:
-                self.reject(rev.signer, f"revocation: {exc}", "a revocation")
-                continue
-            if self.take(rev):
-                new.append(rev.to_bytes())
-        return new
+        return self._take_winners(best.values(), False,
+                                  lambda rev, exc: self.reject(rev.signer, f"revocation: {exc}", "a revocation"))
 
     def revocations_in_force(self) -> list[bytes]:
         return [] if self.roster is None else [rev.to_bytes() for rev in self.roster.revocations]
@@ -188,16 +170,24 @@ class Intake:
         except ConfigError as exc:
             log.warning("%s", exc)
             return []
+        return self._take_winners(found, True,
+                                  lambda _rev, exc: log.warning("%s: a revocation is skipped: %s", self.revocations,
+                                                                exc))
+
+    def _take_winners(self, revs: Iterable[Revocation], durable: bool,
+                      bad: Callable[[Revocation, ProtocolError], None]) -> list[bytes]:
+        """``take`` each revocation that would win here and checks out (``bad`` is told of those
+        that do not; the signature is checked only for would-be winners); those newly in force."""
         new = []
-        for rev in found:
+        for rev in revs:
             if not self.roster.wins(rev):
                 continue
             try:
                 self.roster.check_revocation(rev)
             except ProtocolError as exc:
-                log.warning("%s: a revocation is skipped: %s", self.revocations, exc)
+                bad(rev, exc)
                 continue
-            if self.take(rev, durable=True):
+            if self.take(rev, durable):
                 new.append(rev.to_bytes())
         return new
 
@@ -210,7 +200,7 @@ class Intake:
                 return False
             if not durable and self.revocations is not None:
                 append_revocation(self.revocations, rev)
-            roster.revoke(rev)
+            roster.install(rev)
             undone = rep.withdraw(rev.revoked, roster.until(rev.revoked))
         log.warning("key %r is revoked from round %d (signed by %r); %d of its records undone",
                     roster.name(rev.revoked), rev.from_round, roster.name(rev.signer), undone)

@@ -280,11 +280,7 @@ class Peer:
         if self.roster is None or self.opts.key is None:
             raise ConfigError("revoking a key needs identity mode: a run file that lists [[keys]], and this "
                               "peer's key")
-        rev = Revocation.sign(self.opts.key, self.tag, self.roster.find(site), from_round)
-        try:
-            self.roster.check_revocation(rev)
-        except ProtocolError as exc:
-            raise ConfigError(f"cannot revoke {site!r}: {exc}") from None
+        rev = self.roster.sign_revocation(self.opts.key, self.tag, site, from_round)
         if self.intake.take(rev):
             self.gossip.spread_revocations([rev.to_bytes()])
         return rev

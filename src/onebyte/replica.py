@@ -160,15 +160,20 @@ class Replica:
     def _applied_in(self, rounds: Iterable[int]) -> list[Record]:
         return [self.records[rid] for r in rounds for rid in self.round_records.get(r, ()) if rid in self.applied]
 
-    def _mark_applied(self, recs: Iterable[Record]) -> None:
+    def _mark_applied(self, recs: Iterable[Record], sign: int = 1) -> None:
+        """Count records in (``sign`` 1) or out (-1, withdrawn) of the applied set and its digests."""
         for rec in recs:
-            if rec.record_id in self.applied:
+            if (rec.record_id in self.applied) == (sign > 0):
                 continue
-            self.applied.add(rec.record_id)
-            self.digest.add(rec.record_id)
+            if sign > 0:
+                self.applied.add(rec.record_id)
+                self.digest.add(rec.record_id)
+            else:
+                self.applied.discard(rec.record_id)
+                self.digest.remove(rec.record_id)
             rid = int.from_bytes(rec.record_id, "big")
-            self.round_digest[rec.round] = (self.round_digest.get(rec.round, 0) + rid) % (1 << 256)
-            self.payload_bytes += rec.payload_bytes()
+            self.round_digest[rec.round] = (self.round_digest.get(rec.round, 0) + sign * rid) % (1 << 256)
+            self.payload_bytes += sign * rec.payload_bytes()
 
     def _slot_mates(self, batch: list[Record]) -> list[Record]:
         """Already-applied records sharing a slot with the batch (so ``effective`` sees conflicts)."""
@@ -212,12 +217,7 @@ class Replica:
                 held = self._applied_in({r.round for r in gone})
                 ids = {r.record_id for r in gone}
                 apply_change(self.state, held, [r for r in held if r.record_id not in ids], self.train)
-            for rec in gone:
-                self.applied.discard(rec.record_id)
-                self.digest.remove(rec.record_id)
-                rid = int.from_bytes(rec.record_id, "big")
-                self.round_digest[rec.round] = (self.round_digest[rec.round] - rid) % (1 << 256)
-                self.payload_bytes -= rec.payload_bytes()
+            self._mark_applied(gone, sign=-1)
             return len(gone)
 
     # ------------------------------------------------------------------ names of the set and state
