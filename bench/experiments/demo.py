@@ -35,7 +35,7 @@ from bench.experiments.estimators import (
     mean_curve,
     run_task,
 )
-from bench.experiments.quality import _init_worker
+from bench.experiments.quality import _init_worker, _mean_std
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
 
@@ -144,8 +144,7 @@ def render(results: Results) -> list[str]:
     more = results.get("demo_more_seeds")
     if more and "error" not in more and more.get("rounds") == r["rounds"]:
         finals = [s["final"] for s in r["per_seed"]] + [s["final"] for s in more["per_seed"]]
-        mean = sum(finals) / len(finals)
-        std = (sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) ** 0.5
+        mean, std = _mean_std(finals)
         out[-1:-1] = [f"* With {len(more['per_seed'])} more seeds (`{more['command']}`, {more['date']}): "
                       + ", ".join(f"seed {s['seed']} {_pct(s['final'])}" for s in more["per_seed"])
                       + f"; over all {len(finals)} seeds {_pct(mean)} ± {100 * std:.1f}."]

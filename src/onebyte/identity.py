@@ -181,8 +181,9 @@ class Revocation:
     @staticmethod
     def claimed_signer(data: bytes) -> int:
         """The signer a (possibly invalid) revocation claims, for logging only (-1 if too short)."""
-        return int.from_bytes(data[_REVOCATION.size - 8:_REVOCATION.size], "little") if len(data) >= _REVOCATION.size \
-            else -1
+        if len(data) < _REVOCATION.size:
+            return -1
+        return int.from_bytes(data[_REVOCATION.size - 8:_REVOCATION.size], "little")
 
     @classmethod
     def sign(cls, key: SiteKey, run_tag: bytes, revoked: int, from_round: int) -> Revocation:
