@@ -43,11 +43,11 @@ def test_robust_step_statistics():
     # sign codec: the median of +-1 is the majority sign (a tie gives no step)
     assert robust_step([1.0, 1.0, -1.0], Aggregate.MEDIAN) == 3.0
     assert robust_step([1.0, -1.0], Aggregate.MEDIAN) == 0.0
-    # clipped: the sum of the values within 3 robust standard deviations of the median
+    # clipped: the mean of the values within 3 robust standard deviations of the median, times n
     assert robust_step([1.0, 2.0, 3.0], Aggregate.CLIPPED) == 6.0  # no outlier: the sum
-    assert robust_step([3.0, 1.0, 100.0, 2.0], Aggregate.CLIPPED) == 6.0  # median 2.5, MAD 1: 100 is out
+    assert robust_step([3.0, 1.0, 100.0, 2.0], Aggregate.CLIPPED) == 8.0  # median 2.5, MAD 1: 100 is out
     assert robust_step([1.0, 2.0, 3.0, 6.0], Aggregate.CLIPPED) == 12.0  # 6 is 3.5 from 2.5, within 4.4
-    assert robust_step([1.0, 1.0, -1.0], Aggregate.CLIPPED) == 2.0  # sign codec: the majority's count
+    assert robust_step([1.0, 1.0, -1.0], Aggregate.CLIPPED) == 3.0  # sign codec: the majority sign
     with pytest.raises(ValueError):
         robust_step([1.0], Aggregate.SUM)
 
@@ -83,10 +83,17 @@ def test_an_outlier_moves_the_model_no_further_than_any_value_beyond_the_median(
 
 
 def test_an_outlier_far_from_the_others_counts_not_at_all_under_clipped():
-    honest = [_rec(0, p, [v, -v, 2 * v]) for p, v in enumerate([0.5, 1.0, 1.5, 2.0])]
+    """The outlier's value does not matter, and the honest records stand in for it: the step is
+    their mean times five, the same as a fifth honest record at that mean would give."""
+    vals = [0.5, 1.0, 1.5, 2.0]
+    honest = [_rec(0, p, [v, -v, 2 * v]) for p, v in enumerate(vals)]
     huge = _rec(0, 9, [120.0, -120.0, 240.0])
-    assert _hash(honest + [huge], CLIPPED) == _hash(honest, CLIPPED)
-    assert _hash(honest + [huge], MEDIAN) != _hash(honest, MEDIAN)  # the median moves by a rank
+    other = _rec(0, 9, [-90.0, 90.0, -200.0])
+    mean = sum(vals) / len(vals)
+    stand_in = _rec(0, 9, [mean, -mean, 2 * mean])
+    assert _hash(honest + [huge], CLIPPED) == _hash(honest + [other], CLIPPED) == _hash(honest + [stand_in], CLIPPED)
+    assert _hash(honest + [huge], CLIPPED) != _hash(honest, CLIPPED)  # four values' mean times 5, not 4
+    assert _hash(honest + [huge], MEDIAN) != _hash(honest + [other], MEDIAN)  # the median moves by a rank
 
 
 def test_equivocation_under_the_median_counts_neither_record():

@@ -118,7 +118,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--aggregate", choices=["sum", "robust", "median", "trimmed", "clipped"],
                    help="how a round's records combine: sum, or robust (= median): peers share the round's "
                    "directions and the step is the median of their scalars (use about half sum's --lr); trimmed: a "
-                   "trimmed mean; clipped: the sum of the scalars near their median [sum]")
+                   "trimmed mean; clipped: the mean of the scalars near their median, times their number (the "
+                   "recommended robust setting, at --lr 0.002) [sum]")
     g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
 
 

@@ -56,14 +56,15 @@ class Aggregate(enum.Enum):
       directions, whatever ``directions`` says), and the step along each is a robust statistic of
       the peers' scalars times their number: the coordinate-wise median, or the mean after dropping
       the lowest and highest quarter. With the ``sign`` codec the median is the majority sign.
-    * ``clipped``: shared directions too; the step is the *sum* of the scalars that lie within 3
-      robust standard deviations (median absolute deviation) of their median: without an attack
-      about ``sum``'s step, at ``sum``'s learning rate; a flipped, capped or random record far from
-      the others counts not at all.
+    * ``clipped``: shared directions too; the step is the mean of the scalars that lie within 3
+      robust standard deviations (median absolute deviation) of their median, times the number of
+      peers: without an outlier ``sum``'s step; a flipped, capped or random record far from the
+      others counts not at all, and the rest stand in for it. The recommended robust setting.
       ``robust`` names the median (BENCHMARKS.md, "Hostile insiders"; a trimmed mean lost more
-      under a sign-flip attack in the one run measured). Run it at about half ``sum``'s learning
-      rate: the peers' measurements then fall along K directions instead of n·K, so each step
-      carries ``sum``'s signal with more noise along fewer directions.
+      under a sign-flip attack in the one run measured). Run every robust aggregate below ``sum``'s
+      learning rate (the median at about half, ``clipped`` at 0.002): the peers' measurements then
+      fall along K directions instead of n·K, so each step carries ``sum``'s signal with more noise
+      along fewer directions.
     """
 
     SUM = "sum"
@@ -624,7 +625,8 @@ reference_examples = {train_reference_examples}
 density = {train_density}
 # [math] how a round's records combine: sum (each record counts fully), or robust: every peer measures
 # the round's shared directions and the step is their median (median, trimmed: a trimmed mean,
-# clipped: the sum of the scalars within 3 robust standard deviations of their median)
+# clipped: the mean of the scalars within 3 robust standard deviations of their median, times their
+# number; the recommended robust setting, with lr = 0.002)
 aggregate = {train_aggregate}
 """
 

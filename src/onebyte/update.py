@@ -76,7 +76,7 @@ def robust_step(values: list[float], aggregate: Aggregate) -> float:
     """The step along one direction from the peers' scalars: the statistic times their number (so
     honest peers move the model as far as ``sum`` would). Median: the middle value, or the mean of
     the two middle ones; trimmed: the mean after dropping the lowest and highest quarter; clipped:
-    the sum of the scalars within ``CLIP_MADS`` robust standard deviations of the median. Python
+    the mean of the scalars within ``CLIP_MADS`` robust standard deviations of the median. Python
     floats from decoded codes, sorted first: the same value on every replica in any order."""
     v = sorted(values)
     n = len(v)
@@ -86,11 +86,13 @@ def robust_step(values: list[float], aggregate: Aggregate) -> float:
         t = n // 4
         stat = math.fsum(v[t:n - t]) / (n - 2 * t)
     elif aggregate is Aggregate.CLIPPED:
-        # the sum of the scalars within CLIP_MADS robust standard deviations of the median: honest
-        # scalars all count, as under sum; outliers (a flipped or capped record) count not at all
+        # the mean of the scalars within CLIP_MADS robust standard deviations of the median: with no
+        # outlier that is sum's step; an outlier (a flipped or capped record) counts not at all, and
+        # the others stand in for it, so excluding hostile peers does not also shorten the step
         med = _median(v)
         band = CLIP_MADS * MAD_TO_STD * _median(sorted(abs(x - med) for x in v))
-        return math.fsum(x for x in v if abs(x - med) <= band)
+        kept = [x for x in v if abs(x - med) <= band]  # never empty: the middle value(s) lie within
+        stat = math.fsum(kept) / len(kept)
     else:
         raise ValueError(f"{aggregate} is not a robust aggregate")
     return stat * n
