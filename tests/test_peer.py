@@ -55,7 +55,8 @@ def _run_all(peers, stop=None):
     return run_peers(peers, stop)
 
 
-@pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN)], ids=["sum", "robust"])
+@pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN),
+                                   replace(TRAIN, aggregate=Aggregate.CLIPPED)], ids=["sum", "robust", "clipped"])
 def test_lockstep_peers_equal_the_simulator(tmp_path, train):
     sim = run_simulation(SimConfig(model="tiny-gpt2", task="vader", peers=3, rounds=3, run_id="peer-test",
                              eval_size=8, train=train), tmp_path / "sim").summary
