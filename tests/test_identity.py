@@ -618,3 +618,37 @@ def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_i
     finally:
         for p in peers:
             p.close()
+
+
+def test_peers_whose_run_files_list_other_site_keys_say_so(tmp_path):
+    """The keys are not in the run tag, so two sites can run one tag with different key lists and
+    count different records. When they meet, each names what differs; equal lists say nothing."""
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    ours = _admin_spec("keys-differ")
+    theirs = RunSpec.from_dict({**ours.to_dict(), "keys": [{"name": "a", "public": A.public_hex},  # not admin
+                                                          {"name": "b", "public": B.public_hex},
+                                                          {"name": "c", "public": C.public_hex, "until": 4}]})
+    for spec_b, differs in ((ours, False), (theirs, True)):
+        setups = [Setup.build(ours), Setup.build(spec_b)]
+        assert setups[0].spec.run_tag == setups[1].spec.run_tag
+        hub, out = MemoryHub(), tmp_path / f"differs-{differs}"
+        peers = [Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), out / f"p{i}",
+                      PeerOptions(peer_id=key.peer_id, rounds=1, secret=SECRET, key=key, min_peers=2, **FAST))
+                 for i, key in enumerate((A, B))]
+        try:
+            for p in [*peers, *peers]:
+                p.beat(force=True)
+            said = [p.summary()["key_lists_differ"] for p in peers]
+        finally:
+            for p in peers:
+                p.close()
+        if not differs:
+            assert said == [{}, {}]
+            continue
+        assert list(said[0]) == [f"{B.peer_id:x}"] and list(said[1]) == [f"{A.peer_id:x}"]
+        assert "keys.a.admin: True here, None there" in said[0][f"{B.peer_id:x}"]
+        assert "keys.c.until: None here, 4 there" in said[0][f"{B.peer_id:x}"]
+        assert "keys.c.until: 4 here, None there" in said[1][f"{A.peer_id:x}"]

@@ -665,6 +665,18 @@ class Run:
     def canonical_bytes(self) -> bytes:
         return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
 
+    def shared(self) -> dict[str, Any]:
+        """What every site's run file must agree on, and what a peer answers CONF with: the
+        canonical configuration, and the listed site keys by name. The keys are not part of the
+        run tag (sites are added and revoked during a run), so peers compare them when they meet."""
+        d = self.canonical()
+        if self.spec.keys:
+            d["keys"] = {k.name: k.to_dict() for k in self.spec.keys}
+        return d
+
+    def shared_bytes(self) -> bytes:
+        return json.dumps(self.shared(), sort_keys=True, separators=(",", ":")).encode()
+
     @property
     def run_tag(self) -> bytes:
         """16 bytes naming (run id, base model, math): records carry it; mismatches are rejected."""

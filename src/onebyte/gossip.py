@@ -100,8 +100,9 @@ PRIVATE_REFRESH = 20.0
 class Gossip:
     """Membership, pushes, fetches and anti-entropy for one peer.
 
-    ``position()`` gives the peer's (next round, done) for its heartbeats; ``canonical()`` its
-    run's canonical configuration (to name what differs from a foreign peer's); ``connect`` the
+    ``position()`` gives the peer's (next round, done) for its heartbeats; ``canonical()`` what
+    its run file shares with every site's (``Run.shared``: to name what differs from a foreign
+    peer's, and in identity mode the site keys another peer lists otherwise); ``connect`` the
     file an operator writes multiaddrs to, to make a running peer dial them."""
 
     def __init__(self, net: Transport, opts: PeerOptions, replica: Replica, intake: Intake, tag: bytes, base: bytes,
@@ -112,6 +113,7 @@ class Gossip:
         self.members = Membership(opts.heartbeat_ttl)
         self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
         self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
+        self.keys_diff: dict[int, str] = {}  # identity mode: peers whose run file lists other site keys
         self.seq = 0
         self.closed = False
         self._last_beat = 0.0
@@ -441,6 +443,28 @@ class Gossip:
         for other in self.others().values():
             if other.peer_id not in self._revocations_told:
                 self._exchange_revocations(other, self.intake.revocations_in_force())
+                if other.peer_id in self._revocations_told:
+                    self.compare_keys(other)
+
+    def compare_keys(self, other: Heartbeat) -> None:
+        """Identity mode, once per peer met: ask its run file's site keys (CONF) and warn when they
+        differ from ours. Keys are not in the run tag, so a site whose run file lists another key,
+        another ``until`` or another admin would otherwise count other records, silently apart."""
+        try:
+            theirs = parse_config(self.net.request(other.contact, Verb.CONF.value, self.opts.request_timeout))
+        except (ProtocolError, NetworkError) as exc:
+            log.info("could not compare site keys with peer %x: %s", other.peer_id, exc)
+            return
+        if "keys" not in theirs:  # a peer older than this comparison
+            return
+        diff = "; ".join(differing_fields({"keys": self._canonical().get("keys")}, {"keys": theirs["keys"]}))
+        if diff and other.peer_id not in self.keys_diff:
+            log.warning("peer %x's run file lists other site keys than ours (the replicas will count different "
+                        "records): %s", other.peer_id, diff)
+        if diff:
+            self.keys_diff[other.peer_id] = diff
+        else:
+            self.keys_diff.pop(other.peer_id, None)
 
     def _exchange_revocations(self, other: Heartbeat, revocations: list[bytes]) -> None:
         try:

@@ -134,7 +134,7 @@ class Peer:
                                  lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None, self.roster,
                                  self.dir.revocations)
             self.gossip = Gossip(transport, opts, self.replica, self.intake, self.tag, self._base,
-                                 lambda: (self.round, self.done), setup.spec.canonical, self.dir.connect)
+                                 lambda: (self.round, self.done), setup.spec.shared, self.dir.connect)
             own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
             self.round = max(own, default=-1) + 1
             self.measured_through = self.round - 1
@@ -143,7 +143,7 @@ class Peer:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
             self.server = Server(self.replica, self.offer, self.gossip.receive, lambda: self.round,
-                                 setup.spec.canonical_bytes, self.apply_pending, self.gossip.answer_meet,
+                                 setup.spec.shared_bytes, self.apply_pending, self.gossip.answer_meet,
                                  self.gossip.answer_revocations)
             self.net.serve(self.handle)
         except BaseException:
@@ -791,6 +791,7 @@ class Peer:
                 "rejections": rejections,
                 "flagged_peers": sorted(f"{p:x}" for p in rep.flagged),
                 "foreign_peers": {f"{p:x}": why for p, why in self.foreign_diff.items()},
+                "key_lists_differ": {f"{p:x}": why for p, why in self.gossip.keys_diff.items()},
                 "gradients": sum(rep.records[rid].count for rid in rep.applied),
                 "payload_bytes": rep.payload_bytes,
                 **self._byte_counts(),
