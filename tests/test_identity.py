@@ -641,7 +641,7 @@ def test_peers_whose_run_files_list_other_site_keys_say_so(tmp_path):
         try:
             for p in [*peers, *peers]:
                 p.beat(force=True)
-            said = [p.summary()["key_lists_differ"] for p in peers]
+            said = [p.summary()["key_list_peers"] for p in peers]
         finally:
             for p in peers:
                 p.close()
@@ -649,6 +649,24 @@ def test_peers_whose_run_files_list_other_site_keys_say_so(tmp_path):
             assert said == [{}, {}]
             continue
         assert list(said[0]) == [f"{B.peer_id:x}"] and list(said[1]) == [f"{A.peer_id:x}"]
-        assert "keys.a.admin: True here, None there" in said[0][f"{B.peer_id:x}"]
-        assert "keys.c.until: None here, 4 there" in said[0][f"{B.peer_id:x}"]
-        assert "keys.c.until: 4 here, None there" in said[1][f"{A.peer_id:x}"]
+        assert "key 'a': admin True here, None there" in said[0][f"{B.peer_id:x}"]
+        assert "key 'c': until None here, 4 there" in said[0][f"{B.peer_id:x}"]
+        assert "key 'c': until 4 here, None there" in said[1][f"{A.peer_id:x}"]
+
+
+def test_a_hostile_configuration_reply_is_refused_or_shown_short():
+    from onebyte.config import MAX_DIFFERENCES, differing_fields, differing_keys
+    from onebyte.protocol import parse_config
+
+    with pytest.raises(ProtocolError, match="not JSON"):
+        parse_config(b"[" * 5000)  # nested past the parser's recursion limit
+    deep = json.loads("[" * 900 + "]" * 900)
+    line = differing_keys({}, {"k": {"name": deep}})[0]
+    assert len(line) < 200 and "listed there only" in line
+    assert differing_keys({}, "junk") == ["keys: not a list of keys there ('junk')"]
+    ours = {"run_id": "x"}
+    many = differing_fields(ours, {f"f{i}": "y" * 10_000 for i in range(1000)})
+    assert len(many) == MAX_DIFFERENCES + 1 and many[-1].endswith("more") and max(map(len, many)) < 300
+    # a renamed key is the same key: only until and admin count
+    a = {"name": "a", "public": A.public_hex}
+    assert differing_keys({A.public_hex: a}, {A.public_hex: {**a, "name": "site-a"}}) == []

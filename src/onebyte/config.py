@@ -21,6 +21,7 @@ import enum
 import hashlib
 import json
 import math
+import reprlib
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -667,11 +668,12 @@ class Run:
 
     def shared(self) -> dict[str, Any]:
         """What every site's run file must agree on, and what a peer answers CONF with: the
-        canonical configuration, and the listed site keys by name. The keys are not part of the
-        run tag (sites are added and revoked during a run), so peers compare them when they meet."""
+        canonical configuration, and the listed site keys by public key (``differing_keys``). The
+        keys are not part of the run tag (sites are added and revoked during a run), so peers
+        compare them when they meet."""
         d = self.canonical()
         if self.spec.keys:
-            d["keys"] = {k.name: k.to_dict() for k in self.spec.keys}
+            d["keys"] = {k.public.hex(): k.to_dict() for k in self.spec.keys}
         return d
 
     def shared_bytes(self) -> bytes:
@@ -709,8 +711,17 @@ class Run:
         return run
 
 
+#: What a peer's configuration may show of itself in our logs: a short repr, a few lines.
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxdict = _SHOW.maxlist = 4
+_SHOW.maxlevel = 2
+MAX_DIFFERENCES = 12
+
+
 def differing_fields(ours: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> list[str]:
-    """``"field: ours vs theirs"`` for every field of two canonical configurations that differs."""
+    """``"field: ours vs theirs"`` for every field of two canonical configurations that differs
+    (``theirs`` comes from another peer: shown shortened, at most ``MAX_DIFFERENCES`` lines)."""
     out = []
     for k in sorted(set(ours) | set(theirs)):
         a, b = ours.get(k), theirs.get(k)
@@ -719,8 +730,26 @@ def differing_fields(ours: dict[str, Any], theirs: dict[str, Any], prefix: str =
         elif a != b:
             if k == "base_hash" and isinstance(a, str) and isinstance(b, str):
                 a, b = a[:12] + "…", b[:12] + "…"
-            out.append(f"{prefix}{k}: {a!r} here, {b!r} there")
-    return out
+            out.append(f"{prefix}{k}: {_SHOW.repr(a)} here, {_SHOW.repr(b)} there")
+    return out if prefix or len(out) <= MAX_DIFFERENCES else [*out[:MAX_DIFFERENCES], f"{len(out) - MAX_DIFFERENCES} more"]
+
+
+def differing_keys(ours: dict[str, dict[str, Any]], theirs: Any) -> list[str]:
+    """What differs between our run file's site keys and another peer's (``Run.shared``'s
+    ``keys``: public key hex -> its table), named by the key's name: keys one side lists, and
+    ``until`` or ``admin`` that differ (a name alone is for people, and may differ)."""
+    if not isinstance(theirs, dict) or not all(isinstance(v, dict) for v in theirs.values()):
+        return [f"keys: not a list of keys there ({_SHOW.repr(theirs)})"]
+    out = []
+    for pub in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(pub), theirs.get(pub)
+        name = _SHOW.repr((a or b).get("name"))
+        if a is None or b is None:
+            out.append(f"key {name} ({pub[:12]}…): listed {'there' if a is None else 'here'} only")
+            continue
+        out += [f"key {name}: {f} {_SHOW.repr(a.get(f))} here, {_SHOW.repr(b.get(f))} there"
+                for f in ("until", "admin") if a.get(f) != b.get(f)]
+    return out if len(out) <= MAX_DIFFERENCES else [*out[:MAX_DIFFERENCES], f"{len(out) - MAX_DIFFERENCES} more"]
 
 
 def parse_split(text: str) -> float | None:

@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import differing_fields
+from .config import differing_fields, differing_keys
 from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, RunMismatch
 from .intake import Intake, claimed_peer
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
@@ -100,20 +100,21 @@ PRIVATE_REFRESH = 20.0
 class Gossip:
     """Membership, pushes, fetches and anti-entropy for one peer.
 
-    ``position()`` gives the peer's (next round, done) for its heartbeats; ``canonical()`` what
-    its run file shares with every site's (``Run.shared``: to name what differs from a foreign
-    peer's, and in identity mode the site keys another peer lists otherwise); ``connect`` the
+    ``position()`` gives the peer's (next round, done) for its heartbeats; ``shared()`` what its
+    run file shares with every site's (``Run.shared``: to name what differs from a foreign peer's
+    configuration, and in identity mode which site keys another peer lists otherwise); ``connect`` the
     file an operator writes multiaddrs to, to make a running peer dial them."""
 
     def __init__(self, net: Transport, opts: PeerOptions, replica: Replica, intake: Intake, tag: bytes, base: bytes,
-                 position: Callable[[], tuple[int, bool]], canonical: Callable[[], dict[str, Any]], connect: Path):
+                 position: Callable[[], tuple[int, bool]], shared: Callable[[], dict[str, Any]], connect: Path):
         self.net, self.opts, self.replica, self.intake = net, opts, replica, intake
         self.tag, self.base, self.me = tag, base, opts.peer_id
-        self._position, self._canonical, self._connect = position, canonical, connect
+        self._position, self._shared, self._connect = position, shared, connect
         self.members = Membership(opts.heartbeat_ttl)
         self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
         self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
         self.keys_diff: dict[int, str] = {}  # identity mode: peers whose run file lists other site keys
+        self._keys_compared: set[int] = set()
         self.seq = 0
         self.closed = False
         self._last_beat = 0.0
@@ -332,7 +333,9 @@ class Gossip:
         except (ProtocolError, NetworkError) as exc:
             log.debug("could not learn peer %x's configuration: %s", hb.peer_id, exc)
             return None
-        diff = "; ".join(differing_fields(self._canonical(), theirs)) or "settings differ"
+        ours = {k: v for k, v in self._shared().items() if k != "keys"}  # what the run tag covers
+        theirs.pop("keys", None)
+        diff = "; ".join(differing_fields(ours, theirs)) or "settings differ"
         if hb.peer_id not in self.foreign_diff:
             log.warning("peer %x runs another configuration of this run: %s", hb.peer_id, diff)
         self.foreign_diff[hb.peer_id] = diff
@@ -443,8 +446,8 @@ class Gossip:
         for other in self.others().values():
             if other.peer_id not in self._revocations_told:
                 self._exchange_revocations(other, self.intake.revocations_in_force())
-                if other.peer_id in self._revocations_told:
-                    self.compare_keys(other)
+            if other.peer_id not in self._keys_compared:
+                self.compare_keys(other)
 
     def compare_keys(self, other: Heartbeat) -> None:
         """Identity mode, once per peer met: ask its run file's site keys (CONF) and warn when they
@@ -455,9 +458,10 @@ class Gossip:
         except (ProtocolError, NetworkError) as exc:
             log.info("could not compare site keys with peer %x: %s", other.peer_id, exc)
             return
+        self._keys_compared.add(other.peer_id)
         if "keys" not in theirs:  # a peer older than this comparison
             return
-        diff = "; ".join(differing_fields({"keys": self._canonical().get("keys")}, {"keys": theirs["keys"]}))
+        diff = "; ".join(differing_keys(self._shared()["keys"], theirs["keys"]))
         if diff and other.peer_id not in self.keys_diff:
             log.warning("peer %x's run file lists other site keys than ours (the replicas will count different "
                         "records): %s", other.peer_id, diff)

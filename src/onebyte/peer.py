@@ -790,8 +790,9 @@ class Peer:
                 "records_rejected": sum(rejections.values()),
                 "rejections": rejections,
                 "flagged_peers": sorted(f"{p:x}" for p in rep.flagged),
-                "foreign_peers": {f"{p:x}": why for p, why in self.foreign_diff.items()},
-                "key_lists_differ": {f"{p:x}": why for p, why in self.gossip.keys_diff.items()},
+                # copies: the beater thread adds to these while we read them
+                "foreign_peers": {f"{p:x}": why for p, why in dict(self.foreign_diff).items()},
+                "key_list_peers": {f"{p:x}": why for p, why in dict(self.gossip.keys_diff).items()},
                 "gradients": sum(rep.records[rid].count for rid in rep.applied),
                 "payload_bytes": rep.payload_bytes,
                 **self._byte_counts(),

@@ -17,7 +17,7 @@ LEDG   — or u32 from, u32 to (rounds)[, u8 flags]  u32 round, blobs: every app
                                                    rounds from..to-1: a download in pieces);
                                                    flags bit 0 (DEFLATE): the blobs zlib-deflated
 SNAP   —                                           u64 n, snapshot (n bytes), blobs: its records
-CONF   —                                           the canonical run configuration (JSON)
+CONF   —                                           the run configuration and site keys (JSON)
 MEET   the requester's heartbeat                   blobs: the answerer's heartbeat, then the latest
                                                    of each live peer it knows, as their authors
                                                    signed them (a newcomer's first contact)
@@ -194,14 +194,14 @@ def parse(request: bytes) -> tuple[Verb, object] | None:
 
 # ------------------------------------------------------------------ replies, as received
 def parse_config(reply: bytes) -> dict:
-    """A CONF reply: the peer's canonical configuration, a JSON object of at most MAX_CONFIG bytes."""
+    """A CONF reply: the peer's configuration (``Run.shared``), a JSON object of at most MAX_CONFIG bytes."""
     import json
 
     if len(reply) > MAX_CONFIG:
         raise ProtocolError("configuration reply too large")
     try:
         theirs = json.loads(reply)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise ProtocolError("configuration reply is not JSON") from None
     if not isinstance(theirs, dict):
         raise ProtocolError("configuration reply is not an object")

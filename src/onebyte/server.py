@@ -56,7 +56,7 @@ class Server:
         return b""
 
     def rpc_conf(self, _body: None) -> bytes:
-        """Our canonical configuration, so a peer of another configuration can name what differs."""
+        """Our configuration and site keys (``Run.shared``), so a peer can name what differs."""
         return self.config()
 
     # ----------------------------------------------------------------- read from us
