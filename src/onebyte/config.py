@@ -731,7 +731,7 @@ def differing_fields(ours: dict[str, Any], theirs: dict[str, Any], prefix: str =
             if k == "base_hash" and isinstance(a, str) and isinstance(b, str):
                 a, b = a[:12] + "…", b[:12] + "…"
             out.append(f"{prefix}{k}: {_SHOW.repr(a)} here, {_SHOW.repr(b)} there")
-    return out if prefix or len(out) <= MAX_DIFFERENCES else [*out[:MAX_DIFFERENCES], f"{len(out) - MAX_DIFFERENCES} more"]
+    return out if prefix else _at_most(out)
 
 
 def differing_keys(ours: dict[str, dict[str, Any]], theirs: Any) -> list[str]:
@@ -749,7 +749,13 @@ def differing_keys(ours: dict[str, dict[str, Any]], theirs: Any) -> list[str]:
             continue
         out += [f"key {name}: {f} {_SHOW.repr(a.get(f))} here, {_SHOW.repr(b.get(f))} there"
                 for f in ("until", "admin") if a.get(f) != b.get(f)]
-    return out if len(out) <= MAX_DIFFERENCES else [*out[:MAX_DIFFERENCES], f"{len(out) - MAX_DIFFERENCES} more"]
+    return _at_most(out)
+
+
+def _at_most(lines: list[str]) -> list[str]:
+    """The first ``MAX_DIFFERENCES`` lines, and how many more there were."""
+    extra = len(lines) - MAX_DIFFERENCES
+    return lines if extra <= 0 else [*lines[:MAX_DIFFERENCES], f"{extra} more"]
 
 
 def parse_split(text: str) -> float | None:
