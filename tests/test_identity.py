@@ -670,3 +670,42 @@ def test_a_hostile_configuration_reply_is_refused_or_shown_short():
     # a renamed key is the same key: only until and admin count
     a = {"name": "a", "public": A.public_hex}
     assert differing_keys({A.public_hex: a}, {A.public_hex: {**a, "name": "site-a"}}) == []
+
+
+@pytest.mark.parametrize("aggregate", [Aggregate.SUM, Aggregate.CLIPPED], ids=["sum", "clipped"])
+def test_signed_peers_in_lockstep_equal_the_simulator_given_their_keys(tmp_path, aggregate):
+    """swarm = simulate with site keys: the simulator publishes and signs as each site, so three
+    signed peers in lockstep and the simulation end on one (digest, hash). C's key is revoked by
+    the run file from round 2: lockstep stops waiting for it, and neither side counts it there."""
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.simulator import SimConfig, run_simulation
+    from onebyte.tasks.data import split_shards
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all", aggregate=aggregate)
+    spec = RunSpec(run_id="keyed-lockstep", model="tiny-gpt2", task="vader", train=train,
+                   keys=[{"name": "a", "public": A.public_hex}, {"name": "b", "public": B.public_hex},
+                         {"name": "c", "public": C.public_hex, "until": 2}])
+    cfg = SimConfig.from_spec(spec, peers=3, rounds=3, eval_size=8)
+    with pytest.raises(ConfigError, match="one private key per peer"):
+        run_simulation(cfg, tmp_path / "bad", keys=(A, B))
+    with pytest.raises(ConfigError, match="not listed"):
+        run_simulation(cfg, tmp_path / "bad", keys=(A, B, D))
+    sim = run_simulation(cfg, tmp_path / "sim", keys=(A, B, C)).summary
+    assert sim["records"] == 8  # three sites for rounds 0 and 1, then A and B
+    hub, peers = MemoryHub(), []
+    with pytest.raises(ConfigError, match="3 peers, not 4"):
+        Peer(Setup.build(spec), [], MemoryTransport(hub, "x"), tmp_path / "x",
+             PeerOptions(peer_id=A.peer_id, key=A, lockstep=4))
+    for i, key in enumerate((A, B, C)):
+        setup = Setup.build(spec)
+        shard = split_shards(setup.dataset.train, 3, None, 0)[i]
+        opts = PeerOptions(peer_id=key.peer_id, rounds=3, lockstep=3, key=key, **FAST)
+        peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
+    try:
+        summaries = run_peers(peers)
+    finally:
+        for p in peers:
+            p.close()
+    assert {(s["set_digest"], s["state_hash"]) for s in summaries} == {(sim["set_digest"], sim["state_hash"])}

@@ -25,6 +25,7 @@ from .config import ObjectiveKind, Run, RunSpec
 from .errors import ConfigError, LedgerError, ProtocolError
 
 if TYPE_CHECKING:
+    from .identity import SiteKey
     from .models import LoadedModel
     from .privacy import DPConfig
     from .simulator import RoundHook, SimResult
@@ -57,7 +58,8 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
              split: str = Defaults.split, seed: int = Defaults.seed, eval_every: int = 0, eval_size: int = 0,
              dp: DPConfig | None = None, model: Any = None, train_data: list | None = None,
              eval_data: list | None = None, on_round: RoundHook | None = None,
-             log_to: Sequence[str] = (), attack: str | None = None, identities: bool = True) -> SimResult:
+             log_to: Sequence[str] = (), attack: str | None = None, identities: bool = True,
+             keys: Sequence[SiteKey] = ()) -> SimResult:
     """Simulate ``peers`` virtual peers for ``rounds`` rounds; write the run to ``out``.
 
     The result holds the fine-tuned ``model`` and ``tokenizer``, the ``state_hash`` and the
@@ -65,7 +67,9 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
     replace loading ``spec.model``/``spec.task`` from disk. ``log_to``: trackers that get every
     metrics line too (``"tensorboard:DIR"``). ``attack="KIND:FRACTION"`` makes that fraction of
     the peers hostile insiders (``onebyte.attacks``); ``identities=False`` counts records from any
-    peer id, as the swarm secret alone would."""
+    peer id, as the swarm secret alone would. ``keys``: for a run file that lists site keys, one
+    private key per peer (``SiteKey.load``): each virtual peer publishes and signs as its site, and
+    the run equals a swarm of those sites in lockstep, state hash and record set alike."""
     from .simulator import SimConfig, run_simulation
     from .tasks.data import dataset_from_examples
     from .track import Trackers
@@ -88,7 +92,7 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
             if on_round is not None:
                 on_round(line)
 
-        return run_simulation(cfg, out, hook, setup=setup)
+        return run_simulation(cfg, out, hook, setup=setup, keys=keys)
 
 
 @dataclass

@@ -262,6 +262,10 @@ class Roster:
     def __contains__(self, peer_id: int) -> bool:
         return peer_id in self._by_id
 
+    def counting(self, round_: int) -> set[int]:
+        """The peer ids whose records of ``round_`` count (listed, not revoked by then)."""
+        return {pid for pid in self._by_id if (until := self.until(pid)) is None or round_ < until}
+
     def name(self, peer_id: int) -> str | None:
         entry = self._by_id.get(peer_id)
         return entry.name if entry is not None else None

@@ -59,7 +59,8 @@ PIECE_LIMIT = 16 * LEDGER_PIECE
 class PeerOptions:
     peer_id: int
     rounds: int | None = None  # complete rounds 0..rounds-1; None: until stopped
-    lockstep: int = 0  # > 0: every round waits for the records of peers 0..lockstep-1
+    lockstep: int = 0  # > 0: every round waits for the records of peers 0..lockstep-1 (with site keys:
+    # of every listed key that counts in that round, lockstep being their number)
     secret: bytes = b""
     key: SiteKey | None = None  # this site's signing key: needed when the run lists keys (it replaces the secret)
     snapshot_every: int = 10
@@ -125,6 +126,9 @@ class Peer:
         # with the revocations taken before a restart: in force before the ledger is read
         self.roster = Roster.of(setup.spec.spec, self.tag, self.dir.revocations)
         _check_identity(self.roster, opts.key, opts.peer_id)
+        if self.roster is not None and opts.lockstep and opts.lockstep != len(self.roster):
+            raise ConfigError.of("lockstep", f"with site keys every round waits for each listed key: "
+                                 f"{len(self.roster)} peers, not {opts.lockstep}")
         try:
             # the ledger is created, or a torn tail repaired; the state is rebuilt from snapshot + ledger
             # (in identity mode without the records that no longer count: a revoked key's)
@@ -500,7 +504,7 @@ class Peer:
 
     def _expected(self, r: int) -> set[int]:
         if self.opts.lockstep:
-            return set(range(self.opts.lockstep))
+            return self.roster.counting(r) if self.roster is not None else set(range(self.opts.lockstep))
         live = self.members.live()
         # live peers at most one round behind; one further behind is catching up and is not waited for
         return {p for p, hb in live.items() if hb.round >= r - 1 and not hb.done} | {self.opts.peer_id}

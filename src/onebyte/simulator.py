@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .attacks import Attack, Attacker
-from .config import RunSpec, TrainConfig, parse_split
+from .config import ListedKey, RunSpec, TrainConfig, parse_split
 from .errors import ConfigError, ProtocolError, storage_error
+from .identity import Roster, SiteKey
 from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
@@ -52,12 +53,16 @@ class SimConfig:
     # only the virtual peers' own ids count (each site one listed key); False: any id holding the
     # swarm secret counts, to measure what identities prevent (the sybil attack)
     identities: bool = True
+    # the run file's site keys ([[keys]]): they count only when ``run_simulation`` is given the
+    # private keys to sign with; without them the virtual peers are ids 0..peers-1, unsigned
+    keys: tuple[ListedKey, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
         return cls(model=spec.model, task=spec.task, run_id=spec.run_id, objective=spec.objective.value,
                    label_names=spec.labels, eval_file=spec.eval_file, text_column=spec.text_column,
-                   label_column=spec.label_column, template=spec.template, chat=spec.chat, train=spec.train, **sim)
+                   label_column=spec.label_column, template=spec.template, chat=spec.chat, train=spec.train,
+                   keys=spec.keys, **sim)
 
     @property
     def spec(self) -> RunSpec:
@@ -65,7 +70,8 @@ class SimConfig:
         chat wrapping included (``RunSpec`` -> ``SimConfig`` -> ``RunSpec`` is the identity)."""
         return RunSpec(run_id=self.run_id, model=self.model, task=self.task, objective=self.objective,
                        labels=self.label_names, eval_file=self.eval_file, text_column=self.text_column,
-                       label_column=self.label_column, template=self.template, chat=self.chat, train=self.train)
+                       label_column=self.label_column, template=self.template, chat=self.chat, train=self.train,
+                       keys=self.keys)
 
     def validate(self) -> SimConfig:
         problems = self.spec.problems()
@@ -132,15 +138,24 @@ def _within_cap(records: list, train: TrainConfig, setup: Setup) -> None:
 
 
 def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None = None, *,
-                   setup: Setup | None = None) -> SimResult:
+                   setup: Setup | None = None, keys: Sequence[SiteKey] = ()) -> SimResult:
     """Run the simulation, writing run.json, the ledger, metrics.jsonl, curve.png, summary.json.
 
     ``setup``: a prebuilt one (an in-memory model or data); it must match ``cfg``'s settings.
+    ``keys``: for a run that lists site keys, one private key per virtual peer, in shard order:
+    peer p publishes as ``keys[p]``'s peer id and signs with it, so the run is the one a swarm of
+    those sites in lockstep computes (records of a key revoked by the run file do not count).
     A disk that refuses a write ends the run with ``StorageError``; the ledger stays a valid prefix."""
     cfg.validate()
     d = RunDir(out)
     if d.ledger.exists():
         raise ConfigError.of("out", f"{d.root} already holds a run; choose a new directory")
+    roster = None
+    if keys:
+        roster = Roster.of(cfg.spec)
+        _check_keys(roster, keys, cfg)
+    else:  # virtual peers 0..peers-1, unsigned: the run (and its run.json) of the swarm secret's mode
+        cfg = replace(cfg, keys=())
     setup = setup if setup is not None else Setup.build(cfg.spec)
     try:
         d.root.mkdir(parents=True, exist_ok=True)
@@ -149,7 +164,7 @@ def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None =
         raise storage_error(exc, str(d.run)) from None
     replica = Replica.open(d, setup.state, cfg.train, setup.spec.run_tag)
     try:
-        summary = _rounds(cfg, setup, replica, d, on_round)
+        summary = _rounds(cfg, setup, replica, d, on_round, list(keys), roster)
     except OSError as exc:  # metrics, summary, curve: the ledger itself raises StorageError
         raise storage_error(exc, str(d.root)) from None
     finally:
@@ -157,7 +172,24 @@ def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None =
     return SimResult(summary, setup, d.root)
 
 
-def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round: RoundHook | None) -> dict[str, Any]:
+def _check_keys(roster: Roster | None, keys: Sequence[SiteKey], cfg: SimConfig) -> None:
+    """Keys for every virtual peer, each listed by the run; ``ConfigError`` naming what is wrong."""
+    if roster is None:
+        raise ConfigError.of("keys", "the run file lists no site keys ([[keys]]): simulate without keys")
+    if len(keys) != cfg.peers:
+        raise ConfigError.of("keys", f"the run lists site keys: give one private key per peer ({cfg.peers}), "
+                             f"not {len(keys)}")
+    for key in keys:
+        if key.peer_id not in roster:
+            raise ConfigError.of("keys", f"key {key.public_hex} is not listed in the run file's [[keys]]")
+    if len({key.peer_id for key in keys}) != len(keys):
+        raise ConfigError.of("keys", "one key given for two peers")
+    if cfg.attack is not None:
+        raise ConfigError.of("attack", "attacks are simulated without site keys (identities=True stands for them)")
+
+
+def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round: RoundHook | None,
+            keys: list[SiteKey], roster: Roster | None) -> dict[str, Any]:
     start = time.perf_counter()
     shards = split_shards(setup.dataset.train, cfg.peers, parse_split(cfg.split), cfg.seed)
     privacy = None
@@ -183,9 +215,13 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
             made, slowest = [], 0.0
             for p in range(cfg.peers):
                 t = time.perf_counter()
-                made.append(make_record(setup, shards[p], r, p, privacy=privacy[p] if privacy else None))
+                rec, m = make_record(setup, shards[p], r, keys[p].peer_id if keys else p,
+                                     privacy=privacy[p] if privacy else None)
+                made.append((rec.signed_by(keys[p]) if keys else rec, m))
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
+            if roster is not None:  # a key the run file revokes from this round: refused, as by every peer
+                records = [rec for rec in records if roster.counts(rec)]
             _within_cap(records, cfg.train, setup)
             if attacker is not None:
                 records = attacker.round(r, records, last=r + 1 == cfg.rounds)
