@@ -709,3 +709,26 @@ def test_signed_peers_in_lockstep_equal_the_simulator_given_their_keys(tmp_path,
         for p in peers:
             p.close()
     assert {(s["set_digest"], s["state_hash"]) for s in summaries} == {(sim["set_digest"], sim["state_hash"])}
+
+
+def test_onebyte_simulate_with_key_files_signs_as_each_site(tmp_path, capsys):
+    from onebyte.simulator import SimConfig, run_simulation
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
+    spec = RunSpec(run_id="keyed-cli", model="tiny-gpt2", task="vader", train=train,
+                   keys=[{"name": "a", "public": A.public_hex}, {"name": "b", "public": B.public_hex}])
+    spec.save(tmp_path / "run.toml")
+    A.save(tmp_path / "a.key")
+    B.save(tmp_path / "b.key")
+    argv = ["simulate", "--config", str(tmp_path / "run.toml"), "--peers", "2", "--rounds", "2", "--eval-size", "8",
+            "--no-progress"]
+    assert "one private key per peer" in _one_line_error(
+        capsys, [*argv, "--keys", str(tmp_path / "a.key"), "--out", str(tmp_path / "one")])
+    assert "missing.key" in _one_line_error(
+        capsys, [*argv, "--keys", f"{tmp_path / 'a.key'},{tmp_path / 'missing.key'}", "--out", str(tmp_path / "x")])
+    assert main([*argv, "--keys", f"{tmp_path / 'a.key'},{tmp_path / 'b.key'}", "--out", str(tmp_path / "cli")]) == 0
+    got = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    want = run_simulation(SimConfig.from_spec(spec, peers=2, rounds=2, eval_size=8), tmp_path / "api",
+                          keys=(A, B)).summary
+    assert (got["set_digest"], got["state_hash"]) == (want["set_digest"], want["state_hash"])
+    assert got["records"] == 4

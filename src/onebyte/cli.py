@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make that fraction of the peers hostile insiders: signflip, max, random, sybil, lie-late")
     s.add_argument("--no-identities", action="store_true",
                    help="count records from any peer id (the swarm secret alone), to measure what identities stop")
+    s.add_argument("--keys", metavar="KEY_FILE,...", type=lambda t: [f for f in t.split(",") if f],
+                   help="a run file listing site keys: one private key file per peer, in shard order; the "
+                   "peers then publish and sign as those sites (equal to a swarm of them in lockstep)")
     _add_dp_flags(s)
     s.add_argument("--out", required=True, help="run directory to create")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -317,11 +320,13 @@ def _cmd_init(a: argparse.Namespace) -> int:
 
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from .api import simulate
+    from .identity import SiteKey
     from .track import Trackers
 
     Trackers.check(a.log_to)
     spec = _spec(a)
     dp = _dp_config(a)
+    site_keys = [SiteKey.load(f) for f in a.keys or ()]  # a bad key file is one line before any work
     _threads(a.threads)
     bar = None
 
@@ -341,7 +346,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     try:
         result = simulate(spec, out=a.out, peers=a.peers, rounds=a.rounds, split=a.split, seed=a.seed,
                           eval_every=a.eval_every, eval_size=a.eval_size, dp=dp, on_round=on_round,
-                          log_to=a.log_to, attack=a.attack, identities=not a.no_identities)
+                          log_to=a.log_to, attack=a.attack, identities=not a.no_identities, keys=site_keys)
     finally:
         if bar is not None:
             bar.close()
