@@ -405,3 +405,25 @@ def append_revocation(path: Path, rev: Revocation) -> None:
                 os.close(fd)
     except OSError as exc:
         raise storage_error(exc, str(path)) from None
+
+
+def check_site_key(roster: Roster | None, key: SiteKey | None, peer_id: int | None, warn: bool = True) -> None:
+    """A peer of a run that lists keys needs a listed key, and its id is that key's; a key given
+    to a run that lists none would sign records nobody accepts. Each mistake is one ``ConfigError``."""
+    if roster is None:
+        if key is not None:
+            raise ConfigError.of("key", "the run file lists no site keys ([[keys]]): add this site's public key "
+                                 f"({key.public_hex}) to it, or run without a key")
+        return
+    if key is None:
+        raise ConfigError.of("key", "the run file lists site keys: give this peer its site's key file "
+                             "(onebyte keygen writes one)")
+    if key.peer_id not in roster:
+        raise ConfigError.of("key", f"this site's key ({key.public_hex}) is not listed in the run file's [[keys]]")
+    if peer_id is not None and peer_id != key.peer_id:
+        raise ConfigError.of("peer_id", f"a peer's id comes from its key ({key.peer_id:x}) when the run lists "
+                             f"keys; {peer_id:x} is not it")
+    until = roster.until(key.peer_id)
+    if until is not None and warn:
+        log.warning("this site's key %r is revoked from round %d: its records of later rounds do not count",
+                    roster.name(key.peer_id), until)

@@ -23,7 +23,7 @@ from typing import Any
 from .config import RunSpec
 from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
 from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
-from .identity import Revocation, Roster, SiteKey
+from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .protocol import Verb, ledger_request, parse_ledger, parse_sizes, parse_snapshot
@@ -125,7 +125,7 @@ class Peer:
         self._first_round: int | None = None  # where run() started: that round is waited for in full
         # with the revocations taken before a restart: in force before the ledger is read
         self.roster = Roster.of(setup.spec.spec, self.tag, self.dir.revocations)
-        _check_identity(self.roster, opts.key, opts.peer_id)
+        check_site_key(self.roster, opts.key, opts.peer_id)
         if self.roster is not None and opts.lockstep and opts.lockstep != len(self.roster):
             raise ConfigError.of("lockstep", f"with site keys every round waits for each listed key: "
                                  f"{len(self.roster)} peers, not {opts.lockstep}")
@@ -180,7 +180,7 @@ class Peer:
         site_key = SiteKey.load(key) if isinstance(key, str | Path) else key
         if site_key is not None and peer_id is None:
             peer_id = site_key.peer_id
-        _check_identity(Roster.of(spec), site_key, peer_id, warn=False)  # before the model loads
+        check_site_key(Roster.of(spec), site_key, peer_id, warn=False)  # before the model loads
         alpha = parse_split(split)
         d = RunDir(out)
         fresh = not d.root.exists()
@@ -857,28 +857,6 @@ class Peer:
             replica.ledger.close()
         if self._own_transport:
             self.net.close()
-
-
-def _check_identity(roster: Roster | None, key: SiteKey | None, peer_id: int | None, warn: bool = True) -> None:
-    """A peer of a run that lists keys needs a listed key, and its id is that key's; a key given
-    to a run that lists none would sign records nobody accepts. Each mistake is one ``ConfigError``."""
-    if roster is None:
-        if key is not None:
-            raise ConfigError.of("key", "the run file lists no site keys ([[keys]]): add this site's public key "
-                                 f"({key.public_hex}) to it, or run without a key")
-        return
-    if key is None:
-        raise ConfigError.of("key", "the run file lists site keys: give this peer its site's key file "
-                             "(onebyte keygen writes one)")
-    if key.peer_id not in roster:
-        raise ConfigError.of("key", f"this site's key ({key.public_hex}) is not listed in the run file's [[keys]]")
-    if peer_id is not None and peer_id != key.peer_id:
-        raise ConfigError.of("peer_id", f"a peer's id comes from its key ({key.peer_id:x}) when the run lists "
-                             f"keys; {peer_id:x} is not it")
-    until = roster.until(key.peer_id)
-    if until is not None and warn:
-        log.warning("this site's key %r is revoked from round %d: its records of later rounds do not count",
-                    roster.name(key.peer_id), until)
 
 
 def _remove_if_fresh(d: RunDir, fresh: bool) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from .attacks import Attack, Attacker
 from .config import ListedKey, RunSpec, TrainConfig, parse_split
 from .errors import ConfigError, ProtocolError, storage_error
-from .identity import Roster, SiteKey
+from .identity import Roster, SiteKey, check_site_key
 from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
@@ -180,8 +180,7 @@ def _check_keys(roster: Roster | None, keys: Sequence[SiteKey], cfg: SimConfig) 
         raise ConfigError.of("keys", f"the run lists site keys: give one private key per peer ({cfg.peers}), "
                              f"not {len(keys)}")
     for key in keys:
-        if key.peer_id not in roster:
-            raise ConfigError.of("keys", f"key {key.public_hex} is not listed in the run file's [[keys]]")
+        check_site_key(roster, key, None, warn=False)
     if len({key.peer_id for key in keys}) != len(keys):
         raise ConfigError.of("keys", "one key given for two peers")
     if cfg.attack is not None:
