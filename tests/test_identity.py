@@ -732,3 +732,15 @@ def test_onebyte_simulate_with_key_files_signs_as_each_site(tmp_path, capsys):
                           keys=(A, B)).summary
     assert (got["set_digest"], got["state_hash"]) == (want["set_digest"], want["state_hash"])
     assert got["records"] == 4
+
+
+def test_onebyte_swarm_site_keys_refuses_a_run_file_that_lists_keys(tmp_path, capsys):
+    """--site-keys makes the sites' keys itself: a run file with its own [[keys]] is one line, exit 2,
+    before any peer starts or any key file is written."""
+    spec = RunSpec(run_id="keyed-swarm", model="tiny-gpt2", task="vader",
+                   keys=[{"name": "a", "public": A.public_hex}])
+    spec.save(tmp_path / "run.toml")
+    err = _one_line_error(capsys, ["swarm", "--config", str(tmp_path / "run.toml"), "--site-keys", "--peers", "2",
+                                   "--no-progress", "--out", str(tmp_path / "swarm")])
+    assert "already lists site keys" in err
+    assert not (tmp_path / "swarm" / "keys").exists()

@@ -30,6 +30,25 @@ def test_lockstep_swarm_equals_simulate(tmp_path, capsys, flags):
     assert {s["set_digest"] for s in swarm["summaries"]} == {sim["set_digest"]}
 
 
+def test_lockstep_swarm_with_site_keys_equals_simulate_given_those_keys(tmp_path):
+    """onebyte swarm --site-keys: each peer signs as its own site; the simulator, handed the same key
+    files, publishes and signs as those sites and ends on the swarm's (digest, hash)."""
+    flags = [*SMALL, "--aggregate", "clipped", "--peers", "3", "--rounds", "3", "--no-progress"]
+    assert main(["swarm", *flags, "--lockstep", "--site-keys", "--out", str(tmp_path / "swarm")]) == 0
+    swarm = json.loads((tmp_path / "swarm" / "swarm.json").read_text())
+    keys = sorted((tmp_path / "swarm" / "keys").glob("site-*.key"))
+    assert [k.name for k in keys] == ["site-0.key", "site-1.key", "site-2.key"]
+    assert "[[keys]]" in (tmp_path / "swarm" / "run.toml").read_text()
+    assert main(["simulate", "--config", str(tmp_path / "swarm" / "run.toml"), "--peers", "3", "--rounds", "3",
+                 "--eval-size", "8", "--no-progress", "--keys", ",".join(map(str, keys)),
+                 "--out", str(tmp_path / "sim")]) == 0
+    sim = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert swarm["agree"]
+    assert sim["records"] == 9
+    assert {(s["state_hash"], s["set_digest"]) for s in swarm["summaries"]} == {(sim["state_hash"],
+                                                                                   sim["set_digest"])}
+
+
 @pytest.mark.parametrize("flags", [(), ROBUST], ids=["sum", "robust"])
 def test_churn_crash_join_restart_converge(tmp_path, flags):
     from churn import MAX_DEADLINE, run_churn

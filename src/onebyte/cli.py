@@ -17,9 +17,14 @@ import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ConfigError, OnebyteError
+
+if TYPE_CHECKING:
+    from .config import ListedKey
+    from .identity import SiteKey
 
 EXIT_ERROR = 2
 #: The training flags: run-file field -> flag.
@@ -219,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--split", default=Defaults.split)
     sw.add_argument("--seed", type=_non_negative_int, default=Defaults.seed)
     sw.add_argument("--lockstep", action="store_true", help="rounds wait for every peer (bit-equal to simulate)")
+    sw.add_argument("--site-keys", action="store_true",
+                    help="identity mode: give each peer its own site key (OUT/keys/site-I.key, kept for a rerun) and "
+                    "list them in the run file; onebyte simulate --keys with those files gives the same run")
     sw.add_argument("--threads", type=_positive_int, default=1, help="torch threads per peer")
     sw.add_argument("--timeout", type=_positive_float, default=3600.0, help="give up after this many seconds")
     sw.add_argument("--out", required=True)
@@ -429,7 +437,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
 def _cmd_swarm(a: argparse.Namespace) -> int:
     import signal
 
-    from .config import parse_split
+    from .config import ListedKey, parse_split
     from .swarm import run_swarm
 
     def on_signal(signum: int, _frame: object) -> None:  # stop the peers too (run_swarm's finally)
@@ -441,6 +449,9 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
     parse_split(a.split)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    keys = _swarm_keys(out / "keys", a.peers, spec.keys) if a.site_keys else []
+    if keys:
+        spec = spec.with_overrides(keys=tuple(ListedKey(path.stem, key.public) for path, key in keys))
     run_file = out / "run.toml"
     spec.save(run_file)  # every peer reads the same run file
     common = ["--config", str(run_file), "--rounds", str(a.rounds), "--split", a.split, "--seed", str(a.seed),
@@ -449,7 +460,8 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
         common += ["--lockstep", str(a.peers)]
 
     def peer_args(i: int) -> list[str]:
-        return [*common, "--peer-id", str(i), "--shard", f"{i}/{a.peers}"]
+        who = ["--key", str(keys[i][0])] if keys else ["--peer-id", str(i)]
+        return [*common, *who, "--shard", f"{i}/{a.peers}"]
 
     bar = None
     if not a.no_progress:
@@ -471,6 +483,24 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
     print(json.dumps({k: result[k] for k in ("peers", "rounds", "agree", "state_hash", "set_digest")}, indent=2))
     print(f"wrote {out / 'swarm.json'}")
     return 0 if result["agree"] else EXIT_ERROR
+
+
+def _swarm_keys(folder: Path, n: int, listed: tuple[ListedKey, ...]) -> list[tuple[Path, SiteKey]]:
+    """``onebyte swarm --site-keys``: one key file per peer in ``folder``, made once and then reused
+    (a rerun into the same --out is the same sites)."""
+    from .identity import SiteKey
+
+    if listed:
+        raise ConfigError.of("keys", "the run file already lists site keys; --site-keys makes its own (give one "
+                             "or the other)")
+    folder.mkdir(exist_ok=True)
+    out = []
+    for i in range(n):
+        path = folder / f"site-{i}.key"
+        if not path.exists():
+            SiteKey.generate().save(path)
+        out.append((path, SiteKey.load(path)))
+    return out
 
 
 def _cmd_keygen(a: argparse.Namespace) -> int:
