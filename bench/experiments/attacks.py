@@ -2,7 +2,7 @@
 
     python -m bench.experiments.attacks [--peers 8] [--fraction 0.25] [--rounds 40] [--seeds 1]
         [--aggregates sum,median,trimmed] [--attacks none,signflip,max,random,sybil,lie-late]
-        [--workers 2] [--out bench/results/attacks.json]
+        [--robust-lr 1.5e-3,0] [--band inf] [--workers 2] [--out bench/results/attacks.json]
 
 Every run is the simulator (`onebyte.simulate`) on the demo's task (all-MiniLM-L6-v2 on VADER, the
 library default `TrainConfig()` read at run time, with a cosine horizon of the run's rounds) with
@@ -11,13 +11,16 @@ aggregate runs with no attack and with each attack, the same seeds, so every pai
 shards and honest measurements; the table gives the held-out accuracy at the end (the whole VADER
 test split) and the loss against the same aggregate with no attack. `sybil` runs twice: with
 identities (an unlisted id is refused, as with site keys) and without (`identities=False`: the
-swarm secret alone). A seed changes the run id and the shard split.
+swarm secret alone). A seed changes the run id and the shard split. ``--band`` is an ablation of
+``clipped`` (its band in robust standard deviations; ``inf`` keeps every scalar: the plain mean over
+shared directions, which is what sharing the directions costs with no robust statistic at all).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import platform
 import shlex
@@ -33,6 +36,7 @@ from bench.sections import Claim, Results, Section, Step
 
 MODEL, TASK = "minilm", "vader"
 ATTACKS = ("none", "signflip", "max", "random", "sybil", "lie-late")
+BAND = 3.0  # onebyte.update.CLIP_MADS, which --band overrides in the workers (an ablation)
 TARGET_POINTS = 1.0  # issue #14: robust loses at most 1 point under each attack, and against sum
 
 
@@ -48,6 +52,8 @@ def conditions(a: argparse.Namespace) -> list[dict]:
                              "rounds": a.rounds, "fraction": a.fraction, "eval_every": a.eval_every}
                         if lr:
                             c["train"] = {"lr": lr}
+                        if agg == "clipped" and a.band is not None:
+                            c["band"] = a.band if math.isfinite(a.band) else "inf"  # JSON has no infinity
                         out.append(c)
     return out
 
@@ -55,18 +61,25 @@ def conditions(a: argparse.Namespace) -> list[dict]:
 def column(c: dict) -> str:
     """The table column of a run: its aggregate, and its learning rate when not the default's."""
     lr = c.get("train", {}).get("lr")
-    return c["aggregate"] + (f" lr {lr:g}" if lr else "")
+    band = f" band {float(c['band']):g}" if "band" in c else ""
+    return c["aggregate"] + (f" lr {lr:g}" if lr else "") + band
 
 
 def key(c: dict) -> str:
     who = "" if c["identities"] else "-noid"
     lr = f"/lr{c['train']['lr']:g}" if "lr" in c.get("train", {}) else ""
-    return f"{c['aggregate']}/{c['attack']}{who}/s{c['seed']}{lr}"
+    band = f"/band{float(c['band']):g}" if "band" in c else ""
+    return f"{c['aggregate']}/{c['attack']}{who}/s{c['seed']}{lr}{band}"
 
 
 def run(c: dict) -> dict:
     import onebyte
+    import onebyte.update
     from onebyte.config import TrainConfig
+
+    # an ablation of `clipped`: its band in robust standard deviations (inf: the plain mean over shared
+    # directions, which measures what sharing the directions costs with no robustness at all)
+    onebyte.update.CLIP_MADS = float(c.get("band", BAND))
 
     train = TrainConfig.from_dict({**TrainConfig().to_dict(), "aggregate": c["aggregate"], "horizon": c["rounds"],
                                    **c.get("train", {})})
@@ -182,12 +195,44 @@ def render(results: Results) -> list[str]:
               "step; at 0.003 that measured 88.6 ± 0.4 % without attack and lost at most 0.6 points, 3 seeds. "
               "Those runs were dropped from this file when the statistic changed.) "
               f"The README recommends `{recommended(r)}`."]
+    ablation = [row for row in t.values() if " band " in row["column"] and row["attack"] == "none"]
+    for row in ablation:
+        clipped = t.get(row["column"].split(" band ")[0] + "/none")
+        same = f", where `clipped` (band {BAND:g}) ends at {_acc(clipped)}" if clipped else ""
+        lines += ["", f"`{row['column']}` is an ablation (`--band`): `clipped` with that band, and with `inf` no "
+                  f"band at all: the plain mean of the scalars over shared directions, no robustness. Without "
+                  f"attack it ends at {_acc(row)}{same}: what robust costs without attack is the cost of sharing "
+                  "the directions (K directions per round instead of n·K at the same forward passes), not of the "
+                  "statistic."]
+    lines += _long_run(results.get("attacks_long"))
     lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
               "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
               "`sybil` each hostile site also publishes as 3 more ids (sign-flipped); `lie-late` sign-flipped "
               "records released 2 rounds late, after the round was applied. Every hostile value stays under the cap, "
               "which every replica enforces.", ""]
     return lines
+
+
+def _long_run(r: dict | None) -> list[str]:
+    """The no-attack rows of a longer run (``--out bench/results/attacks_long.json``): whether the
+    cost of shared directions shrinks with training length, paired by seed against `sum`."""
+    if r is None:
+        return []
+    t = r["table"]
+    base = t.get("sum/none")
+    rows = [row for k, row in t.items() if row["attack"] == "none" and k != "sum/none"]
+    if base is None or not rows:
+        return []
+    per_seed = {(x["column"], x["seed"]): x["accuracy"] for x in r["runs"] if x["attack"] == "none"}
+    cells = []
+    for row in rows:
+        diffs = [100 * (per_seed[("sum", s)] - per_seed[(row["column"], s)]) for s in range(r["seeds"])
+                 if ("sum", s) in per_seed and (row["column"], s) in per_seed]
+        cells.append(f"`{row['column']}` {_acc(row)}, {statistics.fmean(diffs):.1f} points below `sum` "
+                     f"(per seed {', '.join(f'{d:.1f}' for d in diffs)})")
+    return ["", f"A longer run without attack ({r['rounds']} rounds, the demo's length; "
+            + " then ".join(f"`{c}`" for c in r.get("commands", [r["command"]])) + f", {r['date']}): `sum` "
+            f"{_acc(base)}; " + "; ".join(cells) + "."]
 
 
 def recommended(r: dict) -> str:
@@ -225,6 +270,8 @@ def main() -> None:
     ap.add_argument("--robust-lr", type=lambda s: [float(x) for x in s.split(",")], default=[1.5e-3, 0.0],
                     help="learning rates of the robust aggregates, the recommended one first (0: the default's); "
                     "sum runs at the default's")
+    ap.add_argument("--band", type=float, help="an ablation: `clipped`'s band in robust standard deviations "
+                    f"(default {BAND:g}; inf: the plain mean over shared directions)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--recommend", help="the column the claims are about (e.g. 'clipped', 'median lr 0.0015'); "
                     "default: the one in --out when resuming, else the median at the first --robust-lr")
