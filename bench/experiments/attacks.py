@@ -204,7 +204,7 @@ def render(results: Results) -> list[str]:
                   f"attack it ends at {_acc(row)}{same}: what robust costs without attack is the cost of sharing "
                   "the directions (K directions per round instead of n·K at the same forward passes), not of the "
                   "statistic."]
-    lines += _long_run(results.get("attacks_long"))
+    lines += _long_run(results.get("attacks_long"), r)
     lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
               "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
               "`sybil` each hostile site also publishes as 3 more ids (sign-flipped); `lie-late` sign-flipped "
@@ -213,9 +213,16 @@ def render(results: Results) -> list[str]:
     return lines
 
 
-def _long_run(r: dict | None) -> list[str]:
+def _costs(r: dict, col: str) -> dict[int, float]:
+    """Per seed, the points a column ends below `sum` with no attack."""
+    acc = {(column(x), x["seed"]): x["accuracy"] for x in r["runs"] if x["attack"] == "none"}
+    return {s: 100 * (acc[("sum", s)] - acc[(c, s)]) for (c, s) in acc if c == col and ("sum", s) in acc}
+
+
+def _long_run(r: dict | None, short: dict) -> list[str]:
     """The no-attack rows of a longer run (``--out bench/results/attacks_long.json``): whether the
-    cost of shared directions shrinks with training length, paired by seed against `sum`."""
+    cost of shared directions shrinks with training length, paired by seed against `sum`, beside
+    the short bench's cost on the same seeds."""
     if r is None:
         return []
     t = r["table"]
@@ -223,13 +230,15 @@ def _long_run(r: dict | None) -> list[str]:
     rows = [row for k, row in t.items() if row["attack"] == "none" and k != "sum/none"]
     if base is None or not rows:
         return []
-    per_seed = {(x["column"], x["seed"]): x["accuracy"] for x in r["runs"] if x["attack"] == "none"}
     cells = []
     for row in rows:
-        diffs = [100 * (per_seed[("sum", s)] - per_seed[(row["column"], s)]) for s in range(r["seeds"])
-                 if ("sum", s) in per_seed and (row["column"], s) in per_seed]
-        cells.append(f"`{row['column']}` {_acc(row)}, {statistics.fmean(diffs):.1f} points below `sum` "
-                     f"(per seed {', '.join(f'{d:.1f}' for d in diffs)})")
+        costs, before = _costs(r, row["column"]), _costs(short, row["column"])
+        seeds = sorted(costs)
+        same = [before[s] for s in seeds if s in before]
+        was = (f"; the {short['rounds']}-round bench: {statistics.fmean(same):.1f} on the same seeds"
+               if len(same) == len(seeds) else "")
+        cells.append(f"`{row['column']}` {_acc(row)}, {statistics.fmean(costs.values()):.1f} points below `sum` "
+                     f"(per seed {', '.join(f'{costs[s]:.1f}' for s in seeds)}{was})")
     return ["", f"A longer run without attack ({r['rounds']} rounds, the demo's length; "
             + " then ".join(f"`{c}`" for c in r.get("commands", [r["command"]])) + f", {r['date']}): `sum` "
             f"{_acc(base)}; " + "; ".join(cells) + "."]
