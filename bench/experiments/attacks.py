@@ -33,10 +33,11 @@ from pathlib import Path
 from bench.experiments.quality import _init_worker
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from onebyte.api import Defaults
+from onebyte.update import CLIP_MADS as BAND  # clipped's band; --band overrides it in the workers (an ablation)
 
 MODEL, TASK = "minilm", "vader"
 ATTACKS = ("none", "signflip", "max", "random", "sybil", "lie-late")
-BAND = 3.0  # onebyte.update.CLIP_MADS, which --band overrides in the workers (an ablation)
 TARGET_POINTS = 1.0  # issue #14: robust loses at most 1 point under each attack, and against sum
 
 
@@ -195,15 +196,11 @@ def render(results: Results) -> list[str]:
               "step; at 0.003 that measured 88.6 ± 0.4 % without attack and lost at most 0.6 points, 3 seeds. "
               "Those runs were dropped from this file when the statistic changed.) "
               f"The README recommends `{recommended(r)}`."]
-    ablation = [row for row in t.values() if " band " in row["column"] and row["attack"] == "none"]
-    for row in ablation:
-        clipped = t.get(row["column"].split(" band ")[0] + "/none")
-        same = f", where `clipped` (band {BAND:g}) ends at {_acc(clipped)}" if clipped else ""
-        lines += ["", f"`{row['column']}` is an ablation (`--band`): `clipped` with that band, and with `inf` no "
-                  f"band at all: the plain mean of the scalars over shared directions, no robustness. Without "
-                  f"attack it ends at {_acc(row)}{same}: what robust costs without attack is the cost of sharing "
-                  "the directions (K directions per round instead of n·K at the same forward passes), not of the "
-                  "statistic."]
+    for row in (row for row in t.values() if " band " in row["column"] and row["attack"] == "none"):
+        lines += ["", f"`{row['column']}` is an ablation (`--band`): `clipped` with that band (with `inf` no "
+                  "band at all: the plain mean of the scalars over shared directions, no robustness). Without "
+                  f"attack it ends at {_acc(row)}" + _ablation(row, t.get(row["column"].split(" band ")[0] + "/none"),
+                                                                t.get("sum/none")) + "."]
     lines += _long_run(results.get("attacks_long"), r)
     lines += ["", "Attacks (`onebyte.attacks`): `signflip` the negated measurement ×4; `max` the largest value the "
               "per-gradient cap admits, against the measurement; `random` uniform over the allowed range; "
@@ -211,6 +208,18 @@ def render(results: Results) -> list[str]:
               "records released 2 rounds late, after the round was applied. Every hostile value stays under the cap, "
               "which every replica enforces.", ""]
     return lines
+
+
+def _ablation(row: dict, clipped: dict | None, base: dict | None) -> str:
+    """What the ablation's figure says, from the figures: the band's own effect, and how much of
+    robust's no-attack cost is left without any band (the shared directions')."""
+    if clipped is None or base is None:
+        return ""
+    band = 100 * (row["accuracy"] - clipped["accuracy"])
+    left = 100 * (base["accuracy"] - row["accuracy"])
+    return (f", where `clipped` (band {BAND:g}) ends at {_acc(clipped)}: the band changes the result by "
+            f"{band:+.1f} points, and with no band the run still ends {left:.1f} points below `sum`, the cost of "
+            "sharing the directions (K directions per round instead of n·K at the same forward passes)")
 
 
 def _costs(r: dict, col: str) -> dict[int, float]:
@@ -239,7 +248,8 @@ def _long_run(r: dict | None, short: dict) -> list[str]:
                if len(same) == len(seeds) else "")
         cells.append(f"`{row['column']}` {_acc(row)}, {statistics.fmean(costs.values()):.1f} points below `sum` "
                      f"(per seed {', '.join(f'{costs[s]:.1f}' for s in seeds)}{was})")
-    return ["", f"A longer run without attack ({r['rounds']} rounds, the demo's length; "
+    length = "the demo's length" if r["rounds"] == Defaults.rounds else "a longer run"
+    return ["", f"A longer run without attack ({r['rounds']} rounds, {length}; "
             + " then ".join(f"`{c}`" for c in r.get("commands", [r["command"]])) + f", {r['date']}): `sum` "
             f"{_acc(base)}; " + "; ".join(cells) + "."]
 
