@@ -31,7 +31,7 @@ from .codec import Codec
 from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Aggregate", "Directions", "Estimator", "Schedule", "ObjectiveKind", "TrainConfig", "ListedKey", "RunSpec",
+__all__ = ["Aggregate", "Directions", "Estimator", "Scalar", "Schedule", "Step", "forward_passes", "ObjectiveKind", "TrainConfig", "ListedKey", "RunSpec",
            "Run", "parse_split", "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
@@ -89,12 +89,65 @@ class Estimator(enum.Enum):
     * ``centered``: FZOO with the mean of the K perturbed losses as the baseline instead of the
       unperturbed loss (the z-scores of the perturbed losses): K forward passes, and the offset
       that one-sided differences share (the curvature term) is gone. Needs K >= 2.
+    * ``es``: the mean of the K perturbed losses as baseline, unnormalised: K forward passes.
+    * ``grad``: one forward and one backward pass, then the exact gradient projected onto the K
+      directions (K dot products): K in the thousands costs little more than one pass.
+    * ``jvp``: forward-mode exact directional derivatives (``torch.func.jvp``), one per direction,
+      at inference-like memory: for sites that cannot hold the activations a backward pass needs.
+
+    ``grad`` and ``jvp`` measure exactly and can send either meaning of scalar (``Scalar``); the
+    forward-only estimators send their own.
     """
 
     SPSA = "spsa"
     FZOO = "fzoo"
     CENTERED = "centered"
     ES = "es"
+    GRAD = "grad"
+    JVP = "jvp"
+
+    @property
+    def exact(self) -> bool:
+        """Measures the directional derivative exactly (autograd), not from loss differences."""
+        return self in (Estimator.GRAD, Estimator.JVP)
+
+    @property
+    def native(self) -> Scalar | None:
+        """The meaning of the scalars this estimator sends (None: whichever the run's is)."""
+        if self in (Estimator.FZOO, Estimator.CENTERED):
+            return Scalar.NORMALISED
+        return None if self.exact else Scalar.DERIVATIVE
+
+
+class Scalar(enum.Enum):
+    """What a record's scalar along direction z *means*: the run's, in its run tag, because the
+    update lr x scalar x z must mean the same for every author (DESIGN §14).
+
+    * ``derivative``: the directional derivative, the gradient's projection g . z (spsa, es,
+      grad, jvp).
+    * ``normalised``: the projection divided by its spread over the record's K directions, about
+      g . z / |g| (fzoo's; grad and jvp divide their exact projections by the same spread).
+    * ``auto``: the run's estimator's own (derivative for grad and jvp).
+    """
+
+    AUTO = "auto"
+    DERIVATIVE = "derivative"
+    NORMALISED = "normalised"
+
+
+class Step(enum.Enum):
+    """How far a record's scalars move the state.
+
+    * ``scalar``: each scalar q along z moves it by lr x q x z (the paper's; a record of K scalars
+      moves it about K times as far as one, so the learning rate must be retuned with K).
+    * ``mean``: lr x q x z / K, K the run's scalars per record: a record moves the state by lr
+      times its mean estimate (1/K) sum q_k z_k, an unbiased estimate of the gradient (derivative
+      scalars) or of its direction (normalised ones), so raising K lowers the noise without
+      changing the step's size, and the learning rate means the same whatever K is.
+    """
+
+    SCALAR = "scalar"
+    MEAN = "mean"
 
 
 class Schedule(enum.Enum):
@@ -157,6 +210,9 @@ class TrainConfig:
     density: float = 1.0
     # How a round's records combine: sum, or a robust statistic over shared directions (Aggregate).
     aggregate: Aggregate = Aggregate.SUM
+    # What a scalar means (Scalar; auto: the estimator's own), and how far it moves the state (Step).
+    scalar: Scalar = Scalar.AUTO
+    step: Step = Step.SCALAR
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -188,6 +244,9 @@ class TrainConfig:
                         f"not {self.density!r}"))
         if self.estimator in (Estimator.CENTERED, Estimator.ES) and self.samples < 2:
             out.append(("train.samples", f"the {self.estimator.value} estimator needs at least 2 directions"))
+        if self.scalar is not Scalar.AUTO and self.estimator.native not in (None, self.scalar):
+            out.append(("train.scalar", f"the {self.estimator.value} estimator sends {self.estimator.native.value} "
+                        f"scalars, not {self.scalar.value} (grad and jvp send either)"))
         if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
             out.append(("train.horizon", "a cosine schedule needs the rounds it runs over (horizon > 0)"))
         return out
@@ -208,10 +267,24 @@ class TrainConfig:
         """Mask streams of a sparse direction: density = 2^-sparsity (0: dense)."""
         return max(0, round(-math.log2(self.density)))
 
+    @property
+    def meaning(self) -> Scalar:
+        """What this run's scalars mean (``scalar``, or the estimator's own)."""
+        if self.scalar is not Scalar.AUTO:
+            return self.scalar
+        return self.estimator.native or Scalar.DERIVATIVE
+
+    def check_method(self, estimator: Estimator) -> None:
+        """Refuse a site's ``estimator`` that cannot send this run's scalars (``ConfigError``)."""
+        if estimator.native not in (None, self.meaning):
+            raise ConfigError.of("estimator", f"this run's scalars are {self.meaning.value}; {estimator.value} "
+                                 f"sends {estimator.native.value} ones (grad and jvp send either)")
+
     def lr_at(self, round_: int) -> float:
-        """The learning rate of a round: linear warm-up over ``warmup`` rounds, then the schedule.
-        A function of the round only, computed with the same IEEE operations everywhere."""
-        lr = self.lr
+        """The learning rate of one scalar in a round: linear warm-up over ``warmup`` rounds, then the
+        schedule, divided by K under ``step = mean``. A function of the round only, computed with
+        the same IEEE operations everywhere."""
+        lr = self.lr if self.step is Step.SCALAR else self.lr / self.samples
         if self.lr_schedule is Schedule.COSINE:
             lr *= cosine_factor(round_ - self.warmup, self.horizon, self.final_ratio)
         if round_ < self.warmup:
@@ -235,18 +308,24 @@ class TrainConfig:
 
     def forward_passes(self, count: int) -> int:
         """Forward passes a record of ``count`` scalars cost its sender."""
-        return {Estimator.SPSA: 2 * count, Estimator.FZOO: count + 1, Estimator.CENTERED: count,
-                Estimator.ES: count}[self.estimator]
+        return forward_passes(self.estimator, count)
 
     #: What the settings added after the first runs were implicitly then: a run that keeps them is
     #: described (and tagged) without them, so run directories written before keep their run tags.
     LEGACY = {"estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0,
               "horizon": 0, "final_ratio": 0.1, "reference_examples": 0, "density": 1.0,
-              "aggregate": "sum"}
+              "aggregate": "sum", "scalar": "auto", "step": "scalar"}
 
     def canonical(self) -> dict[str, Any]:
-        """``to_dict`` less the settings that are at their ``LEGACY`` value (see there)."""
-        return {k: v for k, v in self.to_dict().items() if not (k in self.LEGACY and self.LEGACY[k] == v)}
+        """``to_dict`` less the settings that are at their ``LEGACY`` value (see there), with the
+        estimator (how a site measures: its own choice) replaced by what its scalars mean: ``fzoo``
+        for normalised scalars, nothing (the legacy ``spsa``) for derivatives. So sites that
+        backpropagate and sites that run forward passes share one run tag when their scalars mean
+        the same, and runs of spsa and fzoo keep the tags they always had."""
+        d = self.to_dict()
+        d["estimator"] = "fzoo" if self.meaning is Scalar.NORMALISED else "spsa"
+        d["scalar"] = "auto"
+        return {k: v for k, v in d.items() if not (k in self.LEGACY and self.LEGACY[k] == v)}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -265,7 +344,8 @@ class TrainConfig:
             except ValueError as exc:
                 problems.append(("train.codec", str(exc)))
         for name, kind in (("directions", Directions), ("estimator", Estimator), ("lr_schedule", Schedule),
-                           ("eps_schedule", Schedule), ("aggregate", Aggregate)):
+                           ("eps_schedule", Schedule), ("aggregate", Aggregate), ("scalar", Scalar),
+                           ("step", Step)):
             if name in values:
                 try:
                     values[name] = kind(values[name])
@@ -279,6 +359,13 @@ class TrainConfig:
         if problems:
             raise ConfigError.many(problems)
         return cls(**values).validate()
+
+
+def forward_passes(estimator: Estimator, count: int) -> int:
+    """Forward passes (a backward pass counts as two, a jvp as two) a record of ``count`` scalars
+    costs its sender."""
+    return {Estimator.SPSA: 2 * count, Estimator.FZOO: count + 1, Estimator.CENTERED: count,
+            Estimator.ES: count, Estimator.GRAD: 3, Estimator.JVP: 2 * count}[estimator]
 
 
 def _plain(v: Any) -> Any:

@@ -12,6 +12,15 @@
 * ``measure_fzoo(centered=True)`` (``centered``): the same, with the mean of the K perturbed
   losses as the baseline instead of L0: K forward passes, and no shared offset (see there).
 * ``measure_private``: DP-ZO (per-example clipped two-point differences plus Gaussian noise).
+* ``measure_grad`` (``grad``): one forward and backward pass gives the exact gradient g of the
+  batch's loss with respect to the tuned tensors; its projections g . z_k onto the K directions
+  cost K expansions and dot products (``PerturbationLayout.project``), never K x d at once.
+* ``measure_jvp`` (``jvp``): the same projections by forward-mode AD, one ``torch.func.jvp`` per
+  direction, holding no activations beyond a forward pass's.
+
+Exact projections are sent as the run's scalars mean them (``scaled``): the directional
+derivatives themselves, or divided by their spread over the K directions (about |g|, as fzoo's
+normalised scalars are).
 
 A perturbation is applied to the float view in place and undone exactly from the integer
 accumulators, so measuring costs the forward passes, chunk-by-chunk expansions of the direction
@@ -20,12 +29,14 @@ accumulators, so measuring costs the forward passes, chunk-by-chunk expansions o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
+import torch.nn.attention
 
 from .errors import DivergenceError
 from .state import FixedPointState
@@ -36,7 +47,8 @@ from .state import FixedPointState
 #: and one record could hit the update cap. Clipping is the sender's, so the update stays order-free.
 FZOO_CLIP = 8.0
 
-__all__ = ["FZOO_CLIP", "Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private"]
+__all__ = ["FZOO_CLIP", "Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private",
+           "measure_grad", "measure_jvp", "gradient", "scaled"]
 
 B = TypeVar("B")
 
@@ -150,3 +162,89 @@ def measure_private(state: FixedPointState, losses: Callable[[B], np.ndarray], b
         g.append((float(d.sum()) + float(rng.normal(0.0, noise_std))) / len(d))
         mean_loss.append(0.5 * float(plus.mean() + minus.mean()))
     return Measurement(np.asarray(g, dtype=np.float64), float(np.mean(mean_loss)))
+
+
+def scaled(projections: np.ndarray, normalised: bool) -> np.ndarray:
+    """Exact projections as the run's scalars: unchanged (directional derivatives), or divided by
+    their standard deviation over the K directions (E[(g.z)^2] = |g|^2 for Rademacher z, so this
+    is about g.z / |g|: fzoo's normalised scalar without its curvature offset), clipped like fzoo's.
+    One direction has no spread: its scalar is the sign."""
+    if not normalised:
+        return projections
+    if len(projections) == 1:
+        return np.sign(projections)
+    sigma = float(projections.std(ddof=1))
+    return np.clip(projections / sigma, -FZOO_CLIP, FZOO_CLIP) if sigma > 0 else np.zeros_like(projections)
+
+
+def gradient(state: FixedPointState, loss: Callable[[B], torch.Tensor], batch: B) -> tuple[torch.Tensor, float]:
+    """(g, L): the gradient of ``loss(batch)`` (a scalar tensor) with respect to the tuned tensors,
+    as one float32 vector over the state's layout, and the loss. Autograd sees the float view (the
+    integer accumulators stay the master copy); the parameters are frozen again afterwards."""
+    params = state.parameters()
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            value = loss(batch)
+            if not bool(torch.isfinite(value)):
+                raise DivergenceError(f"loss is not finite (L={float(value)})")
+            grads = torch.autograd.grad(value, params, allow_unused=True)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    g = state.flatten(grads)
+    if not bool(torch.isfinite(g).all()):
+        raise DivergenceError("the gradient is not finite")
+    return g, float(value.detach())
+
+
+def measure_grad(state: FixedPointState, loss: Callable[[B], torch.Tensor], batch: B, seeds: Sequence[int],
+                 normalised: bool) -> Measurement:
+    """Exact projected gradients: one forward and backward pass, then g . z_k for every seed."""
+    g, value = gradient(state, loss, batch)
+    proj = np.asarray(state.layout.project(g, seeds), dtype=np.float64)
+    return Measurement(scaled(proj, normalised), value)
+
+
+def measure_jvp(state: FixedPointState, model: torch.nn.Module, loss: Callable[[B], torch.Tensor], batch: B,
+                seeds: Sequence[int], normalised: bool) -> Measurement:
+    """Exact projected gradients by forward-mode AD: for each seed, the directional derivative of
+    ``loss(batch)`` along z (``torch.func.jvp``), at the memory of a forward pass (no activations
+    are kept for a backward one). ``loss`` must call ``model``."""
+    from torch.func import functional_call, jvp
+
+    params = state.parameters()
+    names = {id(p): n for n, p in model.named_parameters()}  # a tied tensor by its first name: tied again
+    keys = [f"model.{names[id(p)]}" for p in params]
+    call = _Call(model, loss)
+    primals = tuple(p.detach() for p in params)
+    z = torch.empty(state.layout.size, dtype=torch.float32, device=state.view.device)
+
+    def f(*ps: torch.Tensor) -> torch.Tensor:
+        return functional_call(call, dict(zip(keys, ps, strict=True)), (batch,))
+
+    proj, value = [], math.nan
+    for seed in seeds:
+        state.layout.rademacher(seed, torch.float32, out=z)
+        tangents = tuple(state.layout.segment(z, i).view_as(p).to(p.dtype) for i, p in enumerate(params))
+        # the fused attention kernels have no forward-mode derivative; the math one has
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            out, d = jvp(f, primals, tangents)
+        value, dz = float(out.detach()), float(d.detach())
+        if not (math.isfinite(value) and math.isfinite(dz)):
+            raise DivergenceError(f"loss or its derivative is not finite (L={value}, dL={dz})")
+        proj.append(dz)
+    return Measurement(scaled(np.asarray(proj, dtype=np.float64), normalised), value)
+
+
+class _Call(torch.nn.Module):
+    """``loss(batch)`` as a module holding the model, so ``functional_call`` can swap its tensors."""
+
+    def __init__(self, model: torch.nn.Module, loss: Callable[[B], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self._loss = loss
+
+    def forward(self, batch: B) -> torch.Tensor:
+        return self._loss(batch)

@@ -355,6 +355,32 @@ class PerturbationLayout:
             mask &= self.bits_many(seeds, j)
         return mask
 
+    def _bytes_block(self, seeds: Sequence[int]) -> torch.Tensor:
+        """The sign table's row indices (int32, len(seeds) x size // 8) of several directions, from
+        one vectorised Philox pass (``bits_many``: on CPU far cheaper than a NumPy pass per seed
+        and tensor, which a layout of many small tensors pays per tensor)."""
+        rows = self.bits_many(seeds).to(torch.int32)
+        mask = self.mask_many(seeds)
+        return rows if mask is None else rows | (mask.to(torch.int32) << 8)
+
+    def project(self, vec: torch.Tensor, seeds: Sequence[int], block: int = 1 << 22) -> list[float]:
+        """z(seed) . vec for each seed: a vector over the layout (padding ignored if ``vec`` is zero
+        there) projected onto each direction. Directions are expanded a block of seeds at a time
+        into at most ``block`` float32 signs, never K x size at once, and the dot products are one
+        matrix-vector product per block (float32 products, float64 result)."""
+        if vec.numel() != self.size:
+            raise ValueError(f"vector has {vec.numel()} values, the layout {self.size}")
+        v = vec.to(device=self.device, dtype=torch.float32).reshape(-1, 1)
+        table = self._tables[torch.float32]
+        step = max(1, block // self.size)
+        out: list[float] = []
+        for i in range(0, len(seeds), step):
+            part = list(seeds[i:i + step])
+            rows = self._bytes_block(part).reshape(-1)
+            signs = torch.index_select(table, 0, rows).view(torch.float32).reshape(len(part), self.size)
+            out += (signs @ v).double().reshape(-1).tolist()
+        return out
+
     def rademacher(self, seed: int, dtype: torch.dtype = torch.int8, out: torch.Tensor | None = None) -> torch.Tensor:
         """z in {-1, +1} for every position of the layout, z_i = 2 * bit_i - 1 (times the mask bit
         for a sparse layout), as ``dtype``

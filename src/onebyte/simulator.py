@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .attacks import Attack, Attacker
-from .config import ListedKey, RunSpec, TrainConfig, parse_split
+from .config import Estimator, ListedKey, RunSpec, TrainConfig, forward_passes, parse_split
 from .errors import ConfigError, ProtocolError, storage_error
 from .identity import Roster, SiteKey, check_site_key
 from .privacy import Accountant, DPConfig
@@ -56,6 +56,13 @@ class SimConfig:
     # the run file's site keys ([[keys]]): they count only when ``run_simulation`` is given the
     # private keys to sign with; without them the virtual peers are ids 0..peers-1, unsigned
     keys: tuple[ListedKey, ...] = ()
+    # how each virtual site measures (its own choice, DESIGN §14), cycled over the peers: () = the
+    # run's estimator everywhere; ("grad", "fzoo") = a mixed swarm, even peers backpropagating
+    estimators: tuple[str, ...] = ()
+
+    def estimator_of(self, peer: int) -> Estimator:
+        """How virtual peer ``peer`` measures."""
+        return Estimator(self.estimators[peer % len(self.estimators)]) if self.estimators else self.train.estimator
 
     @classmethod
     def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
@@ -89,6 +96,14 @@ class SimConfig:
             problems += exc.problems
         if self.dp is not None:
             problems += self.dp.problems()
+        for name in self.estimators:
+            try:
+                self.train.check_method(Estimator(name))
+            except ValueError:
+                problems.append(("estimators", f"{name!r} is not an estimator (one of "
+                                 f"{', '.join(e.value for e in Estimator)})"))
+            except ConfigError as exc:
+                problems += exc.problems
         if self.attack is not None:
             try:
                 Attack.parse(self.attack)
@@ -215,7 +230,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
             for p in range(cfg.peers):
                 t = time.perf_counter()
                 rec, m = make_record(setup, shards[p], r, keys[p].peer_id if keys else p,
-                                     privacy=privacy[p] if privacy else None)
+                                     privacy=privacy[p] if privacy else None, estimator=cfg.estimator_of(p))
                 made.append((rec.signed_by(keys[p]) if keys else rec, m))
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
@@ -230,7 +245,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
             t = time.perf_counter()
             replica.add(records)  # durable in the ledger, then applied
             swarm_seconds += slowest + time.perf_counter() - t
-            forwards += sum(cfg.train.forward_passes(rec.count) for rec, _ in made)
+            forwards += sum(forward_passes(cfg.estimator_of(p), rec.count) for p, (rec, _) in enumerate(made))
             line: dict[str, Any] = {
                 "round": r,
                 "train_loss": sum(m.loss for _, m in made) / len(made),

@@ -290,6 +290,19 @@ class FixedPointState:
                 else:
                     yield g, total - (c @ kept[:, g.start:g.stop].to(torch.float64)).to(torch.int64)
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The model's tuned parameters, in layout order (their data is the view)."""
+        return [self._params[n] for n in self.names]
+
+    def flatten(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """Per-parameter tensors (layout order; None for zero) as one float32 vector over the layout,
+        zero in the padding: what ``PerturbationLayout.project`` takes."""
+        flat = torch.zeros(self.layout.size, dtype=torch.float32, device=self.view.device)
+        for i, t in enumerate(tensors):
+            if t is not None:
+                self.layout.segment(flat, i).copy_(t.reshape(-1))
+        return flat
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The accumulators per tensor name (views into ``acc``)."""
         return {n: self.layout.segment(self.acc, i).view(self.shapes[n]) for i, n in enumerate(self.names)}

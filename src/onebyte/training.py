@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import Estimator, ObjectiveKind, Run, RunSpec, TrainConfig
+from .config import Estimator, ObjectiveKind, Run, RunSpec, Scalar, TrainConfig
 from .errors import ConfigError
-from .estimator import Measurement, measure, measure_es, measure_fzoo, measure_private
+from .estimator import Measurement, measure, measure_es, measure_fzoo, measure_grad, measure_jvp, measure_private
 from .models import LoadedModel, check_base, load_model
 from .params import TuneSpec, select_parameters
 from .privacy import Accountant
@@ -168,19 +168,33 @@ class Privacy:
 
 
 def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, first_sample: int = 0,
-                secret: bytes = b"", privacy: Privacy | None = None) -> tuple[Record, Measurement]:
-    """Measure K projected gradients at the current state on the peer's data; return the record."""
+                secret: bytes = b"", privacy: Privacy | None = None,
+                estimator: Estimator | None = None) -> tuple[Record, Measurement]:
+    """Measure K projected gradients at the current state on the peer's data; return the record.
+
+    ``estimator``: how this site measures (the run's estimator when None). It is the site's own
+    choice, as long as it sends scalars of the run's meaning (``TrainConfig.check_method``)."""
     train, tag = setup.train, setup.spec.run_tag
+    method = train.estimator if estimator is None else estimator
+    if method is not train.estimator:
+        train.check_method(method)
     k = train.samples
     seeds = direction_seeds(tag, train.shared_directions, round_, peer_id, first_sample, k)
     eps = train.eps_at(round_)
-    if privacy is None and train.estimator is Estimator.ES:
+    normalised = train.meaning is Scalar.NORMALISED
+    if privacy is None and method.exact:
+        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
+        if method is Estimator.GRAD:
+            m = measure_grad(setup.state, setup.objective.loss_tensor, batch, seeds, normalised)
+        else:
+            m = measure_jvp(setup.state, setup.loaded.model, setup.objective.loss_tensor, batch, seeds, normalised)
+    elif privacy is None and method is Estimator.ES:
         batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
         m = measure_es(setup.state, setup.objective.loss, batch, seeds, eps)
-    elif privacy is None and train.estimator is not Estimator.SPSA:
+    elif privacy is None and method is not Estimator.SPSA:
         batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
         m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps,
-                         centered=train.estimator is Estimator.CENTERED)
+                         centered=method is Estimator.CENTERED)
     elif privacy is None:
         batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
         m = measure(setup.state, setup.objective.loss, batches, seeds, eps)

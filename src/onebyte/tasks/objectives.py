@@ -80,6 +80,10 @@ class Objective:
         logits, losses = self.per_example(batch)
         return logits, losses.mean()
 
+    def loss_tensor(self, batch: Sequence[Example]) -> torch.Tensor:
+        """The mean loss as a tensor autograd can differentiate (``grad`` and ``jvp`` estimators)."""
+        return self.logits_and_loss(batch)[1]
+
     @torch.inference_mode()
     def loss(self, batch: Sequence[Example]) -> float:
         return float(self.logits_and_loss(batch)[1])

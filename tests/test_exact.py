@@ -1,0 +1,123 @@
+"""Exact projected gradients (``grad``, ``jvp``): projections checked against float64 dot products
+of the same directions, the run's scalar meaning in the run tag, the step that means the same
+whatever K is, and mixed swarms that stay exact replicas."""
+
+import numpy as np
+import pytest
+import torch
+
+import onebyte
+from onebyte.config import Estimator, Run, RunSpec, Scalar, Step, TrainConfig
+from onebyte.estimator import gradient, measure_grad, measure_jvp, projected_gradient, scaled
+from onebyte.rng import PerturbationLayout
+from onebyte.state import FixedPointState
+from onebyte.training import Setup, make_record
+
+
+@pytest.mark.parametrize("sparsity", [0, 2])
+def test_projection_equals_a_float64_dot_product_of_the_same_directions(sparsity):
+    layout = PerturbationLayout(["a", "b", "c"], [300, 5000, 17], sparsity=sparsity)
+    vec = torch.zeros(layout.size)
+    for i in range(3):  # zero in the padding, as a flattened gradient is
+        layout.segment(vec, i).copy_(torch.randn(layout.numels[i], generator=torch.Generator().manual_seed(i)))
+    seeds = [3, 1 << 40, 77, 5, 9]
+    got = np.asarray(layout.project(vec, seeds, block=2 * layout.size))  # blocks of two seeds
+    want = [float(layout.rademacher(s, torch.float32).double() @ vec.double()) for s in seeds]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(vec.norm()))
+    if sparsity:  # a sparse direction keeps about 2^-sparsity of the elements
+        kept = float(layout.rademacher(seeds[0], torch.float32).abs().sum()) / layout.size
+        assert 0.15 < kept < 0.35
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Setup.build(RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.GRAD, samples=16,
+                                                                    batch_size=4)))
+
+
+def test_grad_projects_the_autograd_gradient_and_agrees_with_jvp_and_differences(tiny):
+    state, obj = tiny.state, tiny.objective
+    batch = tiny.dataset.train[:4]
+    before = state.state_hash()
+    g, loss = gradient(state, obj.loss_tensor, batch)
+    assert state.state_hash() == before and not any(p.requires_grad for p in state.parameters())
+    assert loss == pytest.approx(obj.loss(batch), rel=1e-6)
+    seeds = [11, 12, 13]
+    want = np.array([float(state.layout.rademacher(s, torch.float32).double() @ g.double()) for s in seeds])
+    exact = measure_grad(state, obj.loss_tensor, batch, seeds, normalised=False)
+    np.testing.assert_allclose(exact.ghat, want, rtol=1e-5, atol=1e-5 * float(g.norm()))
+    fwd = measure_jvp(state, tiny.loaded.model, obj.loss_tensor, batch, seeds, normalised=False)
+    np.testing.assert_allclose(fwd.ghat, want, rtol=1e-4, atol=1e-4 * float(g.norm()))
+    with torch.inference_mode():  # a two-point difference agrees to its own O(eps^2) error
+        fd, _, _ = projected_gradient(state, obj.loss, batch, seeds[0], 1e-3)
+    assert fd == pytest.approx(want[0], rel=2e-2)
+    assert state.state_hash() == before
+
+
+def test_normalised_exact_scalars_have_unit_spread_and_keep_signs():
+    proj = np.array([3.0, -1.0, 0.5, 2.0])
+    out = scaled(proj, normalised=True)
+    assert float(out.std(ddof=1)) == pytest.approx(1.0) and (np.sign(out) == np.sign(proj)).all()
+    assert (scaled(proj, normalised=False) == proj).all()
+    assert scaled(np.array([-0.2]), normalised=True).tolist() == [-1.0]
+
+
+def test_the_run_tag_holds_the_scalars_meaning_not_how_a_site_measures():
+    def tag(**kw):
+        return Run(RunSpec(train=TrainConfig(**kw)), "ab" * 32).run_tag
+
+    assert tag(estimator=Estimator.GRAD) == tag(estimator=Estimator.SPSA) == tag(estimator=Estimator.JVP)
+    assert tag(estimator=Estimator.GRAD, scalar=Scalar.NORMALISED) == tag(estimator=Estimator.FZOO)
+    assert tag(estimator=Estimator.GRAD) != tag(estimator=Estimator.FZOO)
+    assert tag(estimator=Estimator.GRAD, step=Step.MEAN) != tag(estimator=Estimator.GRAD)
+    with pytest.raises(onebyte.ConfigError, match="train.scalar"):
+        TrainConfig(estimator=Estimator.SPSA, scalar=Scalar.NORMALISED).validate()
+    with pytest.raises(onebyte.ConfigError, match="fzoo sends normalised"):
+        TrainConfig(estimator=Estimator.GRAD).check_method(Estimator.FZOO)
+    TrainConfig(estimator=Estimator.FZOO).check_method(Estimator.GRAD)  # grad sends either
+
+
+def test_mean_step_divides_the_learning_rate_by_k():
+    for k in (4, 1024):
+        t = TrainConfig(samples=k, step=Step.MEAN, lr=0.5, lr_schedule=onebyte.config.Schedule.CONSTANT)
+        assert t.lr_at(3) == 0.5 / k
+    assert TrainConfig(samples=8, lr=0.5, lr_schedule=onebyte.config.Schedule.CONSTANT).lr_at(3) == 0.5
+
+
+def test_a_grad_record_carries_one_scalar_per_direction(tiny):
+    rec, m = make_record(tiny, tiny.dataset.train[:40], 0, 3)
+    assert rec.count == 16 and len(m.ghat) == 16
+    np.testing.assert_allclose(rec.gradients(), m.ghat, rtol=0.02, atol=0.02 * float(np.abs(m.ghat).max()))
+
+
+@pytest.mark.parametrize("run, sites", [(Estimator.FZOO, ("grad", "fzoo")), (Estimator.GRAD, ("grad", "jvp", "spsa"))])
+def test_a_mixed_swarm_replays_to_one_state_in_any_order(tmp_path, run, sites):
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=run, samples=3, batch_size=4, lr=1e-3,
+                                                        step=Step.MEAN, horizon=4))
+    result = onebyte.simulate(spec, out=tmp_path / "r", peers=4, rounds=4, estimators=sites)
+    assert result.summary["records"] == 16
+    assert onebyte.replay(tmp_path / "r", shuffle=7).state_hash == result.state_hash
+    plain = onebyte.simulate(spec, out=tmp_path / "p", peers=4, rounds=4)
+    assert plain.summary["run_tag"] == result.summary["run_tag"] and plain.state_hash != result.state_hash
+
+
+def test_a_site_whose_estimator_sends_another_meaning_is_refused(tmp_path):
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.GRAD, samples=2, batch_size=4))
+    with pytest.raises(onebyte.ConfigError, match="estimator"):
+        onebyte.simulate(spec, out=tmp_path / "r", peers=2, rounds=1, estimators=("grad", "fzoo"))
+    with pytest.raises(onebyte.ConfigError, match="not an estimator"):
+        onebyte.simulate(spec, out=tmp_path / "s", peers=2, rounds=1, estimators=("adam",))
+
+
+def test_the_gradient_is_laid_out_as_the_state_with_zero_padding():
+    m = torch.nn.Module()
+    m.theta = torch.nn.Parameter(torch.linspace(-1, 1, 64))
+    state = FixedPointState(m.named_parameters())
+    target = torch.linspace(1, -1, 64)
+
+    def loss(_):
+        return ((m.theta - target) ** 2).mean()
+
+    g, _ = gradient(state, loss, None)
+    np.testing.assert_allclose(g[:64].numpy(), (2 * (m.theta.detach() - target) / 64).numpy(), rtol=1e-5)
+    assert float(g[64:].abs().sum()) == 0.0  # padding stays zero
