@@ -31,7 +31,8 @@ from .codec import Codec
 from .errors import ConfigError, RunMismatch
 from .params import TuneSpec
 
-__all__ = ["Aggregate", "Directions", "Estimator", "Scalar", "Schedule", "Step", "forward_passes", "ObjectiveKind", "TrainConfig", "ListedKey", "RunSpec",
+__all__ = ["Aggregate", "Directions", "Estimator", "Scalar", "Schedule", "Step", "forward_passes", "ObjectiveKind",
+           "TrainConfig", "ListedKey", "RunSpec",
            "Run", "parse_split", "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
 
 
