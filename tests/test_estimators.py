@@ -108,6 +108,8 @@ def test_forward_passes_per_record():
     assert TrainConfig(estimator=Estimator.FZOO).forward_passes(4) == 5
     assert TrainConfig(estimator=Estimator.CENTERED).forward_passes(4) == 4
     assert TrainConfig(estimator=Estimator.ES).forward_passes(4) == 4
+    assert TrainConfig(estimator=Estimator.GRAD).forward_passes(1024) == 3  # a backward pass counts as two
+    assert TrainConfig(estimator=Estimator.JVP).forward_passes(4) == 8
 
 
 def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
@@ -125,7 +127,7 @@ def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
 def test_schedule_settings_are_checked_and_named():
     with pytest.raises(onebyte.ConfigError, match="train.horizon"):
         TrainConfig(lr_schedule=Schedule.COSINE, horizon=0).validate()
-    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa, fzoo, centered or es"):
+    with pytest.raises(onebyte.ConfigError, match="train.estimator: must be spsa, fzoo, centered, es, grad or jvp"):
         TrainConfig.from_dict({"estimator": "adam"})
     with pytest.raises(onebyte.ConfigError, match="train.final_ratio"):
         TrainConfig.from_dict({"final_ratio": 2})

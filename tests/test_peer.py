@@ -534,3 +534,26 @@ def test_a_relay_passes_pushed_records_between_sites_that_cannot_reach_each_othe
     assert {s["records_accepted"] for s in summaries} == {12}
     # each site's records went to the other site through the relay, as they arrived
     assert summaries[0]["relayed"] >= 2 * 4 - 2 and summaries[1]["relayed"] == summaries[2]["relayed"] == 0
+
+
+def test_a_mixed_swarm_in_lockstep_equals_the_simulator(tmp_path):
+    """Two sites backpropagate (grad), two run forward passes (fzoo): one run (the scalar's meaning
+    is the run's, how a site measures is its own), one (digest, hash), that of the simulator."""
+    from onebyte.config import Estimator, Scalar, Step
+
+    base = replace(TRAIN, estimator=Estimator.FZOO, samples=3, step=Step.MEAN)
+    sites = [replace(base, estimator=Estimator.GRAD, scalar=Scalar.NORMALISED), base] * 2
+    sim = run_simulation(SimConfig(model="tiny-gpt2", task="vader", peers=4, rounds=3, run_id="peer-test",
+                                   eval_size=8, train=base, estimators=("grad", "fzoo")), tmp_path / "sim").summary
+    hub, peers = MemoryHub(), []
+    for pid, train in enumerate(sites):
+        setup = _setup(train)
+        assert setup.spec.run_tag.hex() == sim["run_tag"]
+        shards = split_shards(setup.dataset.train, 4, None, 0)
+        opts = PeerOptions(peer_id=pid, rounds=3, lockstep=4, **FAST)
+        peers.append(Peer(setup, shards[pid], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
+    _OPEN.extend(peers)
+    summaries = _run_all(peers)
+    assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
+    assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
+    assert [s["forward_passes"] for s in summaries] == [9, 12, 9, 12]  # grad: 3 per record; fzoo: K + 1

@@ -33,7 +33,7 @@ TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--s
                "max_length": "--max-length", "estimator": "--estimator", "lr_schedule": "--lr-schedule",
                "eps_schedule": "--eps-schedule", "warmup": "--warmup", "horizon": "--horizon",
                "final_ratio": "--final-ratio", "reference_examples": "--reference-examples",
-               "density": "--density", "aggregate": "--aggregate"}
+               "density": "--density", "aggregate": "--aggregate", "scalar": "--scalar", "step": "--step"}
 RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
              "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
              "label_column": "--label-column", "template": "--template", "chat": "--chat"}
@@ -105,10 +105,17 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--directions", choices=["distinct", "shared"],
                    help="distinct: one direction per gradient; shared: peers share a round's K directions")
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
-    g.add_argument("--estimator", choices=["spsa", "fzoo", "centered", "es"],
-                   help="spsa: two-point, 2K forward passes; fzoo: one-sided, normalised, K+1 on one batch; "
-                   "centered: fzoo against the mean perturbed loss, K; es: the mean perturbed loss as "
-                   "baseline, unnormalised, K [fzoo]")
+    g.add_argument("--estimator", choices=["grad", "jvp", "spsa", "fzoo", "centered", "es"],
+                   help="how this site measures: grad: one backward pass, exact projections onto K directions; "
+                   "jvp: exact, forward-mode, one pass per direction; spsa: two-point, 2K forward passes; fzoo: "
+                   "one-sided, normalised, K+1 on one batch; centered: fzoo against the mean perturbed loss, K; "
+                   "es: the mean perturbed loss as baseline, unnormalised, K [fzoo]")
+    g.add_argument("--scalar", choices=["auto", "derivative", "normalised"],
+                   help="what a scalar means: the projection g.z (derivative) or g.z over its spread "
+                   "(normalised); auto: the estimator's own [auto]")
+    g.add_argument("--step", choices=["scalar", "mean"],
+                   help="lr x each scalar (scalar), or lr x the mean of a record's K estimates (mean: lr "
+                   "means the same whatever K) [scalar]")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")
@@ -276,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _spec(a: argparse.Namespace):
     """The run: the run file (if any), then every flag given on the command line."""
-    from .config import RunSpec, TrainConfig
+    from .config import Estimator, RunSpec, TrainConfig
 
     spec = RunSpec.load(a.config) if getattr(a, "config", None) else RunSpec()
     run = {f: getattr(a, f, None) for f in RUN_FLAGS}
@@ -289,6 +296,10 @@ def _spec(a: argparse.Namespace):
         run["labels"] = tuple(names)
     train = {f: getattr(a, f, None) for f in TRAIN_FLAGS}
     train = {k: v for k, v in train.items() if v is not None}
+    if "estimator" in train and "scalar" not in train and Estimator(train["estimator"]).exact:
+        # --estimator grad or jvp is how this site measures: it keeps the run file's kind of scalar,
+        # so the run (and its tag) stays the one the other sites run
+        train["scalar"] = spec.train.meaning.value
     if train:
         train = TrainConfig.from_dict({**spec.train.to_dict(), **train}).to_dict()
     return RunSpec.from_dict({**spec.to_dict(), **{k: v for k, v in run.items() if v is not None},

@@ -694,11 +694,20 @@ tune = {train_tune}
 directions = {train_directions}
 # [math] tokens per example
 max_length = {train_max_length}
-# [math] how forward passes become scalars: spsa (two-point, 2K passes for K), fzoo (one-sided,
-# normalised by the spread of the K perturbed losses, K + 1 passes on one batch), or centered
-# (fzoo with the mean perturbed loss as baseline, K passes), or es (the mean perturbed loss as
-# baseline, unnormalised, K passes)
+# how this site measures its scalars (each site may choose its own, if it sends the run's kind of
+# scalar): grad (one forward and backward pass, then exact projections onto the K directions),
+# jvp (exact, forward-mode, one pass per direction, inference-like memory), spsa (two-point, 2K
+# passes for K), fzoo (one-sided, normalised by the spread of the K perturbed losses, K + 1 passes
+# on one batch), centered (fzoo with the mean perturbed loss as baseline, K passes), or es (the
+# mean perturbed loss as baseline, unnormalised, K passes)
 estimator = {train_estimator}
+# [math] what a scalar means: derivative (the projection g.z: spsa, es), normalised (divided by its
+# spread over the record's K directions: fzoo, centered), or auto (the estimator's own; grad and
+# jvp send either, derivative when auto)
+scalar = {train_scalar}
+# [math] how far a record moves the model: scalar (lr x each scalar, the paper's: retune lr with K),
+# or mean (lr x the mean of its K estimates: lr means the same step whatever K is)
+step = {train_step}
 # [math] learning-rate and perturbation-size schedules over rounds: constant or cosine (from the value
 # set above to final_ratio times it over horizon rounds); warmup: rounds of linear learning-rate warm-up
 lr_schedule = {train_lr_schedule}
