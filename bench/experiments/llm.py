@@ -32,7 +32,7 @@ QUICK = {"rounds": 4, "eval_size": 30, "eval_every": 2, "adam_steps": 4}
 
 def spec(a: argparse.Namespace):
     import onebyte
-    from onebyte.config import Estimator, Schedule
+    from onebyte.config import Directions, Estimator, Scalar, Schedule, Step
 
     return onebyte.RunSpec(run_id="llm-bench", model=a.model, task=a.task, labels=tuple(a.labels.split(",")),
                            template=a.template, chat=a.chat, text_column=a.text_column,
@@ -41,7 +41,9 @@ def spec(a: argparse.Namespace):
                                                      batch_size=a.batch_size, max_length=a.max_length,
                                                      estimator=Estimator(a.estimator),
                                                      lr_schedule=Schedule(a.lr_schedule), warmup=a.warmup,
-                                                     horizon=a.horizon or 0, final_ratio=a.final_ratio))
+                                                     horizon=a.horizon or 0, final_ratio=a.final_ratio,
+                                                     scalar=Scalar(a.scalar), step=Step(a.step),
+                                                     directions=Directions(a.directions)))
 
 
 def write_tsv(folder: Path) -> tuple[Path, Path]:
@@ -75,7 +77,7 @@ def run_onebyte(a: argparse.Namespace, p: dict) -> dict:
             "swarm_seconds": s["swarm_seconds"], "forward_passes": s["forward_passes"],
             "payload_bytes": s["payload_bytes"], "tuned_parameters": s["tuned_parameters"],
             "curve": [{"round": c["round"] + 1, "forward_passes": c["forward_passes"], "seconds": c["seconds"],
-                       **c["eval"]} for c in curve]}
+                       "swarm_seconds": c["swarm_seconds"], **c["eval"]} for c in curve]}
 
 
 def run_adam(a: argparse.Namespace, p: dict) -> dict:
@@ -126,7 +128,10 @@ def main() -> None:
                     help="only the first-order Adam baseline (with --tsv: --out bench/results/llm_tsv_adam.json)")
     ap.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
                     help="wrap prompts in the model's chat template")
-    ap.add_argument("--estimator", default="fzoo", choices=["spsa", "fzoo", "centered"])
+    ap.add_argument("--estimator", default="fzoo", choices=["spsa", "fzoo", "centered", "grad", "jvp"])
+    ap.add_argument("--scalar", default="auto", choices=["auto", "derivative", "normalised"])
+    ap.add_argument("--step", default="scalar", choices=["scalar", "mean"])
+    ap.add_argument("--directions", default="distinct", choices=["distinct", "shared"])
     ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--horizon", type=int, default=0, help="cosine horizon [the rounds]")
@@ -154,7 +159,7 @@ def main() -> None:
     if a.lr_schedule == "cosine" and not a.horizon:
         a.horizon = p["rounds"]
     keys = ["model", "task", "peers", "tune", "lr", "eps", "samples", "batch_size", "max_length", "adam_lr",
-            "estimator", "lr_schedule", "warmup", "horizon", "final_ratio", "labels"]
+            "estimator", "scalar", "step", "directions", "lr_schedule", "warmup", "horizon", "final_ratio", "labels"]
     keys += [k for k in ("text_column", "label_column", "eval_file") if getattr(a, k) != ap.get_default(k)]
     result = {"config": {k: getattr(a, k) for k in keys}, "template": a.template, "chat": a.chat,
               "prompt_applied": True, **p}
