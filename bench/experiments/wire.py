@@ -25,7 +25,8 @@ from onebyte.record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE
 WARMUP = 3
 
 
-def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None = None, keys: bool = False) -> dict:
+def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None = None, keys: bool = False,
+            estimator: str | None = None) -> dict:
     lab = Lab(peers)
     try:
         if limit:
@@ -35,6 +36,8 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         # otherwise run through its rounds alone while the rest load
         args = ["--model", "tiny-gpt2", "--task", "vader", "--samples", str(samples), "--batch-size", "8",
                 "--rounds", str(rounds), "--threads", "1", "--max-deadline", "30", "--min-peers", str(peers)]
+        if estimator:  # grad: K in the thousands from one backward pass (shared directions: one apply per round)
+            args += ["--estimator", estimator] + (["--directions", "shared", "--step", "mean"] * (estimator == "grad"))
         swarm = lab_peers.run(lab, out, args, address_timeout=120, run_timeout=1800, keys=keys)
     finally:
         lab.close()
@@ -51,6 +54,9 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         "record_bytes_per_round_per_peer": HEADER_SIZE + samples + 1 - 1 + (SIGNATURE_SIZE if keys else TAG_SIZE),
         "wire_bytes_per_round_per_peer": per_peer,
         "wire_bytes_per_round_mean": sum(per_peer) / peers,
+        "estimator": estimator,
+        # a delivered gradient: one scalar arriving at one other peer (each record goes to peers - 1)
+        "wire_bytes_per_delivered_gradient": sum(per_peer) / peers / (samples * max(peers - 1, 1)),
         "rounds_per_second": drounds / secs if secs > 0 else None,
         "gradients_per_second_swarm": peers * samples * drounds / secs if secs > 0 else None,
         "agree": len({(s.get("set_digest"), s.get("state_hash")) for s in swarm.summaries}) == 1,
@@ -316,6 +322,8 @@ def main() -> None:
                     help="measure instead the bytes per second of peers waiting idle this long (a quorum that never comes)")
     ap.add_argument("--keys", action="store_true",
                     help="identity mode: every peer signs its records and heartbeats with its own listed key")
+    ap.add_argument("--estimator", choices=["grad", "fzoo", "spsa"],
+                    help="how the peers measure (grad: shared directions, step mean) [the run's default]")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     if a.idle:
@@ -323,10 +331,10 @@ def main() -> None:
         save_result(r, a.out, f"python -m bench.experiments.wire --peers {a.peers} --idle {a.idle:g} --out {a.out}",
                     f"{platform.machine()}, loopback veth pairs in network namespaces")
         return
-    r = measure(a.peers, a.samples, a.rounds, a.work, keys=a.keys)
+    r = measure(a.peers, a.samples, a.rounds, a.work, keys=a.keys, estimator=a.estimator)
     r["ratio_wire_to_payload"] = r["wire_bytes_per_round_mean"] / r["payload_bytes_per_round_per_peer"]
     save_result(r, a.out, f"python -m bench.experiments.wire --peers {a.peers} --samples {a.samples} "
-                f"--rounds {a.rounds}" + " --keys" * a.keys, f"{platform.machine()}, loopback veth pairs in network namespaces")
+                f"--rounds {a.rounds}" + " --keys" * a.keys + (f" --estimator {a.estimator}" if a.estimator else ""), f"{platform.machine()}, loopback veth pairs in network namespaces")
 
 
 SECTION = Section(
