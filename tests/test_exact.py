@@ -121,3 +121,16 @@ def test_the_gradient_is_laid_out_as_the_state_with_zero_padding():
     g, _ = gradient(state, loss, None)
     np.testing.assert_allclose(g[:64].numpy(), (2 * (m.theta.detach() - target) / 64).numpy(), rtol=1e-5)
     assert float(g[64:].abs().sum()) == 0.0  # padding stays zero
+
+
+def test_a_site_may_measure_fewer_of_the_rounds_directions(tmp_path):
+    """A forward-only site in a run of many directions measures its first few: its record is
+    shorter, replicas accept it, and the run replays exactly; more than K is refused."""
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.FZOO, samples=8, batch_size=4, lr=1e-3,
+                                                        step=Step.MEAN, horizon=3))
+    result = onebyte.simulate(spec, out=tmp_path / "r", peers=2, rounds=3, estimators=("grad", "fzoo"),
+                              site_samples=(8, 2))
+    assert result.summary["gradients"] == 3 * (8 + 2) and result.summary["forward_passes"] == 3 * (3 + 3)
+    assert onebyte.replay(tmp_path / "r", shuffle=2).state_hash == result.state_hash
+    with pytest.raises(onebyte.ConfigError, match="site_samples"):
+        onebyte.simulate(spec, out=tmp_path / "s", peers=2, rounds=1, site_samples=(9,))

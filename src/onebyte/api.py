@@ -59,7 +59,8 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
              dp: DPConfig | None = None, model: Any = None, train_data: list | None = None,
              eval_data: list | None = None, on_round: RoundHook | None = None,
              log_to: Sequence[str] = (), attack: str | None = None, identities: bool = True,
-             keys: Sequence[SiteKey] = (), estimators: Sequence[str] = ()) -> SimResult:
+             keys: Sequence[SiteKey] = (), estimators: Sequence[str] = (),
+             site_samples: Sequence[int] = ()) -> SimResult:
     """Simulate ``peers`` virtual peers for ``rounds`` rounds; write the run to ``out``.
 
     The result holds the fine-tuned ``model`` and ``tokenizer``, the ``state_hash`` and the
@@ -71,7 +72,8 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
     private key per peer (``SiteKey.load``): each virtual peer publishes and signs as its site, and
     the run equals a swarm of those sites in lockstep, state hash and record set alike.
     ``estimators``: how each site measures, cycled over the peers (``("grad", "fzoo")``: a mixed
-    swarm); each must send the run's kind of scalar (``TrainConfig.check_method``)."""
+    swarm); each must send the run's kind of scalar (``TrainConfig.check_method``). ``site_samples``:
+    how many of a round's K directions each site measures, cycled the same way (() = all K)."""
     from .simulator import SimConfig, run_simulation
     from .tasks.data import dataset_from_examples
     from .track import Trackers
@@ -80,7 +82,7 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
     spec = spec.validate()
     cfg = SimConfig.from_spec(spec, peers=peers, rounds=rounds, split=split, seed=seed, eval_every=eval_every,
                               eval_size=eval_size, dp=dp, attack=attack, identities=identities,
-                              estimators=tuple(estimators)).validate()
+                              estimators=tuple(estimators), site_samples=tuple(site_samples)).validate()
     setup = None
     loaded = _loaded(model)
     if loaded is not None or train_data is not None:

@@ -104,7 +104,7 @@ class Intake:
                 self._refuse(rec)  # authentic, and never to count here: sync stops asking for it
                 self.reject(rec.peer_id, self.revoked(rec))
                 return False
-            if rec.count != self.train.samples or rec.first_sample != 0:
+            if not 1 <= rec.count <= self.train.samples or rec.first_sample != 0:  # a site may measure fewer
                 self._refuse(rec)
                 self.reject(rec.peer_id, "record exceeds the per-round sample limit")
                 return False

@@ -59,6 +59,13 @@ class SimConfig:
     # how each virtual site measures (its own choice, DESIGN §14), cycled over the peers: () = the
     # run's estimator everywhere; ("grad", "fzoo") = a mixed swarm, even peers backpropagating
     estimators: tuple[str, ...] = ()
+    # how many of a round's K directions each virtual site measures, cycled like ``estimators``
+    # (() = all K): forward-only sites in a run of thousands of directions measure a few
+    site_samples: tuple[int, ...] = ()
+
+    def samples_of(self, peer: int) -> int:
+        """How many directions virtual peer ``peer`` measures each round."""
+        return self.site_samples[peer % len(self.site_samples)] if self.site_samples else self.train.samples
 
     def estimator_of(self, peer: int) -> Estimator:
         """How virtual peer ``peer`` measures."""
@@ -96,6 +103,9 @@ class SimConfig:
             problems += exc.problems
         if self.dp is not None:
             problems += self.dp.problems()
+        if not all(isinstance(n, int) and 1 <= n <= self.train.samples for n in self.site_samples):
+            problems.append(("site_samples", f"each site measures 1..{self.train.samples} directions, not "
+                             f"{list(self.site_samples)}"))
         for name in self.estimators:
             try:
                 self.train.check_method(Estimator(name))
@@ -230,7 +240,8 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
             for p in range(cfg.peers):
                 t = time.perf_counter()
                 rec, m = make_record(setup, shards[p], r, keys[p].peer_id if keys else p,
-                                     privacy=privacy[p] if privacy else None, estimator=cfg.estimator_of(p))
+                                     privacy=privacy[p] if privacy else None, estimator=cfg.estimator_of(p),
+                                     count=cfg.samples_of(p))
                 made.append((rec.signed_by(keys[p]) if keys else rec, m))
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
@@ -270,7 +281,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
         "rounds": cfg.rounds,
         "samples_per_round": cfg.train.samples,
         "records": records_n,
-        "gradients": records_n * cfg.train.samples,
+        "gradients": sum(replica.records[rid].count for rid in replica.applied),
         "payload_bytes": replica.payload_bytes,
         "codec": cfg.train.codec.label,
         "tune": cfg.train.tune,

@@ -169,16 +169,20 @@ class Privacy:
 
 def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, first_sample: int = 0,
                 secret: bytes = b"", privacy: Privacy | None = None,
-                estimator: Estimator | None = None) -> tuple[Record, Measurement]:
+                estimator: Estimator | None = None, count: int | None = None) -> tuple[Record, Measurement]:
     """Measure K projected gradients at the current state on the peer's data; return the record.
 
     ``estimator``: how this site measures (the run's estimator when None). It is the site's own
-    choice, as long as it sends scalars of the run's meaning (``TrainConfig.check_method``)."""
+    choice, as long as it sends scalars of the run's meaning (``TrainConfig.check_method``).
+    ``count``: how many of the round's K directions this site measures (its first ``count``; None:
+    all K): a forward-only site in a run of thousands, or a thin link (``--link-budget``)."""
     train, tag = setup.train, setup.spec.run_tag
     method = train.estimator if estimator is None else estimator
     if method is not train.estimator:
         train.check_method(method)
-    k = train.samples
+    k = train.samples if count is None else count
+    if not 1 <= k <= train.samples:
+        raise ConfigError.of("samples", f"a site measures 1..{train.samples} of a round's directions, not {k}")
     seeds = direction_seeds(tag, train.shared_directions, round_, peer_id, first_sample, k)
     eps = train.eps_at(round_)
     normalised = train.meaning is Scalar.NORMALISED
