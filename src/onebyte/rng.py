@@ -363,6 +363,12 @@ class PerturbationLayout:
         mask = self.mask_many(seeds)
         return rows if mask is None else rows | (mask.to(torch.int32) << 8)
 
+    def signs_many(self, seeds: Sequence[int]) -> torch.Tensor:
+        """The directions of ``seeds`` as rows of +-1 (0 where a sparse mask drops an element), float32,
+        len(seeds) x size, from one vectorised Philox pass."""
+        rows = self._bytes_block(seeds).reshape(-1)
+        return torch.index_select(self._tables[torch.float32], 0, rows).view(torch.float32).reshape(len(seeds), -1)
+
     def project(self, vec: torch.Tensor, seeds: Sequence[int], block: int = 1 << 22) -> list[float]:
         """z(seed) . vec for each seed: a vector over the layout (padding ignored if ``vec`` is zero
         there) projected onto each direction. Directions are expanded a block of seeds at a time
@@ -371,14 +377,10 @@ class PerturbationLayout:
         if vec.numel() != self.size:
             raise ValueError(f"vector has {vec.numel()} values, the layout {self.size}")
         v = vec.to(device=self.device, dtype=torch.float32).reshape(-1, 1)
-        table = self._tables[torch.float32]
         step = max(1, block // self.size)
         out: list[float] = []
         for i in range(0, len(seeds), step):
-            part = list(seeds[i:i + step])
-            rows = self._bytes_block(part).reshape(-1)
-            signs = torch.index_select(table, 0, rows).view(torch.float32).reshape(len(part), self.size)
-            out += (signs @ v).double().reshape(-1).tolist()
+            out += (self.signs_many(seeds[i:i + step]) @ v).double().reshape(-1).tolist()
         return out
 
     def rademacher(self, seed: int, dtype: torch.dtype = torch.int8, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -48,8 +48,16 @@ CHUNK = 1 << 18
 #: Layouts up to this size replay many directions at once (``add_many``); larger ones one by one.
 SMALL_LAYOUT = 1 << 20
 
-#: Values (directions x layout) expanded at once by ``add_many``: 32 MiB as float64.
+#: Values (directions x layout) expanded at once by ``add_many``: 16 MiB as float32.
 _MANY_BLOCK = 1 << 22
+
+
+def _digits(c: int) -> tuple[int, int, int]:
+    """c = d0 + d1 2^11 + d2 2^22 with balanced digits |d_i| <= 2^10 (for |c| <= 2^31)."""
+    d0 = ((c + 1024) & 2047) - 1024
+    c = (c - d0) >> 11
+    d1 = ((c + 1024) & 2047) - 1024
+    return d0, d1, (c - d1) >> 11
 
 #: Accumulators keep about 4x headroom over the base weights: |A| <= 2^29 * 4 < 2^31.
 _ACC_BITS = 29
@@ -268,27 +276,30 @@ class FixedPointState:
             part.copy_(_wrap32(part.to(torch.int64) + total))
 
     def _group_totals(self, items: Sequence[tuple[int, Mapping[int, int]]]) -> Iterator[tuple[_Group, torch.Tensor]]:
-        """For a small layout: sum_m c_m z_m per step group (int64), a block of seeds at a time."""
+        """For a small layout: sum_m c_m z_m per step group (int64), a block of seeds at a time.
+
+        The block's directions are grown together (``PerturbationLayout.signs_many``: one vectorised
+        Philox pass, bytes expanded to +-1 (or 0, sparse) float32 through the sign table), and each
+        coefficient is split into three balanced 11-bit digits, c = c0 + c1 2^11 + c2 2^22 with
+        |c_i| <= 2^10. One float32 matrix product (3 x n) @ (n x d) then sums each digit's terms:
+        with n <= 256 seeds a block, every partial sum is an integer below 2^18 < 2^24, which float32
+        holds exactly, so the result is the same in any summation order; the digits are recombined
+        in int64."""
         step = max(1, min(256, _MANY_BLOCK // self.layout.size))
-        shifts = torch.arange(8, dtype=torch.uint8, device=self.view.device)
+        totals: dict[int, torch.Tensor] = {}  # group index -> int64 sum over every block
         for i in range(0, len(items), step):
             block = items[i:i + step]
-            seeds = [seed for seed, _ in block]
-            raw, mask = self.layout.bits_many(seeds), self.layout.mask_many(seeds)  # (n, size // 8)
-            if mask is not None:
-                raw &= mask
-                kept = ((mask.unsqueeze(2) >> shifts) & 1).reshape(len(block), -1)
-            bits = ((raw.unsqueeze(2) >> shifts) & 1).reshape(len(block), -1)  # bit k of byte j -> 8j + k
-            for g in self.groups:
-                c = torch.tensor([coeffs.get(g.frac_bits, 0) for _, coeffs in block], dtype=torch.float64,
-                                 device=self.view.device)
-                if not bool(c.any()):
+            signs = self.layout.signs_many([seed for seed, _ in block])  # (n, size) float32
+            for k, g in enumerate(self.groups):
+                c = [coeffs.get(g.frac_bits, 0) for _, coeffs in block]
+                if not any(c):
                     continue
-                total = 2 * (c @ bits[:, g.start:g.stop].to(torch.float64)).to(torch.int64)
-                if mask is None:
-                    yield g, total - int(c.sum().item())
-                else:
-                    yield g, total - (c @ kept[:, g.start:g.stop].to(torch.float64)).to(torch.int64)
+                digits = torch.tensor([_digits(x) for x in c], dtype=torch.float32, device=self.view.device).T
+                parts = (digits @ signs[:, g.start:g.stop]).to(torch.int64)  # (3, group size), exact
+                total = parts[0].add_(parts[1], alpha=1 << 11).add_(parts[2], alpha=1 << 22)
+                totals[k] = totals[k].add_(total) if k in totals else total
+        for k, total in totals.items():
+            yield self.groups[k], total
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The model's tuned parameters, in layout order (their data is the view)."""
