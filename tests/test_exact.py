@@ -66,14 +66,14 @@ def test_the_run_tag_holds_the_scalars_meaning_not_how_a_site_measures():
     def tag(**kw):
         return Run(RunSpec(train=TrainConfig(**kw)), "ab" * 32).run_tag
 
-    assert tag(estimator=Estimator.GRAD) == tag(estimator=Estimator.SPSA) == tag(estimator=Estimator.JVP)
-    assert tag(estimator=Estimator.GRAD, scalar=Scalar.NORMALISED) == tag(estimator=Estimator.FZOO)
-    assert tag(estimator=Estimator.GRAD) != tag(estimator=Estimator.FZOO)
-    assert tag(estimator=Estimator.GRAD, step=Step.MEAN) != tag(estimator=Estimator.GRAD)
+    assert tag(estimator=Estimator.GRAD) == tag(estimator=Estimator.FZOO) == tag(estimator=Estimator.JVP)
+    assert tag(estimator=Estimator.GRAD, scalar=Scalar.DERIVATIVE) == tag(estimator=Estimator.SPSA)
+    assert tag(estimator=Estimator.GRAD) != tag(estimator=Estimator.SPSA)
+    assert tag(estimator=Estimator.GRAD, step=Step.SCALAR) != tag(estimator=Estimator.GRAD)
     with pytest.raises(onebyte.ConfigError, match="train.scalar"):
         TrainConfig(estimator=Estimator.SPSA, scalar=Scalar.NORMALISED).validate()
     with pytest.raises(onebyte.ConfigError, match="fzoo sends normalised"):
-        TrainConfig(estimator=Estimator.GRAD).check_method(Estimator.FZOO)
+        TrainConfig(estimator=Estimator.GRAD, scalar=Scalar.DERIVATIVE).check_method(Estimator.FZOO)
     TrainConfig(estimator=Estimator.FZOO).check_method(Estimator.GRAD)  # grad sends either
 
 
@@ -81,7 +81,8 @@ def test_mean_step_divides_the_learning_rate_by_k():
     for k in (4, 1024):
         t = TrainConfig(samples=k, step=Step.MEAN, lr=0.5, lr_schedule=onebyte.config.Schedule.CONSTANT)
         assert t.lr_at(3) == 0.5 / k
-    assert TrainConfig(samples=8, lr=0.5, lr_schedule=onebyte.config.Schedule.CONSTANT).lr_at(3) == 0.5
+    plain = TrainConfig(samples=8, lr=0.5, step=Step.SCALAR, lr_schedule=onebyte.config.Schedule.CONSTANT)
+    assert plain.lr_at(3) == 0.5
 
 
 def test_a_grad_record_carries_one_scalar_per_direction(tiny):
@@ -90,7 +91,7 @@ def test_a_grad_record_carries_one_scalar_per_direction(tiny):
     np.testing.assert_allclose(rec.gradients(), m.ghat, rtol=0.02, atol=0.02 * float(np.abs(m.ghat).max()))
 
 
-@pytest.mark.parametrize("run, sites", [(Estimator.FZOO, ("grad", "fzoo")), (Estimator.GRAD, ("grad", "jvp", "spsa"))])
+@pytest.mark.parametrize("run, sites", [(Estimator.FZOO, ("grad", "fzoo")), (Estimator.SPSA, ("grad", "jvp", "spsa"))])
 def test_a_mixed_swarm_replays_to_one_state_in_any_order(tmp_path, run, sites):
     spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=run, samples=3, batch_size=4, lr=1e-3,
                                                         step=Step.MEAN, horizon=4))
@@ -102,7 +103,8 @@ def test_a_mixed_swarm_replays_to_one_state_in_any_order(tmp_path, run, sites):
 
 
 def test_a_site_whose_estimator_sends_another_meaning_is_refused(tmp_path):
-    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.GRAD, samples=2, batch_size=4))
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.GRAD, scalar=Scalar.DERIVATIVE, samples=2,
+                                                        batch_size=4))
     with pytest.raises(onebyte.ConfigError, match="estimator"):
         onebyte.simulate(spec, out=tmp_path / "r", peers=2, rounds=1, estimators=("grad", "fzoo"))
     with pytest.raises(onebyte.ConfigError, match="not an estimator"):
@@ -134,3 +136,35 @@ def test_a_site_may_measure_fewer_of_the_rounds_directions(tmp_path):
     assert onebyte.replay(tmp_path / "r", shuffle=2).state_hash == result.state_hash
     with pytest.raises(onebyte.ConfigError, match="site_samples"):
         onebyte.simulate(spec, out=tmp_path / "s", peers=2, rounds=1, site_samples=(9,))
+
+
+def test_the_default_is_grad_and_forward_only_estimators_get_their_own_defaults():
+    d = TrainConfig()
+    assert (d.estimator, d.meaning, d.step, d.shared_directions) == (Estimator.GRAD, Scalar.NORMALISED, Step.MEAN, True)
+    f = TrainConfig.for_estimator("fzoo")
+    assert (f.samples, f.lr, f.step, f.shared_directions) == (4, 3e-3, Step.SCALAR, False)
+    assert TrainConfig.for_estimator("jvp", lr=0.5) == TrainConfig(estimator=Estimator.JVP, lr=0.5)
+
+
+def test_k_fits_the_link_budget():
+    from onebyte.codec import PUSH_OVERHEAD, RECORD_SHARE, Codec, fit_samples
+
+    # 8 kB/s, one round a second, three other peers: 0.8 * 8000 / 3 = 2133 bytes a push
+    k = fit_samples(Codec.BYTE, 8000, 1.0, 3, 56, 4096)
+    assert k == int(RECORD_SHARE * 8000 / 3 - 56 - PUSH_OVERHEAD)
+    assert 8 * k <= fit_samples(Codec.SIGN, 8000, 1.0, 3, 56, 100_000) < 8 * (k + 1)  # eight codes a byte
+    assert fit_samples(Codec.BYTE, 8000, 10.0, 3, 56, 1024) == 1024  # the run's K at most
+    assert fit_samples(Codec.BYTE, 100, 0.1, 30, 56, 1024) == 1  # a site always contributes
+    # what it sends stays within the budget whenever more than one scalar fits
+    for budget, secs, fanout in ((8000, 0.5, 3), (8000, 2.0, 7), (64_000, 0.3, 15)):
+        k = fit_samples(Codec.BYTE, budget, secs, fanout, 56, 100_000)
+        assert k > 1 and fanout * (56 + PUSH_OVERHEAD + k) <= budget * secs
+
+
+def test_link_rates_parse_in_bytes_a_second():
+    from onebyte.cli import _rate
+
+    assert _rate("8kB/s") == 8000 and _rate("64kbit/s") == 8000 and _rate("1500") == 1500
+    for bad in ("fast", "-3kB/s", "0"):
+        with pytest.raises(Exception, match="not a rate"):
+            _rate(bad)

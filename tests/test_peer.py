@@ -557,3 +557,21 @@ def test_a_mixed_swarm_in_lockstep_equals_the_simulator(tmp_path):
     assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
     assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
     assert [s["forward_passes"] for s in summaries] == [9, 12, 9, 12]  # grad: 3 per record; fzoo: K + 1
+
+
+def test_peers_under_a_link_budget_send_fewer_scalars_and_still_agree(tmp_path):
+    """A site with a link budget measures the largest K whose record fits (codec.fit_samples):
+    here fewer than the run's 512, and the replicas still end on one (digest, hash)."""
+    train = replace(TRAIN, samples=512)
+    hub, peers = MemoryHub(), []
+    for pid in range(3):
+        setup = _setup(train)
+        shards = split_shards(setup.dataset.train, 3, None, 0)
+        opts = PeerOptions(peer_id=pid, rounds=3, lockstep=3, link_budget=600.0, **FAST)
+        peers.append(Peer(setup, shards[pid], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
+    _OPEN.extend(peers)
+    summaries = _run_all(peers)
+    assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
+    sent = [s["samples_sent"] for s in summaries]
+    assert all(1 <= x["min"] and x["max"] < 512 for x in sent), sent
+    assert all(s["link_budget"] == 600.0 for s in summaries)

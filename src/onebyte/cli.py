@@ -50,6 +50,27 @@ def flag_for(field: str) -> str:
     return RUN_FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
+_RATE_UNITS = {"b/s": 1.0, "kb/s": 1e3, "mb/s": 1e6, "bit/s": 1 / 8, "kbit/s": 1e3 / 8, "mbit/s": 1e6 / 8}
+
+
+def _rate(text: str) -> float:
+    """A link rate as bytes a second: ``8kB/s``, ``64kbit/s``, ``1MB/s``, or a plain number of bytes."""
+    t = text.strip().lower().replace(" ", "")
+    for unit in sorted(_RATE_UNITS, key=len, reverse=True):
+        if t.endswith(unit):
+            number, scale = t[: -len(unit)], _RATE_UNITS[unit]
+            break
+    else:
+        number, scale = t, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate (e.g. 8kB/s, 64kbit/s, or bytes a second)")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own code too)
         self.exit(EXIT_ERROR, f"onebyte: error: {message}\n")
@@ -95,27 +116,29 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="wrap prompts in the model's chat template (causal LMs that have one) [no]")
     g.add_argument("--objective", choices=["auto", "classify", "lm"],
                    help="classify (label from text) or lm (next-token loss); auto = classify [auto]")
-    g.add_argument("--samples", type=_positive_int, help="projected gradients per peer per round (K) [4]")
+    g.add_argument("--samples", type=_positive_int,
+                   help="projected gradients per peer per round (K) [1024; a forward-only --estimator: 4]")
     g.add_argument("--batch-size", type=_positive_int, help="examples per projected gradient [32]")
-    g.add_argument("--lr", type=_positive_float, help="learning rate [3e-3]")
+    g.add_argument("--lr", type=_positive_float, help="learning rate [0.1; a forward-only --estimator: 3e-3]")
     g.add_argument("--eps", type=_positive_float, help="perturbation size [1e-3]")
     g.add_argument("--codec", choices=["byte", "sign", "float32"], help="wire format of gradients [byte]")
     g.add_argument("--tune", help="all, bias, norm, bias+norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2] "
                    "[bias]")
     g.add_argument("--directions", choices=["distinct", "shared"],
-                   help="distinct: one direction per gradient; shared: peers share a round's K directions")
+                   help="distinct: one direction per gradient; shared: peers share a round's K directions [shared; a "
+                   "forward-only --estimator: distinct]")
     g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
     g.add_argument("--estimator", choices=["grad", "jvp", "spsa", "fzoo", "centered", "es"],
                    help="how this site measures: grad: one backward pass, exact projections onto K directions; "
                    "jvp: exact, forward-mode, one pass per direction; spsa: two-point, 2K forward passes; fzoo: "
                    "one-sided, normalised, K+1 on one batch; centered: fzoo against the mean perturbed loss, K; "
-                   "es: the mean perturbed loss as baseline, unnormalised, K [fzoo]")
+                   "es: the mean perturbed loss as baseline, unnormalised, K [grad]")
     g.add_argument("--scalar", choices=["auto", "derivative", "normalised"],
                    help="what a scalar means: the projection g.z (derivative) or g.z over its spread "
                    "(normalised); auto: the estimator's own [auto]")
     g.add_argument("--step", choices=["scalar", "mean"],
                    help="lr x each scalar (scalar), or lr x the mean of a record's K estimates (mean: lr "
-                   "means the same whatever K) [scalar]")
+                   "means the same whatever K) [mean; a forward-only --estimator: scalar]")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")
@@ -212,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--relay", action="store_true",
                     help="this machine is reachable: relay for --private peers (they --join it), passing each "
                          "record pushed to it by its author on to every other live peer")
+    pe.add_argument("--link-budget", type=_rate, default=0.0, metavar="RATE",
+                    help="what this site may send, e.g. 8kB/s or 64kbit/s: each round it measures the largest K "
+                    "(up to the run's) whose record fits, pushed to every other live peer [no limit]")
     pe.add_argument("--snapshot-every", type=_non_negative_int, default=10, help="rounds between snapshots")
     pe.add_argument("--catchup", choices=["auto", "snapshot", "ledger"], default="auto",
                     help="how a newcomer catches up: the smaller download of a peer's snapshot and its ledger [auto]")
@@ -296,12 +322,16 @@ def _spec(a: argparse.Namespace):
         run["labels"] = tuple(names)
     train = {f: getattr(a, f, None) for f in TRAIN_FLAGS}
     train = {k: v for k, v in train.items() if v is not None}
-    if "estimator" in train and "scalar" not in train and Estimator(train["estimator"]).exact:
-        # --estimator grad or jvp is how this site measures: it keeps the run file's kind of scalar,
-        # so the run (and its tag) stays the one the other sites run
-        train["scalar"] = spec.train.meaning.value
+    base = spec.train
+    if "estimator" in train and getattr(a, "config", None):
+        if "scalar" not in train and Estimator(train["estimator"]).exact:
+            # --estimator grad or jvp is how this site measures: it keeps the run file's kind of
+            # scalar, so the run (and its tag) stays the one the other sites run
+            train["scalar"] = spec.train.meaning.value
+    elif "estimator" in train:  # no run file: the estimator's own defaults, then the other flags
+        base = TrainConfig.for_estimator(train["estimator"])
     if train:
-        train = TrainConfig.from_dict({**spec.train.to_dict(), **train}).to_dict()
+        train = TrainConfig.from_dict({**base.to_dict(), **train}).to_dict()
     return RunSpec.from_dict({**spec.to_dict(), **{k: v for k, v in run.items() if v is not None},
                               "train": train or spec.train.to_dict()})
 
@@ -426,7 +456,7 @@ def _cmd_peer(a: argparse.Namespace) -> int:
                    private=a.private, relay=a.relay, dp=dp,
                    rounds=a.rounds, lockstep=a.lockstep, snapshot_every=a.snapshot_every,
                    max_deadline=a.max_deadline, eval_size=a.eval_size, log_to=tuple(a.log_to),
-                   catchup=a.catchup, min_peers=a.min_peers) as peer:
+                   catchup=a.catchup, min_peers=a.min_peers, link_budget=a.link_budget) as peer:
         print(f"peer {peer.opts.peer_id:x} listening; others can join with:", flush=True)
         for addr in peer.addresses:
             print(f"  --join {addr}", flush=True)

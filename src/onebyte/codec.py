@@ -53,6 +53,25 @@ def payload_size(codec: Codec, count: int) -> int:
     return 4 * count
 
 
+#: Wire bytes a record costs beyond its header, trailer and payload, per peer it is pushed to: TLS,
+#: yamux and TCP/IP framing, and the share of heartbeats riding with it (the wire bench measured
+#: 817 bytes per peer per round for three pushes of a 73-byte record at K = 16: about 200 each).
+PUSH_OVERHEAD = 200
+
+#: The share of a link budget records may fill; the rest is left to heartbeats, the DHT and sync.
+RECORD_SHARE = 0.8
+
+
+def fit_samples(codec: Codec, budget: float, seconds: float, fanout: int, record_bytes: int, k_max: int) -> int:
+    """The largest K in 1..``k_max`` whose records fit a link of ``budget`` bytes a second: one
+    record of ``record_bytes`` (header and trailer) plus K codes goes to each of ``fanout`` peers
+    every ``seconds`` (a round), with ``PUSH_OVERHEAD`` each, within ``RECORD_SHARE`` of the budget.
+    At least 1: a site always contributes."""
+    per_push = RECORD_SHARE * budget * seconds / max(fanout, 1) - record_bytes - PUSH_OVERHEAD
+    bits = {Codec.BYTE: 8, Codec.SIGN: 1, Codec.FLOAT32: 32}[codec]
+    return max(1, min(k_max, int(per_push * 8 // bits)))
+
+
 def _byte_exponent(gmax: float) -> int:
     """Smallest e in EXPONENT_RANGE with gmax <= 127 * 2^e."""
     lo, hi = EXPONENT_RANGE

@@ -185,19 +185,20 @@ class ObjectiveKind(enum.Enum):
 @dataclass(frozen=True)
 class TrainConfig:
     # Defaults are the demo's: MiniLM on VADER learns well within minutes when only biases move.
+    # Exact projections (grad: one backward pass, then K = 1,024 normalised scalars along the round's
+    # shared directions, a record moving the model by lr times their mean) with a cosine learning
+    # rate over the demo's 300 rounds: measured against fzoo side by side (BENCHMARKS.md, "Exact
+    # projected gradients"). ``TrainConfig.for_estimator`` gives a forward-only estimator the
+    # settings it was measured with (FORWARD_ONLY).
     codec: Codec = Codec.BYTE
-    lr: float = 3e-3
+    lr: float = 0.1
     eps: float = 1e-3
-    samples: int = 4
+    samples: int = 1024
     batch_size: int = 32
     tune: str = "bias"
-    directions: Directions = Directions.DISTINCT
+    directions: Directions = Directions.SHARED
     max_length: int = 32
-    # FZOO with a cosine learning rate over the demo's 300 rounds: measured against SPSA on the
-    # demo (BENCHMARKS.md, "Estimators"); with a constant rate normalised steps keep their size
-    # near the optimum and the accuracy wanders. Over 100 rounds the demo ended at 90.3 % (3
-    # seeds); over 300 it ends above 91 % (BENCHMARKS.md, "The demo's default command").
-    estimator: Estimator = Estimator.FZOO
+    estimator: Estimator = Estimator.GRAD
     lr_schedule: Schedule = Schedule.COSINE
     eps_schedule: Schedule = Schedule.CONSTANT
     warmup: int = 0
@@ -213,7 +214,7 @@ class TrainConfig:
     aggregate: Aggregate = Aggregate.SUM
     # What a scalar means (Scalar; auto: the estimator's own), and how far it moves the state (Step).
     scalar: Scalar = Scalar.AUTO
-    step: Step = Step.SCALAR
+    step: Step = Step.MEAN
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -268,12 +269,23 @@ class TrainConfig:
         """Mask streams of a sparse direction: density = 2^-sparsity (0: dense)."""
         return max(0, round(-math.log2(self.density)))
 
+    @classmethod
+    def for_estimator(cls, estimator: Estimator | str, **changes: Any) -> TrainConfig:
+        """The defaults for ``estimator`` (then ``changes``): ``TrainConfig()``'s for grad and jvp,
+        and for a forward-only estimator the settings it was measured with (``FORWARD_ONLY``: K = 4
+        directions of its own per peer, lr per scalar), since K forward passes per record at the
+        exact estimators' K = 1,024 would take minutes a round."""
+        estimator = Estimator(estimator)
+        base = {} if estimator.exact else FORWARD_ONLY
+        return cls.from_dict({**cls().to_dict(), **base, "estimator": estimator.value, **changes})
+
     @property
     def meaning(self) -> Scalar:
-        """What this run's scalars mean (``scalar``, or the estimator's own)."""
+        """What this run's scalars mean (``scalar``, or the estimator's own; normalised for grad and
+        jvp, whose normalised steps were measured best on the demo)."""
         if self.scalar is not Scalar.AUTO:
             return self.scalar
-        return self.estimator.native or Scalar.DERIVATIVE
+        return self.estimator.native or Scalar.NORMALISED
 
     def check_method(self, estimator: Estimator) -> None:
         """Refuse a site's ``estimator`` that cannot send this run's scalars (``ConfigError``)."""
@@ -360,6 +372,11 @@ class TrainConfig:
         if problems:
             raise ConfigError.many(problems)
         return cls(**values).validate()
+
+
+#: What a forward-only estimator runs with by default (``TrainConfig.for_estimator``): the library's
+#: defaults before exact projections, measured on the demo (BENCHMARKS.md, "Estimators").
+FORWARD_ONLY = {"samples": 4, "lr": 3e-3, "step": "scalar", "directions": "distinct"}
 
 
 def forward_passes(estimator: Estimator, count: int) -> int:
@@ -703,7 +720,7 @@ max_length = {train_max_length}
 estimator = {train_estimator}
 # [math] what a scalar means: derivative (the projection g.z: spsa, es), normalised (divided by its
 # spread over the record's K directions: fzoo, centered), or auto (the estimator's own; grad and
-# jvp send either, derivative when auto)
+# jvp send either, normalised when auto)
 scalar = {train_scalar}
 # [math] how far a record moves the model: scalar (lr x each scalar, the paper's: retune lr with K),
 # or mean (lr x the mean of its K estimates: lr means the same step whatever K is)

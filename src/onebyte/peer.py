@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .codec import fit_samples
 from .config import RunSpec
 from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
 from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
@@ -27,7 +28,7 @@ from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .protocol import Verb, ledger_request, parse_ledger, parse_sizes, parse_snapshot
-from .record import Record, decode_record
+from .record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, Record, decode_record
 from .replica import Replica
 from .rundir import RunDir
 from .server import Server
@@ -84,6 +85,9 @@ class PeerOptions:
     min_peers: int = 1  # the first round waits until this many peers (this one included) are live
     quorum_timeout: float = 600.0  # ... for at most this long, then starts with whoever is there
     relay: bool = False  # pass records pushed to us by their authors on to every other live peer
+    # bytes a second this site may send (0: no limit): each round it measures the largest K (of the
+    # run's) whose record, pushed to every other live peer, fits at the measured round interval
+    link_budget: float = 0.0
 
 
 class Peer:
@@ -114,6 +118,9 @@ class Peer:
         self.closed = False
         self.round_time_ema: float | None = None
         self.max_round_seconds = 0.0
+        self.round_interval: float | None = None  # EMA of the time between our records (link budget)
+        self._last_round_start: float | None = None
+        self.samples_sent: list[int] = []  # K of each record we measured (below the run's under a budget)
         self.started = time.perf_counter()
         self.eval_before: dict[str, float] | None = None
         self.last_loss: float | None = None  # training loss of our last measured record
@@ -522,9 +529,11 @@ class Peer:
             # applying one while perturbing along another overwrote one with the other (int32 codes
             # read as float bits, or the reverse) and corrupted the accumulators of a peer that was
             # serving a newcomer (test_restart_and_join's rare divergence and NaN losses).
+            count = self._samples_for_link()
             with self.replica.lock:
                 own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret,
-                                     self.privacy)
+                                     self.privacy, count=count)
+            self.samples_sent.append(own.count)
             if self.opts.key is not None:
                 own = own.signed_by(self.opts.key)  # identity mode: the signature replaces the HMAC tag
             self.last_loss = m.loss
@@ -532,6 +541,18 @@ class Peer:
         self.measured_through = max(self.measured_through, r)
         self.apply_pending()
         return own
+
+    def _samples_for_link(self) -> int | None:
+        """K for this round under ``link_budget`` (None: the run's K): the largest whose record fits
+        the budget, pushed to every other live peer once per round interval (``codec.fit_samples``).
+        Until a round interval has been measured, the run's minimum deadline stands for it."""
+        if not self.opts.link_budget:
+            return None
+        train = self.setup.train
+        trailer = SIGNATURE_SIZE if self.opts.key is not None else TAG_SIZE
+        fanout = max(1, len(self.members.live()) - 1, (self.opts.lockstep or 1) - 1)
+        seconds = self.round_interval if self.round_interval is not None else self.opts.min_deadline
+        return fit_samples(train.codec, self.opts.link_budget, seconds, fanout, HEADER_SIZE + trailer, train.samples)
 
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
         """Measure → publish → wait → apply, for round r.
@@ -541,6 +562,9 @@ class Peer:
         is measured at a state holding every round before r - 1 and whatever of r - 1 has arrived.
         Lockstep (and the first round a peer runs) waits for round r itself."""
         t0 = time.monotonic()
+        if self._last_round_start is not None:
+            self.round_interval = _ema(self.round_interval, t0 - self._last_round_start)
+        self._last_round_start = t0
         w = r - self.opts.pipeline
         if self.opts.lockstep or self._first_round is None or w < self._first_round:
             w = r
@@ -807,6 +831,8 @@ class Peer:
                 "addresses": self.net.addresses,
                 "done": self.done,
                 "max_round_seconds": round(self.max_round_seconds, 3),
+                "link_budget": self.opts.link_budget or None,
+                "samples_sent": _spread(self.samples_sent),
                 "peers": len({rec.peer_id for rec in rep.records.values()}),
                 "tuned_parameters": self.setup.state.numel,
                 "joined_by": self.joined_by,
@@ -834,6 +860,8 @@ class Peer:
 
     def write_summary(self) -> dict[str, Any]:
         s = self.summary()
+        if s["seconds"] > 0:  # against link_budget: what this site sent, on average, launch to exit
+            s["bytes_per_second"] = round(s["bytes_sent"] / s["seconds"], 1)
         if self.privacy is not None:
             s["dp"] = self.privacy.accountant.report()
         tmp = self.dir.summary.with_name(self.dir.summary.name + ".tmp")
@@ -878,6 +906,11 @@ def _read_secret(path: Path | str) -> bytes:
     if len(secret) < 16:
         raise ConfigError.of("secret_file", f"{path} must hold at least 16 bytes")
     return secret
+
+
+def _spread(values: list[int]) -> dict[str, float] | None:
+    """min, mean and max of ``values`` (None when empty)."""
+    return {"min": min(values), "mean": sum(values) / len(values), "max": max(values)} if values else None
 
 
 def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:
