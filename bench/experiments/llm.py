@@ -89,21 +89,34 @@ def run_adam(a: argparse.Namespace, p: dict) -> dict:
 
     setup = Setup.build(spec(a).with_overrides(tune="all"))
     model, obj = setup.loaded.model, setup.objective
-    model.requires_grad_(True)
-    opt = torch.optim.Adam(model.parameters(), lr=a.adam_lr)
+    if a.adam_tune == "all":
+        params = list(model.parameters())
+    else:  # the tuned set onebyte tunes (norm): Adam on the same weights as grad
+        from onebyte.params import TuneSpec, select_parameters
+
+        params = [p_ for _, p_ in select_parameters(model, TuneSpec.parse(a.adam_tune))]
+    model.requires_grad_(False)
+    for p_ in params:
+        p_.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=a.adam_lr)
     rng = np.random.default_rng(0)
     test = eval_subset(setup.dataset.test, p["eval_size"])
-    t0 = time.perf_counter()
-    for _ in range(p["adam_steps"]):
+    seconds, curve = 0.0, []
+    for step in range(p["adam_steps"]):
+        t0 = time.perf_counter()
         idx = rng.choice(len(setup.dataset.train), size=a.batch_size, replace=False)
         opt.zero_grad()
         obj.logits_and_loss([setup.dataset.train[i] for i in idx])[1].backward()
         opt.step()
-    seconds = time.perf_counter() - t0
+        seconds += time.perf_counter() - t0
+        if a.adam_eval_every and (step + 1) % a.adam_eval_every == 0 and step + 1 < p["adam_steps"]:
+            with torch.no_grad():
+                curve.append({"step": step + 1, "seconds": round(seconds, 1), **obj.evaluate(test)})
     with torch.no_grad():
         after = obj.evaluate(test)
-    return {"after": after, "seconds": round(seconds, 1), "steps": p["adam_steps"],
-            "forward_backward_passes": p["adam_steps"]}
+    curve.append({"step": p["adam_steps"], "seconds": round(seconds, 1), **after})
+    return {"after": after, "seconds": round(seconds, 1), "steps": p["adam_steps"], "tune": a.adam_tune,
+            "forward_backward_passes": p["adam_steps"], "curve": curve}
 
 
 def main() -> None:
@@ -121,6 +134,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--adam-lr", type=float, default=1e-5)
     ap.add_argument("--adam-steps", type=int)
+    ap.add_argument("--adam-tune", default="all", help="what Adam tunes: all, or the run's tuned set (e.g. norm)")
+    ap.add_argument("--adam-eval-every", type=int, default=0, help="evaluate Adam every this many steps too")
     ap.add_argument("--eval-size", type=int)
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--skip-adam", action="store_true")
@@ -178,6 +193,10 @@ def main() -> None:
         args += " --skip-adam"
     if a.adam_only:
         args += " --adam-only"
+    if a.adam_tune != "all":
+        args += f" --adam-tune {a.adam_tune}"
+    if a.adam_eval_every:
+        args += f" --adam-eval-every {a.adam_eval_every}"
     save_result(result, a.out, f"python -m bench.experiments.llm {'--quick ' if a.quick else ''}"
                 f"--rounds {p['rounds']} --adam-steps {p['adam_steps']} --eval-size {p['eval_size']} "
                 f"--eval-every {p['eval_every']} {args}", "2-core CPU, no GPU")
