@@ -32,13 +32,19 @@ DEFAULT_CONDS = ("fzoo=fzoo:auto:4:0.003", "grad=grad:normalised:1024:0.03:share
 
 
 def parse_cond(text: str) -> dict:
-    """NAME=ESTIMATOR:SCALAR:K:LR[:shared] -> a condition."""
+    """NAME=ESTIMATOR:SCALAR:K:LR[:shared][:sign] -> a condition (byte codec unless :sign)."""
     name, _, rest = text.partition("=")
     parts = rest.split(":")
-    if not name or len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "shared"):
-        raise SystemExit(f"--cond {text!r}: expected NAME=ESTIMATOR:SCALAR:K:LR[:shared]")
+    if not name or len(parts) < 4 or not set(parts[4:]) <= {"shared", "sign"}:
+        raise SystemExit(f"--cond {text!r}: expected NAME=ESTIMATOR:SCALAR:K:LR[:shared][:sign]")
     return {"name": name, "estimator": parts[0], "scalar": parts[1], "samples": int(parts[2]), "lr": float(parts[3]),
-            "shared": len(parts) == 5}
+            "shared": "shared" in parts[4:], "codec": "sign" if "sign" in parts[4:] else "byte"}
+
+
+def cond_text(c: dict) -> str:
+    """The --cond that gives ``c`` (parse_cond's inverse)."""
+    return (f"{c['name']}={c['estimator']}:{c['scalar']}:{c['samples']}:{c['lr']}" + ":shared" * c["shared"]
+            + ":sign" * (c.get("codec") == "sign"))
 
 
 def run_one(task: tuple[dict, int, dict]) -> dict:
@@ -47,6 +53,7 @@ def run_one(task: tuple[dict, int, dict]) -> dict:
 
     torch.set_num_threads(1)
     import onebyte
+    from onebyte.codec import Codec
     from onebyte.config import Directions, Estimator, Scalar, Step, TrainConfig
 
     cond, seed, p = task
@@ -54,7 +61,8 @@ def run_one(task: tuple[dict, int, dict]) -> dict:
     train = TrainConfig(estimator=Estimator(cond["estimator"]), scalar=Scalar(cond["scalar"]),
                         samples=cond["samples"], lr=cond["lr"], horizon=p["rounds"],
                         step=Step.MEAN if exact else Step.SCALAR,
-                        directions=Directions.SHARED if cond["shared"] else Directions.DISTINCT)
+                        directions=Directions.SHARED if cond["shared"] else Directions.DISTINCT,
+                        codec=Codec.parse(cond.get("codec", "byte")))
     spec = onebyte.RunSpec(model="minilm", task="vader", run_id=f"estimators-seed{seed}", train=train)
     curve: list[dict] = []
 
@@ -93,7 +101,7 @@ def render_demo(r: dict | None) -> list[str]:
              f"side by side. Swarm seconds: the slowest peer's measurement plus applying the round (what a "
              f"swarm of real machines would wait, no network). `grad`/`jvp` use `step = mean` (lr per record, "
              f"whatever K).", "",
-             f"| condition | estimator | scalar | K | lr | directions | final accuracy | reaches {TARGET:.1%}: "
+             f"| condition | estimator | scalar | K | lr | directions, codec | final accuracy | reaches {TARGET:.1%}: "
              "round | swarm s | bytes per record |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in _by_name(r["runs"]).items():
         c = runs[0]["cond"]
@@ -104,7 +112,8 @@ def render_demo(r: dict | None) -> list[str]:
         secs = "/".join(f"{h['swarm_seconds']:.1f}" for h in ok) if ok else "—"
         per_record = runs[0]["payload_bytes"] / max(runs[0]["records"], 1)
         lines.append(f"| {name} | {c['estimator']} | {c['scalar']} | {c['samples']} | {c['lr']} | "
-                     f"{'shared' if c['shared'] else 'distinct'} | {_pm(finals)} | {rounds} | {secs} | "
+                     f"{'shared' if c['shared'] else 'distinct'}, {c.get('codec', 'byte')} | {_pm(finals)} | {rounds} | "
+                     f"{secs} | "
                      f"{per_record:.0f} |")
     return lines + [""]
 
@@ -149,8 +158,7 @@ def main() -> None:
             done.append(res)
             print(json.dumps({k: res[k] for k in ("name", "seed", "final", "swarm_seconds")}), flush=True)
             command = "python -m bench.experiments.exact " + " ".join(
-                [f"--cond {c['name']}={c['estimator']}:{c['scalar']}:{c['samples']}:{c['lr']}"
-                 + (":shared" if c["shared"] else "") for c in conds]
+                [f"--cond {cond_text(c)}" for c in conds]
                 + [f"--rounds {a.rounds}", f"--seeds {a.seeds}", f"--eval-every {a.eval_every}"])
             with contextlib.redirect_stdout(io.StringIO()):  # save_result prints the whole file
                 save_result({**p, "runs": done, "wall_seconds": round(time.perf_counter() - t, 1)}, Path(a.out),

@@ -18,6 +18,7 @@ import platform
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.lab import Lab, ThinLab
@@ -34,11 +35,11 @@ RUN_TIMEOUT = 600.0
 
 
 def run_swarm(lab: lab_peers.LabWithAddresses, work: Path, model: str, samples: int, rounds: int,
-              warmup: int) -> dict:
+              warmup: int, extra: Sequence[str] = ()) -> dict:
     """Run the swarm in ``lab`` to the end; its throughput and bytes over the steady-state window."""
     peers = len(lab.names)
     args = ["--model", model, "--task", "vader", "--samples", str(samples), "--rounds", str(rounds),
-            "--threads", "1", "--eval-size", "0", "--max-deadline", "30", "--min-peers", str(peers), "-v"]
+            "--threads", "1", "--eval-size", "0", "--max-deadline", "30", "--min-peers", str(peers), "-v", *extra]
     # every peer starts its first round once all are live: with 8 models loading on 2 cores the
     # first ones would otherwise run through their rounds alone and leave no common window
     swarm = lab_peers.run(lab, work, args, address_timeout=180, run_timeout=RUN_TIMEOUT)
@@ -47,8 +48,15 @@ def run_swarm(lab: lab_peers.LabWithAddresses, work: Path, model: str, samples: 
     drounds = sum(last.rounds[i] - first.rounds[i] for i in range(peers)) / peers
     wire = [(last.tx[i] - first.tx[i]) / max(last.rounds[i] - first.rounds[i], 1) for i in range(peers)]
     summaries = swarm.summaries
+    # gradients sent: each record carries the K its peer measured (below the run's under a budget)
+    sent_k = [(s.get("samples_sent") or {}).get("mean", samples) for s in summaries]
     return {
-        "gradients_per_second_swarm": peers * samples * drounds / secs,
+        "gradients_per_second_swarm": sum(sent_k) * drounds / secs,
+        "samples_sent_mean": sent_k,
+        "max_minute_bytes_per_second": _max_minute_rates(swarm.samples, peers),
+        # what share of what each peer sent was gradient codes (record payloads, one copy per push)
+        "code_share": [round(s["payload_bytes_sent"] / tx, 3) if s.get("payload_bytes_sent") and tx else None
+                       for s, tx in zip(summaries, swarm.samples[-1].tx if swarm.samples else [], strict=False)],
         "rounds_per_second": drounds / secs,
         "window_seconds": round(secs, 1),
         "rounds_completed": [s.get("rounds_completed", 0) for s in summaries],
@@ -62,17 +70,44 @@ def run_swarm(lab: lab_peers.LabWithAddresses, work: Path, model: str, samples: 
     }
 
 
-def measure(quick: bool, work: Path, peers: int = PEERS) -> dict:
-    w = QUICK if quick else FULL
+def _max_minute_rates(samples: list, peers: int, window: float = 60.0) -> list[float]:
+    """Each peer's highest send rate (bytes a second) over any ``window`` seconds of the run (the
+    whole run when it is shorter)."""
+    out = []
+    for i in range(peers):
+        best = 0.0
+        for a, first in enumerate(samples):
+            last = next((x for x in samples[a:] if x.t - first.t >= window), None)
+            if last is None:
+                if a == 0:
+                    last = samples[-1]
+                else:
+                    break
+            if last.t > first.t:
+                best = max(best, (last.tx[i] - first.tx[i]) / (last.t - first.t))
+        out.append(round(best, 1))
+    return out
+
+
+def measure(quick: bool, work: Path, peers: int = PEERS, grad: dict | None = None) -> dict:
+    """The swarm on plain then thin links. ``grad``: {"samples": K, "budget": bytes a second}: the peers
+    backpropagate (grad, K shared directions) and each sizes its K to the budget on the thin links."""
+    w = dict(QUICK if quick else FULL)
+    extra: list[str] = []
+    if grad:
+        w["samples"] = grad["samples"]
+        extra = ["--estimator", "grad", "--directions", "shared", "--step", "mean", "--lr", "0.1"]
     shutil.rmtree(work, ignore_errors=True)
     lab = Lab(peers)
     try:
-        plain = run_swarm(lab, work / "plain", w["model"], w["samples"], w["rounds"], w["warmup"])
+        plain = run_swarm(lab, work / "plain", w["model"], w["samples"], w["rounds"], w["warmup"], extra)
     finally:
         lab.close()
     thin_lab = ThinLab(peers, rate_bps=LINK["rate_bps"], delay=LINK["delay"], loss=LINK["loss"], queue=LINK["queue"])
+    if grad:
+        extra = [*extra, "--link-budget", str(grad["budget"])]
     try:
-        thin = run_swarm(thin_lab, work / "thin", w["model"], w["samples"], w["rounds"], w["warmup"])
+        thin = run_swarm(thin_lab, work / "thin", w["model"], w["samples"], w["rounds"], w["warmup"], extra)
         thin["emulator"] = thin_lab.stats()
     finally:
         thin_lab.close()
@@ -82,7 +117,10 @@ def measure(quick: bool, work: Path, peers: int = PEERS) -> dict:
         "task": "vader",
         "samples_per_round": w["samples"],
         "rounds": w["rounds"],
-        "training": "defaults (byte codec, bias tuning, batch 32)",
+        "training": "defaults (byte codec, bias tuning, batch 32)" if not grad else
+        f"grad, K = {grad['samples']} shared directions, step mean, lr 0.1 (byte codec, bias tuning, batch 32); "
+        f"on the thin links each peer sizes K to a budget of {grad['budget']:.0f} bytes a second",
+        "link_budget": grad["budget"] if grad else None,
         "link": {"rate_kbit_s": LINK["rate_bps"] / 1000, "one_way_delay_ms": 1000 * LINK["delay"],
                  "loss": LINK["loss"], "queue_ms": 1000 * LINK["queue"],
                  "applies_to": "each peer's access link, both directions (a peer-to-peer path crosses two)"},
@@ -96,7 +134,7 @@ def measure(quick: bool, work: Path, peers: int = PEERS) -> dict:
 def render(results: Results) -> list[str]:
     """The thin-links section of BENCHMARKS.md: 4 peers, and 8 when that run is there."""
     out = []
-    for name in ("thinlink", "thinlink_8"):
+    for name in ("thinlink", "thinlink_8", "thinlink_grad1024"):
         if r := results.get(name):
             out += _render_one(r, first=not out)
     return out
@@ -120,6 +158,17 @@ def _render_one(r: dict, first: bool) -> list[str]:
          ", ".join(f"{b:,}" for b in t["wire_bytes_per_round_per_peer"])),
         ("wall time of the run", f"{p['wall_seconds']:.0f} s", f"{t['wall_seconds']:.0f} s"),
     ]
+    if r.get("link_budget"):
+        b = r["link_budget"]
+        rows += [
+            ("K each peer sent (mean)", ", ".join(f"{k:.0f}" for k in p["samples_sent_mean"]),
+             ", ".join(f"{k:.0f}" for k in t["samples_sent_mean"])),
+            (f"highest send rate over any minute, bytes/s (budget {b:,.0f})",
+             ", ".join(f"{x:,.0f}" for x in p["max_minute_bytes_per_second"]),
+             ", ".join(f"{x:,.0f} ({x / b:.2f}×)" for x in t["max_minute_bytes_per_second"])),
+            ("share of bytes sent that are gradient codes", ", ".join(f"{x:.2f}" for x in p["code_share"] if x),
+             ", ".join(f"{x:.2f}" for x in t["code_share"] if x)),
+        ]
     lines = [
         "## Thin links" if first else f"### Thin links, {r['peers']} peers",
         "",
@@ -157,7 +206,17 @@ def _render_one(r: dict, first: bool) -> list[str]:
 
 
 def claims(results: Results) -> list[Claim]:
-    return [(f"gradients/s, thin links / unconstrained, {th['peers']} peers (and the thin run ends on one "
+    g = results.get("thinlink_grad1024")
+    grad = []
+    if g:
+        t, b = g["thin"], g["link_budget"]
+        worst = max(t["max_minute_bytes_per_second"]) / b
+        share = min(x for x in t["code_share"] if x) if any(t["code_share"]) else 0.0
+        grad = [("grad on 64 kbit/s links, K sized to the budget: worst minute / budget", f"{worst:.2f}", "≤ 1.10",
+                 worst <= 1.10),
+                ("grad on 64 kbit/s links: least share of bytes sent that are gradient codes", f"{share:.2f}", "≥ 0.5",
+                 share >= 0.5)]
+    return grad + [(f"gradients/s, thin links / unconstrained, {th['peers']} peers (and the thin run ends on one "
              "(digest, hash))", f"{th['ratio']:.2f}" + ("" if th["thin"]["agree"] else ", **did not agree**"),
              f"≥ {th['target']}", th["ratio"] >= th["target"] and th["thin"]["agree"])
             for th in (results.get("thinlink"), results.get("thinlink_8")) if th]
@@ -169,8 +228,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="default: bench/results/thinlink.json (--quick: thinlink-quick.json)")
     ap.add_argument("--work", type=Path, default=WORK / "thinlink")
     ap.add_argument("--peers", type=int, default=PEERS)
+    ap.add_argument("--grad", type=int, metavar="K",
+                    help="the peers backpropagate (grad, K shared directions) and size K to --link-budget on thin links")
+    ap.add_argument("--link-budget", type=float, default=LINK["rate_bps"] / 8, help="bytes a second [the link's]")
     a = ap.parse_args()
-    suffix = "" if a.peers == PEERS else f"_{a.peers}"
+    suffix = ("" if a.peers == PEERS else f"_{a.peers}") + (f"_grad{a.grad}" if a.grad else "")
     a.out = a.out or RESULTS / (f"thinlink{suffix}-quick.json" if a.quick else f"thinlink{suffix}.json")
 
     def on_term(signum: int, _frame: object) -> None:
@@ -178,10 +240,11 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.monotonic()
-    r = measure(a.quick, a.work, a.peers)
+    r = measure(a.quick, a.work, a.peers, {"samples": a.grad, "budget": a.link_budget} if a.grad else None)
     r["seconds_total"] = round(time.monotonic() - t0, 1)
     save_result(r, a.out, "sudo python -m bench.experiments.thinlink" + (" --quick" if a.quick else "")
-                + (f" --peers {a.peers}" if suffix else ""),
+                + (f" --peers {a.peers}" if a.peers != PEERS else "")
+                + (f" --grad {a.grad} --link-budget {a.link_budget:g}" if a.grad else ""),
                 f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
 
 

@@ -222,7 +222,7 @@ class TrainConfig:
             out.append(("train.lr", f"must be a positive number, not {self.lr}"))
         if not (isinstance(self.eps, int | float) and math.isfinite(self.eps) and self.eps > 0):
             out.append(("train.eps", f"must be a positive number, not {self.eps}"))
-        for name, lo, hi in (("samples", 1, 4096), ("batch_size", 1, 4096), ("max_length", 4, 4096)):
+        for name, lo, hi in (("samples", 1, 16384), ("batch_size", 1, 4096), ("max_length", 4, 4096)):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
                 out.append((f"train.{name}", f"must be an integer in {lo}..{hi}, not {v!r}"))

@@ -72,7 +72,7 @@ _HANDLER = "onebyte.bulk"
 _CHANNEL = "onebyte.push"
 #: The largest message a push channel carries (a record of MAX_COUNT float32 scalars and a
 #: heartbeat fit); a longer length prefix means a broken or hostile sender and closes the channel.
-MAX_FRAME = 64 << 10
+MAX_FRAME = 80 << 10
 
 
 def _varint(n: int) -> bytes:
