@@ -62,7 +62,7 @@ def test_one_peer_one_sample_float32_step_equals_direct_spsa_step():
         p.data = p.data.clone()
     loss_of = lambda net: float(((net(x) - y) ** 2).mean())  # noqa: E731
     run, lr, eps = b"t" * 16, 1e-2, 1e-3
-    train = TrainConfig(codec=Codec.FLOAT32, lr=lr, eps=eps, samples=1)
+    train = TrainConfig.for_estimator("spsa", codec=Codec.FLOAT32, lr=lr, eps=eps, samples=1)
     seed = record_seeds(Record(Codec.FLOAT32, run, 0, 0, 0, 1, 0, b""), False)[0]
     z_all = state.layout.rademacher(seed).float()
     z = {n: state.layout.segment(z_all, i).view(state.shapes[n]) for i, n in enumerate(state.names)}

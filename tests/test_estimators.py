@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import onebyte
-from onebyte.config import Estimator, Run, RunSpec, Schedule, TrainConfig, cosine_factor
+from onebyte.config import Estimator, Run, RunSpec, Schedule, Step, TrainConfig, cosine_factor
 from onebyte.estimator import measure_es, measure_fzoo
 from onebyte.state import FixedPointState
 
@@ -117,10 +117,11 @@ def test_cosine_schedule_is_a_fixed_polynomial_matching_cos():
         want = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * r / 100))
         assert abs(cosine_factor(r, 100, 0.1) - want) < 1e-14
     assert cosine_factor(0, 100, 0.1) == 1.0 and cosine_factor(500, 100, 0.1) == cosine_factor(100, 100, 0.1)
-    t = TrainConfig(lr=1e-3, lr_schedule=Schedule.COSINE, warmup=10, horizon=100, final_ratio=0.0)
+    t = TrainConfig(lr=1e-3, lr_schedule=Schedule.COSINE, warmup=10, horizon=100, final_ratio=0.0, step=Step.SCALAR)
     assert t.lr_at(0) == pytest.approx(1e-4) and t.lr_at(9) == pytest.approx(1e-3)
     assert t.lr_at(10) == 1e-3 and t.lr_at(60) == pytest.approx(5e-4) and t.lr_at(200) == pytest.approx(0.0)
-    e = TrainConfig(eps=1e-2, eps_schedule=Schedule.COSINE, lr_schedule=Schedule.CONSTANT, horizon=10, final_ratio=0.5)
+    e = TrainConfig(eps=1e-2, eps_schedule=Schedule.COSINE, lr_schedule=Schedule.CONSTANT, horizon=10, final_ratio=0.5,
+                    step=Step.SCALAR)
     assert e.eps_at(0) == 1e-2 and e.eps_at(10) == pytest.approx(5e-3) and e.lr_at(10) == e.lr
 
 
@@ -135,7 +136,7 @@ def test_schedule_settings_are_checked_and_named():
 
 def test_new_settings_at_their_old_values_keep_old_run_tags(tmp_path):
     """A run made before the estimator and schedules existed keeps its run tag and reads back as spsa."""
-    legacy = TrainConfig(estimator=Estimator.SPSA, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0)
+    legacy = TrainConfig.for_estimator("spsa", lr=1e-3, lr_schedule="constant", horizon=0)
     old = Run(RunSpec(train=legacy), "ab" * 32)
     assert "estimator" not in old.canonical()["train"] and "horizon" not in old.canonical()["train"]
     new = Run(RunSpec(train=TrainConfig(estimator=Estimator.FZOO, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0)),
@@ -183,7 +184,7 @@ def test_sites_weighted_by_examples_fold_the_weight_into_their_scalars(monkeypat
 
 
 def test_weighted_skewed_run_replays_exactly(tmp_path):
-    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, batch_size=4, reference_examples=40))
+    spec = RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, batch_size=4, lr=1e-3, reference_examples=40))
     result = onebyte.simulate(spec, out=tmp_path / "r", peers=3, rounds=3, split="dirichlet:0.3")
     assert "reference_examples" in json.loads((tmp_path / "r" / "run.json").read_text())["spec"]["train"]
     assert onebyte.replay(tmp_path / "r", shuffle=3).state_hash == result.state_hash

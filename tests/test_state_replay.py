@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from onebyte.codec import Codec
-from onebyte.config import Directions, TrainConfig
+from onebyte.config import Directions, Step, TrainConfig
 from onebyte.errors import ProtocolError
 from onebyte.record import build_record
 from onebyte.state import FixedPointState, frac_bits_for
@@ -49,7 +49,7 @@ def test_frac_bits_headroom():
 
 def test_fifty_orders_one_state_hash(toy_state):
     _, state = toy_state
-    train = TrainConfig(lr=1e-3)
+    train = TrainConfig(lr=1e-3, step=Step.SCALAR, directions=Directions.DISTINCT)
     records = _records(24)
     base = state.acc.clone()
     hashes = set()
@@ -71,7 +71,7 @@ def test_fifty_orders_one_state_hash(toy_state):
 
 def test_apply_then_undo_restores_exactly(toy_state):
     model, state = toy_state
-    train = TrainConfig(lr=1e-4)
+    train = TrainConfig(lr=1e-4, step=Step.SCALAR, directions=Directions.DISTINCT)
     before_hash = state.state_hash()
     before_view = state.view.clone()
     recs = _records(5, scale=500.0)
@@ -85,7 +85,7 @@ def test_apply_then_undo_restores_exactly(toy_state):
 
 def test_update_moves_weights_by_minus_lr_g_z(toy_state):
     model, state = toy_state
-    train = TrainConfig(codec=Codec.FLOAT32, lr=1e-3)
+    train = TrainConfig(codec=Codec.FLOAT32, lr=1e-3, step=Step.SCALAR, directions=Directions.DISTINCT)
     rec = build_record(Codec.FLOAT32, RUN, 0, 1, 0, np.array([2.5]), 0)
     seed = record_seeds(rec, False)[0]
     z = state.layout.rademacher(seed).double()
@@ -113,7 +113,7 @@ def test_oversized_update_rejected_before_touching_state(toy_state):
     rec = build_record(Codec.FLOAT32, RUN, 0, 1, 0, np.array([1e9]), 0)
     h = state.state_hash()
     with pytest.raises(ProtocolError, match="cap"):
-        apply_records(state, [rec], TrainConfig(lr=1.0))
+        apply_records(state, [rec], TrainConfig(lr=1.0, step=Step.SCALAR, directions=Directions.DISTINCT))
     assert state.state_hash() == h
     assert MAX_STEP_UNITS < 2**31
 

@@ -32,6 +32,7 @@ QUICK = {"rounds": 4, "eval_size": 30, "eval_every": 2, "adam_steps": 4}
 
 def spec(a: argparse.Namespace):
     import onebyte
+    from onebyte.codec import Codec
     from onebyte.config import Directions, Estimator, Scalar, Schedule, Step
 
     return onebyte.RunSpec(run_id="llm-bench", model=a.model, task=a.task, labels=tuple(a.labels.split(",")),
@@ -43,6 +44,7 @@ def spec(a: argparse.Namespace):
                                                      lr_schedule=Schedule(a.lr_schedule), warmup=a.warmup,
                                                      horizon=a.horizon or 0, final_ratio=a.final_ratio,
                                                      scalar=Scalar(a.scalar), step=Step(a.step),
+                                                     codec=Codec.parse(a.codec),
                                                      directions=Directions(a.directions)))
 
 
@@ -145,6 +147,7 @@ def main() -> None:
                     help="wrap prompts in the model's chat template")
     ap.add_argument("--estimator", default="fzoo", choices=["spsa", "fzoo", "centered", "grad", "jvp"])
     ap.add_argument("--scalar", default="auto", choices=["auto", "derivative", "normalised"])
+    ap.add_argument("--codec", default="byte", choices=["byte", "sign", "float32"])
     ap.add_argument("--step", default="scalar", choices=["scalar", "mean"])
     ap.add_argument("--directions", default="distinct", choices=["distinct", "shared"])
     ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
@@ -174,7 +177,7 @@ def main() -> None:
     if a.lr_schedule == "cosine" and not a.horizon:
         a.horizon = p["rounds"]
     keys = ["model", "task", "peers", "tune", "lr", "eps", "samples", "batch_size", "max_length", "adam_lr",
-            "estimator", "scalar", "step", "directions", "lr_schedule", "warmup", "horizon", "final_ratio", "labels"]
+            "estimator", "scalar", "step", "directions", "codec", "lr_schedule", "warmup", "horizon", "final_ratio", "labels"]
     keys += [k for k in ("text_column", "label_column", "eval_file") if getattr(a, k) != ap.get_default(k)]
     result = {"config": {k: getattr(a, k) for k in keys}, "template": a.template, "chat": a.chat,
               "prompt_applied": True, **p}

@@ -277,6 +277,7 @@ class TrainConfig:
         exact estimators' K = 1,024 would take minutes a round."""
         estimator = Estimator(estimator)
         base = {} if estimator.exact else FORWARD_ONLY
+        changes = {k: _plain(v) for k, v in changes.items()}
         return cls.from_dict({**cls().to_dict(), **base, "estimator": estimator.value, **changes})
 
     @property
