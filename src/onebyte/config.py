@@ -702,7 +702,9 @@ codec = {train_codec}
 lr = {train_lr}
 # [math] perturbation size
 eps = {train_eps}
-# [math] projected gradients per peer per round (K)
+# [math] projected gradients per peer per round (K): thousands with grad (one backward pass gives
+# them all), a few with a forward-only estimator (each costs a forward pass); a site may send fewer
+# (onebyte peer --link-budget sizes them to its line)
 samples = {train_samples}
 # [math] examples per projected gradient
 batch_size = {train_batch_size}
