@@ -32,19 +32,21 @@ DEFAULT_CONDS = ("fzoo=fzoo:auto:4:0.003", "grad=grad:normalised:1024:0.03:share
 
 
 def parse_cond(text: str) -> dict:
-    """NAME=ESTIMATOR:SCALAR:K:LR[:shared][:sign] -> a condition (byte codec unless :sign)."""
+    """NAME=ESTIMATOR:SCALAR:K:LR[:shared][:sign][:mixed] -> a condition (byte codec unless :sign;
+    :mixed: peers 1 and 3 run fzoo on the first 4 of the round's K directions, 0 and 2 the estimator)."""
     name, _, rest = text.partition("=")
     parts = rest.split(":")
-    if not name or len(parts) < 4 or not set(parts[4:]) <= {"shared", "sign"}:
-        raise SystemExit(f"--cond {text!r}: expected NAME=ESTIMATOR:SCALAR:K:LR[:shared][:sign]")
+    if not name or len(parts) < 4 or not set(parts[4:]) <= {"shared", "sign", "mixed"}:
+        raise SystemExit(f"--cond {text!r}: expected NAME=ESTIMATOR:SCALAR:K:LR[:shared][:sign][:mixed]")
     return {"name": name, "estimator": parts[0], "scalar": parts[1], "samples": int(parts[2]), "lr": float(parts[3]),
-            "shared": "shared" in parts[4:], "codec": "sign" if "sign" in parts[4:] else "byte"}
+            "shared": "shared" in parts[4:], "codec": "sign" if "sign" in parts[4:] else "byte",
+            "mixed": "mixed" in parts[4:]}
 
 
 def cond_text(c: dict) -> str:
     """The --cond that gives ``c`` (parse_cond's inverse)."""
     return (f"{c['name']}={c['estimator']}:{c['scalar']}:{c['samples']}:{c['lr']}" + ":shared" * c["shared"]
-            + ":sign" * (c.get("codec") == "sign"))
+            + ":sign" * (c.get("codec") == "sign") + ":mixed" * bool(c.get("mixed")))
 
 
 def run_one(task: tuple[dict, int, dict]) -> dict:
@@ -73,13 +75,16 @@ def run_one(task: tuple[dict, int, dict]) -> dict:
 
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="onebyte-exact-") as tmp:
+        mixed = {"estimators": (cond["estimator"], "fzoo"), "site_samples": (cond["samples"], 4)} if cond.get("mixed") \
+            else {}
         result = onebyte.simulate(spec, out=Path(tmp) / "run", peers=4, rounds=p["rounds"], seed=seed,
-                                  eval_every=p["eval_every"], on_round=on_round)
+                                  eval_every=p["eval_every"], on_round=on_round, **mixed)
     s = result.summary
     curve.insert(0, {"round": 0, "swarm_seconds": 0.0, "accuracy": s["eval_before"]["accuracy"],
                      "macro_f1": s["eval_before"]["macro_f1"]})
     return {"name": cond["name"], "seed": seed, "cond": cond, "curve": curve,
             "final": s["eval_after"]["accuracy"], "payload_bytes": s["payload_bytes"], "records": s["records"],
+            "state_hash": s["state_hash"], "set_digest": s["set_digest"],
             "swarm_seconds": s["swarm_seconds"], "task_seconds": round(time.perf_counter() - t, 1)}
 
 
@@ -112,7 +117,8 @@ def render_demo(r: dict | None) -> list[str]:
         secs = "/".join(f"{h['swarm_seconds']:.1f}" for h in ok) if ok else "—"
         per_record = runs[0]["payload_bytes"] / max(runs[0]["records"], 1)
         lines.append(f"| {name} | {c['estimator']} | {c['scalar']} | {c['samples']} | {c['lr']} | "
-                     f"{'shared' if c['shared'] else 'distinct'}, {c.get('codec', 'byte')} | {_pm(finals)} | {rounds} | "
+                     f"{'shared' if c['shared'] else 'distinct'}, {c.get('codec', 'byte')}"
+                     f"{', mixed: 2 grad + 2 fzoo (4 of K)' if c.get('mixed') else ''} | {_pm(finals)} | {rounds} | "
                      f"{secs} | "
                      f"{per_record:.0f} |")
     return lines + [""]
