@@ -85,3 +85,21 @@ def test_simulate_from_a_run_file_equals_the_same_flags(tmp_path, capsys):
     c = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert c["run_tag"] != a["run_tag"] and c["state_hash"] != a["state_hash"]
     assert RunSpec.load(path).train.lr == 0.002  # the file itself is untouched
+
+
+def test_a_forward_only_estimator_on_the_command_line_brings_its_own_defaults(tmp_path):
+    """grad is the default; `--estimator fzoo` without a run file is fzoo as it was measured (K = 4,
+    lr per scalar, distinct directions), and in a run file's run it is only how this site measures."""
+    assert main(["init", str(tmp_path / "fzoo.toml"), "--estimator", "fzoo"]) == 0
+    fzoo = RunSpec.load(tmp_path / "fzoo.toml").train
+    assert (fzoo.estimator.value, fzoo.samples, fzoo.step.value, fzoo.directions.value) == ("fzoo", 4, "scalar",
+                                                                                            "distinct")
+    assert main(["init", str(tmp_path / "grad.toml")]) == 0
+    grad = RunSpec.load(tmp_path / "grad.toml")
+    assert grad.train == TrainConfig()
+    # a site of the fzoo run that backpropagates: same run tag, its own estimator
+    assert main(["init", str(tmp_path / "site.toml"), "--config", str(tmp_path / "fzoo.toml"), "--estimator",
+                 "grad"]) == 0
+    site = RunSpec.load(tmp_path / "site.toml")
+    assert site.train.estimator.value == "grad" and site.train.samples == 4
+    assert Run(site, "ab" * 32).run_tag == Run(RunSpec.load(tmp_path / "fzoo.toml"), "ab" * 32).run_tag
