@@ -166,8 +166,11 @@ def _render_one(r: dict, first: bool) -> list[str]:
             (f"highest send rate over any minute, bytes/s (budget {b:,.0f})",
              ", ".join(f"{x:,.0f}" for x in p["max_minute_bytes_per_second"]),
              ", ".join(f"{x:,.0f} ({x / b:.2f}×)" for x in t["max_minute_bytes_per_second"])),
-            ("share of bytes sent that are gradient codes", ", ".join(f"{x:.2f}" for x in p["code_share"] if x),
-             ", ".join(f"{x:.2f}" for x in t["code_share"] if x)),
+            ("share of bytes sent that are gradient codes, launch to exit (start-up and joining included)",
+             ", ".join(f"{x:.2f}" for x in p["code_share"] if x), ", ".join(f"{x:.2f}" for x in t["code_share"] if x)),
+            ("the same in the steady state (codes pushed per round / interface bytes per round)",
+             ", ".join(f"{x:.2f}" for x in steady_code_share(p, r["peers"])),
+             ", ".join(f"{x:.2f}" for x in steady_code_share(t, r["peers"]))),
         ]
     lines = [
         "## Thin links" if first else f"### Thin links, {r['peers']} peers",
@@ -205,17 +208,24 @@ def _render_one(r: dict, first: bool) -> list[str]:
     return lines
 
 
+def steady_code_share(run: dict, peers: int) -> list[float]:
+    """Each peer's gradient codes per round (K codes and the exponent byte, pushed to every other peer)
+    over its interface bytes per round in the steady-state window."""
+    return [(k + 1) * (peers - 1) / b for k, b in zip(run["samples_sent_mean"], run["wire_bytes_per_round_per_peer"],
+                                                      strict=True)]
+
+
 def claims(results: Results) -> list[Claim]:
     g = results.get("thinlink_grad1024")
     grad = []
     if g:
         t, b = g["thin"], g["link_budget"]
         worst = max(t["max_minute_bytes_per_second"]) / b
-        share = min(x for x in t["code_share"] if x) if any(t["code_share"]) else 0.0
+        share = min(steady_code_share(t, g["peers"]))
         grad = [("grad on 64 kbit/s links, K sized to the budget: worst minute / budget", f"{worst:.2f}", "≤ 1.10",
                  worst <= 1.10),
-                ("grad on 64 kbit/s links: least share of bytes sent that are gradient codes", f"{share:.2f}", "≥ 0.5",
-                 share >= 0.5)]
+                ("grad on 64 kbit/s links: least share of a peer's bytes that are gradient codes (steady state)",
+                 f"{share:.2f}", "≥ 0.5", share >= 0.5)]
     return grad + [(f"gradients/s, thin links / unconstrained, {th['peers']} peers (and the thin run ends on one "
              "(digest, hash))", f"{th['ratio']:.2f}" + ("" if th["thin"]["agree"] else ", **did not agree**"),
              f"≥ {th['target']}", th["ratio"] >= th["target"] and th["thin"]["agree"])
