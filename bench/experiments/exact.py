@@ -266,7 +266,10 @@ def _plot_llm(results: Results, runs: list, fzoo: dict | None, adam: dict | None
 def render(results: Results) -> list[str]:
     from bench.experiments import codec_large_k, exact_cost
 
-    parts = render_demo(results.get("exact")) + _render_long(results.get("exact_long")) + render_llm(results)
+    mixed = render_demo(results.get("exact_mixed"))
+    if mixed:  # a mixed swarm beside the same run with every site backpropagating
+        mixed[0] = "### A mixed swarm: two sites backpropagate, two run forward passes"
+    parts = render_demo(results.get("exact")) + _render_long(results.get("exact_long")) + mixed + render_llm(results)
     parts += exact_cost.render(results.get("exact_cost")) + codec_large_k.render(results.get("codec_large_k"))
     if not parts:
         return []
