@@ -171,7 +171,12 @@ def main() -> None:
                             command, f"{platform.machine()}, {mp.cpu_count()} cores")
 
 #: SmolLM2 runs with grad (``python -m bench.experiments.llm --estimator grad ... --out bench/results/NAME.json``).
-LLM_RUNS = ("llm_grad", "llm_grad_b")
+LLM_RUNS = ("llm_grad_alone", "llm_grad", "llm_grad_b")
+#: The run the 30-minute target is judged on: alone on the machine with its 2 threads (the others ran
+#: single-threaded beside other benchmarks, so their clocks ran 2-3x slow).
+CLAIM_RUN = "llm_grad_alone"
+LOADED = {"llm_grad": "1 thread, beside other benchmarks", "llm_grad_b": "1 thread, beside other benchmarks",
+          "llm_grad_alone": "2 threads, alone"}
 BUDGET_SECONDS = 30 * 60  # the issue's: best macro-F1 within 30 minutes of this machine's time
 TARGET_F1 = 0.45
 
@@ -193,29 +198,29 @@ def render_llm(results: Results) -> list[str]:
              "(35,136 scalars), batch 8, max length 64, chat template; held-out: the same 300 tweets for every "
              "row. Seconds are this machine's, evaluations included for onebyte (not for Adam: its training steps "
              "only). Best macro-F1 among the evaluations made within 30 minutes:", "",
-             "| run | K | lr | rounds | best macro-F1 ≤ 30 min (accuracy) | at s | final macro-F1 | s in all | "
-             "bytes per record |", "|---|---|---|---|---|---|---|---|---|"]
+             "| run | machine | K | lr | rounds | best macro-F1 ≤ 30 min (accuracy) | at s | final macro-F1 | s in all | "
+             "bytes per record |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs:
         c, o = r["config"], r["onebyte"]
         best = _best_within(o["curve"], BUDGET_SECONDS)
         per_record = o["payload_bytes"] / max(1, c["peers"] * len(range(r["rounds"])))
         cell = f"{best[0]:.3f} ({best[1]['accuracy']:.3f})" if best else "—"
         lines.append(f"| {name}: {c['estimator']}, {c.get('scalar', 'auto')}, {c.get('directions', 'distinct')} | "
-                     f"{c['samples']:,} | {c['lr']} | {r['rounds']} | {cell} | "
+                     f"{LOADED.get(name, '')} | {c['samples']:,} | {c['lr']} | {r['rounds']} | {cell} | "
                      f"{best[1]['seconds']:.0f} | {o['after']['macro_f1']:.3f} | {o['seconds']:.0f} | "
-                     f"{per_record:.0f} |" if best else f"| {name} | {c['samples']} | {c['lr']} | {r['rounds']} | — "
-                     "| — | — | — | — |")
+                     f"{per_record:.0f} |" if best else f"| {name} | {LOADED.get(name, '')} | {c['samples']} | {c['lr']} | "
+                     f"{r['rounds']} | — | — | — | — | — |")
     if fzoo and "onebyte" in fzoo:
         o = fzoo["onebyte"]
         best = max(o["curve"], key=lambda x: x["macro_f1"])
-        lines.append(f"| llm_fzoo: fzoo (the earlier run) | {fzoo['config']['samples']} | {fzoo['config']['lr']} | "
+        lines.append(f"| llm_fzoo: fzoo (the earlier run) | 2 threads | {fzoo['config']['samples']} | {fzoo['config']['lr']} | "
                      f"{fzoo['rounds']} | {best['macro_f1']:.3f} ({best['accuracy']:.3f}) | {best['seconds']:.0f} | "
                      f"{o['after']['macro_f1']:.3f} | {o['seconds']:.0f} | "
                      f"{o['payload_bytes'] / max(1, 4 * fzoo['rounds']):.0f} |")
     for label, ad in (("Adam, all weights", adam_all), *[(f"Adam, {r['adam']['tune']}", r.get("adam"))
                                                          for _, r in runs if r.get("adam")]):
         if ad:
-            lines.append(f"| {label} (lr {ad.get('lr', '1e-05')}) | — | — | {ad['steps']} steps | "
+            lines.append(f"| {label} | | — | — | {ad['steps']} steps | "
                          f"{ad['after']['macro_f1']:.3f} ({ad['after']['accuracy']:.3f}) | {ad['seconds']:.0f} | "
                          f"{ad['after']['macro_f1']:.3f} | {ad['seconds']:.0f} | — |")
     zero = runs[0][1]["onebyte"]["before"]
@@ -312,7 +317,7 @@ def claims(results: Results) -> list[Claim]:
             out.append((f"demo, {x['name']} ({x['cond']['estimator']} K={x['cond']['samples']}): final accuracy after "
                         f"{long['rounds']} rounds (one seed)", f"{x['final']:.1%}", f"≥ {TARGET_FINAL:.1%}",
                         x["final"] >= TARGET_FINAL))
-    for name in LLM_RUNS:
+    for name in (CLAIM_RUN,) if results.get(CLAIM_RUN) else LLM_RUNS:
         x = results.get(name)
         if x and "onebyte" in x:
             best = _best_within(x["onebyte"]["curve"], BUDGET_SECONDS)
