@@ -57,6 +57,43 @@ def write(results_dir: Path, out: Path) -> None:
     out.write_text("\n".join(lines))
 
 
+def demo_block(demo: dict | None) -> str | None:
+    """The README's demo output: what the benchmark's run of the demo command printed, and the mean
+    over its seeds (``bench.experiments.demo``). None when that run is not in the results."""
+    if not demo or "stdout" not in demo.get("command_run", {}):
+        return None
+    c, f = demo["command_run"], demo.get("final", {}).get("accuracy")
+    s = c["summary"]
+    before, after = s["eval_before"], s["eval_after"]
+    lines = [f"What `make demo` prints (2-core CPU, no GPU, {demo['date']}: `{demo['command']}` ran this command "
+             f"alone on the machine, {c['seconds'] / 60:.1f} minutes; a progress bar also runs on stderr):", "",
+             "```", c["stdout"].strip(), "```", "",
+             f"Held-out accuracy goes from {before['accuracy']:.1%} (zero-shot) to {after['accuracy']:.1%} (macro-F1 "
+             f"{before['macro_f1']:.3f} → {after['macro_f1']:.3f}) in {s['rounds']} rounds; the swarm exchanged "
+             f"{s['payload_bytes']:,} bytes of gradients ({s['gradients']:,} one-byte codes and {s['records']:,} "
+             "exponent bytes)."]
+    if f:
+        per = ", ".join(f"{x['final']:.1%}" for x in demo["per_seed"])
+        lines.append(f"Over the benchmark's {demo['seeds']} seeds the same settings end at {f['mean']:.1%} ± "
+                     f"{f['std']:.1%} (per seed {per}; BENCHMARKS.md, \"The demo's default command\").")
+    return "\n".join(lines)
+
+
+def write_readme_demo(results: Results, readme: Path) -> bool:
+    """Replace the README's generated demo block (between its markers) with ``demo_block``."""
+    block = demo_block(results.get("demo"))
+    text = readme.read_text()
+    head, mark, rest = text.partition("<!-- demo: generated")
+    if block is None or not mark:
+        return False
+    first, _, tail = rest.partition("-->\n")
+    _, end, after = tail.partition("<!-- /demo -->")
+    if not end:
+        return False
+    readme.write_text(f"{head}{mark}{first}-->\n{block}\n{end}{after}")
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -64,6 +101,8 @@ def main() -> None:
     a = ap.parse_args()
     write(a.results, a.out)
     print(f"wrote {a.out}")
+    if a.out == REPO / "BENCHMARKS.md" and write_readme_demo(Results(a.results), REPO / "README.md"):
+        print("wrote the demo's output into README.md")
 
 
 if __name__ == "__main__":
