@@ -67,7 +67,7 @@ def render(r: dict | None) -> list[str]:
     lines = ["### The byte codec at large K", "",
              f"`{r['command']}` ({r['date']}). Exact projections (MiniLM + VADER, bias tuning, batch 32, "
              f"{r['batches']} batches), byte codec (one exponent per record) against float64:", "",
-             "| K | scalar | relative L2 error (mean / max) | sent as 0 | max / median |scalar| |",
+             "| K | scalar | relative L2 error (mean / max) | sent as 0 | largest / median magnitude |",
              "|---|---|---|---|---|"]
     for x in r["rows"]:
         lines.append(f"| {x['k']:,} | {x['scalar']} | {x['rel_l2_error']:.2%} / {x['rel_l2_error_max']:.2%} | "
