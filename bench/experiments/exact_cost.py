@@ -23,18 +23,10 @@ import statistics
 import time
 from pathlib import Path
 
+from bench.experiments.speed import median_time
 from bench.output import RESULTS, save_result
 
 TEMPLATE = "Tweet: {text}\nIs the sentiment of this tweet negative, neutral or positive?"
-
-
-def _median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -65,11 +57,11 @@ def main() -> None:
     batch = batch_for(tag, setup.dataset.train, a.batch_size, 0, 0, 0)
     g, _ = gradient(state, obj.loss_tensor, batch)
     seeds = [int(s) for s in range(1, a.k + 1)]
-    fwd_bwd = _median_seconds(lambda: gradient(state, obj.loss_tensor, batch), a.repeat)
-    project = _median_seconds(lambda: state.layout.project(g, seeds), a.repeat)
+    fwd_bwd = median_time(lambda: gradient(state, obj.loss_tensor, batch), a.repeat)
+    project = median_time(lambda: state.layout.project(g, seeds), a.repeat)
     with torch.inference_mode():
-        forward = _median_seconds(lambda: obj.loss(batch), a.repeat)
-    jvp = _median_seconds(lambda: measure_jvp(state, setup.loaded.model, obj.loss_tensor, batch, seeds[:1], True),
+        forward = median_time(lambda: obj.loss(batch), a.repeat)
+    jvp = median_time(lambda: measure_jvp(state, setup.loaded.model, obj.loss_tensor, batch, seeds[:1], True),
                           a.repeat)
     shards = [setup.dataset.train[i::a.peers] for i in range(a.peers)]
     records = [make_record(setup, shards[p], 0, p)[0] for p in range(a.peers)]

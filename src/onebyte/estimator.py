@@ -137,8 +137,12 @@ def measure_fzoo(state: FixedPointState, loss: Callable[[B], float], batch: B, s
         base = float(lp.mean())
     diff = lp - base
     sigma = float(lp.std(ddof=1)) if len(lp) > 1 else float(abs(diff[0]))
-    g = np.clip(diff / sigma, -FZOO_CLIP, FZOO_CLIP) if sigma > 0 else np.zeros_like(diff)
-    return Measurement(g, base)
+    return Measurement(_normalise(diff, sigma), base)
+
+
+def _normalise(values: np.ndarray, sigma: float) -> np.ndarray:
+    """``values / sigma`` clipped to ±``FZOO_CLIP``; zeros when there is no spread (sigma = 0)."""
+    return np.clip(values / sigma, -FZOO_CLIP, FZOO_CLIP) if sigma > 0 else np.zeros_like(values)
 
 
 @torch.inference_mode()
@@ -171,10 +175,8 @@ def scaled(projections: np.ndarray, normalised: bool) -> np.ndarray:
     One direction has no spread: its scalar is the sign."""
     if not normalised:
         return projections
-    if len(projections) == 1:
-        return np.sign(projections)
-    sigma = float(projections.std(ddof=1))
-    return np.clip(projections / sigma, -FZOO_CLIP, FZOO_CLIP) if sigma > 0 else np.zeros_like(projections)
+    sigma = float(projections.std(ddof=1)) if len(projections) > 1 else float(abs(projections[0]))
+    return _normalise(projections, sigma)
 
 
 def gradient(state: FixedPointState, loss: Callable[[B], torch.Tensor], batch: B) -> tuple[torch.Tensor, float]:
