@@ -7,12 +7,13 @@ import re
 import threading
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import run_peers
 from onebyte.config import Aggregate, RunSpec, TrainConfig
-from onebyte.errors import ConfigError
+from onebyte.errors import ConfigError, PeerUnreachable
 from onebyte.peer import Peer, PeerOptions
 from onebyte.simulator import SimConfig, run_simulation
 from onebyte.tasks.data import split_shards
@@ -575,3 +576,61 @@ def test_peers_under_a_link_budget_send_fewer_scalars_and_still_agree(tmp_path):
     sent = [s["samples_sent"] for s in summaries]
     assert all(1 <= x["min"] and x["max"] < 512 for x in sent), sent
     assert all(s["link_budget"] == 600.0 for s in summaries)
+
+
+def test_only_a_record_whose_push_failed_twice_goes_to_the_dht_copy_and_at_once(tmp_path, monkeypatch):
+    hub = MemoryHub(bundle=8)  # held back until round 7 unless stored at once
+    (peer,) = _peers(hub, tmp_path, 1, rounds=None)
+    gossip, other = peer.gossip, SimpleNamespace(peer_id=9, contact="p9")
+    sent = []
+
+    def send(contact, data, timeout):
+        sent.append(data)
+        if data == b"lost":
+            raise PeerUnreachable("dropped")
+
+    monkeypatch.setattr(peer.net, "send", send)
+    gossip._push_one(other, b"fine", False, (1, b"record-1"))
+    gossip._push_one(other, b"lost", False, (2, b"record-2"))
+    gossip._push_one(other, b"lost", False, (2, b"record-2"))  # the same record to another peer
+    gossip._beater.submit(lambda: None).result(timeout=10)
+    assert sent == [b"fine", b"lost", b"lost", b"lost", b"lost"]  # each failed push tried twice
+    assert gossip.dht_copies == 1 and peer.summary()["dht_copies"] == 1
+    assert hub.records[2] == {"p0": b"record-2"} and 1 not in hub.records  # visible now, not at round 7
+    assert gossip.push_counts() == {"9": {"delivered": 1, "failed": 2}}
+
+
+def _join_with_sources(tmp_path, monkeypatch, fails):
+    """``join`` against two fake live sources (peer 1 with the most records); ``fails`` names those
+    whose catch-up raises. Returns the tries in order."""
+    (peer,) = _peers(hub := MemoryHub(), tmp_path, 1, rounds=None)
+    del hub
+    sources = {p: SimpleNamespace(peer_id=p, records=10 * p, round=p, contact=f"p{p}") for p in (1, 2)}
+    tries = []
+
+    def catch_up(hb):
+        tries.append(hb.peer_id)
+        if hb.peer_id in fails:
+            raise PeerUnreachable(f"peer {hb.peer_id} has left")
+
+    monkeypatch.setattr(peer.gossip, "meet", lambda: True)
+    monkeypatch.setattr(peer.gossip, "others", lambda: dict(sources))
+    monkeypatch.setattr(peer, "_catch_up", catch_up)
+    monkeypatch.setattr("onebyte.peer.CATCHUP_BACKOFF", 0.01)
+    return peer, tries
+
+
+def test_a_newcomer_whose_catch_up_source_is_gone_tries_another(tmp_path, monkeypatch):
+    peer, tries = _join_with_sources(tmp_path, monkeypatch, fails={2})
+    peer.join()
+    assert tries == [2, 1]  # the one with the most records first, then the other at once
+
+
+def test_a_newcomer_that_cannot_catch_up_from_anyone_stops_after_bounded_tries(tmp_path, monkeypatch):
+    from onebyte.errors import CatchUpError
+    from onebyte.peer import CATCHUP_TRIES
+
+    peer, tries = _join_with_sources(tmp_path, monkeypatch, fails={1, 2})
+    with pytest.raises(CatchUpError, match="could not catch up from any live peer"):
+        peer.join()
+    assert sorted(tries) == [1] * CATCHUP_TRIES + [2] * CATCHUP_TRIES and tries[0] == 2

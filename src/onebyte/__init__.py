@@ -24,6 +24,7 @@ from .codec import Codec
 from .config import Directions, ObjectiveKind, Run, RunSpec, TrainConfig
 from .errors import (
     BudgetExhausted,
+    CatchUpError,
     ConfigError,
     DataError,
     DivergenceError,
@@ -73,6 +74,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "NetworkTimeout",
+    "CatchUpError",
     "ObjectiveKind",
     "OnebyteError",
     "Peer",

@@ -497,8 +497,9 @@ def _cmd_swarm(a: argparse.Namespace) -> int:
     spec.save(run_file)  # every peer reads the same run file
     common = ["--config", str(run_file), "--rounds", str(a.rounds), "--split", a.split, "--seed", str(a.seed),
               "--host", "127.0.0.1", "--threads", str(a.threads)]
-    if a.lockstep:
-        common += ["--lockstep", str(a.peers)]
+    # the peers start as a quorum: on 2 cores the 16th peer is up long after the first could have
+    # run all its rounds alone (lockstep rounds wait for every peer anyway)
+    common += ["--lockstep", str(a.peers)] if a.lockstep else ["--min-peers", str(a.peers)]
 
     def peer_args(i: int) -> list[str]:
         who = ["--key", str(keys[i][0])] if keys else ["--peer-id", str(i)]

@@ -12,7 +12,8 @@ and only its leaves are ever raised::
     ├── StorageError           the disk refused a write (full, read-only); nothing acknowledged is lost
     ├── NetworkError           a peer could not be talked to (kept apart from ProtocolError:
     │   ├── PeerUnreachable      an unreachable peer is not a hostile one)
-    │   └── NetworkTimeout     a network wait ran past its named timeout
+    │   ├── NetworkTimeout     a network wait ran past its named timeout
+    │   └── CatchUpError       a newcomer could not download the swarm's state from any live peer
     ├── BudgetExhausted        the differential-privacy budget of this peer is spent
     ├── PeerProcessError       a peer process started by ``swarm`` exited or never came up
     └── DivergenceError        non-finite values, or replicas with equal record sets disagree
@@ -38,6 +39,7 @@ __all__ = [
     "NetworkError",
     "PeerUnreachable",
     "NetworkTimeout",
+    "CatchUpError",
     "BudgetExhausted",
     "PeerProcessError",
     "DivergenceError",
@@ -125,6 +127,10 @@ class PeerUnreachable(NetworkError):
 
 class NetworkTimeout(NetworkError):
     """A network wait ran past its named timeout."""
+
+
+class CatchUpError(NetworkError):
+    """A newcomer could not download the swarm's state from any live peer within its tries."""
 
 
 class BudgetExhausted(OnebyteError):

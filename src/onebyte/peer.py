@@ -22,7 +22,7 @@ from typing import Any
 
 from .codec import fit_samples
 from .config import RunSpec
-from .errors import ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
+from .errors import CatchUpError, ConfigError, LedgerError, NetworkError, NetworkTimeout, ProtocolError, storage_error
 from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
 from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
@@ -47,6 +47,14 @@ DRAIN_CAP = 10
 #: starts from the base model: over a 64 kbit/s link its first DHT read can take most of a minute.
 #: Without --join it is the first peer, and ``PeerOptions.join_timeout`` applies.
 JOIN_TIMEOUT = 180.0
+#: A catch-up source that fails (it may have left) is tried again after CATCHUP_BACKOFF seconds,
+#: twice that after a second failure, and given up after CATCHUP_TRIES; the best of the other live
+#: peers is tried meanwhile. After CATCHUP_TRIES_TOTAL failed tries in all, or every source given
+#: up, the peer stops with a CatchUpError: the bytes spent are bounded by the tries, each at most
+#: the download its source announced.
+CATCHUP_BACKOFF = 1.0
+CATCHUP_TRIES = 3
+CATCHUP_TRIES_TOTAL = 8
 #: A ledger download's piece, in bytes of records before deflating (about 1,000 records of K = 4,
 #: about 26 KB on the wire).
 LEDGER_PIECE = 64 * 1024
@@ -318,13 +326,21 @@ class Peer:
         if self.replica.records or self.opts.lockstep:
             return
         deadline = time.monotonic() + self.opts.join_timeout
+        failures: dict[int, tuple[int, float]] = {}  # source -> (failed tries, not again before)
+        received = self.net.bytes_received
         while time.monotonic() < deadline:
             if not self.gossip.meet():  # the join peers answer in a round trip; else the DHT (seconds)
                 self.beat(force=True, sync=False)  # no record-by-record sync: the download brings them all
             self.gossip.refuse_foreign()
             others = self.gossip.others()
-            if others:
-                best = max(others.values(), key=lambda hb: hb.records)
+            now = time.monotonic()
+            # a source that failed (it may have left) waits out its back-off, and after
+            # CATCHUP_TRIES it is given up: the best of the others is tried meanwhile
+            sources = [hb for p, hb in others.items()
+                       if failures.get(p, (0, 0.0))[0] < CATCHUP_TRIES and failures.get(p, (0, 0.0))[1] <= now]
+            if sources:
+                # peers not yet failed first, then the most records
+                best = max(sources, key=lambda hb: (-failures.get(hb.peer_id, (0, 0.0))[0], hb.records))
                 log.info("found %d live peer(s); the most records: peer %x, %d, at round %d",
                          len(others), best.peer_id, best.records, best.round)
                 if best.records <= len(self.replica.records):
@@ -333,10 +349,22 @@ class Peer:
                     self._catch_up(best)
                     return
                 except (ProtocolError, NetworkError, LedgerError) as exc:
-                    log.warning("catching up from peer %x failed: %s", best.peer_id, exc)
-            elif self.replica.records:
+                    tries = failures.get(best.peer_id, (0, 0.0))[0] + 1
+                    failures[best.peer_id] = (tries, time.monotonic() + CATCHUP_BACKOFF * 2 ** (tries - 1))
+                    log.warning("catching up from peer %x failed (try %d of %d): %s", best.peer_id, tries,
+                                CATCHUP_TRIES, exc)
+                    if sum(t for t, _ in failures.values()) >= CATCHUP_TRIES_TOTAL or (
+                            all(failures.get(p, (0, 0.0))[0] >= CATCHUP_TRIES for p in others)):
+                        raise CatchUpError(
+                            f"could not catch up from any live peer ({len(failures)} tried, "
+                            f"{sum(t for t, _ in failures.values())} tries, "
+                            f"{self.net.bytes_received - received:,} bytes received; last: {exc})") from None
+            elif self.replica.records and not failures:
                 return  # records arrive by push from peers not seen yet: we are in, sync fills the past
             time.sleep(0.5)
+        if failures:
+            raise CatchUpError(f"could not catch up from any live peer within {self.opts.join_timeout:.0f}s "
+                               f"({len(failures)} tried)")
         if self.opts.join_timeout:
             log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
 
@@ -838,6 +866,7 @@ class Peer:
                 "joined_by": self.joined_by,
                 "pushes": pushes,
                 "relayed": self.gossip.relayed,
+                "dht_copies": self.gossip.dht_copies,
                 "forward_passes": sum(self.setup.train.forward_passes(r.count) for r in rep.records.values()
                                       if r.peer_id == self.opts.peer_id),
                 "eval_before": self.eval_before,

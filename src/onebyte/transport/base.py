@@ -55,7 +55,10 @@ class Transport(ABC):
         return [self.contact]
 
     @abstractmethod
-    def publish(self, round_: int, record: bytes) -> None: ...
+    def publish(self, round_: int, record: bytes, now: bool = False) -> None:
+        """Store our record of ``round_`` in the DHT copy. Records are bundled, a store every few
+        rounds; ``now`` stores its bundle so far at once (a record whose pushes failed, which a peer
+        is waiting for), and later records of that bundle are stored with it."""
 
     @abstractmethod
     def records(self, round_: int) -> list[bytes]: ...

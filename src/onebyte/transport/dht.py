@@ -149,6 +149,7 @@ class DhtTransport(Transport):
         self._wire = WireCounter()  # this process and what it starts: the DHT process, p2pd
         self._run_id = run_id
         self._bundles: dict[int, list[bytes]] = {}
+        self._stored_early: set[int] = set()  # bundles stored at once (publish now=True), unchanged since
         self._validator = RSASignatureValidator(_load_key(identity))
         self._subkey = self._validator.local_public_key
         kwargs: dict = {}
@@ -295,15 +296,22 @@ class DhtTransport(Transport):
     def addresses(self) -> list[str]:
         return [str(m) for m in self.dht.get_visible_maddrs()]
 
-    def publish(self, round_: int, record: bytes) -> None:
+    def publish(self, round_: int, record: bytes, now: bool = False) -> None:
         k = round_ // PUBLISH_EVERY
+        for j in [j for j in self._stored_early if j < k]:  # stored already, and complete
+            self._bundles.pop(j, None)
+            self._stored_early.discard(j)
         bundle = self._bundles.setdefault(k, [])
         bundle.append(bytes(record))
+        self._stored_early.discard(k)
         if round_ % PUBLISH_EVERY == PUBLISH_EVERY - 1 or sum(map(len, bundle)) > MAX_DHT_VALUE // 2:
             self._flush(k)
+        elif now:  # stored at once, and kept: a later store of this bundle replaces this one
+            self._flush(k, keep=True)
+            self._stored_early.add(k)
 
-    def _flush(self, k: int) -> None:
-        bundle = self._bundles.pop(k, [])
+    def _flush(self, k: int, keep: bool = False) -> None:
+        bundle = self._bundles.get(k, []) if keep else self._bundles.pop(k, [])
         if bundle:
             self._store(self._bundle_key.format(k), b"".join(len(r).to_bytes(4, "little") + r for r in bundle),
                         RECORD_TTL)
@@ -458,7 +466,7 @@ class DhtTransport(Transport):
         self._closed = True
         self._wire.stop()
         if getattr(self, "_p2p", None) is not None:  # started (``ready`` got that far): publish, then stop p2p
-            for k in list(self._bundles):
+            for k in [k for k in self._bundles if k not in self._stored_early]:
                 try:
                     self._flush(k)
                 except (ProtocolError, NetworkError) as exc:

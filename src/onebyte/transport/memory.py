@@ -95,15 +95,17 @@ class MemoryTransport(Transport):
     def contact(self) -> str:
         return self.name
 
-    def publish(self, round_: int, record: bytes) -> None:
+    def publish(self, round_: int, record: bytes, now: bool = False) -> None:
         e = self.hub.bundle
         k = round_ // e
         self._bundles.setdefault(k, {})[round_] = bytes(record)
         if round_ % e == e - 1:
             self._flush(k)
+        elif now:
+            self._flush(k, keep=True)
 
-    def _flush(self, k: int) -> None:
-        bundle = self._bundles.pop(k, {})
+    def _flush(self, k: int, keep: bool = False) -> None:
+        bundle = dict(self._bundles.get(k, {})) if keep else self._bundles.pop(k, {})
         if bundle:
             self.hub._store(self.name, bundle)
             self._count(sent=sum(map(len, bundle.values())))
