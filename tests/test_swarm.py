@@ -118,3 +118,23 @@ def test_peers_from_run_files_differing_in_one_setting_name_it(tmp_path):
         assert len(errors) == 1 and expected in errors[0], log[-2000:]
     finally:
         stop_group(first)
+
+
+@pytest.mark.parametrize("busy", [0, 2], ids=["quiet", "two-cpu-bound-beside"])
+def test_the_swarm_command_at_sixteen_peers_starts_them_together(tmp_path, busy):
+    """``onebyte swarm --peers 16``: on 2 cores the last peer is up long after the first could have
+    run its 12 rounds alone; as a quorum they start together and all 16 end on one (digest, hash),
+    also with two CPU-bound processes (started and ended here) beside them."""
+    import subprocess
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    try:
+        assert main(["swarm", "--peers", "16", "--rounds", "12", "--model", "tiny-gpt2", "--no-progress",
+                     "--timeout", "900", "--out", str(tmp_path / "swarm")]) == 0
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    swarm = json.loads((tmp_path / "swarm" / "swarm.json").read_text())
+    assert swarm["agree"]
+    assert all(s["peers"] == 16 and s["rounds_completed"] == 12 for s in swarm["summaries"])
