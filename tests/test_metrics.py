@@ -117,8 +117,11 @@ def test_evaluate_counts_every_batch_into_one_confusion():
     examples = [Example(f"t{i}", t) for i, t in enumerate(truth)]
     obj = _Fixed(["a", "b", "c"], {f"t{i}": p for i, p in enumerate(pred)})
     out = obj.evaluate(examples, batch_size=3)
-    assert out == {"loss": pytest.approx(0.5), **classification_metrics(_confusion(truth, pred, 3))}
-    assert set(out) == {"loss", *METRICS}
+    assert out == {"loss": pytest.approx(0.5), **classification_metrics(_confusion(truth, pred, 3)),
+                   "recall": {"a": 5 / 6, "b": 1 / 3, "c": 0.0}}
+    assert set(out) == {"loss", *METRICS, "recall"}
+    # a class the slice does not hold has no recall (None), not 0
+    assert obj.evaluate(examples[:6])["recall"] == {"a": 5 / 6, "b": None, "c": None}
 
 
 def test_evaluate_plain_text_keeps_the_keys_as_nan():

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .codec import Codec
-from .config import Directions, ObjectiveKind, Run, RunSpec, TrainConfig
+from .config import Balance, Directions, ObjectiveKind, Run, RunSpec, TrainConfig
 from .errors import (
     BudgetExhausted,
     CatchUpError,
@@ -90,6 +90,7 @@ __all__ = [
     "SiteKey",
     "StorageError",
     "TrainConfig",
+    "Balance",
     "replay",
     "simulate",
 ]

@@ -33,7 +33,8 @@ TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--s
                "max_length": "--max-length", "estimator": "--estimator", "lr_schedule": "--lr-schedule",
                "eps_schedule": "--eps-schedule", "warmup": "--warmup", "horizon": "--horizon",
                "final_ratio": "--final-ratio", "reference_examples": "--reference-examples",
-               "density": "--density", "aggregate": "--aggregate", "scalar": "--scalar", "step": "--step"}
+               "density": "--density", "aggregate": "--aggregate", "scalar": "--scalar", "step": "--step",
+               "balance": "--balance"}
 RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
              "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
              "label_column": "--label-column", "template": "--template", "chat": "--chat"}
@@ -139,6 +140,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step", choices=["scalar", "mean"],
                    help="lr x each scalar (scalar), or lr x the mean of a record's K estimates (mean: lr "
                    "means the same whatever K) [mean; a forward-only --estimator: scalar]")
+    g.add_argument("--balance", choices=["classes", "none"],
+                   help="draw each batch by class, so rare labels are learned too (classes), or uniformly "
+                   "from the data (none) [classes]")
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
     g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
     g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")

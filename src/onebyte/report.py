@@ -152,6 +152,11 @@ def render_report(views: list[RunView], alone: Sequence[RunView] = ()) -> str:
             f"<tr><td>{e(p['name'])}</td><td class=n data-field=epsilon_spent>{p['epsilon_spent']:.3f}</td>"
             f"<td class=n>{p.get('epsilon_target', '—')}</td><td class=n>{p.get('delta', '—')}</td></tr>"
             for p in privacy) + "</table>")
+    recall_before, recall_after = before.get("recall") or {}, after.get("recall") or {}
+    recall_rows = "\n".join(  # each class: a rare one the model ignores shows here first
+        f"<tr><td>recall of {e(name)}</td><td class=n>{_pct(recall_before.get(name))}</td>"
+        f"<td class=n data-field=recall_after>{_pct(recall_after.get(name))}</td></tr>"
+        for name in dict.fromkeys([*recall_before, *recall_after]))
     alone_html = ""
     if alone_final:
         mean_alone = sum(alone_final) / len(alone_final)
@@ -205,7 +210,8 @@ td,th{{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}}td.n{{text-
 <tr><td>macro-F1</td><td class=n data-field=macro_f1_before>{_pct(before.get('macro_f1'))}</td>
 <td class=n data-field=macro_f1_after>{_pct(after.get('macro_f1'))}</td></tr>
 <tr><td>balanced accuracy</td><td class=n>{_pct(before.get('balanced_accuracy'))}</td>
-<td class=n>{_pct(after.get('balanced_accuracy'))}</td></tr></table>
+<td class=n>{_pct(after.get('balanced_accuracy'))}</td></tr>
+{recall_rows}</table>
 {alone_html}
 <img alt="learning curve" src="{figs['learning']}">
 <h2>Traffic on the line</h2>

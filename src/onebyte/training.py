@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import Estimator, ObjectiveKind, Run, RunSpec, Scalar, TrainConfig
+from .config import Balance, Estimator, ObjectiveKind, Run, RunSpec, Scalar, TrainConfig
 from .errors import ConfigError
 from .estimator import Measurement, measure, measure_es, measure_fzoo, measure_grad, measure_jvp, measure_private
 from .models import LoadedModel, check_base, load_model
@@ -146,10 +146,22 @@ class Setup:
 
 
 def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int, peer_id: int,
-              sample: int) -> list[Example]:
-    """The batch of one projected gradient: a seeded draw from the peer's own shard."""
+              sample: int, balance: Balance = Balance.NONE) -> list[Example]:
+    """The batch of one projected gradient: a seeded draw from the peer's own shard.
+
+    ``Balance.CLASSES``: each example's class is drawn uniformly among the classes the shard holds,
+    then the example uniformly within it (with replacement), so the batch's expected loss is the
+    mean of the per-class losses. A shard with unlabelled examples is drawn uniformly."""
     rng = np.random.default_rng(stream_seed(run_tag, "batch", round_, peer_id, sample))
-    idx = rng.choice(len(shard), size=batch_size, replace=len(shard) < batch_size)
+    labels = np.fromiter((e.label for e in shard), dtype=np.int64, count=len(shard)) \
+        if balance is Balance.CLASSES else None
+    if labels is None or labels.min() < 0:
+        idx = rng.choice(len(shard), size=batch_size, replace=len(shard) < batch_size)
+        return [shard[i] for i in idx]
+    order = np.argsort(labels, kind="stable")  # examples grouped by class, in shard order
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    c = rng.integers(len(classes), size=batch_size)
+    idx = order[starts[c] + (rng.random(batch_size) * counts[c]).astype(np.int64)]
     return [shard[i] for i in idx]
 
 
@@ -187,20 +199,21 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     eps = train.eps_at(round_)
     normalised = train.meaning is Scalar.NORMALISED
     if privacy is None and method.exact:
-        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
+        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample, train.balance)
         if method is Estimator.GRAD:
             m = measure_grad(setup.state, setup.objective.loss_tensor, batch, seeds, normalised)
         else:
             m = measure_jvp(setup.state, setup.loaded.model, setup.objective.loss_tensor, batch, seeds, normalised)
     elif privacy is None and method is Estimator.ES:
-        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
+        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample, train.balance)
         m = measure_es(setup.state, setup.objective.loss, batch, seeds, eps)
     elif privacy is None and method is not Estimator.SPSA:
-        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample)
+        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample, train.balance)
         m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps,
                          centered=method is Estimator.CENTERED)
     elif privacy is None:
-        batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i) for i in range(k)]
+        batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i, train.balance)
+                   for i in range(k)]
         m = measure(setup.state, setup.objective.loss, batches, seeds, eps)
     else:
         check_private(train)

@@ -96,7 +96,7 @@ class Objective:
     @torch.inference_mode()
     def evaluate(self, examples: Sequence[Example], batch_size: int = 128) -> dict[str, float]:
         """Mean loss, and for a classifier accuracy, balanced accuracy and macro-F1 from one confusion
-        matrix (the same keys for plain text, NaN there)."""
+        matrix (the same keys for plain text, NaN there), and ``recall``: each class's, by name."""
         total, n = 0.0, 0
         confusion = np.zeros((len(self.label_names),) * 2, dtype=np.int64)
         for i in range(0, len(examples), batch_size):
@@ -108,6 +108,10 @@ class Objective:
                 np.add.at(confusion, ([e.label for e in chunk], logits.argmax(-1).tolist()), 1)
         out = {"loss": total / max(n, 1)}
         out.update(classification_metrics(confusion) if self.label_names else dict.fromkeys(METRICS, math.nan))
+        if self.label_names:  # each class's recall (None where the slice holds none of it)
+            support = confusion.sum(1)
+            out["recall"] = {name: float(confusion[i, i] / support[i]) if support[i] else None
+                             for i, name in enumerate(self.label_names)}
         return out
 
 
