@@ -79,18 +79,65 @@ def demo_block(demo: dict | None) -> str | None:
     return "\n".join(lines)
 
 
+#: The README's headline: (section, start of a claim in its "Targets at a glance" rows), in order.
+HEADLINE = (("demo", "the demo's default command: final accuracy"),
+            ("demo", "the demo's default command: minutes"),
+            ("exact", "SmolLM2 on tweets"),
+            ("wire", "wire bytes per peer per round, 4 peers"),
+            ("wire", "wire bytes per delivered gradient"),
+            ("swarms", "16 real peers"),
+            ("swarms", "two sites behind NAT"),
+            ("thinlink", "gradients/s, thin links / unconstrained, 8 peers"),
+            ("newcomer", "a newcomer over a thin link"),
+            ("attacks", "robust"))
+
+
+def headline_block(results: Results) -> str | None:
+    """The README's headline figures: a few rows of "Targets at a glance", from the same results.
+    None when none of them is in the results."""
+    by_name = {s.name: s for s in sections()}
+    rows = []
+    for name, start in HEADLINE:
+        s = by_name.get(name)
+        claims = s.claims(results) if s and s.claims else []
+        rows += [c for c in claims if c[0].startswith(start) and c not in rows]
+    if not rows:
+        return None
+    out = ["| claim | measured | target | |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {verdict(ok)} |" for a, b, c, ok in rows]
+    return "\n".join(out + ["", "Every row, its baseline and the command that measured it: [BENCHMARKS.md](BENCHMARKS.md) "
+                             "(\"Targets at a glance\" and the sections below it)."])
+
+
+def _replace_block(text: str, start: str, end: str, block: str | None) -> str | None:
+    """``text`` with what lies between the marker line starting with ``start`` and ``end`` replaced
+    by ``block``; None when either marker is missing or there is no block."""
+    head, mark, rest = text.partition(start)
+    if block is None or not mark:
+        return None
+    first, _, tail = rest.partition("-->\n")
+    _, close, after = tail.partition(end)
+    if not close:
+        return None
+    return f"{head}{mark}{first}-->\n{block}\n{close}{after}"
+
+
 def write_readme_demo(results: Results, readme: Path) -> bool:
     """Replace the README's generated demo block (between its markers) with ``demo_block``."""
-    block = demo_block(results.get("demo"))
-    text = readme.read_text()
-    head, mark, rest = text.partition("<!-- demo: generated")
-    if block is None or not mark:
+    text = _replace_block(readme.read_text(), "<!-- demo: generated", "<!-- /demo -->", demo_block(results.get("demo")))
+    if text is None:
         return False
-    first, _, tail = rest.partition("-->\n")
-    _, end, after = tail.partition("<!-- /demo -->")
-    if not end:
+    readme.write_text(text)
+    return True
+
+
+def write_readme_headline(results: Results, readme: Path) -> bool:
+    """Replace the README's generated headline block (between its markers) with ``headline_block``."""
+    text = _replace_block(readme.read_text(), "<!-- headline: generated", "<!-- /headline -->",
+                          headline_block(results))
+    if text is None:
         return False
-    readme.write_text(f"{head}{mark}{first}-->\n{block}\n{end}{after}")
+    readme.write_text(text)
     return True
 
 
@@ -103,6 +150,8 @@ def main() -> None:
     print(f"wrote {a.out}")
     if a.out == REPO / "BENCHMARKS.md" and write_readme_demo(Results(a.results), REPO / "README.md"):
         print("wrote the demo's output into README.md")
+    if a.out == REPO / "BENCHMARKS.md" and write_readme_headline(Results(a.results), REPO / "README.md"):
+        print("wrote the headline figures into README.md")
 
 
 if __name__ == "__main__":
