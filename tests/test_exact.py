@@ -168,3 +168,50 @@ def test_link_rates_parse_in_bytes_a_second():
     for bad in ("fast", "-3kB/s", "0"):
         with pytest.raises(Exception, match="not a rate"):
             _rate(bad)
+
+
+def test_project_rows_equals_projecting_each_row():
+    layout = PerturbationLayout(["a", "b"], [300, 70])
+    rows = torch.zeros(3, layout.size)
+    for b in range(3):
+        for i in range(2):
+            layout.segment(rows[b], i).copy_(torch.randn(layout.numels[i]))
+    seeds = [4, 1 << 33, 12]
+    got = layout.project_rows(rows, seeds, block=layout.size)  # a block per seed
+    for b in range(3):
+        np.testing.assert_allclose(got[:, b].numpy(), layout.project(rows[b], seeds), rtol=1e-6)
+
+
+def test_private_grad_clips_each_examples_projections_and_without_noise_is_the_batch_projection(tiny):
+    from onebyte.estimator import measure_grad_private
+
+    state, obj = tiny.state, tiny.objective
+    batch, seeds = tiny.dataset.train[:4], [7, 8, 9, 10, 11]
+    exact = measure_grad(state, obj.loss_tensor, batch, seeds, normalised=False)
+    rng = np.random.default_rng(0)
+    loose = measure_grad_private(state, obj.loss_tensor, batch, seeds, clip=1e9, noise_std=0.0, rng=rng,
+                                 normalised=False)
+    np.testing.assert_allclose(loose.ghat, exact.ghat, rtol=1e-4, atol=1e-6)  # the mean of per-example gradients
+    tight = measure_grad_private(state, obj.loss_tensor, batch, seeds, clip=1e-3, noise_std=0.0, rng=rng,
+                                 normalised=False)
+    assert np.linalg.norm(tight.ghat) <= 1e-3 + 1e-12  # each example's K-vector clipped to 1e-3, then averaged
+    noisy = [measure_grad_private(state, obj.loss_tensor, batch, seeds, 1e-3, 1.0, np.random.default_rng(s),
+                                  normalised=False).ghat for s in range(2)]
+    assert not np.allclose(noisy[0], noisy[1]) and np.abs(noisy[0]).max() > 0.01  # noise of std 1/B per scalar
+
+
+def test_a_private_grad_record_is_one_gaussian_mechanism(tiny):
+    from onebyte.privacy import Accountant, DPConfig
+    from onebyte.training import Privacy, private_steps
+
+    train = tiny.train
+    assert private_steps(train, 10) == 10 and private_steps(TrainConfig.for_estimator("spsa"), 10) == 40
+    privacy = Privacy.create(Accountant(DPConfig(3.0, 1e-5), len(tiny.dataset.train), train.batch_size,
+                                        private_steps(train, 3)))
+    shard = tiny.dataset.train
+    for r in range(3):
+        rec, _ = make_record(tiny, shard, r, 0, privacy=privacy)
+        assert rec.count == train.samples  # K scalars for one step of the budget
+    assert privacy.accountant.steps == 3 and privacy.accountant.report()["epsilon_spent"] <= 3.0
+    with pytest.raises(onebyte.errors.BudgetExhausted):
+        make_record(tiny, shard, 3, 0, privacy=privacy)

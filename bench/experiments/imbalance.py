@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -75,9 +77,15 @@ def main() -> None:
     for split in a.splits.split(","):
         for seed in range(a.seeds):
             for balance in BALANCES:
-                runs.append(run_one(train_file, eval_file, balance, split, seed, a.rounds,
-                                    work / f"{split.replace(':', '')}-{balance}-{seed}"))
-                r = runs[-1]
+                out = work / f"{split.replace(':', '')}-{balance}-{seed}-{a.rounds}"
+                done = out / "imbalance.json"  # a finished run is kept: a rerun with more seeds resumes
+                if done.exists():
+                    r = json.loads(done.read_text())
+                else:
+                    shutil.rmtree(out, ignore_errors=True)
+                    r = run_one(train_file, eval_file, balance, split, seed, a.rounds, out)
+                    done.write_text(json.dumps(r))
+                runs.append(r)
                 print(split, seed, balance, {k: round(r["after"][k], 3) for k in ("accuracy", "macro_f1")},
                       r["after"]["recall"], flush=True)
     save_result({"mix": MIX, "train_rows": TRAIN_ROWS, "eval_rows": EVAL_ROWS, "rounds": a.rounds,

@@ -48,7 +48,7 @@ from .state import FixedPointState
 FZOO_CLIP = 8.0
 
 __all__ = ["FZOO_CLIP", "Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private",
-           "measure_grad", "measure_jvp", "gradient", "scaled"]
+           "measure_grad", "measure_grad_private", "measure_jvp", "gradient", "scaled"]
 
 B = TypeVar("B")
 
@@ -207,6 +207,26 @@ def measure_grad(state: FixedPointState, loss: Callable[[B], torch.Tensor], batc
     g, value = gradient(state, loss, batch)
     proj = np.asarray(state.layout.project(g, seeds), dtype=np.float64)
     return Measurement(scaled(proj, normalised), value)
+
+
+def measure_grad_private(state: FixedPointState, loss: Callable[[B], torch.Tensor], batch: Sequence,
+                         seeds: Sequence[int], clip: float, noise_std: float, rng: np.random.Generator,
+                         normalised: bool) -> Measurement:
+    """DP-SGD on the projections: each example's gradient (one backward pass each) projected onto
+    the K directions, that K-vector clipped to L2 norm ``clip``, the B vectors summed, Gaussian
+    noise of ``noise_std`` added to each of the K sums, over B. One example moves the sum by at most
+    2 x clip in L2 (replace-one), so the released K scalars are one Gaussian mechanism, whatever K.
+    ``rng`` must be private. Normalising (``normalised``) is post-processing of the noisy scalars."""
+    grads, losses = [], []
+    for example in batch:
+        g, value = gradient(state, loss, [example])
+        grads.append(g)
+        losses.append(value)
+    proj = state.layout.project_rows(torch.stack(grads), seeds).numpy()  # (K, B)
+    norms = np.linalg.norm(proj, axis=0)
+    clipped = proj * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+    noisy = (clipped.sum(axis=1) + rng.normal(0.0, noise_std, size=len(seeds))) / len(batch)
+    return Measurement(scaled(noisy, normalised), float(np.mean(losses)))
 
 
 def measure_jvp(state: FixedPointState, model: torch.nn.Module, loss: Callable[[B], torch.Tensor], batch: B,

@@ -10,6 +10,13 @@ most 2C (its sensitivity), and σ is the noise multiplier relative to it. dp-acc
 accountant is told exactly that mechanism (a Gaussian of multiplier σ, sampled without
 replacement, replace-one adjacency), composed over every gradient the peer measures; the
 formulas are dp-accounting's, not ours.
+
+With exact projections (``grad``) the mechanism is DP-SGD on the projections: each example of a
+batch drawn the same way gets its own gradient, projected onto the record's K directions; that
+K-vector is clipped to L2 norm C, the B vectors summed, and N(0, (2σC)²) added to each of the K
+sums. One example moves the sum by at most 2C in L2, so the whole record (all K scalars) is one
+Gaussian mechanism of multiplier σ: a grad site composes one event per record where spsa
+composes K (``training.private_steps``).
 """
 
 from __future__ import annotations

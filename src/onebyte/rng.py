@@ -376,12 +376,17 @@ class PerturbationLayout:
         matrix-vector product per block (float32 products, float64 result)."""
         if vec.numel() != self.size:
             raise ValueError(f"vector has {vec.numel()} values, the layout {self.size}")
-        v = vec.to(device=self.device, dtype=torch.float32).reshape(-1, 1)
+        return self.project_rows(vec.reshape(1, -1), seeds, block)[:, 0].tolist()
+
+    def project_rows(self, rows: torch.Tensor, seeds: Sequence[int], block: int = 1 << 22) -> torch.Tensor:
+        """``project`` for each row of a (B, size) matrix at once (per-example gradients): the
+        (K, B) float64 matrix of z(seed_k) . rows[b], each block of directions expanded once."""
+        if rows.dim() != 2 or rows.shape[1] != self.size:
+            raise ValueError(f"rows must be (B, {self.size}), not {tuple(rows.shape)}")
+        m = rows.to(device=self.device, dtype=torch.float32).T
         step = max(1, block // self.size)
-        out: list[float] = []
-        for i in range(0, len(seeds), step):
-            out += (self.signs_many(seeds[i:i + step]) @ v).double().reshape(-1).tolist()
-        return out
+        parts = [(self.signs_many(seeds[i:i + step]) @ m).double() for i in range(0, len(seeds), step)]
+        return torch.cat(parts).cpu() if parts else torch.zeros(0, rows.shape[0], dtype=torch.float64)
 
     def rademacher(self, seed: int, dtype: torch.dtype = torch.int8, out: torch.Tensor | None = None) -> torch.Tensor:
         """z in {-1, +1} for every position of the layout, z_i = 2 * bit_i - 1 (times the mask bit

@@ -18,7 +18,16 @@ import numpy as np
 
 from .config import Balance, Estimator, ObjectiveKind, Run, RunSpec, Scalar, TrainConfig
 from .errors import ConfigError
-from .estimator import Measurement, measure, measure_es, measure_fzoo, measure_grad, measure_jvp, measure_private
+from .estimator import (
+    Measurement,
+    measure,
+    measure_es,
+    measure_fzoo,
+    measure_grad,
+    measure_grad_private,
+    measure_jvp,
+    measure_private,
+)
 from .models import LoadedModel, check_base, load_model
 from .params import TuneSpec, select_parameters
 from .privacy import Accountant
@@ -33,14 +42,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state", "check_private"]
+__all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state", "check_private", "private_steps"]
 
 
 def check_private(train: TrainConfig) -> None:
-    """Differential privacy clips per-example two-point differences: it needs ``spsa``."""
-    if train.estimator is not Estimator.SPSA:
-        raise ConfigError.of("train.estimator", f"differential privacy needs spsa (per-example clipped two-point "
-                             f"differences), not {train.estimator.value}")
+    """Differential privacy clips per-example quantities: the K projections of each example's
+    gradient (``grad``: DP-SGD on the projections) or each example's two-point difference
+    (``spsa``: DP-ZO). The other estimators measure the batch as a whole."""
+    if train.estimator not in (Estimator.GRAD, Estimator.SPSA):
+        raise ConfigError.of("train.estimator", f"differential privacy needs grad (per-example gradients, their "
+                             f"projections clipped) or spsa (per-example clipped two-point differences), not "
+                             f"{train.estimator.value}")
+
+
+def private_steps(train: TrainConfig, rounds: int) -> int:
+    """Gaussian mechanisms a private site runs in ``rounds`` rounds: one per record for ``grad`` (its
+    K noisy sums are one release), one per scalar for ``spsa`` (each on its own batch)."""
+    return rounds * (1 if train.estimator is Estimator.GRAD else train.samples)
 
 
 #: ``ONEBYTE_STATE``: ``auto`` (default) picks the compact state for large float32 tuned sets on
@@ -216,13 +234,18 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
                    for i in range(k)]
         m = measure(setup.state, setup.objective.loss, batches, seeds, eps)
     else:
-        check_private(train)
+        check_private(replace(train, estimator=method))
         acc = privacy.accountant
-        acc.spend(k)  # refuses before measuring once the planned budget is used
-        batches = [[shard[i] for i in privacy.rng.choice(len(shard), acc.batch, replace=False)] for _ in range(k)]
+        draws = 1 if method is Estimator.GRAD else k
+        acc.spend(draws)  # refuses before measuring once the planned budget is used
+        batches = [[shard[i] for i in privacy.rng.choice(len(shard), acc.batch, replace=False)] for _ in range(draws)]
         noise_std = 2.0 * acc.noise * acc.cfg.clip  # replace-one sensitivity of the clipped sum is 2C
-        m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,
-                            noise_std, privacy.rng)
+        if method is Estimator.GRAD:
+            m = measure_grad_private(setup.state, setup.objective.loss_tensor, batches[0], seeds, acc.cfg.clip,
+                                     noise_std, privacy.rng, normalised)
+        else:
+            m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,
+                                noise_std, privacy.rng)
     weight = train.site_weight(len(shard))
     if weight != 1.0:
         m = replace(m, ghat=m.ghat * weight)
