@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/onebyte simulate --model minilm --task vader --peers 4 --codec byte --out $(DEMO_OUT)
 
-# The test suite (fast tests; `make test-all` adds the slow end-to-end ones).
+# The docs site in strict mode, then the test suite (fast tests; `make test-all` adds the slow ones).
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(PY) -m pytest
 
 test-all: $(STAMP)
