@@ -431,8 +431,8 @@ def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path):
 
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=2)
-    a.opts = a.gossip.opts = dataclasses.replace(a.opts, min_peers=2)
-    b.opts = b.gossip.opts = dataclasses.replace(b.opts, min_peers=3, quorum_timeout=60.0)
+    a.opts = dataclasses.replace(a.opts, min_peers=2)
+    b.opts = dataclasses.replace(b.opts, min_peers=3, quorum_timeout=60.0)
     a.gossip.members.ttl = 0.05  # b, silent while it waits, drops out of a's live peers at once
     tb = threading.Thread(target=b.run)
     t0 = time.monotonic()
@@ -456,7 +456,7 @@ def test_a_restarted_peer_still_waits_for_its_quorum(tmp_path):
     _run_all(_peers(MemoryHub(), tmp_path, 2, rounds=1))
     again = _peers(MemoryHub(), tmp_path, 1, rounds=2)[0]  # p0 again, from its directory, alone
     assert again.round == 1 and any(r.peer_id == 1 for r in again.records.values())
-    again.opts = again.gossip.opts = dataclasses.replace(again.opts, min_peers=2, quorum_timeout=1.5)
+    again.opts = dataclasses.replace(again.opts, min_peers=2, quorum_timeout=1.5)
     t0 = time.monotonic()
     again.wait_for_quorum()
     assert time.monotonic() - t0 >= 1.5  # waited it out: nobody else came
@@ -473,7 +473,7 @@ def test_waiting_peers_introduce_newcomers_a_dht_read_missed(tmp_path):
     hub = MemoryHub()
     peers = _peers(hub, tmp_path, 4, rounds=1)
     for p in peers:
-        p.opts = p.gossip.opts = dataclasses.replace(p.opts, min_peers=4, quorum_timeout=60.0)
+        p.opts = dataclasses.replace(p.opts, min_peers=4, quorum_timeout=60.0)
 
     def missing(owner):
         return lambda: [beat for name, beat in list(hub.beats.items()) if name != owner]
@@ -501,7 +501,7 @@ def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=1)
     for p in (a, b):
-        p.opts = p.gossip.opts = dataclasses.replace(p.opts, min_peers=2, quorum_timeout=30.0)
+        p.opts = dataclasses.replace(p.opts, min_peers=2, quorum_timeout=30.0)
     reads = []
     real = a.net.heartbeats
     a.net.heartbeats = lambda: reads.append(time.monotonic()) or real()
@@ -529,7 +529,7 @@ def test_a_relay_passes_pushed_records_between_sites_that_cannot_reach_each_othe
     hub = _NatHub()
     peers = _peers(hub, tmp_path, 3, rounds=4)
     relay = peers[0]
-    relay.opts = relay.gossip.opts = PeerOptions(**{**relay.opts.__dict__, "relay": True})
+    relay.opts = PeerOptions(**{**relay.opts.__dict__, "relay": True})
     summaries = _run_all(peers)
     assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
     assert {s["records_accepted"] for s in summaries} == {12}

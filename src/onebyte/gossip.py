@@ -31,12 +31,13 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import differing_fields, differing_keys
 from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, RunMismatch
 from .intake import Intake, claimed_peer
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
+from .options import PeerOptions
 from .protocol import (
     MAX_MEET,
     MAX_PUT,
@@ -57,17 +58,16 @@ from .record import Record
 from .replica import Replica
 from .transport.base import Transport
 
-if TYPE_CHECKING:
-    from .peer import PeerOptions
-
 __all__ = ["Gossip", "PUSH_WORKERS", "DHT_EVERY", "DHT_EVERY_LOST"]
 
 log = logging.getLogger(__name__)
 
 #: Pushes in flight at once (one per live peer per round; the rest queue).
-#: How long a newcomer waits for a join peer to answer MEET (a round trip, even over a thin link).
-MEET_TIMEOUT = 10.0
 PUSH_WORKERS = 8
+#: A newcomer asks at most this many join peers at once (MEET).
+MEET_WORKERS = 8
+#: A record whose push failed is stored in the DHT once: the rounds remembered for that.
+STORED_WINDOW = 16
 #: A background heartbeat exchange (every ``heartbeat_interval``) audits and syncs from what
 #: pushes told us. It touches the DHT rarely, because the DHT is dear: with 4 peers one store of
 #: a heartbeat moved 17 KB and one read 12 KB (the walk before a store fetches the key's whole
@@ -96,14 +96,17 @@ PRIVATE_REFRESH = 20.0
 class Gossip:
     """Membership, pushes, fetches and anti-entropy for one peer.
 
-    ``position()`` gives the peer's (next round, done) for its heartbeats; ``shared()`` what its
+    ``options()`` gives the peer's ``PeerOptions`` (read on each use: one object for the peer and its
+    parts); ``position()`` the peer's (next round, done) for its heartbeats; ``shared()`` what its
     run file shares with every site's (``Run.shared``: to name what differs from a foreign peer's
     configuration, and in identity mode which site keys another peer lists otherwise); ``connect`` the
     file an operator writes multiaddrs to, to make a running peer dial them."""
 
-    def __init__(self, net: Transport, opts: PeerOptions, replica: Replica, intake: Intake, tag: bytes, base: bytes,
-                 position: Callable[[], tuple[int, bool]], shared: Callable[[], dict[str, Any]], connect: Path):
-        self.net, self.opts, self.replica, self.intake = net, opts, replica, intake
+    def __init__(self, net: Transport, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
+                 tag: bytes, base: bytes, position: Callable[[], tuple[int, bool]],
+                 shared: Callable[[], dict[str, Any]], connect: Path):
+        self.net, self._options, self.replica, self.intake = net, options, replica, intake
+        opts = options()
         self.tag, self.base, self.me = tag, base, opts.peer_id
         self._position, self._shared, self._connect = position, shared, connect
         self.members = Membership(opts.heartbeat_ttl)
@@ -131,6 +134,11 @@ class Gossip:
         self._raw: dict[int, bytes] = {}  # the latest heartbeat as its author signed it, per peer
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
+
+    @property
+    def opts(self) -> PeerOptions:
+        """The peer's options, as they are now."""
+        return self._options()
 
     # ----------------------------------------------------------------- who is there
     def others(self) -> dict[int, Heartbeat]:
@@ -207,17 +215,19 @@ class Gossip:
         heartbeats it knows back), instead of a first DHT exchange, which over a thin link took 12 s
         of a newcomer's start. Whether some other peer is now live."""
         request = meet_request(self.heartbeat().encode(self.opts.secret, self.opts.key))
+        timeout = min(self.opts.request_timeout, self.opts.meet_timeout)
 
         def ask(contact: str) -> list[bytes]:
             try:
-                return parse_meet(self.net.request(contact, request, min(self.opts.request_timeout, MEET_TIMEOUT)))
+                return parse_meet(self.net.request(contact, request, timeout))
             except (ProtocolError, NetworkError) as exc:
                 log.info("join peer %s did not answer: %s", contact, exc)
                 return []
 
         contacts = self.net.join_contacts()
         if contacts:  # all at once: a dead join peer costs its timeout once, not once per peer
-            with ThreadPoolExecutor(max_workers=min(len(contacts), 8), thread_name_prefix="onebyte-meet") as pool:
+            workers = min(len(contacts), MEET_WORKERS)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onebyte-meet") as pool:
                 for beats in pool.map(ask, contacts):
                     for data in beats:
                         self.observe(data)
@@ -537,7 +547,7 @@ class Gossip:
             with self._push_lock:
                 stored = record is None or record[0] in self._stored
                 if not stored:  # the pushes of one record fail together: store it once
-                    self._stored = {r for r in self._stored if r > record[0] - 16} | {record[0]}
+                    self._stored = {r for r in self._stored if r > record[0] - STORED_WINDOW} | {record[0]}
             if not stored and not self.closed:
                 self._beater.submit(self._store, *record, True)  # where the peer that missed it reads it
         else:

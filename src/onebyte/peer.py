@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
 from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
 from .membership import Heartbeat, Membership
+from .options import PeerOptions
 from .protocol import Verb, ledger_request, parse_ledger, parse_sizes, parse_snapshot
 from .record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, Record, decode_record
 from .replica import Replica
@@ -62,40 +63,6 @@ LEDGER_PIECE = 64 * 1024
 LEDGER_SOURCES = 4
 #: What one deflated piece (or the top-up) may inflate to: 16 pieces' worth, against a bomb.
 PIECE_LIMIT = 16 * LEDGER_PIECE
-
-
-@dataclass(frozen=True)
-class PeerOptions:
-    peer_id: int
-    rounds: int | None = None  # complete rounds 0..rounds-1; None: until stopped
-    lockstep: int = 0  # > 0: every round waits for the records of peers 0..lockstep-1 (with site keys:
-    # of every listed key that counts in that round, lockstep being their number)
-    secret: bytes = b""
-    key: SiteKey | None = None  # this site's signing key: needed when the run lists keys (it replaces the secret)
-    snapshot_every: int = 10
-    min_deadline: float = 2.0  # bounds of the adaptive round deadline (seconds)
-    max_deadline: float = 60.0
-    lockstep_timeout: float = 600.0
-    heartbeat_interval: float = 10.0  # a heartbeat reaches each peer this often (on a push or alone)
-    heartbeat_ttl: float = 30.0
-    join_timeout: float = 20.0
-    drain_timeout: float = 120.0
-    sync_interval: float = 3.0
-    poll: float = 0.05  # local check for pushed records (no network traffic)
-    dht_poll: float = 2.0  # once half the deadline has passed, read the round from the DHT this often
-    lookback: int = 2  # rounds re-read from the DHT while draining
-    pipeline: int = 1  # rounds in flight: after publishing round r, wait for round r - pipeline (not lockstep)
-    push_timeout: float = 5.0
-    request_timeout: float = 30.0
-    eval_size: int = 0  # held-out examples evaluated at start and end (0: none)
-    log_to: tuple[str, ...] = ()  # trackers that get each metrics line too (track.Trackers)
-    catchup: str = "auto"  # a newcomer joins by: auto (the smaller of snapshot and ledger), snapshot, ledger
-    min_peers: int = 1  # the first round waits until this many peers (this one included) are live
-    quorum_timeout: float = 600.0  # ... for at most this long, then starts with whoever is there
-    relay: bool = False  # pass records pushed to us by their authors on to every other live peer
-    # bytes a second this site may send (0: no limit): each round it measures the largest K (of the
-    # run's) whose record, pushed to every other live peer, fits at the measured round interval
-    link_budget: float = 0.0
 
 
 class Peer:
@@ -152,7 +119,7 @@ class Peer:
             self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon,
                                  lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None, self.roster,
                                  self.dir.revocations)
-            self.gossip = Gossip(transport, opts, self.replica, self.intake, self.tag, self._base,
+            self.gossip = Gossip(transport, lambda: self.opts, self.replica, self.intake, self.tag, self._base,
                                  lambda: (self.round, self.done), setup.spec.shared, self.dir.connect)
             own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
             self.round = max(own, default=-1) + 1
@@ -361,7 +328,7 @@ class Peer:
                             f"{self.net.bytes_received - received:,} bytes received; last: {exc})") from None
             elif self.replica.records and not failures:
                 return  # records arrive by push from peers not seen yet: we are in, sync fills the past
-            time.sleep(0.5)
+            time.sleep(self.opts.join_poll)
         if failures:
             raise CatchUpError(f"could not catch up from any live peer within {self.opts.join_timeout:.0f}s "
                                f"({len(failures)} tried)")
@@ -445,7 +412,7 @@ class Peer:
                     continue
                 except (NetworkError, ProtocolError) as exc:
                     log.info("ledger piece %d from peer %x failed (%s)", i + 1, src.peer_id, exc)
-                    if tries + 1 >= 3:
+                    if tries + 1 >= self.opts.piece_tries:
                         results.put(exc)
                         return
                     todo.put((i, tries + 1))
@@ -789,10 +756,10 @@ class Peer:
         thin link, a newcomer that heard little from the others) so leaves with the whole set
         instead of the part that had reached it. Records come by push and by direct sync with
         each peer (``Gossip.sync``, per peer every ``sync_interval``); the DHT, dear on a thin link,
-        is read every ``heartbeat_interval``. A short drain (stopping) waits at most 5 s."""
+        is read every ``heartbeat_interval``. A short drain (stopping) waits at most ``short_drain`` (5 s)."""
         self.done = True
         self.gossip.tell(self.gossip.others().values())  # now, not at the next DHT read: we are done
-        timeout = min(self.opts.drain_timeout, 5.0) if short else self.opts.drain_timeout
+        timeout = min(self.opts.drain_timeout, self.opts.short_drain) if short else self.opts.drain_timeout
         start = time.monotonic()
         end, cap = start + timeout, start + (timeout if short else DRAIN_CAP * timeout)
         final = self.opts.rounds
@@ -811,12 +778,12 @@ class Peer:
             live = self.gossip.others()
             if all(hb.done and hb.digest.hex() == self.replica.digest.hex() for hb in live.values()):
                 # hold a moment so slower peers can see our final heartbeat, then leave
-                time.sleep(min(2.0, max(0.0, end - time.monotonic())))
+                time.sleep(min(self.opts.farewell, max(0.0, end - time.monotonic())))
                 self.apply_pending()
                 break
             if (now_progress := self._progress()) != progress:
                 progress, end = now_progress, min(cap, max(end, time.monotonic() + timeout))
-            time.sleep(0.5)
+            time.sleep(self.opts.drain_poll)
         else:
             log.warning("drain ended after %.0fs without agreement from every live peer", time.monotonic() - start)
         self._snapshot()
