@@ -225,7 +225,7 @@ def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_pa
         _OPEN.append(c)
         c.beat(force=True, sync=False)
         hb = c.members.live()[a.opts.peer_id]
-        c._catch_up(hb)
+        c.catchup.catch_up(hb)
         s = c.summary()
         assert (s["state_hash"], s["set_digest"]) == (a.state_hash(), a.summary()["set_digest"])
         assert c.round == a.round and s["records"] == 6
@@ -239,9 +239,9 @@ def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_pa
 def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypatch, caplog):
     """With pieces of a round or two, the settled rounds' pieces come from all three live peers,
     not only the one whose round the newcomer takes, and the state is theirs exactly."""
-    import onebyte.peer as peer_mod
+    import onebyte.catchup as catchup_mod
 
-    monkeypatch.setattr(peer_mod, "LEDGER_PIECE", 200)  # about one round of three records per piece
+    monkeypatch.setattr(catchup_mod, "LEDGER_PIECE", 200)  # about one round of three records per piece
     hub = MemoryHub()
     established = _peers(hub, tmp_path, 3, rounds=8)
     _run_all(established)
@@ -260,8 +260,8 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
              PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
     _OPEN.append(c)
     c.beat(force=True, sync=False)
-    with caplog.at_level(logging.INFO, logger="onebyte.peer"):
-        c._catch_up(c.members.live()[0])
+    with caplog.at_level(logging.INFO, logger="onebyte.catchup"):
+        c.catchup.catch_up(c.members.live()[0])
     served = {int(m.group(1), 16) for r in caplog.records
               if (m := re.search(r"ledger piece \d+ of \d+ from peer (\w+)", r.getMessage()))}
     assert served == {0, 1, 2}
@@ -273,10 +273,10 @@ def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first
     """One source serves pieces with a record missing from each: the newcomer sees that its settled
     rounds' digest is not the chosen peer's and fetches exactly what it lacks, before it trains.
     Another is older than deflated pieces (it answers the flag with nothing) and is asked plainly."""
-    import onebyte.peer as peer_mod
+    import onebyte.catchup as catchup_mod
     from onebyte.protocol import DEFLATE, ledger_reply, parse_ledger
 
-    monkeypatch.setattr(peer_mod, "LEDGER_PIECE", 200)
+    monkeypatch.setattr(catchup_mod, "LEDGER_PIECE", 200)
     hub = MemoryHub()
     established = _peers(hub, tmp_path, 3, rounds=8)
     _run_all(established)
@@ -303,7 +303,7 @@ def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first
                                                              **FAST))
     _OPEN.append(c)
     c.beat(force=True, sync=False)
-    c._catch_up(c.members.live()[0])
+    c.catchup.catch_up(c.members.live()[0])
     c.apply_pending()
     assert dropped and plain  # p1 and p2 did serve some pieces
     a = established[0]
@@ -326,7 +326,7 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     assert set(c.gossip.others()) == {0, 1, 2}
     assert 7 in established[0].gossip.others()  # the join peer met it too
     a = established[0]
-    assert c.joined_by is not None and (c.state_hash(), c.round) == (a.state_hash(), a.round)
+    assert c.catchup.joined_by is not None and (c.state_hash(), c.round) == (a.state_hash(), a.round)
     forged = Peer(_setup(), [], MemoryTransport(hub, "p8", join=("p0",)), tmp_path / "p8",
                   PeerOptions(peer_id=8, rounds=None, secret=b"wrong", **FAST))
     _OPEN.append(forged)
@@ -358,14 +358,14 @@ def test_a_newcomer_tops_up_the_rounds_run_while_it_downloaded(tmp_path):
             c.gossip.observe(data)
 
     hear_them()
-    c._catch_up(c.gossip.others()[0])
+    c.catchup.catch_up(c.gossip.others()[0])
     behind = c.round
     for x in established:
         x.opts = replace(x.opts, rounds=5)
     _run_all(established)
     hear_them()
     assert len(c.records) < len(a.records)
-    assert c.start_round() == a.round > behind
+    assert c.catchup.start_round() == a.round > behind
     assert (c.state_hash(), c.summary()["set_digest"]) == (a.state_hash(), a.summary()["set_digest"])
 
 
@@ -615,8 +615,8 @@ def _join_with_sources(tmp_path, monkeypatch, fails):
 
     monkeypatch.setattr(peer.gossip, "meet", lambda: True)
     monkeypatch.setattr(peer.gossip, "others", lambda: dict(sources))
-    monkeypatch.setattr(peer, "_catch_up", catch_up)
-    monkeypatch.setattr("onebyte.peer.CATCHUP_BACKOFF", 0.01)
+    monkeypatch.setattr(peer.catchup, "catch_up", catch_up)
+    monkeypatch.setattr("onebyte.catchup.CATCHUP_BACKOFF", 0.01)
     return peer, tries
 
 
@@ -627,8 +627,8 @@ def test_a_newcomer_whose_catch_up_source_is_gone_tries_another(tmp_path, monkey
 
 
 def test_a_newcomer_that_cannot_catch_up_from_anyone_stops_after_bounded_tries(tmp_path, monkeypatch):
+    from onebyte.catchup import CATCHUP_TRIES
     from onebyte.errors import CatchUpError
-    from onebyte.peer import CATCHUP_TRIES
 
     peer, tries = _join_with_sources(tmp_path, monkeypatch, fails={1, 2})
     with pytest.raises(CatchUpError, match="could not catch up from any live peer"):

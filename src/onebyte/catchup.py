@@ -1,0 +1,296 @@
+"""Joining late: a newcomer takes a live peer's snapshot or ledger, then tops up what ran meanwhile.
+
+A newcomer with an empty ledger looks for live peers (MEET to its join peers, else the DHT), picks
+the one with the most records, and joins from it by whichever costs fewer bytes: its snapshot (the
+accumulators ``A_t``, checked against the claimed set digest) or its ledger (every record, replayed
+here from the base model, so the state is ours by construction). A ledger comes in pieces from up
+to LEDGER_SOURCES live peers at once. A source that fails (it may have left) is backed off and
+another is tried; the tries, and so the bytes, are bounded. Before its first round the newcomer
+fetches the rounds the swarm ran while it downloaded (``top_up``).
+
+``CatchUp`` takes the parts it needs (transport, options, replica, intake, gossip) and two doors
+into its peer's round position (``position``, ``move_to``), never the peer itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from .errors import CatchUpError, LedgerError, NetworkError, ProtocolError
+from .gossip import Gossip
+from .identity import Roster
+from .intake import Intake
+from .membership import Heartbeat
+from .options import PeerOptions
+from .protocol import Verb, ledger_request, parse_ledger, parse_sizes, parse_snapshot
+from .record import decode_record
+from .replica import Replica
+from .transport.base import BULK_RATE, Transport
+
+__all__ = ["CatchUp", "CATCHUP_BACKOFF", "CATCHUP_TRIES", "CATCHUP_TRIES_TOTAL", "LEDGER_PIECE", "LEDGER_SOURCES"]
+
+log = logging.getLogger(__name__)
+
+#: A catch-up source that fails (it may have left) is tried again after CATCHUP_BACKOFF seconds,
+#: twice that after a second failure, and given up after CATCHUP_TRIES; the best of the other live
+#: peers is tried meanwhile. After CATCHUP_TRIES_TOTAL failed tries in all, or every source given
+#: up, the peer stops with a CatchUpError: the bytes spent are bounded by the tries, each at most
+#: the download its source announced.
+CATCHUP_BACKOFF = 1.0
+CATCHUP_TRIES = 3
+CATCHUP_TRIES_TOTAL = 8
+#: A ledger download's piece, in bytes of records before deflating (about 1,000 records of K = 4,
+#: about 26 KB on the wire).
+LEDGER_PIECE = 64 * 1024
+#: At most this many peers serve a newcomer's ledger pieces at once.
+LEDGER_SOURCES = 4
+#: What one deflated piece (or the top-up) may inflate to: 16 pieces' worth, against a bomb.
+PIECE_LIMIT = 16 * LEDGER_PIECE
+#: The round a ranged LEDG request gives as "and every later one".
+OPEN_END = 0xFFFFFFFF
+
+
+class CatchUp:
+    """A newcomer's join: ``join`` finds a source and catches up from it (``catch_up``), and
+    ``start_round`` says where the first round begins, after a ``top_up``. ``joined_by`` records how."""
+
+    def __init__(self, net: Transport, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
+                 gossip: Gossip, roster: Roster | None, tag: bytes, apply: Callable[[], int],
+                 position: Callable[[], int], move_to: Callable[[int], None]):
+        self.net, self._options, self.replica, self.intake, self.gossip = net, options, replica, intake, gossip
+        self.roster, self.tag = roster, tag
+        self._apply, self._position, self._move_to = apply, position, move_to
+        self.joined_by: dict[str, Any] | None = None  # how this peer caught up when it joined
+
+    @property
+    def opts(self) -> PeerOptions:
+        return self._options()
+
+    def join(self) -> None:
+        """A newcomer with an empty ledger: catch up from the live peer with the most records, if any.
+
+        Lockstep peers never do: they all start from the base and measure every round at the
+        simulator's state, so a snapshot holding rounds they have not measured would be wrong."""
+        if self.replica.records or self.opts.lockstep:
+            return
+        deadline = time.monotonic() + self.opts.join_timeout
+        failures: dict[int, tuple[int, float]] = {}  # source -> (failed tries, not again before)
+        received = self.net.bytes_received
+        while time.monotonic() < deadline:
+            if not self.gossip.meet():  # the join peers answer in a round trip; else the DHT (seconds)
+                self.gossip.beat(force=True, sync=False)  # no record-by-record sync: the download brings them all
+            self.gossip.refuse_foreign()
+            others = self.gossip.others()
+            now = time.monotonic()
+            # a source that failed (it may have left) waits out its back-off, and after
+            # CATCHUP_TRIES it is given up: the best of the others is tried meanwhile
+            sources = [hb for p, hb in others.items()
+                       if failures.get(p, (0, 0.0))[0] < CATCHUP_TRIES and failures.get(p, (0, 0.0))[1] <= now]
+            if sources:
+                # peers not yet failed first, then the most records
+                best = max(sources, key=lambda hb: (-failures.get(hb.peer_id, (0, 0.0))[0], hb.records))
+                log.info("found %d live peer(s); the most records: peer %x, %d, at round %d",
+                         len(others), best.peer_id, best.records, best.round)
+                if best.records <= len(self.replica.records):
+                    return  # everyone is new (or pushes brought what they hold): start from here
+                try:
+                    self.catch_up(best)
+                    return
+                except (ProtocolError, NetworkError, LedgerError) as exc:
+                    tries = failures.get(best.peer_id, (0, 0.0))[0] + 1
+                    failures[best.peer_id] = (tries, time.monotonic() + CATCHUP_BACKOFF * 2 ** (tries - 1))
+                    log.warning("catching up from peer %x failed (try %d of %d): %s", best.peer_id, tries,
+                                CATCHUP_TRIES, exc)
+                    if sum(t for t, _ in failures.values()) >= CATCHUP_TRIES_TOTAL or (
+                            all(failures.get(p, (0, 0.0))[0] >= CATCHUP_TRIES for p in others)):
+                        raise CatchUpError(
+                            f"could not catch up from any live peer ({len(failures)} tried, "
+                            f"{sum(t for t, _ in failures.values())} tries, "
+                            f"{self.net.bytes_received - received:,} bytes received; last: {exc})") from None
+            elif self.replica.records and not failures:
+                return  # records arrive by push from peers not seen yet: we are in, sync fills the past
+            time.sleep(self.opts.join_poll)
+        if failures:
+            raise CatchUpError(f"could not catch up from any live peer within {self.opts.join_timeout:.0f}s "
+                               f"({len(failures)} tried)")
+        if self.opts.join_timeout:
+            log.info("no live peer answered within %.0fs; starting from the base model", self.opts.join_timeout)
+
+    def catch_up(self, hb: Heartbeat) -> None:
+        """Join from ``hb``'s peer by whichever costs fewer bytes on the link: its snapshot (the
+        accumulators, 4 bytes per tuned weight, plus its records) or its ledger alone (every record,
+        replayed here from the base model). After 1,000 rounds of 4 peers the ledger is ~250 KiB
+        where the snapshot of all MiniLM weights is 87 MiB; early in a run with few tuned weights the
+        snapshot can be the smaller. A peer that does not know SIZE answers nothing: snapshot."""
+        sizes = parse_sizes(self.net.request(hb.contact, Verb.SIZE.value, self.opts.request_timeout))
+        snap_bytes, ledger_bytes = sizes if sizes is not None else (None, None)
+        mode = self.opts.catchup
+        if mode == "auto":
+            mode = "ledger" if ledger_bytes is not None and ledger_bytes < snap_bytes else "snapshot"
+        if mode == "ledger" and ledger_bytes is None:
+            mode = "snapshot"
+        if mode == "snapshot" and self.replica.records:  # pushes came first: a snapshot cannot join them
+            if ledger_bytes is None:
+                log.info("records arrived before the snapshot, and peer %x serves no ledger: joining by sync",
+                         hb.peer_id)
+                return
+            mode = "ledger"
+        why = (f"ledger {ledger_bytes:,} B, snapshot {snap_bytes:,} B" if ledger_bytes is not None
+               else "the peer does not report sizes")
+        if mode == "ledger":
+            self.install_ledger(hb, ledger_bytes)
+        else:
+            self.install_snapshot(hb, snap_bytes)
+        self.joined_by = {"path": mode, "from_peer": f"{hb.peer_id:x}", "ledger_bytes": ledger_bytes,
+                          "snapshot_bytes": snap_bytes, "chosen_by": self.opts.catchup}
+        log.info("joined from peer %x by its %s (%s)", hb.peer_id, mode, why)
+
+    def _bulk_timeout(self, size: int | None) -> float:
+        """A download of ``size`` bytes may take ``request_timeout`` plus its time at BULK_RATE."""
+        return self.opts.request_timeout + (size or 0) / BULK_RATE
+
+    def install_ledger(self, hb: Heartbeat, size: int | None = None) -> None:
+        """Every record ``hb``'s peer holds, each validated as if pushed, replayed here from the base:
+        the state is ours by construction, so it needs no trust in the other peer's arithmetic.
+
+        Downloaded deflated (about 2.5x fewer bytes: the headers repeat), in pieces of about
+        LEDGER_PIECE bytes of records (a range of rounds each, the last one open-ended), each tried
+        up to ``piece_tries`` times: over a thin link one long transfer was cut short at 32–128 KB,
+        while short ones get through, and a lost piece costs only itself. The pieces come from up to
+        LEDGER_SOURCES live peers at once, one piece per peer at a time (``_ledger_sources``): one
+        peer's uplink, which also carries its training, is then no longer the bottleneck, our own
+        link is. A peer that fails a piece hands it back to the others and serves no more (unless it
+        is the last one). Which peer sent a record does not matter: each is checked on its own; a
+        piece inflates to at most PIECE_LIMIT bytes."""
+        per_round = max(1.0, hb.records / max(hb.round, 1))
+        record_bytes = (size or 0) / max(hb.records, 1) or 100.0
+        step = max(1, int(LEDGER_PIECE / (per_round * record_bytes)))
+        starts = list(range(0, max(hb.round, 1), step))
+        pieces = [range(start, starts[i + 1] if i + 1 < len(starts) else OPEN_END) for i, start in enumerate(starts)]
+        sources = self._ledger_sources(hb, starts[-1])
+        timeout = self._bulk_timeout(LEDGER_PIECE * len(sources) // 2)  # the pieces share our link (deflated ~0.4x)
+        todo = deque((i, 0) for i in range(len(pieces)))  # (piece, failed tries)
+        serving, idle = list(sources), list(sources)
+        running: dict[Future, tuple[int, int, Heartbeat]] = {}
+        accepted, got, round_ = 0, 0, 0
+        pool = ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="onebyte-ledger")
+        try:
+            while todo or running:
+                while todo and idle:  # one piece per source at a time
+                    (i, tries), src = todo.popleft(), idle.pop(0)
+                    running[pool.submit(self._ledger_piece, src.contact, pieces[i], timeout)] = (i, tries, src)
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i, tries, src = running.pop(future)
+                    try:
+                        piece_round, raws, wire = future.result()
+                    except (NetworkError, ProtocolError) as exc:
+                        log.info("ledger piece %d from peer %x failed (%s)", i + 1, src.peer_id, exc)
+                        if tries + 1 >= self.opts.piece_tries:
+                            raise
+                        todo.append((i, tries + 1))
+                        if len(serving) > 1:  # a failed source serves no more, unless it is the last
+                            serving.remove(src)
+                        else:
+                            idle.append(src)
+                        continue
+                    idle.append(src)
+                    if i == len(pieces) - 1:
+                        round_ = piece_round
+                    log.info("ledger piece %d of %d from peer %x: %d records, %d B", i + 1, len(pieces),
+                             src.peer_id, len(raws), wire)
+                    got += len(raws)
+                    accepted += sum(bool(self.intake.offer(data)) for data in raws)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # a failure does not wait for the other pieces
+        if got and not accepted and not self.replica.records:
+            raise ProtocolError("none of the ledger's records was accepted")
+        self._adopt([], round_)
+        if len(sources) > 1 and hb.closed >= 0 and self.replica.closed_digest(hb.closed) != hb.closed_digest:
+            # a source lacked records of a settled round: ask the chosen peer for exactly what we lack
+            log.info("the ledger pieces differ from peer %x's settled rounds: syncing with it", hb.peer_id)
+            try:
+                self.gossip.reconcile(hb)
+            except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
+                log.info("sync after the ledger download failed: %s", exc)
+
+    def _ledger_piece(self, contact: str, rounds: range, timeout: float) -> tuple[int, list[bytes], int]:
+        """(the peer's round, the records of ``rounds``, bytes on the wire): asked for deflated, at
+        most PIECE_LIMIT inflated; a peer older than the DEFLATE flag answers that with nothing,
+        and is asked again plainly."""
+        reply = self.net.request(contact, ledger_request(rounds, deflate=True), timeout)
+        if reply:
+            return (*parse_ledger(reply, deflated=True, limit=PIECE_LIMIT), len(reply))
+        reply = self.net.request(contact, ledger_request(rounds), timeout)
+        return (*parse_ledger(reply), len(reply))
+
+    def _ledger_sources(self, hb: Heartbeat, settled_before: int) -> list[Heartbeat]:
+        """``hb`` first, then the other live peers past every round before ``settled_before``, whose
+        pieces of those rounds any of them can serve, up to LEDGER_SOURCES in all."""
+        others = [o for o in self.gossip.others().values()
+                  if o.peer_id != hb.peer_id and o.closed >= settled_before - 1 and o.records]
+        others.sort(key=lambda o: -o.records)
+        return [hb, *others[:LEDGER_SOURCES - 1]]
+
+    def install_snapshot(self, hb: Heartbeat, size: int | None = None) -> None:
+        """``hb``'s peer's snapshot and the records it covers, installed once its state hash matches
+        the set digest the live peers claim (``Replica.install``)."""
+        snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self._bulk_timeout(size)))
+        others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.gossip.members.live().values()]
+        secret: bytes | None = self.opts.secret
+        if self.roster is not None:
+            # identity mode: every record the snapshot covers must be signed by a listed key and still
+            # count here (a peer with an older run file may hold a revoked key's); then install checks
+            # the rest of each record (structure, run tag) without the secret, which signed records lack
+            for raw in raws:
+                rec = decode_record(raw, run_tag=self.tag, roster=self.roster)
+                if not self.roster.counts(rec):
+                    raise ProtocolError(f"the snapshot covers a record that does not count here "
+                                        f"({self.roster.revoked_reason(rec)})")
+            secret = None
+        meta = self.replica.install(snap, raws, secret, others)
+        self._move_to(int(meta.get("round", "0")))
+        log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(raws), meta.get("round"))
+
+    def start_round(self) -> int:
+        """Where to begin: after our own last round, and at the newest round the swarm has reached.
+        A newcomer that has just downloaded a peer's ledger or snapshot has that peer's round: it
+        exchanges heartbeats in the background instead of waiting on the DHT (seconds over a thin link),
+        and fetches the records of the rounds the swarm ran while it downloaded (``top_up``)."""
+        self.gossip.beat(force=self.joined_by is None)
+        start = max(self._position(), self.gossip.newest_round())
+        if self.joined_by is not None and start > self._position():
+            self.top_up()
+        return max(start, self._position())
+
+    def top_up(self) -> None:
+        """The records of the rounds from the downloaded ledger's (or snapshot's) last on, from the
+        live peer furthest ahead: one small deflated LEDG piece. Without it the newcomer's first
+        round began without the rounds pushed while it downloaded (sync brought them later)."""
+        others = self.gossip.others()
+        if not others:
+            return
+        ahead = max(others.values(), key=lambda hb: (hb.round, hb.records))
+        try:
+            round_, raws, _ = self._ledger_piece(ahead.contact, range(max(0, self._position() - 2), OPEN_END),
+                                                 self._bulk_timeout(LEDGER_PIECE))
+            round_ = min(round_, ahead.round + 1)  # the reply's round is the peer's word: no further than its heartbeat
+        except (NetworkError, ProtocolError) as exc:
+            log.info("fetching the rounds since the download from peer %x failed: %s", ahead.peer_id, exc)
+            return
+        accepted = self._adopt(raws, round_)
+        log.info("topped up from peer %x: %d new records, to round %d", ahead.peer_id, accepted, round_)
+
+    def _adopt(self, raws: list[bytes], round_: int) -> int:
+        """Offer downloaded records, apply them, and move to the serving peer's round ``round_``
+        (the rounds before it count as measured: a newcomer never measures the past). How many
+        of ``raws`` were accepted."""
+        accepted = sum(bool(self.intake.offer(data)) for data in raws)
+        self._apply()
+        self._move_to(round_)
+        return accepted
