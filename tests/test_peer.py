@@ -14,6 +14,7 @@ import pytest
 from conftest import run_peers
 from onebyte.config import Aggregate, RunSpec, TrainConfig
 from onebyte.errors import ConfigError, PeerUnreachable
+from onebyte.lifecycle import wait_for_quorum
 from onebyte.peer import Peer, PeerOptions
 from onebyte.simulator import SimConfig, run_simulation
 from onebyte.tasks.data import split_shards
@@ -54,6 +55,11 @@ def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None, train=TR
 
 def _run_all(peers, stop=None):
     return run_peers(peers, stop)
+
+
+def _wait_for_quorum(p, stop=None):
+    """What ``Peer.run`` does before its first round (``lifecycle.wait_for_quorum``)."""
+    wait_for_quorum(p.gossip, p.replica, p.opts, p.round, stop)
 
 
 @pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN),
@@ -458,7 +464,7 @@ def test_a_restarted_peer_still_waits_for_its_quorum(tmp_path):
     assert again.round == 1 and any(r.peer_id == 1 for r in again.records.values())
     again.opts = dataclasses.replace(again.opts, min_peers=2, quorum_timeout=1.5)
     t0 = time.monotonic()
-    again.wait_for_quorum()
+    _wait_for_quorum(again)
     assert time.monotonic() - t0 >= 1.5  # waited it out: nobody else came
 
 
@@ -505,12 +511,12 @@ def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp
     reads = []
     real = a.net.heartbeats
     a.net.heartbeats = lambda: reads.append(time.monotonic()) or real()
-    waiting = threading.Thread(target=a.wait_for_quorum)
+    waiting = threading.Thread(target=_wait_for_quorum, args=(a,))
     t0 = time.monotonic()
     waiting.start()
     time.sleep(2.0)
     assert waiting.is_alive() and len(reads) == 1  # one DHT read in two seconds of waiting
-    b.wait_for_quorum()  # the newcomer reads the DHT, finds a and greets it
+    _wait_for_quorum(b)  # the newcomer reads the DHT, finds a and greets it
     waiting.join(timeout=10)
     assert not waiting.is_alive() and time.monotonic() - t0 < 10
     assert b.opts.peer_id in a.members.live() and a.opts.peer_id in b.members.live()

@@ -24,9 +24,10 @@ from .catchup import CatchUp
 from .codec import fit_samples
 from .config import RunSpec
 from .errors import ConfigError, NetworkTimeout, storage_error
-from .gossip import IDLE_REFRESH, PRIVATE_REFRESH, Gossip
+from .gossip import Gossip
 from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
+from .lifecycle import drain, wait_for_quorum
 from .membership import Heartbeat, Membership
 from .options import PeerOptions
 from .record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, Record
@@ -41,9 +42,6 @@ __all__ = ["PeerOptions", "Peer"]
 
 log = logging.getLogger(__name__)
 
-#: A draining peer waits ``drain_timeout`` past the last progress it saw, and at most this many
-#: times ``drain_timeout`` in all.
-DRAIN_CAP = 10
 #: How long a newcomer that was given --join peers looks for a live one (to catch up from) before it
 #: starts from the base model: over a 64 kbit/s link its first DHT read can take most of a minute.
 #: Without --join it is the first peer, and ``PeerOptions.join_timeout`` applies.
@@ -427,7 +425,7 @@ class Peer:
                 trackers.log(line)
 
             self.join()
-            self.wait_for_quorum(stop)
+            wait_for_quorum(self.gossip, self.replica, self.opts, self.round, stop)
             self.eval_before = self.evaluate()
             r = self._first_round = self.catchup.start_round()
             self.gossip.stop_introducing()  # pushes carry membership from here on
@@ -438,54 +436,14 @@ class Peer:
                 if on_round is not None:
                     on_round(self)
                 r += 1  # a slow peer keeps its pace; only joiners and restarters jump to the newest round
-            self.drain(short=stop is not None and stop.is_set())
+            self.done = True  # our heartbeats say so from here on
+            drain(self.gossip, self.replica, self.opts, self.apply_pending, short=stop is not None and stop.is_set())
+            self._snapshot()
             self.eval_after = self.evaluate()
             s = self.write_summary()
             if self.eval_after is not None:
                 log({**self._metrics_line(self.round - 1, s), "eval": self.eval_after, "final": True})
             return s
-
-    def wait_for_quorum(self, stop: threading.Event | None = None) -> None:
-        """Before the first round, until ``min_peers`` peers are live (bounded by ``quorum_timeout``):
-        a swarm whose sites start minutes apart then begins together, instead of the first ones
-        training alone and the others catching up. A peer that restarts or joins a running swarm
-        finds the others already there; and once any peer has started (a record of a round this
-        one has not reached, or a heartbeat past it), the quorum was reached somewhere and this
-        one starts too."""
-        want = self.opts.min_peers
-        if want <= 1 or self.opts.lockstep:
-            return
-        end = time.monotonic() + self.opts.quorum_timeout
-        greeted, every = -1e9, 0.0
-        while not (stop is not None and stop.is_set()):
-            if time.monotonic() - greeted >= every:
-                read = self.gossip.greet()  # the DHT, rarely: newcomers greet us directly
-                self.gossip.refuse_foreign()
-                greeted = time.monotonic()
-                # Nobody can greet a peer behind NAT; and over a thin link a read may fail, or a
-                # greeting time out, so an early read is retried: 20 s, then twice as long each time
-                # up to IDLE_REFRESH (a handful of reads in the first minutes, then the idle rate).
-                every = (PRIVATE_REFRESH if self.net.private or not read
-                         else min(IDLE_REFRESH, max(PRIVATE_REFRESH, 2 * every)))
-            waiting = self.gossip.waiting()
-            me = self.opts.peer_id
-            # a peer measuring a round we have not reached (a restarted swarm's ledgers do not count)
-            started = {p for p, hb in waiting.items() if p != me and hb.round > self.round}
-            started |= {rec.peer_id for rec in list(self.replica.records.values())
-                        if rec.peer_id != me and rec.round >= self.round}
-            if started:  # someone reached its quorum first (views differ over a thin link): join it now
-                log.info("peer %x has started: starting", min(started))
-                return
-            live = len(waiting.keys() | {me})
-            if live >= want:
-                log.info("%d peers live: starting", live)
-                self.gossip.greet()  # a fresh heartbeat to each: the round loop's 30-second liveness
-                return
-            if time.monotonic() > end:
-                log.warning("only %d of %d peers live after %.0fs: starting anyway", live, want,
-                            self.opts.quorum_timeout)
-                return
-            time.sleep(self.opts.poll)  # a local check: greetings arrive on the server
 
     def _metrics_line(self, r: int, s: dict[str, Any]) -> dict[str, Any]:
         """One line of this peer's ``metrics.jsonl``: the simulator's keys where they mean the same
@@ -497,52 +455,6 @@ class Peer:
         if "dp" in s:
             line["dp_epsilon_spent"] = s["dp"].get("epsilon_spent")
         return line
-
-    def drain(self, short: bool = False) -> None:
-        """Wait until every live peer has finished and holds our record set, then leave.
-
-        Bounded by ``drain_timeout`` *without progress*: while records keep arriving, or a live
-        peer still moves through its rounds, a peer that finished first waits on (up to
-        ``DRAIN_CAP`` × ``drain_timeout`` in all). A peer that ran ahead of slower ones (over a
-        thin link, a newcomer that heard little from the others) so leaves with the whole set
-        instead of the part that had reached it. Records come by push and by direct sync with
-        each peer (``Gossip.sync``, per peer every ``sync_interval``); the DHT, dear on a thin link,
-        is read every ``heartbeat_interval``. A short drain (stopping) waits at most ``short_drain`` (5 s)."""
-        self.done = True
-        self.gossip.tell(self.gossip.others().values())  # now, not at the next DHT read: we are done
-        timeout = min(self.opts.drain_timeout, self.opts.short_drain) if short else self.opts.drain_timeout
-        start = time.monotonic()
-        end, cap = start + timeout, start + (timeout if short else DRAIN_CAP * timeout)
-        final = self.opts.rounds
-        progress, read_at = self._progress(), -1e9
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now - read_at >= self.opts.heartbeat_interval:  # the DHT: its copy of the last rounds, heartbeats
-                read_at = now
-                if final is not None:
-                    self.gossip.pull(range(max(0, final - self.opts.lookback), final))
-                self.apply_pending()
-                self.beat(force=True)
-            else:
-                self.apply_pending()
-                self.gossip.sync()
-            live = self.gossip.others()
-            if all(hb.done and hb.digest.hex() == self.replica.digest.hex() for hb in live.values()):
-                # hold a moment so slower peers can see our final heartbeat, then leave
-                time.sleep(min(self.opts.farewell, max(0.0, end - time.monotonic())))
-                self.apply_pending()
-                break
-            if (now_progress := self._progress()) != progress:
-                progress, end = now_progress, min(cap, max(end, time.monotonic() + timeout))
-            time.sleep(self.opts.drain_poll)
-        else:
-            log.warning("drain ended after %.0fs without agreement from every live peer", time.monotonic() - start)
-        self._snapshot()
-
-    def _progress(self) -> tuple:
-        """What a draining peer watches: the records it holds and each live peer's position."""
-        live = self.gossip.others()
-        return len(self.replica.records), tuple(sorted((p, hb.round, hb.records, hb.done) for p, hb in live.items()))
 
     # ----------------------------------------------------------------- reporting
     def summary(self) -> dict[str, Any]:
