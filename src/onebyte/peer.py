@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import replace
@@ -34,7 +33,8 @@ from .record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, Record
 from .replica import Replica
 from .rundir import RunDir
 from .server import Server
-from .tasks.data import Example, eval_subset
+from .summary import Position, evaluate, metrics_line, peer_summary, write_summary
+from .tasks.data import Example
 from .training import Privacy, Setup, check_private, make_record
 from .transport.base import Transport
 
@@ -399,13 +399,6 @@ class Peer:
             self.apply_pending()
             self.replica.save_snapshot(self.round)
 
-    def evaluate(self) -> dict[str, float] | None:
-        """Held-out loss and accuracy at the current state (``eval_size`` 0: skip)."""
-        if not self.opts.eval_size:
-            return None
-        with self.replica.lock:
-            return self.setup.objective.evaluate(eval_subset(self.setup.dataset.test, self.opts.eval_size))
-
     def run(self, stop: threading.Event | None = None, on_round: Any = None, *,
             rounds: int | None = None) -> dict[str, Any]:
         """Join, run rounds until ``rounds`` (or ``PeerOptions.rounds``; None: until ``stop``),
@@ -426,111 +419,33 @@ class Peer:
 
             self.join()
             wait_for_quorum(self.gossip, self.replica, self.opts, self.round, stop)
-            self.eval_before = self.evaluate()
+            self.eval_before = evaluate(self.setup, self.replica, self.opts.eval_size)
             r = self._first_round = self.catchup.start_round()
             self.gossip.stop_introducing()  # pushes carry membership from here on
             while (final is None or r < final) and not (stop is not None and stop.is_set()):
                 self.run_round(r, stop)
-                s = self.write_summary()
-                log(self._metrics_line(r, s))
+                s = write_summary(self.dir.summary, self.summary(), self.privacy)
+                log(dict(metrics_line(r, s, self.last_loss)))
                 if on_round is not None:
                     on_round(self)
                 r += 1  # a slow peer keeps its pace; only joiners and restarters jump to the newest round
             self.done = True  # our heartbeats say so from here on
             drain(self.gossip, self.replica, self.opts, self.apply_pending, short=stop is not None and stop.is_set())
             self._snapshot()
-            self.eval_after = self.evaluate()
-            s = self.write_summary()
+            self.eval_after = evaluate(self.setup, self.replica, self.opts.eval_size)
+            s = write_summary(self.dir.summary, self.summary(), self.privacy)
             if self.eval_after is not None:
-                log({**self._metrics_line(self.round - 1, s), "eval": self.eval_after, "final": True})
+                log({**metrics_line(self.round - 1, s, self.last_loss), "eval": self.eval_after, "final": True})
             return s
 
-    def _metrics_line(self, r: int, s: dict[str, Any]) -> dict[str, Any]:
-        """One line of this peer's ``metrics.jsonl``: the simulator's keys where they mean the same
-        (cumulative payload and forward passes, this peer's own), plus the wire and intake counters."""
-        line = {"round": r, "train_loss": self.last_loss, "payload_bytes": s["payload_bytes"],
-                "forward_passes": s["forward_passes"], "seconds": s["seconds"], "bytes_sent": s["bytes_sent"],
-                "bytes_received": s["bytes_received"], "records": s["records"],
-                "records_rejected": s["records_rejected"], "peers": s["peers"]}
-        if "dp" in s:
-            line["dp_epsilon_spent"] = s["dp"].get("epsilon_spent")
-        return line
-
-    # ----------------------------------------------------------------- reporting
+    # ----------------------------------------------------------------- reporting (summary)
     def summary(self) -> dict[str, Any]:
-        rep = self.replica
-        pushes = self.gossip.push_counts()
-        with rep.lock:
-            rejections = self.intake.rejections()
-            return {
-                "peer_id": f"{self.opts.peer_id:x}",
-                "model": self.setup.spec.model,
-                "task": self.setup.spec.task,
-                "codec": self.setup.train.codec.label,
-                "samples_per_round": self.setup.train.samples,
-                "rounds": self.opts.rounds,
-                "rounds_completed": self.rounds_completed,
-                "round": self.round,
-                "records": len(rep.applied),
-                "records_accepted": len(rep.records),
-                "records_rejected": sum(rejections.values()),
-                "rejections": rejections,
-                "flagged_peers": sorted(f"{p:x}" for p in rep.flagged),
-                # copies: the beater thread adds to these while we read them
-                "foreign_peers": {f"{p:x}": why for p, why in dict(self.foreign_diff).items()},
-                "key_list_peers": {f"{p:x}": why for p, why in dict(self.gossip.keys_diff).items()},
-                "gradients": sum(rep.records[rid].count for rid in rep.applied),
-                "payload_bytes": rep.payload_bytes,
-                **self._byte_counts(),
-                "state_hash": rep.state_hash(),
-                "set_digest": rep.digest.hex(),
-                "base_hash": self.setup.spec.base_hash,
-                "run_tag": self.tag.hex(),
-                "addresses": self.net.addresses,
-                "done": self.done,
-                "max_round_seconds": round(self.max_round_seconds, 3),
-                "link_budget": self.opts.link_budget or None,
-                "samples_sent": _spread(self.samples_sent),
-                "peers": len({rec.peer_id for rec in rep.records.values()}),
-                "tuned_parameters": self.setup.state.numel,
-                "joined_by": self.catchup.joined_by,
-                "pushes": pushes,
-                "relayed": self.gossip.relayed,
-                "dht_copies": self.gossip.dht_copies,
-                "forward_passes": sum(self.setup.train.forward_passes(r.count) for r in rep.records.values()
-                                      if r.peer_id == self.opts.peer_id),
-                "eval_before": self.eval_before,
-                "eval_after": self.eval_after,
-                "seconds": round(time.perf_counter() - self.started, 3),
-            }
-
-    def _byte_counts(self) -> dict[str, Any]:
-        """``bytes_sent``/``bytes_received``: on the wire where the transport can see it (the kernel's
-        counters of this peer's processes, libp2p daemon and headers included), else our payloads;
-        ``bytes_counted`` says which. The payload counts stay beside them."""
-        wire = self.net.wire_bytes()
-        out = {"payload_bytes_sent": self.net.bytes_sent, "payload_bytes_received": self.net.bytes_received}
-        if wire is None:
-            return {"bytes_sent": self.net.bytes_sent, "bytes_received": self.net.bytes_received, **out,
-                    "bytes_counted": "payloads only (the transport cannot see the wire): an underestimate"}
-        from .transport.wire import METHOD
-
-        return {"bytes_sent": wire["sent"], "bytes_received": wire["received"], **out, "bytes_counted": METHOD}
-
-    def write_summary(self) -> dict[str, Any]:
-        s = self.summary()
-        if s["seconds"] > 0:  # against link_budget: what this site sent, on average, launch to exit
-            s["bytes_per_second"] = round(s["bytes_sent"] / s["seconds"], 1)
-        if self.privacy is not None:
-            s["dp"] = self.privacy.accountant.report()
-        tmp = self.dir.summary.with_name(self.dir.summary.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(s, indent=2) + "\n")
-            os.replace(tmp, self.dir.summary)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise storage_error(exc, str(self.dir.summary)) from None
-        return s
+        """What this peer reports (``summary.peer_summary``), as of now."""
+        at = Position(rounds_completed=self.rounds_completed, round=self.round, done=self.done,
+                      max_round_seconds=self.max_round_seconds, samples_sent=self.samples_sent,
+                      joined_by=self.catchup.joined_by, eval_before=self.eval_before, eval_after=self.eval_after,
+                      started=self.started)
+        return peer_summary(self.opts, self.setup, self.replica, self.intake, self.gossip, self.net, at)
 
     def close(self) -> None:
         """Stop the executors, close the ledger and (if this peer opened it) the transport. Idempotent."""
@@ -565,11 +480,6 @@ def _read_secret(path: Path | str) -> bytes:
     if len(secret) < 16:
         raise ConfigError.of("secret_file", f"{path} must hold at least 16 bytes")
     return secret
-
-
-def _spread(values: list[int]) -> dict[str, float] | None:
-    """min, mean and max of ``values`` (None when empty)."""
-    return {"min": min(values), "mean": sum(values) / len(values), "max": max(values)} if values else None
 
 
 def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:
