@@ -14,10 +14,12 @@ RESULTS = BENCH / "results"
 WORK = BENCH / "out"
 
 
-def save_result(result: dict, out: Path, command: str, machine: str) -> None:
-    """Stamp a benchmark's result with its command, machine and date; print it and write it."""
+def save_result(result: dict, out: Path, command: str, machine: str, quiet: bool = False) -> None:
+    """Stamp a benchmark's result with its command, machine and date; print it (unless ``quiet``:
+    for results written after every run) and write it."""
     result.update(machine=machine, date=time.strftime("%Y-%m-%d %H:%M"), command=command)
     text = json.dumps(result, indent=2)
-    print(text)
+    if not quiet:
+        print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
-import platform
 import shlex
 import statistics
 import sys
@@ -30,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.experiments.quality import _init_worker
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import figure, machine, sweep
 from onebyte.api import Defaults
 from onebyte.update import CLIP_MADS as BAND  # clipped's band; --band overrides it in the workers (an ablation)
 
@@ -118,34 +116,25 @@ def summarize(runs: list[dict]) -> dict:
     return table
 
 
-def plot(runs: list[dict], out: Path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+def plot(runs: list[dict], out: Path) -> str:
     aggs = sorted({column(r) for r in runs}, key=lambda c: (c != "sum", c))
-    fig, axes = plt.subplots(1, len(aggs), figsize=(5 * len(aggs), 4), sharey=True, squeeze=False)
-    for ax, agg in zip(axes[0], aggs, strict=True):
-        for r in runs:
-            if column(r) != agg or r["seed"] != 0:
-                continue
-            xs = [0] + [p["forward_passes"] for p in r["curve"]]
-            ys = [r["before"]] + [p["accuracy"] for p in r["curve"]]
-            ax.plot(xs, ys, label=r["attack"] + ("" if r["identities"] else " (no identities)"),
-                    lw=2.5 if r["attack"] == "none" else 1.2)
-        ax.set_title(agg)
-        ax.set_xlabel("forward passes (all peers)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out accuracy")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
     path = out.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, size=(5 * len(aggs), 4), dpi=110, rows=1, cols=len(aggs), sharey=True,
+                squeeze=False) as (_, axes):
+        for ax, agg in zip(axes[0], aggs, strict=True):
+            for r in runs:
+                if column(r) != agg or r["seed"] != 0:
+                    continue
+                xs = [0] + [p["forward_passes"] for p in r["curve"]]
+                ys = [r["before"]] + [p["accuracy"] for p in r["curve"]]
+                ax.plot(xs, ys, label=r["attack"] + ("" if r["identities"] else " (no identities)"),
+                        lw=2.5 if r["attack"] == "none" else 1.2)
+            ax.set_title(agg)
+            ax.set_xlabel("forward passes (all peers)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("held-out accuracy")
+        axes[0][-1].legend(fontsize=8)
     return path.name
 
 
@@ -326,14 +315,12 @@ def main() -> None:
                   "default_lr": TrainConfig().lr,
                   "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out), "commands": commands,
                   "recommended": recommend}
-        save_result(result, a.out, command,
-                    f"{platform.machine()}, {mp.cpu_count()} cores")
+        save_result(result, a.out, command, machine())
 
-    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
-        for res in pool.imap_unordered(run, todo):
-            runs.append(res)
-            print(f"{res['key']}: {res['accuracy']:.3f} ({res['seconds']} s)", file=sys.stderr, flush=True)
-            write(complete=False)
+    for res in sweep(run, todo, a.workers):
+        runs.append(res)
+        print(f"{res['key']}: {res['accuracy']:.3f} ({res['seconds']} s)", file=sys.stderr, flush=True)
+        write(complete=False)
     write(complete=True)
 
 

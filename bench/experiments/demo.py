@@ -17,27 +17,16 @@ Two kinds of run, fed to a pool of ``--workers`` processes:
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.experiments.estimators import (
-    MODEL,
-    TARGET_ACCURACY,
-    TARGET_FINAL,
-    TARGET_PASSES,
-    TASK,
-    _reach,
-    _stat,
-    mean_curve,
-    run_task,
-)
-from bench.experiments.quality import _init_worker, _mean_std
+from bench.experiments.estimators import MODEL, TARGET_ACCURACY, TARGET_FINAL, TARGET_PASSES, TASK, run_task
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import mean_curve, mean_std, reach, stat, sweep
 
 TARGET_MINUTES = 15
 EVAL_EVERY = 5
@@ -90,8 +79,7 @@ def main() -> None:
         "split": Defaults.split, "seed": s, "run_id": f"estimators-seed{s}", "site": None, "eval_size": eval_size,
         "eval_every": EVAL_EVERY}} for s in range(a.first_seed, a.first_seed + seeds)]
     t = time.perf_counter()
-    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
-        runs = sorted(pool.map(_job, jobs, chunksize=1), key=lambda d: d["seed"])
+    runs = sorted(sweep(_job, jobs, a.workers), key=lambda d: d["seed"])
     command = ({"kind": "command", "error": "not run (--no-command)"} if a.no_command else
                run_command(["--rounds", str(rounds), "--eval-size", str(eval_size)] if a.quick else []))
     errors = [r["error"] for r in runs if "error" in r]
@@ -104,9 +92,9 @@ def main() -> None:
         mc = mean_curve(runs)
         result.update({
             "per_seed": [{"seed": r["seed"], "final": r["curve"][-1]["accuracy"], "seconds": r["seconds"],
-                          "reach": _reach(r["curve"], TARGET_ACCURACY)} for r in runs],
-            "final": {k: _stat([r["curve"][-1][k] for r in runs]) for k in ("accuracy", "macro_f1")},
-            "reach": _reach(mc, TARGET_ACCURACY), "mean_curve": mc,
+                          "reach": reach(r["curve"], TARGET_ACCURACY)} for r in runs],
+            "final": {k: stat([r["curve"][-1][k] for r in runs]) for k in ("accuracy", "macro_f1")},
+            "reach": reach(mc, TARGET_ACCURACY), "mean_curve": mc,
             "forward_passes": runs[0]["forward_passes"]})
     args = " --quick" * a.quick + (f" --seeds {a.seeds} --first-seed {a.first_seed}" if a.first_seed else "")
     save_result(result, a.out, "python -m bench.experiments.demo" + args + " --no-command" * a.no_command,
@@ -144,7 +132,7 @@ def render(results: Results) -> list[str]:
     more = results.get("demo_more_seeds")
     if more and "error" not in more and more.get("rounds") == r["rounds"]:
         finals = [s["final"] for s in r["per_seed"]] + [s["final"] for s in more["per_seed"]]
-        mean, std = _mean_std(finals)
+        mean, std = mean_std(finals)
         out[-1:-1] = [f"* With {len(more['per_seed'])} more seeds (`{more['command']}`, {more['date']}): "
                       + ", ".join(f"seed {s['seed']} {_pct(s['final'])}" for s in more["per_seed"])
                       + f"; over all {len(finals)} seeds {_pct(mean)} ± {100 * std:.1f}."]

@@ -36,12 +36,8 @@ Runs go to a pool of single-threaded worker processes; runs shared between parts
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
-import multiprocessing as mp
-import platform
 import shlex
 import statistics
 import sys
@@ -50,9 +46,23 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.experiments.quality import ADAM_LR, _init_worker, _mean_std, adam_evaluations
+from bench.experiments.quality import ADAM_LR, adam_evaluations
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import (
+    earlier_runs,
+    figure,
+    guarded,
+    interp,
+    machine,
+    mean_curve,
+    plot_mean_curves,
+    pm,
+    point,
+    reach,
+    stat,
+    sweep,
+)
 
 MODEL, TASK = "minilm", "vader"
 TARGET_ACCURACY = 0.872  # the accuracy whose cost in forward passes issue #11 asks about
@@ -285,12 +295,6 @@ def part_keys(layout: dict) -> dict[int, set[str]]:
 # --------------------------------------------------------------------------- workers
 
 
-def _point(line: dict, ev: dict) -> dict:
-    return {"round": line.get("round", -1) + 1, "forward_passes": line.get("forward_passes", 0),
-            "seconds": line.get("seconds", 0.0), "swarm_seconds": line.get("swarm_seconds", 0.0),
-            **{k: ev[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "loss")}}
-
-
 def run_sim(task: dict) -> dict:
     """One simulation; a site's run trains on that site's shard only (same template, labels and
     held-out set as the swarm: the simulator's own dataset with ``train`` replaced)."""
@@ -319,7 +323,7 @@ def run_sim(task: dict) -> dict:
             shard_info = {"examples": len(shard), "label_counts": counts}
             setup = Setup.build(spec, dataset=replace(dataset, train=shard))
             summary = run_simulation(SimConfig.from_spec(spec, **sim).validate(), out, hook, setup=setup).summary
-    curve = [_point({}, summary["eval_before"])] + [_point(line, line["eval"]) for line in lines]
+    curve = [point({}, summary["eval_before"])] + [point(line, line["eval"]) for line in lines]
     out = {"curve": curve, "seconds": summary["seconds"], "swarm_seconds": summary["swarm_seconds"],
            "forward_passes": summary["forward_passes"], "payload_bytes": summary["payload_bytes"]}
     if shard_info is not None:
@@ -335,55 +339,15 @@ def run_adam(task: dict) -> dict:
     for n, train_s, ev in adam_evaluations(task["seed"], task["rounds"], task["eval_every"],
                                            lambda d: eval_subset(d.test, task["eval_size"])):
         s = round(train_s, 3)
-        curve.append(_point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev))
+        curve.append(point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev))
     return {"curve": curve, "seconds": round(train_s, 1), "forward_passes": task["rounds"]}
 
 
 def run_task(task: dict) -> dict:
-    t = time.perf_counter()
-    try:
-        out = (run_adam if task["kind"] == "adam" else run_sim)(task)
-    except Exception as exc:  # a setting that diverges or breaks the update cap is a result, not a crash
-        out = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
-    return {"key": task["key"], **out, "task_seconds": round(time.perf_counter() - t, 1)}
+    return guarded(run_adam if task["kind"] == "adam" else run_sim, task)
 
 
 # --------------------------------------------------------------------------- summary
-
-
-def _interp(curve: list[dict], x: float, key: str) -> float | None:
-    """``key`` at ``x`` forward passes, linear between evaluations (None past the last one)."""
-    for a, b in zip(curve, curve[1:], strict=False):
-        if a["forward_passes"] <= x <= b["forward_passes"]:
-            span = b["forward_passes"] - a["forward_passes"]
-            w = (x - a["forward_passes"]) / span if span else 1.0
-            return a[key] + w * (b[key] - a[key])
-    return None
-
-
-def _stat(xs: list[float | None]) -> dict | None:
-    if not xs or any(x is None for x in xs):
-        return None
-    mean, std = _mean_std(xs)
-    return {"mean": mean, "std": std}
-
-
-def mean_curve(runs: list[dict]) -> list[dict]:
-    """Mean and std over seeds at each evaluation (seeds of one condition evaluate at the same rounds)."""
-    n = min(len(r["curve"]) for r in runs)
-    out = []
-    for i in range(n):
-        pts = [r["curve"][i] for r in runs]
-        row = {"round": pts[0]["round"], "forward_passes": statistics.fmean(p["forward_passes"] for p in pts)}
-        for k in ("accuracy", "macro_f1", "balanced_accuracy"):
-            row[k], row[k + "_std"] = _mean_std([p[k] for p in pts])
-        out.append(row)
-    return out
-
-
-def _reach(curve: list[dict], target: float) -> dict | None:
-    hit = next((pt for pt in curve if pt["accuracy"] >= target), None)
-    return None if hit is None else {"forward_passes": hit["forward_passes"], "round": hit["round"]}
 
 
 def _condition_summary(name: str, runs: list[dict], checkpoints: list[int]) -> dict:
@@ -393,10 +357,10 @@ def _condition_summary(name: str, runs: list[dict], checkpoints: list[int]) -> d
     final = [r["curve"][-1] for r in runs]
     mc = mean_curve(runs)
     return {"name": name, "seeds": len(runs), "forward_passes": final[0]["forward_passes"],
-            "at": {str(x): {k: _stat([_interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")}
+            "at": {str(x): {k: stat([interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")}
                    for x in checkpoints},
-            "final": {k: _stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
-            "reach": _reach(mc, TARGET_ACCURACY), "mean_curve": mc,
+            "final": {k: stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
+            "reach": reach(mc, TARGET_ACCURACY), "mean_curve": mc,
             "seconds_mean": statistics.fmean(r["seconds"] for r in runs)}
 
 
@@ -431,7 +395,7 @@ def summarize(p: dict, layout: dict, done: dict[str, dict]) -> dict:
             else:
                 row.update({"forward_passes": runs[0]["forward_passes"],
                             "per_seed": [r["curve"][-1]["accuracy"] for r in runs],
-                            **{k: _stat([r["curve"][-1][k] for r in runs]) for k in ("accuracy", "macro_f1")}})
+                            **{k: stat([r["curve"][-1][k] for r in runs]) for k in ("accuracy", "macro_f1")}})
             rows.append(row)
         gaps = []
         for cfg, n in sorted({(r["config"], r["peers"]) for r in rows}, key=lambda x: (x[0] != "library default", x)):
@@ -485,67 +449,46 @@ def summarize(p: dict, layout: dict, done: dict[str, dict]) -> dict:
 
 
 def plot(summary: dict, zero_shot: float | None, out_dir: Path, prefix: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     files = []
     est = summary.get("estimators")
     if est:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for row in [*est["rows"], est["adam"]]:
-            if "error" in row:
-                continue
-            mc = row["mean_curve"]
-            xs = [pt["forward_passes"] for pt in mc]
-            ys = [pt["accuracy"] for pt in mc]
-            sd = [pt["accuracy_std"] for pt in mc]
-            line, = ax.plot(xs, ys, marker=".", lw=1.2, label=row["name"], ls="--" if row is est["adam"] else "-")
-            ax.fill_between(xs, [y - s for y, s in zip(ys, sd, strict=True)], [y + s for y, s in zip(ys, sd, strict=True)],
-                            color=line.get_color(), alpha=0.15, lw=0)
-        if zero_shot is not None:
-            ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
-        ax.axhline(TARGET_ACCURACY, ls="-.", c="black", lw=0.8, label=f"{100 * TARGET_ACCURACY:.1f} %")
-        ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
-        ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
         path = out_dir / f"{prefix}_forward.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        with figure(path) as (_, ax):
+            plot_mean_curves(ax, [*est["rows"], est["adam"]], dashed=est["adam"])
+            if zero_shot is not None:
+                ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
+            ax.axhline(TARGET_ACCURACY, ls="-.", c="black", lw=0.8, label=f"{100 * TARGET_ACCURACY:.1f} %")
+            ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
+            ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
+            ax.legend(fontsize=7, loc="lower right")
+            ax.grid(alpha=0.3)
         files.append(path.name)
     join = [r for r in (summary.get("join") or {}).get("rows", []) if "error" not in r]
     if join:
         peers = sorted({r["peers"] for r in join})
-        fig, axes = plt.subplots(len(peers), len(SPLITS), figsize=(5 * len(SPLITS), 3.6 * len(peers)), squeeze=False)
-        for r in join:
-            ax = axes[peers.index(r["peers"])][SPLITS.index(r["split"])]
-            for i, c in enumerate(r["curves"]["alone"]):
-                ax.plot(*zip(*c, strict=True), c="tab:grey", lw=0.8, alpha=0.7, label="each site alone" if i == 0 else None)
-            ax.plot(*zip(*r["curves"]["swarm"], strict=True), c="tab:blue", lw=1.6, marker=".", label="swarm (every site)")
-            ax.plot(*zip(*r["curves"]["pooled"], strict=True), c="tab:green", lw=1.2, ls="--",
-                    label=f"pooled (1 machine, K × {r['peers']})")
-            ax.axvline(r["rounds"], c="black", lw=0.8, ls=":")
-            ax.set_title(f"{r['peers']} sites, {r['split']} shards (compared at round {r['rounds']})", fontsize=9)
-            ax.set_xlabel("rounds")
-            ax.set_ylabel("held-out accuracy")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
         path = out_dir / f"{prefix}_join.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        with figure(path, size=(5 * len(SPLITS), 3.6 * len(peers)), rows=len(peers), cols=len(SPLITS),
+                    squeeze=False) as (_, axes):
+            for r in join:
+                ax = axes[peers.index(r["peers"])][SPLITS.index(r["split"])]
+                for i, c in enumerate(r["curves"]["alone"]):
+                    ax.plot(*zip(*c, strict=True), c="tab:grey", lw=0.8, alpha=0.7,
+                            label="each site alone" if i == 0 else None)
+                ax.plot(*zip(*r["curves"]["swarm"], strict=True), c="tab:blue", lw=1.6, marker=".",
+                        label="swarm (every site)")
+                ax.plot(*zip(*r["curves"]["pooled"], strict=True), c="tab:green", lw=1.2, ls="--",
+                        label=f"pooled (1 machine, K × {r['peers']})")
+                ax.axvline(r["rounds"], c="black", lw=0.8, ls=":")
+                ax.set_title(f"{r['peers']} sites, {r['split']} shards (compared at round {r['rounds']})", fontsize=9)
+                ax.set_xlabel("rounds")
+                ax.set_ylabel("held-out accuracy")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7, loc="best")
         files.append(path.name)
     return files
 
 
 # --------------------------------------------------------------------------- report
-
-
-def _pct(s: dict | None) -> str:
-    return "—" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
 def _estimators_lines(r: dict, e: dict) -> list[str]:
@@ -575,8 +518,8 @@ def _estimators_lines(r: dict, e: dict) -> list[str]:
                 lines.append(f"| {row['name']} | " + " | ".join("—" for _ in cps) + f" | failed: {row['error']} | |"
                              + (" |" if reach_col else ""))
                 continue
-            line = (f"| {row['name']} | " + " | ".join(_pct(row["at"][str(x)][metric]) for x in cps)
-                    + f" | {_pct(row['final'][metric])} | {row['forward_passes']:,} |")
+            line = (f"| {row['name']} | " + " | ".join(pm(row["at"][str(x)][metric]) for x in cps)
+                    + f" | {pm(row['final'][metric])} | {row['forward_passes']:,} |")
             if reach_col:
                 reach, unit = row["reach"], "step" if row is e["adam"] else "round"
                 line += (f" {reach['forward_passes']:,.0f} ({unit} {reach['round']}) |" if reach
@@ -620,8 +563,8 @@ def _skew_lines(r: dict, s: dict) -> list[str]:
                    and x["split"] == "iid")
         dirich = next(x for x in rows if (x.get("config", "library default"), x["peers"]) == (cfg, g["peers"])
                       and x["split"] != "iid")
-        lines.append(f"| {cfg} | {g['peers']} | {g['rounds']} | {iid['forward_passes']:,} | {_pct(iid['accuracy'])} | "
-                     f"{_pct(dirich['accuracy'])} | {g['gap_points']:+.1f} | "
+        lines.append(f"| {cfg} | {g['peers']} | {g['rounds']} | {iid['forward_passes']:,} | {pm(iid['accuracy'])} | "
+                     f"{pm(dirich['accuracy'])} | {g['gap_points']:+.1f} | "
                      f"{', '.join(f'{x:+.1f}' for x in g['per_seed_points'])} | ≤ {s['target_points']:g}: "
                      f"{'met' if g['met'] else '**missed**'} |")
     for x in rows:
@@ -732,35 +675,6 @@ def claims(results: Results) -> list[Claim]:
 KEY_FIELDS = ("kind", "train", "peers", "rounds", "split", "seed", "run_id", "site", "eval_size")
 
 
-def plan_key(task: dict) -> str:
-    """A run's plan key from its task, the settings read back through ``TrainConfig``: settings
-    added since the run was made then match at their old value."""
-    from onebyte.config import TrainConfig
-
-    if task.get("train") is not None:
-        task = {**task, "train": TrainConfig.from_dict(task["train"]).to_dict()}
-    return json.dumps(task, sort_keys=True)
-
-
-def finished_runs(path: Path) -> list[dict]:
-    """The runs of an earlier result file that finished (errors run again)."""
-    try:
-        runs = json.loads(path.read_text())["runs"]
-    except (OSError, ValueError, KeyError):
-        return []
-    return [run for run in runs if "error" not in run and "curve" in run]
-
-
-def earlier_runs(path: Path, wanted: set[str]) -> dict[str, dict]:
-    """The runs of an earlier result file that this plan needs again, by their plan key."""
-    out = {}
-    for run in finished_runs(path):
-        key = plan_key({k: run.get(k) for k in KEY_FIELDS})
-        if key in wanted:
-            out[key] = {"key": key, **{k: v for k, v in run.items() if k not in KEY_FIELDS and k != "eval_every"}}
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few rounds, 200 held-out examples, 1 seed, 4 peers")
@@ -802,7 +716,8 @@ def main() -> None:
         return
     a.out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    done = {} if a.fresh else earlier_runs(a.out, {t["key"] for t in tasks})
+    done = {} if a.fresh else earlier_runs(a.out, {t["key"] for t in tasks}, lambda run: {k: run.get(k) for k in KEY_FIELDS},
+                                           drop=(*KEY_FIELDS, "eval_every"))
     if done:
         print(f"{len(done)} run(s) already in {a.out} (same task, settings and seed): not run again (--fresh runs "
               "everything)", flush=True)
@@ -826,24 +741,22 @@ def main() -> None:
             "summary": summary, "plots": plot(summary, zero, a.out.parent, a.out.stem),
             "runs": [{**json.loads(k), **{x: v for x, v in run.items() if x != "key"}} for k, run in done.items()],
         }
-        with contextlib.redirect_stdout(io.StringIO()):  # save_result prints the whole JSON: too long here
-            save_result(result, a.out, command, f"{platform.machine()}, {mp.cpu_count()} cores")
+        save_result(result, a.out, command, machine(), quiet=True)
         print(f"wrote {a.out} (parts {', '.join(map(str, sorted(complete)))} of {', '.join(map(str, sorted(parts)))})",
               flush=True)
 
-    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
-        for run in pool.imap_unordered(run_task, tasks):
-            done[run["key"]] = run
-            t = json.loads(run["key"])
-            what = "adam" if t["kind"] == "adam" else f"{t['run_id']} {t['peers']}p {t['split']} " \
-                f"{t['train']['estimator']} K={t['train']['samples']}"
-            res = run["error"] if "error" in run else f"{100 * run['curve'][-1]['accuracy']:.1f} %"
-            print(f"[{time.perf_counter() - start:6.0f}s] {len(done)}/{len(tasks)} {what}: {res} "
-                  f"({run['task_seconds']:.0f} s)", flush=True)
-            newly = {n for n, keys in needs.items() if keys <= done.keys()} - written
-            if newly:
-                written |= newly
-                write()
+    for run in sweep(run_task, tasks, a.workers):
+        done[run["key"]] = run
+        t = json.loads(run["key"])
+        what = "adam" if t["kind"] == "adam" else f"{t['run_id']} {t['peers']}p {t['split']} " \
+            f"{t['train']['estimator']} K={t['train']['samples']}"
+        res = run["error"] if "error" in run else f"{100 * run['curve'][-1]['accuracy']:.1f} %"
+        print(f"[{time.perf_counter() - start:6.0f}s] {len(done)}/{len(tasks)} {what}: {res} "
+              f"({run['task_seconds']:.0f} s)", flush=True)
+        newly = {n for n, keys in needs.items() if keys <= done.keys()} - written
+        if newly:
+            written |= newly
+            write()
     print("\n".join(render(Results(a.out.parent, ""))))
 
 

@@ -14,17 +14,14 @@ the demo's issue). ``fzoo`` at the library's settings runs beside the others as 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import multiprocessing as mp
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import machine, sweep
 
 TARGET = 0.872  # held-out accuracy the fzoo demo reaches at round 15 (BENCHMARKS.md, "The demo")
 TARGET_FINAL = 0.925
@@ -159,16 +156,14 @@ def main() -> None:
     have = {(x["name"], x["seed"]) for x in done}
     tasks = [(c, s, p) for s in range(a.seeds) for c in conds if (c["name"], s) not in have]
     t = time.perf_counter()
-    with mp.get_context("spawn").Pool(a.workers, maxtasksperchild=1) as pool:
-        for res in pool.imap_unordered(run_one, tasks):
-            done.append(res)
-            print(json.dumps({k: res[k] for k in ("name", "seed", "final", "swarm_seconds")}), flush=True)
-            command = "python -m bench.experiments.exact " + " ".join(
-                [f"--cond {cond_text(c)}" for c in conds]
-                + [f"--rounds {a.rounds}", f"--seeds {a.seeds}", f"--eval-every {a.eval_every}"])
-            with contextlib.redirect_stdout(io.StringIO()):  # save_result prints the whole file
-                save_result({**p, "runs": done, "wall_seconds": round(time.perf_counter() - t, 1)}, Path(a.out),
-                            command, f"{platform.machine()}, {mp.cpu_count()} cores")
+    command = "python -m bench.experiments.exact " + " ".join(
+        [f"--cond {cond_text(c)}" for c in conds]
+        + [f"--rounds {a.rounds}", f"--seeds {a.seeds}", f"--eval-every {a.eval_every}"])
+    for res in sweep(run_one, tasks, a.workers, fresh=True):
+        done.append(res)
+        print(json.dumps({k: res[k] for k in ("name", "seed", "final", "swarm_seconds")}), flush=True)
+        save_result({**p, "runs": done, "wall_seconds": round(time.perf_counter() - t, 1)}, Path(a.out),
+                    command, machine(), quiet=True)
 
 #: SmolLM2 runs with grad (``python -m bench.experiments.llm --estimator grad ... --out bench/results/NAME.json``).
 LLM_RUNS = ("llm_grad_alone", "llm_grad", "llm_grad_b", "llm_jvp")

@@ -26,33 +26,20 @@ so that ``--resume`` runs only what is missing.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
-import multiprocessing as mp
-import platform
 import shlex
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench.experiments.estimators import (
-    _interp,
-    _point,
-    _stat,
-    describe,
-    finished_runs,
-    makespan,
-    mean_curve,
-    plan_key,
-    rounds_for,
-)
+from bench import sweep
+from bench.experiments.estimators import describe, makespan, rounds_for
 from bench.experiments.llm import TEMPLATE
-from bench.experiments.quality import _init_worker
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import earlier_runs, guarded, interp, mean_curve, pm, point, stat
 
 MODEL, TASK, LABELS, CHAT = "smollm2", "tweets", ("negative", "neutral", "positive"), True  # llm.py's run
 PEERS = 4
@@ -175,7 +162,7 @@ def run_sim(task: dict) -> dict:
                                    peers=PEERS, rounds=task["rounds"], seed=task["seed"],
                                    eval_every=task["eval_every"], eval_size=task["eval_size"],
                                    on_round=lambda line: lines.append(line) if "eval" in line else None).summary
-    curve = [_point({}, summary["eval_before"])] + [_point(line, line["eval"]) for line in lines]
+    curve = [point({}, summary["eval_before"])] + [point(line, line["eval"]) for line in lines]
     return {"curve": curve, "seconds": summary["seconds"], "swarm_seconds": summary["swarm_seconds"],
             "forward_passes": summary["forward_passes"], "payload_bytes": summary["payload_bytes"],
             "tuned_parameters": summary["tuned_parameters"]}
@@ -197,9 +184,6 @@ def run_adam(task: dict) -> dict:
     obj = build_objective(loaded, dataset, s.objective, s.train.max_length, chat=s.chat)
     model = loaded.model
     torch.manual_seed(task["seed"])
-    model.requires_grad_(True)
-    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
-    rng = np.random.default_rng(task["seed"])
     test = eval_subset(dataset.test, task["eval_size"])
 
     def evaluate() -> dict:
@@ -207,36 +191,26 @@ def run_adam(task: dict) -> dict:
         with torch.no_grad():
             return obj.evaluate(test)
 
-    curve, train_s = [_point({}, evaluate())], 0.0
-    for step in range(task["rounds"]):
-        t = time.perf_counter()
-        model.train()
-        idx = rng.choice(len(dataset.train), size=task["batch_size"], replace=False)
-        opt.zero_grad()
-        obj.logits_and_loss([dataset.train[i] for i in idx])[1].backward()
-        opt.step()
-        train_s += time.perf_counter() - t
-        if (step + 1) % task["eval_every"] == 0 or step + 1 == task["rounds"]:
+    curve, train_s = [point({}, evaluate())], 0.0
+    for n, train_s in sweep.adam(model, list(model.parameters()), obj, dataset.train,
+                                 np.random.default_rng(task["seed"]), lr=task["lr"], batch_size=task["batch_size"],
+                                 steps=task["rounds"]):
+        if sweep.due(n, task["eval_every"], task["rounds"]):
             sec = round(train_s, 3)
-            curve.append(_point({"round": step, "forward_passes": step + 1, "seconds": sec, "swarm_seconds": sec},
-                                evaluate()))
+            curve.append(point({"round": n - 1, "forward_passes": n, "seconds": sec, "swarm_seconds": sec},
+                               evaluate()))
     return {"curve": curve, "seconds": round(train_s, 1), "forward_passes": task["rounds"]}
 
 
 def run_task(task: dict) -> dict:
-    t = time.perf_counter()
-    try:
-        out = (run_adam if task["kind"] == "adam" else run_sim)(task)
-    except Exception as exc:  # a setting that diverges is a result, not a crash
-        out = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
-    return {"key": task["key"], **out, "task_seconds": round(time.perf_counter() - t, 1)}
+    return guarded(run_adam if task["kind"] == "adam" else run_sim, task)
 
 
 # --------------------------------------------------------------------------- summary
 
 
 def _at(runs: list[dict], x: float) -> dict:
-    return {k: _stat([_interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")}
+    return {k: stat([interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")}
 
 
 def condition_summary(name: str, runs: list[dict], xs: list[float]) -> dict:
@@ -247,7 +221,7 @@ def condition_summary(name: str, runs: list[dict], xs: list[float]) -> dict:
     final = [r["curve"][-1] for r in runs]
     return {"name": name, "seeds": len(runs), "forward_passes": final[0]["forward_passes"],
             "at": [_at(runs, x) for x in xs],
-            "final": {k: _stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
+            "final": {k: stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
             "per_seed": [f["accuracy"] for f in final], "mean_curve": mean_curve(runs),
             "seconds_mean": statistics.fmean(r["seconds"] for r in runs)}
 
@@ -272,39 +246,22 @@ def summarize(p: dict, conds: list[dict], tasks: list[dict], done: dict[str, dic
 
 def plot(summary: dict, zero_shot: float | None, path: Path) -> str | None:
     """Accuracy against forward passes: each condition's mean curve, shaded ± std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in [*summary["rows"], summary["adam"]] if "error" not in r]
-    if not rows:
+    rows = [*summary["rows"], summary["adam"]]
+    if all("error" in r for r in rows):
         return None
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for row in rows:
-        mc = row["mean_curve"]
-        xs, ys, sd = ([pt[k] for pt in mc] for k in ("forward_passes", "accuracy", "accuracy_std"))
-        line, = ax.plot(xs, ys, marker=".", lw=1.2, label=row["name"], ls="--" if row is summary["adam"] else "-")
-        ax.fill_between(xs, [y - s for y, s in zip(ys, sd, strict=True)], [y + s for y, s in zip(ys, sd, strict=True)],
-                        color=line.get_color(), alpha=0.15, lw=0)
-    if zero_shot is not None:
-        ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
-    ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
-    ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
-    ax.set_title(f"{MODEL} on {TASK}: estimators at the same forward-pass budget", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with sweep.figure(path) as (_, ax):
+        sweep.plot_mean_curves(ax, rows, dashed=summary["adam"])
+        if zero_shot is not None:
+            ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
+        ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
+        ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
+        ax.set_title(f"{MODEL} on {TASK}: estimators at the same forward-pass budget", fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
     return path.name
 
 
 # --------------------------------------------------------------------------- report
-
-
-def _pct(s: dict | None) -> str:
-    return "—" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
 
 def render(results: Results) -> list[str]:
@@ -347,8 +304,8 @@ def render(results: Results) -> list[str]:
             if "error" in row:
                 lines.append(f"| {row['name']} | " + " | ".join("—" for _ in xs) + f" | {row['error']} | | |")
                 continue
-            lines.append(f"| {row['name']} | " + " | ".join(_pct(a[metric]) for a in row["at"])
-                         + f" | {_pct(row['final'][metric])} | {row['forward_passes']:,} | {row['seeds']} |")
+            lines.append(f"| {row['name']} | " + " | ".join(pm(a[metric]) for a in row["at"])
+                         + f" | {pm(row['final'][metric])} | {row['forward_passes']:,} | {row['seeds']} |")
     if r.get("plot"):
         lines += ["", f"![accuracy against forward passes]({results.images}{r['plot']})"]
     return [*lines, ""]
@@ -371,24 +328,11 @@ def claims(results: Results) -> list[Claim]:
     names = ", ".join(row["estimator"] for row in others)
     return [(f"{MODEL} on {TASK}: best of {names} vs spsa at {s['checkpoints'][-1]:,} forward passes "
              f"({min(row['seeds'] for row in ok.values())} seed(s))",
-             f"{best['estimator']} {_pct(acc)} % vs spsa {_pct(spsa)} % ({gain:+.1f} points)",
+             f"{best['estimator']} {pm(acc)} % vs spsa {pm(spsa)} % ({gain:+.1f} points)",
              "above spsa", gain > 0)]
 
 
 # --------------------------------------------------------------------------- main
-
-
-def earlier_runs(path: Path, wanted: set[str]) -> dict[str, dict]:
-    """The runs of an earlier result file with the same task, settings and seed (errors run again);
-    a run's settings are read back through ``TrainConfig``, so settings added since match at their default."""
-    out = {}
-    for run in finished_runs(path):
-        if "key" not in run:
-            continue
-        key = plan_key(json.loads(run["key"]))
-        if key in wanted:
-            out[key] = {**run, "key": key}
-    return out
 
 
 def command_line(a: argparse.Namespace, p: dict, estimators: list[str], lrs: dict) -> str:
@@ -447,7 +391,8 @@ def main() -> None:
             print(f"  {c:6.0f} s  {what}, {t['rounds']} rounds/steps, eval every {t['eval_every']}, seed {t['seed']}")
         return
     start = time.perf_counter()
-    done = earlier_runs(a.out, {t["key"] for t in tasks}) if a.resume else {}
+    done = earlier_runs(a.out, {t["key"] for t in tasks},
+                        lambda run: json.loads(run["key"]) if "key" in run else None) if a.resume else {}
     if done:
         print(f"{len(done)} run(s) already in {a.out}: not run again", flush=True)
     todo = [t for t in tasks if t["key"] not in done]
@@ -466,19 +411,17 @@ def main() -> None:
                   "wall_seconds": round(time.perf_counter() - start, 1), "runs_planned": len(tasks),
                   "runs_done": len(done), "complete": len(done) == len(tasks), "summary": summary, "plot": image,
                   "runs": [{**json.loads(k), **run} for k, run in done.items()]}
-        with contextlib.redirect_stdout(io.StringIO()):  # save_result prints the whole JSON: too long here
-            save_result(result, a.out, command, f"{platform.machine()}, {mp.cpu_count()} cores")
+        save_result(result, a.out, command, sweep.machine(), quiet=True)
 
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
-        for n, run in enumerate(pool.imap_unordered(run_task, todo), 1):
-            done[run["key"]] = run
-            t = json.loads(run["key"])
-            res = run["error"] if "error" in run else f"{100 * run['curve'][-1]['accuracy']:.1f} %"
-            print(f"[{time.perf_counter() - start:6.0f}s] {n}/{len(todo)} "
-                  f"{'adam' if t['kind'] == 'adam' else t['estimator']} seed {t['seed']}: {res} "
-                  f"({run['task_seconds']:.0f} s)", flush=True)
-            write()
+    for n, run in enumerate(sweep.sweep(run_task, todo, a.workers), 1):
+        done[run["key"]] = run
+        t = json.loads(run["key"])
+        res = run["error"] if "error" in run else f"{100 * run['curve'][-1]['accuracy']:.1f} %"
+        print(f"[{time.perf_counter() - start:6.0f}s] {n}/{len(todo)} "
+              f"{'adam' if t['kind'] == 'adam' else t['estimator']} seed {t['seed']}: {res} "
+              f"({run['task_seconds']:.0f} s)", flush=True)
+        write()
     if not todo:
         write()
     print(f"wrote {a.out}")

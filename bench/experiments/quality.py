@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from bench.baselines import mezo
 from bench.output import RESULTS
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import adam, due, figure, machine, mean_std, sweep
 from onebyte.rundir import METRICS
 
 # Multi-peer runs stop once they have measured more gradients than the 1-peer run (n x rounds).
@@ -66,12 +65,6 @@ def conditions(p: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- workers
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def _point(step: int, forwards: int, seconds: float, swarm_seconds: float, payload: int, ev: dict) -> dict:
@@ -156,24 +149,12 @@ def adam_evaluations(seed: int, steps: int, every: int, test_of):
 
     loaded, dataset, obj = _plain(seed)
     torch.manual_seed(seed)
-    model = loaded.model
-    model.requires_grad_(True)
-    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
-    rng = np.random.default_rng(seed)
     test = test_of(dataset)
     yield 0, 0.0, obj.evaluate(test)
-    train_s = 0.0
-    for step in range(steps):
-        t = time.perf_counter()
-        model.train()
-        idx = rng.choice(len(dataset.train), size=32, replace=False)
-        opt.zero_grad()
-        obj.logits_and_loss([dataset.train[i] for i in idx])[1].backward()
-        opt.step()
-        model.eval()
-        train_s += time.perf_counter() - t
-        if (step + 1) % every == 0 or step + 1 == steps:
-            yield step + 1, train_s, obj.evaluate(test)
+    for n, train_s in adam(loaded.model, list(loaded.model.parameters()), obj, dataset.train,
+                                 np.random.default_rng(seed), lr=ADAM_LR, batch_size=32, steps=steps):
+        if due(n, every, steps):
+            yield n, train_s, obj.evaluate(test)
 
 
 def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
@@ -201,10 +182,6 @@ def _cost(cond: dict, p: dict) -> float:
 # --------------------------------------------------------------------------- summary
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def summarize(conds: list[dict], runs: list[dict], p: dict) -> dict:
     by_name: dict[str, list[dict]] = {}
     for run in sorted(runs, key=lambda r: r["seed"]):
@@ -213,7 +190,7 @@ def summarize(conds: list[dict], runs: list[dict], p: dict) -> dict:
     for cond in conds:
         rs = by_name.get(cond["name"], [])
         final = [r["curve"][-1] for r in rs]
-        mean, std = _mean_std([f["accuracy"] for f in final])
+        mean, std = mean_std([f["accuracy"] for f in final])
         rows.append({**cond, "seeds": len(rs), "final_accuracy_mean": mean, "final_accuracy_std": std,
                      "rounds": final[0]["round"], "forward_passes": final[0]["forward_passes"],
                      "payload_bytes": final[0]["payload_bytes"],
@@ -259,11 +236,6 @@ def summarize(conds: list[dict], runs: list[dict], p: dict) -> dict:
 
 
 def plot(runs: list[dict], out_dir: Path, prefix: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups: dict[str, list[dict]] = {}
     for run in runs:
         groups.setdefault(run["name"], []).append(run)
@@ -272,30 +244,26 @@ def plot(runs: list[dict], out_dir: Path, prefix: str) -> list[str]:
             ("payload_bytes", "payload bytes exchanged, all peers (codes + exponents)", True, "bytes")]
     files = []
     for key, label, logx, tag in axes:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for name, rs in groups.items():
-            if name == "zero-shot":
-                ax.axhline(rs[0]["curve"][0]["accuracy"], ls="--", c="grey", lw=1, label=name)
-                continue
-            if key == "payload_bytes" and not name.startswith("onebyte"):
-                continue  # single-machine baselines exchange nothing
-            n = min(len(r["curve"]) for r in rs)
-            xs = [statistics.fmean(r["curve"][i][key] for r in rs) for i in range(n)]
-            ys = [statistics.fmean(r["curve"][i]["accuracy"] for r in rs) for i in range(n)]
-            if logx:
-                xs, ys = xs[1:], ys[1:]
-            ax.plot(xs, ys, marker=".", label=name, lw=1.2,
-                    ls=":" if "dirichlet" in name else "-")
-        if logx:
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("held-out accuracy (mean over seeds)")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
         path = out_dir / f"{prefix}_{tag}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        with figure(path) as (_, ax):
+            for name, rs in groups.items():
+                if name == "zero-shot":
+                    ax.axhline(rs[0]["curve"][0]["accuracy"], ls="--", c="grey", lw=1, label=name)
+                    continue
+                if key == "payload_bytes" and not name.startswith("onebyte"):
+                    continue  # single-machine baselines exchange nothing
+                n = min(len(r["curve"]) for r in rs)
+                xs = [statistics.fmean(r["curve"][i][key] for r in rs) for i in range(n)]
+                ys = [statistics.fmean(r["curve"][i]["accuracy"] for r in rs) for i in range(n)]
+                if logx:
+                    xs, ys = xs[1:], ys[1:]
+                ax.plot(xs, ys, marker=".", label=name, lw=1.2, ls=":" if "dirichlet" in name else "-")
+            if logx:
+                ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("held-out accuracy (mean over seeds)")
+            ax.legend(fontsize=7, loc="lower right")
+            ax.grid(alpha=0.3)
         files.append(path.name)
     return files
 
@@ -385,12 +353,11 @@ def main() -> None:
     tasks.sort(key=lambda t: -_cost(t[0], p))
     start = time.perf_counter()
     runs = []
-    with mp.get_context("spawn").Pool(a.workers, initializer=_init_worker) as pool:
-        for run in pool.imap_unordered(run_task, tasks):
-            runs.append(run)
-            acc = run["curve"][-1]["accuracy"]
-            print(f"[{time.perf_counter() - start:6.0f}s] {len(runs)}/{len(tasks)} {run['name']} seed {run['seed']}: "
-                  f"{100 * acc:.1f} % ({run['task_seconds']:.0f} s)", flush=True)
+    for run in sweep(run_task, tasks, a.workers):
+        runs.append(run)
+        acc = run["curve"][-1]["accuracy"]
+        print(f"[{time.perf_counter() - start:6.0f}s] {len(runs)}/{len(tasks)} {run['name']} seed {run['seed']}: "
+              f"{100 * acc:.1f} % ({run['task_seconds']:.0f} s)", flush=True)
     from onebyte.tasks.data import load_dataset
 
     test_n = len(load_dataset(TASK).test)
@@ -400,7 +367,7 @@ def main() -> None:
     result = {
         "command": cmd + f" --workers {a.workers}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {mp.cpu_count()} cores",
+        "machine": machine(),
         "seeds": len(seeds), "workers": a.workers,
         "params": {**p, "splits": list(p["splits"]), "multi_rounds": {str(k): v for k, v in p["multi_rounds"].items()}},
         "test_examples": p["eval_size"] or test_n,
