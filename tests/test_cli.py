@@ -27,7 +27,7 @@ def test_simulate_writes_summary_metrics_curve_ledger(tiny_run):
         assert key in s, key
     assert s["records"] == 9 and s["gradients"] == 36 and s["forward_passes"] == 9 * 3  # grad: a backward pass = 2
     assert s["payload_bytes"] == s["gradients"] + s["records"]  # one byte each + one exponent per record
-    assert set(s["eval_after"]) == {"loss", "accuracy", "balanced_accuracy", "macro_f1"}
+    assert set(s["eval_after"]) == {"loss", "accuracy", "balanced_accuracy", "macro_f1", "recall"}
     lines = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [0, 1, 2] and "eval" in lines[-1]
     assert (tiny_run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ObjectiveKind, Run, RunSpec
+from .config import Defaults, ObjectiveKind, Run, RunSpec
 from .errors import ConfigError, LedgerError, ProtocolError
 
 if TYPE_CHECKING:
@@ -32,15 +32,6 @@ if TYPE_CHECKING:
     from .state import FixedPointState
 
 __all__ = ["simulate", "replay", "Replayed", "Defaults"]
-
-
-class Defaults:
-    """Defaults shared by the Python API and the command line (one place, one value)."""
-
-    peers = 4
-    rounds = 300  # the demo: 1,200 records of K = 1,024 exact projections at 4 peers
-    split = "iid"
-    seed = 0
 
 
 def _loaded(model: Any) -> LoadedModel | None:
@@ -55,7 +46,8 @@ def _loaded(model: Any) -> LoadedModel | None:
 
 
 def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rounds: int = Defaults.rounds,
-             split: str = Defaults.split, seed: int = Defaults.seed, eval_every: int = 0, eval_size: int = 0,
+             split: str = Defaults.split, seed: int = Defaults.seed, eval_every: int = 0,
+             eval_size: int | None = Defaults.eval_size,
              dp: DPConfig | None = None, model: Any = None, train_data: list | None = None,
              eval_data: list | None = None, on_round: RoundHook | None = None,
              log_to: Sequence[str] = (), attack: str | None = None, identities: bool = True,
@@ -71,6 +63,8 @@ def simulate(spec: RunSpec, *, out: Path | str, peers: int = Defaults.peers, rou
     peer id, as the swarm secret alone would. ``keys``: for a run file that lists site keys, one
     private key per peer (``SiteKey.load``): each virtual peer publishes and signs as its site, and
     the run equals a swarm of those sites in lockstep, state hash and record set alike.
+    ``eval_size``: held-out examples evaluated about ten times a run (``eval_every`` rounds apart):
+    the same fixed-seed sample in every run, 0 none, None all of them.
     ``estimators``: how each site measures, cycled over the peers (``("grad", "fzoo")``: a mixed
     swarm); each must send the run's kind of scalar (``TrainConfig.check_method``). ``site_samples``:
     how many of a round's K directions each site measures, cycled the same way (() = all K)."""

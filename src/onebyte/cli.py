@@ -27,28 +27,18 @@ if TYPE_CHECKING:
     from .identity import SiteKey
 
 EXIT_ERROR = 2
-#: The training flags: run-file field -> flag.
-TRAIN_FLAGS = {"codec": "--codec", "lr": "--lr", "eps": "--eps", "samples": "--samples",
-               "batch_size": "--batch-size", "tune": "--tune", "directions": "--directions",
-               "max_length": "--max-length", "estimator": "--estimator", "lr_schedule": "--lr-schedule",
-               "eps_schedule": "--eps-schedule", "warmup": "--warmup", "horizon": "--horizon",
-               "final_ratio": "--final-ratio", "reference_examples": "--reference-examples",
-               "density": "--density", "aggregate": "--aggregate", "scalar": "--scalar", "step": "--step",
-               "balance": "--balance"}
-RUN_FLAGS = {"run_id": "--run-id", "model": "--model", "task": "--task", "objective": "--objective",
-             "labels": "--labels", "eval_file": "--eval-file", "text_column": "--text-column",
-             "label_column": "--label-column", "template": "--template", "chat": "--chat"}
 
 
 def flag_for(field: str) -> str:
-    """The flag that sets a library field: ``train.lr`` -> ``--lr``, ``dp.epsilon`` -> ``--dp-epsilon``."""
+    """The flag that sets a library field: ``train.lr`` -> ``--lr``, ``run_id`` -> ``--run-id``,
+    ``dp.epsilon`` -> ``--dp-epsilon`` (a setting's flag is its name, see ``config.Setting.flag``)."""
     if field.startswith("train."):
-        return TRAIN_FLAGS.get(field[6:], "--" + field[6:].replace("_", "-"))
-    if field.startswith("dp."):
+        field = field[6:]
+    elif field.startswith("dp."):
         return "--dp-" + field[3:].replace("_", "-")
-    if field.startswith("keys"):  # the run file's [[keys]]: no flag sets them
+    elif field.startswith("keys"):  # the run file's [[keys]]: no flag sets them
         return field
-    return RUN_FLAGS.get(field, "--" + field.replace("_", "-"))
+    return "--" + field.replace("_", "-")
 
 
 _RATE_UNITS = {"b/s": 1.0, "kb/s": 1e3, "mb/s": 1e6, "bit/s": 1 / 8, "kbit/s": 1e3 / 8, "mbit/s": 1e6 / 8}
@@ -93,73 +83,47 @@ def _number(parse, ok, what: str):
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
-# a density: 0.25 or 1/4 (checked further, with the run file's value, by TrainConfig)
-_density = _number(lambda t: float(Fraction(t)), lambda v: 0 < v <= 1, "a fraction such as 1/4 or 0.25")
+# a setting's value: checked further, with the run file's values, by RunSpec and TrainConfig
+_integer = _number(int, lambda v: True, "an integer")
+_real = _number(lambda t: float(Fraction(t)), lambda v: True, "a number such as 0.25 or 1/4")  # 1/4: a density
+_eval_size = _number(lambda t: None if t == "all" else int(t), lambda v: v is None or v >= 0,
+                     "a number of examples >= 0, or all")
 
 
 def _add_config_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="RUN.TOML", help="the run file every site shares (flags override it)")
 
 
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    """Training flags default to None: unset flags take the run file's value, else RunSpec's default."""
+def _add_setting_flags(p: argparse.ArgumentParser, run: type | None = None, train: type | None = None) -> None:
+    """A flag for every setting of the run file, made from the setting's field (``config.settings``):
+    its name, help, default and values. Each defaults to None: an unset flag takes the run file's
+    value, else the field's default. ``run``, ``train``: ``RunSpec``, ``TrainConfig`` or subclasses."""
+    from .config import RunSpec, TrainConfig, settings
+
     _add_config_flag(p)
-    g = p.add_argument_group("the run (every peer must agree on these, except model and task paths)")
-    g.add_argument("--model", help="minilm, tiny-gpt2, or a local Hugging Face model directory [minilm]")
-    g.add_argument("--task", help="vader, tweets, or a local .jsonl/.json/.csv/.tsv/.parquet file [vader]")
-    g.add_argument("--eval-file", help="held-out data file (default: 20%% of --task, fixed split)")
-    g.add_argument("--labels", help="comma-separated label names, in index order (default: from the data)")
-    g.add_argument("--text-column", help="column of the data file holding the text [text]")
-    g.add_argument("--label-column", help="column of the data file holding the label [label]")
-    g.add_argument("--template", help='how an example is put to the model, naming any columns: '
-                   '"Drug: {drugName}\\nReview: {review}\\nSentiment:" (\\n is a newline) [the text]')
-    g.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
-                   help="wrap prompts in the model's chat template (causal LMs that have one) [no]")
-    g.add_argument("--objective", choices=["auto", "classify", "lm"],
-                   help="classify (label from text) or lm (next-token loss); auto = classify [auto]")
-    g.add_argument("--samples", type=_positive_int,
-                   help="projected gradients per peer per round (K) [1024; a forward-only --estimator: 4]")
-    g.add_argument("--batch-size", type=_positive_int, help="examples per projected gradient [32]")
-    g.add_argument("--lr", type=_positive_float, help="learning rate [0.1; a forward-only --estimator: 3e-3]")
-    g.add_argument("--eps", type=_positive_float, help="perturbation size [1e-3]")
-    g.add_argument("--codec", choices=["byte", "sign", "float32"], help="wire format of gradients [byte]")
-    g.add_argument("--tune", help="all, bias, norm, bias+norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2] "
-                   "[bias]")
-    g.add_argument("--directions", choices=["distinct", "shared"],
-                   help="distinct: one direction per gradient; shared: peers share a round's K directions [shared; a "
-                   "forward-only --estimator: distinct]")
-    g.add_argument("--max-length", type=_positive_int, help="tokens per example [32]")
-    g.add_argument("--estimator", choices=["grad", "jvp", "spsa", "fzoo", "centered", "es"],
-                   help="how this site measures: grad: one backward pass, exact projections onto K directions; "
-                   "jvp: exact, forward-mode, one pass per direction; spsa: two-point, 2K forward passes; fzoo: "
-                   "one-sided, normalised, K+1 on one batch; centered: fzoo against the mean perturbed loss, K; "
-                   "es: the mean perturbed loss as baseline, unnormalised, K [grad]")
-    g.add_argument("--scalar", choices=["auto", "derivative", "normalised"],
-                   help="what a scalar means: the projection g.z (derivative) or g.z over its spread "
-                   "(normalised); auto: the estimator's own [auto]")
-    g.add_argument("--step", choices=["scalar", "mean"],
-                   help="lr x each scalar (scalar), or lr x the mean of a record's K estimates (mean: lr "
-                   "means the same whatever K) [mean; a forward-only --estimator: scalar]")
-    g.add_argument("--balance", choices=["classes", "none"],
-                   help="draw each batch by class, so rare labels are learned too (classes), or uniformly "
-                   "from the data (none) [classes]")
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"], help="learning rate over rounds [cosine]")
-    g.add_argument("--eps-schedule", choices=["constant", "cosine"], help="perturbation size over rounds [constant]")
-    g.add_argument("--warmup", type=_non_negative_int, help="rounds of linear learning-rate warm-up [0]")
-    g.add_argument("--horizon", type=_non_negative_int, help="rounds a cosine schedule runs over [300]")
-    g.add_argument("--final-ratio", type=float, help="where a cosine schedule ends, times the start [0.1]")
-    g.add_argument("--reference-examples", type=_non_negative_int,
-                   help="weight sites by their examples, this many counting once (FedAvg's weighting, for "
-                   "sites of unequal size or label skew); 0: every site counts the same [0]")
-    g.add_argument("--density", type=_density,
-                   help="sparse directions: the fraction of tuned elements each direction moves, 1, 1/2, 1/4, "
-                   "... 1/256 [1]")
-    g.add_argument("--aggregate", choices=["sum", "robust", "median", "trimmed", "clipped"],
-                   help="how a round's records combine: sum, or robust (= median): peers share the round's "
-                   "directions and the step is the median of their scalars (use about half sum's --lr); trimmed: a "
-                   "trimmed mean; clipped: the mean of the scalars near their median, times their number (the "
-                   "recommended robust setting, at --lr 0.002) [sum]")
-    g.add_argument("--run-id", help="name of the run (part of the run tag) [onebyte]")
+    groups = (("the run (every peer must agree on these, except model and task paths)", run or RunSpec),
+              ("training (every peer must agree on these, except the estimator)", train or TrainConfig))
+    for title, cls in groups:
+        g = p.add_argument_group(title)
+        for s in settings(cls):
+            text = s.help.replace("%", "%%")
+            if s.shown_default():
+                text += f" [{s.shown_default()}]"
+            if s.kind is bool:
+                g.add_argument(s.flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            elif s.choices:
+                g.add_argument(s.flag, choices=s.choices, default=None, help=text)
+            else:
+                g.add_argument(s.flag, type={int: _integer, float: _real}.get(s.kind, str), default=None, help=text)
+
+
+def _add_eval_size(p: argparse.ArgumentParser, when: str) -> None:
+    from .config import Defaults
+
+    shown = "all" if Defaults.eval_size is None else Defaults.eval_size
+    p.add_argument("--eval-size", type=_eval_size, default=Defaults.eval_size, metavar="N|all",
+                   help=f"held-out examples evaluated {when}: the same fixed-seed sample in every run; 0: none, "
+                   f"all: every one [{shown}]")
 
 
 def _add_dp_flags(p: argparse.ArgumentParser) -> None:
@@ -185,17 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("init", help="write a commented run file of every setting that changes the math")
     i.add_argument("path", help="run file to write (e.g. run.toml)")
     i.add_argument("--force", action="store_true", help="overwrite an existing file")
-    _add_train_flags(i)
+    _add_setting_flags(i)
 
     s = sub.add_parser("simulate", help="N virtual peers on one machine")
-    _add_train_flags(s)
+    _add_setting_flags(s)
     s.add_argument("--peers", type=_positive_int, default=Defaults.peers)
     s.add_argument("--rounds", type=_positive_int, default=Defaults.rounds)
     s.add_argument("--split", default=Defaults.split, help="iid or dirichlet:ALPHA (label skew across peers)")
     s.add_argument("--seed", type=_non_negative_int, default=Defaults.seed, help="seed of the shard split")
     s.add_argument("--eval-every", type=_non_negative_int, default=0,
                    help="rounds between evaluations (0: about 10 per run)")
-    s.add_argument("--eval-size", type=_non_negative_int, default=0, help="held-out examples to evaluate (0: all)")
+    _add_eval_size(s, "about ten times a run (see --eval-every)")
     s.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
     s.add_argument("--attack", metavar="KIND:FRACTION",
                    help="make that fraction of the peers hostile insiders: signflip, max, random, sybil, lie-late")
@@ -210,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_to(s)
 
     pe = sub.add_parser("peer", help="run one networked peer (hivemind)")
-    _add_train_flags(pe)
+    _add_setting_flags(pe)
     pe.add_argument("--data", dest="task", help="this peer's own data file (same as --task)")
     pe.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                     help="log progress details (as onebyte -v peer)")
@@ -249,13 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--min-peers", type=_positive_int, default=1,
                     help="wait before the first round until this many peers (this one included) are live [1]")
     pe.add_argument("--threads", type=_non_negative_int, default=0, help="torch threads (0: torch's default)")
-    pe.add_argument("--eval-size", type=_non_negative_int, default=256,
-                    help="held-out examples evaluated at start and end (0: skip)")
+    _add_eval_size(pe, "at start and end")
     _add_log_to(pe)
     _add_dp_flags(pe)
 
     sw = sub.add_parser("swarm", help="start N real peer processes on loopback and collect their results")
-    _add_train_flags(sw)
+    _add_setting_flags(sw)
     sw.add_argument("--peers", type=_positive_int, default=3)
     sw.add_argument("--rounds", type=_positive_int, default=20)
     sw.add_argument("--split", default=Defaults.split)
@@ -291,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--merge", action="store_true", help="with --out, for a LoRA run: write the merged full model")
 
     e = sub.add_parser("eval", help="held-out loss and accuracy of a model, as JSON")
-    _add_train_flags(e)
+    _add_setting_flags(e)
 
     db = sub.add_parser("dashboard", help="a local web page following run directories as they grow")
     db.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a run (simulate/peer --out) or a swarm's --out")
@@ -313,18 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _spec(a: argparse.Namespace):
     """The run: the run file (if any), then every flag given on the command line."""
-    from .config import Estimator, RunSpec, TrainConfig
+    from .config import Estimator, RunSpec, TrainConfig, settings
 
     spec = RunSpec.load(a.config) if getattr(a, "config", None) else RunSpec()
-    run = {f: getattr(a, f, None) for f in RUN_FLAGS}
-    if run["template"] is not None:
+    run = {s.name: getattr(a, s.name, None) for s in settings(RunSpec)}
+    run = {k: v for k, v in run.items() if v is not None}
+    if "template" in run:
         run["template"] = run["template"].replace("\\n", "\n")
-    if run["labels"] is not None:
+    if "labels" in run:
         names = [t.strip() for t in run["labels"].split(",") if t.strip()]
         if len(names) < 2:
             raise ConfigError.of("labels", "needs at least two comma-separated names")
-        run["labels"] = tuple(names)
-    train = {f: getattr(a, f, None) for f in TRAIN_FLAGS}
+        run["labels"] = names
+    train = {s.name: getattr(a, s.name, None) for s in settings(TrainConfig)}
     train = {k: v for k, v in train.items() if v is not None}
     base = spec.train
     if "estimator" in train and getattr(a, "config", None):
@@ -336,8 +300,7 @@ def _spec(a: argparse.Namespace):
         base = TrainConfig.for_estimator(train["estimator"])
     if train:
         train = TrainConfig.from_dict({**base.to_dict(), **train}).to_dict()
-    return RunSpec.from_dict({**spec.to_dict(), **{k: v for k, v in run.items() if v is not None},
-                              "train": train or spec.train.to_dict()})
+    return RunSpec.from_dict({**spec.to_dict(), **run, "train": train or spec.train.to_dict()})
 
 
 def _dp_config(a: argparse.Namespace):

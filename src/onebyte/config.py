@@ -22,10 +22,13 @@ import hashlib
 import json
 import math
 import reprlib
+import textwrap
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .codec import Codec
 from .errors import ConfigError, RunMismatch
@@ -33,12 +36,28 @@ from .params import TuneSpec
 
 __all__ = ["Aggregate", "Balance", "Directions", "Estimator", "Scalar", "Schedule", "Step", "forward_passes",
            "ObjectiveKind",
-           "TrainConfig", "ListedKey", "RunSpec",
-           "Run", "parse_split", "differing_fields", "cosine_factor", "RUN_FILE_TEMPLATE"]
+           "TrainConfig", "ListedKey", "RunSpec", "Defaults", "Setting", "doc", "settings", "reference_markdown",
+           "Run", "parse_split", "differing_fields", "cosine_factor"]
 
 
 #: Mask streams at most: sparse directions down to a density of 2^-8 of the tuned elements.
 MAX_SPARSITY = 8
+
+
+def doc(help: str, *, math: bool = False, legacy: Any = None, example: str | None = None,
+        aliases: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A setting's one description, kept in its dataclass field's metadata; the run file's comment,
+    the flag and its help, and the reference page are all derived from it (``settings``).
+
+    ``help``: one paragraph. ``math``: the setting is in the run tag (the run file marks it
+    [math]). ``legacy``: its value in runs written before it existed; a run at that value is tagged
+    without it, so their run tags stay as they were (``TrainConfig.LEGACY``). ``example``: what the
+    run file shows, commented out, for an optional setting left unset. ``aliases``: other names an
+    enum setting accepts."""
+    meta: dict[str, Any] = {"help": help, "math": math, "example": example, "aliases": aliases}
+    if legacy is not None:
+        meta["legacy"] = legacy
+    return meta
 
 
 class Directions(enum.Enum):
@@ -201,39 +220,90 @@ class ObjectiveKind(enum.Enum):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # Defaults are the demo's: MiniLM on VADER learns well within minutes when only biases move.
-    # Exact projections (grad: one backward pass, then K = 1,024 normalised scalars along the round's
-    # shared directions, a record moving the model by lr times their mean) with a cosine learning
-    # rate over the demo's 300 rounds: measured against fzoo side by side (BENCHMARKS.md, "Exact
-    # projected gradients"). ``TrainConfig.for_estimator`` gives a forward-only estimator the
-    # settings it was measured with (FORWARD_ONLY).
-    codec: Codec = Codec.BYTE
-    lr: float = 0.1
-    eps: float = 1e-3
-    samples: int = 1024
-    batch_size: int = 32
-    tune: str = "bias"
-    directions: Directions = Directions.SHARED
-    max_length: int = 32
-    estimator: Estimator = Estimator.GRAD
-    lr_schedule: Schedule = Schedule.COSINE
-    eps_schedule: Schedule = Schedule.CONSTANT
-    warmup: int = 0
-    horizon: int = 300  # the demo's rounds (api.Defaults.rounds)
-    final_ratio: float = 0.1
-    # Sites count equally (0), or in proportion to their examples: each folds the weight
-    # examples / reference_examples into its scalars (FedAvg's weighting; see ``site_weight``).
-    reference_examples: int = 0
-    # Sparse directions: each direction moves this fraction of the tuned elements (a power of two,
-    # 1 down to 1/256; the mask is grown from the direction's seed, see ``rng``), 1: dense.
-    density: float = 1.0
-    # How a round's records combine: sum, or a robust statistic over shared directions (Aggregate).
-    aggregate: Aggregate = Aggregate.SUM
-    # What a scalar means (Scalar; auto: the estimator's own), and how far it moves the state (Step).
-    scalar: Scalar = Scalar.AUTO
-    step: Step = Step.MEAN
-    # How a batch is drawn from a site's shard (Balance): by class, so rare labels are learned too.
-    balance: Balance = Balance.CLASSES
+    """Every setting that changes the math the replicas of a run must agree on (and the estimator,
+    each site's own way of measuring). Each field documents itself once (``doc``): the run file,
+    the command line's flags and the reference page are derived from it.
+
+    Defaults are the demo's: MiniLM on VADER learns well within minutes when only biases move.
+    Exact projections (grad: one backward pass, then K = 1,024 normalised scalars along the round's
+    shared directions, a record moving the model by lr times their mean) with a cosine learning
+    rate over the demo's 300 rounds: measured against fzoo side by side (BENCHMARKS.md, "Exact
+    projected gradients"). ``TrainConfig.for_estimator`` gives a forward-only estimator the
+    settings it was measured with (``FORWARD_ONLY``)."""
+
+    codec: Codec = field(default=Codec.BYTE, metadata=doc(
+        "wire format of a gradient: byte (one byte each, plus one exponent byte per record), sign (one "
+        "bit), or float32 (four bytes: the exact baseline)", math=True))
+    lr: float = field(default=0.1, metadata=doc(
+        "learning rate: how far a scalar moves the model (see step)", math=True))
+    eps: float = field(default=1e-3, metadata=doc("perturbation size (epsilon)", math=True))
+    samples: int = field(default=1024, metadata=doc(
+        "projected gradients per peer per round (K): thousands with grad (one backward pass gives them "
+        "all), a few with a forward-only estimator (each costs a forward pass); a site may send fewer "
+        "(onebyte peer --link-budget sizes them to its line)", math=True))
+    batch_size: int = field(default=32, metadata=doc("examples per projected gradient", math=True))
+    tune: str = field(default="bias", metadata=doc(
+        "which weights are tuned: all, bias, norm, bias+norm, regex:PATTERN (on parameter names), or "
+        "lora:r=R[,alpha=A][,targets=M1,M2]", math=True))
+    directions: Directions = field(default=Directions.SHARED, metadata=doc(
+        "distinct: every gradient has its own direction; shared: the peers of a round share its K "
+        "directions (a round's records add their codes per direction first: replay costs K "
+        "generations, whatever the swarm's size)", math=True))
+    max_length: int = field(default=32, metadata=doc("tokens per example", math=True))
+    estimator: Estimator = field(default=Estimator.GRAD, metadata=doc(
+        "how this site measures its scalars (each site may choose its own, if it sends the run's kind "
+        "of scalar): grad (one forward and backward pass, then exact projections onto the K "
+        "directions), jvp (exact, forward-mode, one pass per direction, inference-like memory), spsa "
+        "(two-point, 2K forward passes for K), fzoo (one-sided, normalised by the spread of the K "
+        "perturbed losses, K + 1 passes on one batch), centered (fzoo with the mean perturbed loss as "
+        "baseline, K passes), or es (the mean perturbed loss as baseline, unnormalised, K passes). On "
+        "the command line without a run file, a forward-only estimator brings the settings it was "
+        "measured with", legacy="spsa"))
+    lr_schedule: Schedule = field(default=Schedule.COSINE, metadata=doc(
+        "the learning rate over rounds: constant, or cosine (from lr down to final_ratio times it over "
+        "horizon rounds, then flat)", math=True, legacy="constant"))
+    eps_schedule: Schedule = field(default=Schedule.CONSTANT, metadata=doc(
+        "the perturbation size over rounds: constant, or cosine (as lr_schedule)", math=True,
+        legacy="constant"))
+    warmup: int = field(default=0, metadata=doc(
+        "rounds of linear learning-rate warm-up before the schedule", math=True, legacy=0))
+    horizon: int = field(default=300, metadata=doc(  # the demo's rounds (Defaults.rounds)
+        "rounds a cosine schedule runs over", math=True, legacy=0))
+    final_ratio: float = field(default=0.1, metadata=doc(
+        "where a cosine schedule ends, times its start", math=True, legacy=0.1))
+    reference_examples: int = field(default=0, metadata=doc(
+        "sites count equally (0), or in proportion to their examples, this many counting once: each "
+        "folds the weight examples / reference_examples into its scalars (FedAvg's weighting: use it "
+        "when sites' data differ in size or labels; set it to a typical site's count)", math=True,
+        legacy=0))
+    density: float = field(default=1.0, metadata=doc(
+        "sparse directions: the fraction of the tuned elements each direction moves: 1 (dense), 1/2, "
+        "1/4, ... down to 1/256 (a random mask grown from the direction's seed, as Sparse-MeZO's)",
+        math=True, legacy=1.0))
+    aggregate: Aggregate = field(default=Aggregate.SUM, metadata=doc(
+        "how a round's records combine: sum (each record counts fully), or robust: every peer "
+        "measures the round's shared directions and the step is a robust statistic of their scalars: "
+        "median (also called robust; use about half sum's lr), trimmed (a trimmed mean), or clipped "
+        "(the mean of the scalars within 3 robust standard deviations of their median, times their "
+        "number: the recommended robust setting, with lr = 0.002)", math=True, legacy="sum",
+        aliases=("robust",)))
+    scalar: Scalar = field(default=Scalar.AUTO, metadata=doc(
+        "what a scalar means: derivative (the projection g.z: spsa, es), normalised (divided by its "
+        "spread over the record's K directions: fzoo, centered), or auto (the estimator's own; grad "
+        "and jvp send either, normalised when auto)", math=True, legacy="auto"))
+    step: Step = field(default=Step.MEAN, metadata=doc(
+        "how far a record moves the model: scalar (lr x each scalar, the paper's: retune lr with K), "
+        "or mean (lr x the mean of its K estimates: lr means the same step whatever K is)", math=True,
+        legacy="scalar"))
+    balance: Balance = field(default=Balance.CLASSES, metadata=doc(
+        "how a site draws a batch from its data: classes (a class uniformly among those it holds, then "
+        "an example of it: rare labels weigh as much as common ones) or none (uniformly: the file's "
+        "label mix)", math=True, legacy="none"))
+
+    #: What the settings added after the first runs were implicitly then (each field's ``legacy``):
+    #: a run that keeps them is described (and tagged) without them, so run directories written
+    #: before keep their run tags.
+    LEGACY: ClassVar[dict[str, Any]]
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -343,12 +413,6 @@ class TrainConfig:
         """Forward passes a record of ``count`` scalars cost its sender."""
         return forward_passes(self.estimator, count)
 
-    #: What the settings added after the first runs were implicitly then: a run that keeps them is
-    #: described (and tagged) without them, so run directories written before keep their run tags.
-    LEGACY = {"estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0,
-              "horizon": 0, "final_ratio": 0.1, "reference_examples": 0, "density": 1.0,
-              "aggregate": "sum", "scalar": "auto", "step": "scalar", "balance": "none"}
-
     def canonical(self) -> dict[str, Any]:
         """``to_dict`` less the settings that are at their ``LEGACY`` value (see there), with the
         estimator (how a site measures: its own choice) replaced by what its scalars mean: ``fzoo``
@@ -371,27 +435,29 @@ class TrainConfig:
         problems += [(f"train.{k}", "is not a setting (known: " + ", ".join(sorted(known)) + ")")
                      for k in d if k not in known]
         values = {k: v for k, v in d.items() if k in known}
-        if "codec" in values:
-            try:
-                values["codec"] = Codec.parse(str(values["codec"]))
-            except ValueError as exc:
-                problems.append(("train.codec", str(exc)))
-        for name, kind in (("directions", Directions), ("estimator", Estimator), ("lr_schedule", Schedule),
-                           ("eps_schedule", Schedule), ("aggregate", Aggregate), ("scalar", Scalar),
-                           ("step", Step), ("balance", Balance)):
-            if name in values:
+        for s in settings(cls):
+            if s.name not in values:
+                continue
+            v = values[s.name]
+            if s.kind is Codec:
                 try:
-                    values[name] = kind(values[name])
+                    values[s.name] = Codec.parse(str(v))
+                except ValueError as exc:
+                    problems.append((s.key, str(exc)))
+            elif issubclass(s.kind, enum.Enum):
+                try:
+                    values[s.name] = s.kind(v)
                 except ValueError:
-                    names = [m.value for m in kind] + (["robust"] if kind is Aggregate else [])
-                    choices = ", ".join(names[:-1]) + " or " + names[-1]
-                    problems.append((f"train.{name}", f"must be {choices}, not {values[name]!r}"))
-        for k in ("lr", "eps", "final_ratio", "density"):  # TOML writes 1 for 1.0; accept ints where floats are meant
-            if isinstance(values.get(k), int) and not isinstance(values.get(k), bool):
-                values[k] = float(values[k])
+                    choices = ", ".join(s.choices[:-1]) + " or " + s.choices[-1]
+                    problems.append((s.key, f"must be {choices}, not {v!r}"))
+            elif s.kind is float and isinstance(v, int) and not isinstance(v, bool):
+                values[s.name] = float(v)  # TOML writes 1 for 1.0; accept ints where floats are meant
         if problems:
             raise ConfigError.many(problems)
         return cls(**values).validate()
+
+
+TrainConfig.LEGACY = {f.name: f.metadata["legacy"] for f in fields(TrainConfig) if "legacy" in f.metadata}
 
 
 #: What a forward-only estimator runs with by default (``TrainConfig.for_estimator``): the library's
@@ -414,6 +480,104 @@ def _plain(v: Any) -> Any:
     if isinstance(v, tuple):
         return list(v)
     return v
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting, as the run file, the command line and the reference page show it:
+    read from its dataclass field (``settings``), never written down a second time."""
+
+    name: str
+    section: str  # "" (the run file's top level) or "train"
+    kind: type  # int, float, str, bool, tuple (a list of names), or an enum
+    default: Any  # as the run file writes it (plain JSON types)
+    help: str
+    math: bool
+    example: str | None = None  # an unset optional setting, as the run file shows it commented out
+    aliases: tuple[str, ...] = ()
+    forward_only: Any = None  # the default a forward-only estimator brings (FORWARD_ONLY), if other
+
+    @property
+    def key(self) -> str:
+        """Its name in error messages and in the run file: ``train.lr``, ``run_id``."""
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """An enum setting's values (then its aliases); () for any other."""
+        if self.kind is Codec:
+            return tuple(c.label for c in Codec)
+        if issubclass(self.kind, enum.Enum):
+            return tuple(m.value for m in self.kind) + self.aliases
+        return ()
+
+    def shown_default(self) -> str:
+        """The default as the flag's help and the reference show it ("" for an unset one)."""
+        if self.default is None or self.default == []:
+            return ""
+        text = _toml(self.default).strip('"')
+        if self.forward_only is not None:
+            text += f"; a forward-only estimator: {_toml(self.forward_only).strip(chr(34))}"
+        return text
+
+
+def settings(cls: type) -> list[Setting]:
+    """The documented settings of ``RunSpec`` or ``TrainConfig`` (or a subclass), in field order:
+    every field whose metadata has its ``doc``."""
+    hints = typing.get_type_hints(cls)
+    section = "train" if issubclass(cls, TrainConfig) else ""
+    out = []
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            continue
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):  # str | None: an optional setting
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        kind = typing.get_origin(kind) or kind
+        alt = FORWARD_ONLY.get(f.name) if section else None
+        out.append(Setting(f.name, section, kind, _plain(f.default), f.metadata["help"], f.metadata["math"],
+                           f.metadata["example"], f.metadata["aliases"], alt))
+    return out
+
+
+class Defaults:
+    """The options of ``simulate`` and ``peer`` that are not the run's own (not in ``RunSpec``),
+    shared by the Python API, the simulator and the command line: one place, one value."""
+
+    peers = 4
+    rounds = 300  # the demo: 1,200 records of K = 1,024 exact projections at 4 peers
+    split = "iid"
+    seed = 0
+    #: held-out examples to evaluate: N (the same fixed-seed sample in every run), 0 (none), or
+    #: None (all of them); the simulator evaluates about ten times a run, a peer at start and end
+    eval_size: int | None = None
+
+
+def reference_markdown(run: type | None = None, train: type | None = None) -> str:
+    """The run file's settings and their flags as a Markdown reference page (the docs site's), from
+    the same field documentation that the run file ``onebyte init`` writes and the flags' help use.
+    ``run``, ``train``: ``RunSpec`` and ``TrainConfig`` (or subclasses of them)."""
+    out = ["Every setting of the run file, the flag that overrides it (on `init`, `simulate`, `peer`, "
+           "`swarm` and `eval`), and its default. Settings marked [math] change what a record means: "
+           "every peer must agree on them, or its records are rejected as another run's. `onebyte init "
+           "run.toml` writes this file with the same text as comments.", ""]
+    for title, cls in (("Top level", run or RunSpec), ("`[train]`", train or TrainConfig)):
+        out += [f"## {title}", "", "| setting | flag | default | values | [math] | what it sets |",
+                "|---|---|---|---|---|---|"]
+        for s in settings(cls):
+            values = ", ".join(f"`{c}`" for c in s.choices) or _KIND_WORDS.get(s.kind, "text")
+            default = f"`{s.shown_default()}`" if s.shown_default() else "unset"
+            out.append(f"| `{s.name}` | `{s.flag}` | {default} | {values} | {'yes' if s.math else ''} | "
+                       f"{s.help.replace('|', '&#124;')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+_KIND_WORDS = {int: "integer", float: "number", bool: "true or false", tuple: "list of names", str: "text"}
 
 
 @dataclass(frozen=True)
@@ -494,11 +658,6 @@ def _parse_keys(value: Any) -> tuple[tuple[ListedKey, ...], list[tuple[str, str]
     return tuple(keys), problems
 
 
-#: The fields of a ``RunSpec`` (besides ``train``) that change the math; model and task name
-#: where each site finds its files, so they differ between sites and stay out of the run tag.
-MATH_FIELDS = ("run_id", "objective", "labels", "template", "chat")
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """A run as every site describes it. ``model`` and ``task`` are names or local paths (each
@@ -510,16 +669,28 @@ class RunSpec:
     unlisted (and still counts a key revoked since) until its run file is updated and its peer
     restarted."""
 
-    run_id: str = "onebyte"
-    model: str = "minilm"
-    task: str = "vader"
-    objective: ObjectiveKind = ObjectiveKind.AUTO
-    labels: tuple[str, ...] = ()
-    eval_file: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    template: str | None = None
-    chat: bool = False
+    run_id: str = field(default="onebyte", metadata=doc("the run's name: part of the run tag", math=True))
+    model: str = field(default="minilm", metadata=doc(
+        "minilm, tiny-gpt2, smollm2, or a local Hugging Face model directory (each site may keep its own "
+        "copy; the weights must be the same: the base hash is part of the run tag)"))
+    task: str = field(default="vader", metadata=doc(
+        "vader, tweets, or this site's own data file (.jsonl, .json, .csv, .tsv or .parquet)"))
+    objective: ObjectiveKind = field(default=ObjectiveKind.AUTO, metadata=doc(
+        "classify (the label from the text), lm (next-token loss), or auto (= classify)", math=True))
+    labels: tuple[str, ...] = field(default=(), metadata=doc(
+        "label names in index order, comma-separated on the command line (empty: sorted from the data)",
+        math=True))
+    eval_file: str | None = field(default=None, metadata=doc(
+        "this site's held-out data file (unset: 20% of task, always the same texts)",
+        example="held-out.jsonl"))
+    text_column: str = field(default="text", metadata=doc("the column of this site's data file holding the text"))
+    label_column: str = field(default="label", metadata=doc(
+        "the column of this site's data file holding the label"))
+    template: str | None = field(default=None, metadata=doc(
+        "how an example is put to the model, naming any of its columns as {column} (on the command "
+        "line \\n is a newline; unset: the text alone)", math=True, example="Review: {review}\nSentiment:"))
+    chat: bool = field(default=False, metadata=doc(
+        "wrap the prompt in the model's chat template (causal LMs that have one)", math=True))
     train: TrainConfig = field(default_factory=TrainConfig)
     keys: tuple[ListedKey, ...] = ()
 
@@ -643,15 +814,10 @@ class RunSpec:
             raise ConfigError(problems=exc.problems, prefix=f"run file {path}: ") from None
 
     def to_toml(self) -> str:
-        """This spec as a commented run file (``RunSpec.load`` reads it back equal)."""
-        values = {k: _toml(v) for k, v in self.to_dict().items()
-                  if k not in ("train", "eval_file", "template", "keys")}
-        values.update({f"train_{k}": _toml(v) for k, v in self.train.to_dict().items()})
-        values["eval_file_line"] = ("# eval_file = \"\"" if self.eval_file is None
-                                    else f"eval_file = {_toml(self.eval_file)}")
-        values["template_line"] = ("# template = \"Review: {review}\\nSentiment:\"" if self.template is None
-                                   else f"template = {_toml(self.template)}")
-        return RUN_FILE_TEMPLATE.format(**values) + _keys_toml(self.keys)
+        """This spec as a commented run file (``RunSpec.load`` reads it back equal): every setting
+        under its own documentation (``settings``), then the site keys."""
+        return "\n".join([RUN_FILE_HEAD, *_toml_settings(self), "[train]", "", *_toml_settings(self.train),
+                          _keys_toml(self.keys)])
 
     def save(self, path: Path | str) -> None:
         Path(path).write_text(self.to_toml(), encoding="utf-8")
@@ -687,88 +853,26 @@ KEYS_TEMPLATE = """
 """
 
 
-RUN_FILE_TEMPLATE = """\
+RUN_FILE_HEAD = """\
 # onebyte run file: every site of a run uses the same file (copy it to each site).
 # Settings marked [math] change what a record means: every peer must agree on them, or its
 # records are rejected as another run's (the log names the differing settings).
 # Command-line flags override what is written here.
-
-# [math] the run's name: part of the run tag
-run_id = {run_id}
-# minilm, tiny-gpt2, or a local Hugging Face model directory (each site may keep its own copy;
-# the weights must be the same: the base hash is part of the run tag)
-model = {model}
-# vader, tweets, or this site's own data file (.jsonl, .json, .csv, .tsv or .parquet)
-task = {task}
-# [math] classify (label from text), lm (next-token loss), or auto (= classify)
-objective = {objective}
-# [math] label names in index order (empty: sorted from the data)
-labels = {labels}
-# held-out data file of this site (empty: 20% of task, always the same texts)
-{eval_file_line}
-# the columns of this site's data file holding the text and the label
-text_column = {text_column}
-label_column = {label_column}
-# [math] how an example is put to the model; may name any column as {{column}} (empty: the text)
-{template_line}
-# [math] wrap the prompt in the model's chat template (causal LMs that have one)
-chat = {chat}
-
-[train]
-# [math] wire format of a gradient: byte (1 byte + 1 exponent byte per record), sign (1 bit), float32
-codec = {train_codec}
-# [math] learning rate
-lr = {train_lr}
-# [math] perturbation size
-eps = {train_eps}
-# [math] projected gradients per peer per round (K): thousands with grad (one backward pass gives
-# them all), a few with a forward-only estimator (each costs a forward pass); a site may send fewer
-# (onebyte peer --link-budget sizes them to its line)
-samples = {train_samples}
-# [math] examples per projected gradient
-batch_size = {train_batch_size}
-# [math] which weights are tuned: all, bias, norm, regex:PATTERN, or lora:r=R[,alpha=A][,targets=M1,M2]
-tune = {train_tune}
-# [math] distinct: one direction per gradient; shared: the peers of a round share K directions
-directions = {train_directions}
-# [math] tokens per example
-max_length = {train_max_length}
-# how this site measures its scalars (each site may choose its own, if it sends the run's kind of
-# scalar): grad (one forward and backward pass, then exact projections onto the K directions),
-# jvp (exact, forward-mode, one pass per direction, inference-like memory), spsa (two-point, 2K
-# passes for K), fzoo (one-sided, normalised by the spread of the K perturbed losses, K + 1 passes
-# on one batch), centered (fzoo with the mean perturbed loss as baseline, K passes), or es (the
-# mean perturbed loss as baseline, unnormalised, K passes)
-estimator = {train_estimator}
-# [math] what a scalar means: derivative (the projection g.z: spsa, es), normalised (divided by its
-# spread over the record's K directions: fzoo, centered), or auto (the estimator's own; grad and
-# jvp send either, normalised when auto)
-scalar = {train_scalar}
-# [math] how far a record moves the model: scalar (lr x each scalar, the paper's: retune lr with K),
-# or mean (lr x the mean of its K estimates: lr means the same step whatever K is)
-step = {train_step}
-# [math] how a site draws a batch from its data: classes (a class uniformly among those it holds, then
-# an example of it: rare labels weigh as much as common ones) or none (uniformly: the file's label mix)
-balance = {train_balance}
-# [math] learning-rate and perturbation-size schedules over rounds: constant or cosine (from the value
-# set above to final_ratio times it over horizon rounds); warmup: rounds of linear learning-rate warm-up
-lr_schedule = {train_lr_schedule}
-eps_schedule = {train_eps_schedule}
-warmup = {train_warmup}
-horizon = {train_horizon}
-final_ratio = {train_final_ratio}
-# sites count equally (0), or in proportion to their examples, this many counting once (FedAvg's
-# weighting: use it when sites' data differ in size or labels; set it to a typical site's count)
-reference_examples = {train_reference_examples}
-# [math] sparse directions: the fraction of tuned elements each direction moves, 1 (dense), 0.5, 0.25,
-# ... down to 1/256 (a random mask grown from the direction's seed, as Sparse-MeZO's)
-density = {train_density}
-# [math] how a round's records combine: sum (each record counts fully), or robust: every peer measures
-# the round's shared directions and the step is their median (median, trimmed: a trimmed mean,
-# clipped: the mean of the scalars within 3 robust standard deviations of their median, times their
-# number; the recommended robust setting, with lr = 0.002)
-aggregate = {train_aggregate}
 """
+
+
+def _toml_settings(obj: Any) -> list[str]:
+    """The run file's lines for ``obj``'s settings: each one's documentation as a comment, then
+    its value (an unset optional one commented out, with its example), then a blank line."""
+    lines = []
+    for s in settings(type(obj)):
+        text = ("[math] " if s.math else "") + s.help
+        lines += textwrap.wrap(text, 98, initial_indent="# ", subsequent_indent="# ", break_long_words=False,
+                               break_on_hyphens=False)
+        value = getattr(obj, s.name)
+        lines.append(f"# {s.name} = {_toml(s.example)}" if value is None else f"{s.name} = {_toml(_plain(value))}")
+        lines.append("")
+    return lines
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .attacks import Attack, Attacker
-from .config import Estimator, ListedKey, RunSpec, TrainConfig, forward_passes, parse_split
+from .config import Defaults, Estimator, RunSpec, TrainConfig, forward_passes, parse_split
 from .errors import ConfigError, ProtocolError, storage_error
 from .identity import Roster, SiteKey, check_site_key
 from .privacy import Accountant, DPConfig
@@ -27,41 +27,48 @@ from .update import check_cap
 __all__ = ["SimConfig", "SimResult", "run_simulation"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SimConfig:
-    """A simulation: the run (model, task, training settings) and how the swarm is simulated."""
+    """A simulation: the run (``spec``, as every site would describe it) and how the swarm is
+    simulated. ``SimConfig(spec, peers=4)``; the run's own settings may instead be given by name,
+    as ``RunSpec`` takes them (``SimConfig(model="tiny-gpt2", train=..., peers=2)``): they go to
+    ``spec``, with ``RunSpec``'s defaults for the rest."""
 
-    model: str = "tiny-gpt2"
-    task: str = "vader"
-    peers: int = 4
-    rounds: int = 20
-    split: str = "iid"
-    seed: int = 0
-    run_id: str = "onebyte"
-    objective: str = "auto"
+    spec: RunSpec
+    peers: int = Defaults.peers
+    rounds: int = Defaults.rounds
+    split: str = Defaults.split
+    seed: int = Defaults.seed
     eval_every: int = 0  # 0: about ten evaluations per run
-    eval_size: int = 0  # 0: the whole held-out set
-    label_names: tuple[str, ...] = ()
-    eval_file: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    template: str | None = None
-    chat: bool = False
-    train: TrainConfig = TrainConfig()
+    eval_size: int | None = Defaults.eval_size  # held-out examples: N (a fixed-seed sample), 0 none, None all
     dp: DPConfig | None = None  # differential privacy per peer (each peer's own data)
     attack: str | None = None  # hostile insiders, "KIND:FRACTION" (attacks.py)
     # only the virtual peers' own ids count (each site one listed key); False: any id holding the
     # swarm secret counts, to measure what identities prevent (the sybil attack)
     identities: bool = True
-    # the run file's site keys ([[keys]]): they count only when ``run_simulation`` is given the
-    # private keys to sign with; without them the virtual peers are ids 0..peers-1, unsigned
-    keys: tuple[ListedKey, ...] = ()
     # how each virtual site measures (its own choice, DESIGN §14), cycled over the peers: () = the
     # run's estimator everywhere; ("grad", "fzoo") = a mixed swarm, even peers backpropagating
     estimators: tuple[str, ...] = ()
     # how many of a round's K directions each virtual site measures, cycled like ``estimators``
     # (() = all K): forward-only sites in a run of thousands of directions measure a few
     site_samples: tuple[int, ...] = ()
+
+    def __init__(self, spec: RunSpec | None = None, **options: Any) -> None:
+        run = {k: options.pop(k) for k in list(options) if k in _RUN_FIELDS}
+        unknown = set(options) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"SimConfig has no option {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "spec", replace(spec, **run) if spec is not None else RunSpec(**run))
+        for f in fields(self)[1:]:
+            object.__setattr__(self, f.name, options.get(f.name, f.default))
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
+        return cls(spec, **sim)
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.spec.train
 
     def samples_of(self, peer: int) -> int:
         """How many directions virtual peer ``peer`` measures each round."""
@@ -71,22 +78,6 @@ class SimConfig:
         """How virtual peer ``peer`` measures."""
         return Estimator(self.estimators[peer % len(self.estimators)]) if self.estimators else self.train.estimator
 
-    @classmethod
-    def from_spec(cls, spec: RunSpec, **sim: Any) -> SimConfig:
-        return cls(model=spec.model, task=spec.task, run_id=spec.run_id, objective=spec.objective.value,
-                   label_names=spec.labels, eval_file=spec.eval_file, text_column=spec.text_column,
-                   label_column=spec.label_column, template=spec.template, chat=spec.chat, train=spec.train,
-                   keys=spec.keys, **sim)
-
-    @property
-    def spec(self) -> RunSpec:
-        """The run as ``from_spec`` was given it: every setting, the data file's columns, template and
-        chat wrapping included (``RunSpec`` -> ``SimConfig`` -> ``RunSpec`` is the identity)."""
-        return RunSpec(run_id=self.run_id, model=self.model, task=self.task, objective=self.objective,
-                       labels=self.label_names, eval_file=self.eval_file, text_column=self.text_column,
-                       label_column=self.label_column, template=self.template, chat=self.chat, train=self.train,
-                       keys=self.keys)
-
     def validate(self) -> SimConfig:
         problems = self.spec.problems()
         if not 1 <= self.peers <= 4096:
@@ -95,8 +86,8 @@ class SimConfig:
             problems.append(("rounds", f"must be at least 1, not {self.rounds}"))
         if self.eval_every < 0:
             problems.append(("eval_every", "must be >= 0"))
-        if self.eval_size < 0:
-            problems.append(("eval_size", "must be >= 0"))
+        if self.eval_size is not None and not (isinstance(self.eval_size, int) and self.eval_size >= 0):
+            problems.append(("eval_size", f"must be a number of examples >= 0, or None (all), not {self.eval_size!r}"))
         try:
             parse_split(self.split)
         except ConfigError as exc:
@@ -123,6 +114,9 @@ class SimConfig:
             raise ConfigError.many(problems)
         return self
 
+
+#: What ``SimConfig`` passes on to its ``RunSpec`` when given by name.
+_RUN_FIELDS = frozenset(f.name for f in fields(RunSpec))
 
 RoundHook = Callable[[dict[str, Any]], None]
 
@@ -180,7 +174,7 @@ def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None =
         roster = Roster.of(cfg.spec)
         _check_keys(roster, keys, cfg)
     else:  # virtual peers 0..peers-1, unsigned: the run (and its run.json) of the swarm secret's mode
-        cfg = replace(cfg, keys=())
+        cfg = replace(cfg, spec=replace(cfg.spec, keys=()))
     setup = setup if setup is not None else Setup.build(cfg.spec)
     try:
         d.root.mkdir(parents=True, exist_ok=True)
@@ -221,13 +215,17 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
         check_private(cfg.train)
         steps = cfg.rounds * cfg.train.samples
         privacy = [Privacy.create(Accountant(cfg.dp, len(s), cfg.train.batch_size, steps)) for s in shards]
-    test = eval_subset(setup.dataset.test, cfg.eval_size)
+    test = eval_subset(setup.dataset.test, cfg.eval_size) if cfg.eval_size != 0 else []  # 0: no evaluation
+
+    def evaluate() -> dict[str, float] | None:
+        return setup.objective.evaluate(test) if test else None
+
     every = cfg.eval_every or max(1, cfg.rounds // 10)
     forwards = 0
     # The wall-clock a swarm of real machines would need: peers measure in parallel, so a round
     # costs its slowest peer's measurement plus applying the round's records (no network).
     swarm_seconds = 0.0
-    eval_before = setup.objective.evaluate(test)
+    eval_before = evaluate()
     eval_after = eval_before
     attacker = None
     if cfg.attack is not None:
@@ -266,17 +264,16 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
                 "swarm_seconds": round(swarm_seconds, 3),
                 "peers": cfg.peers,
             }
-            if (r + 1) % every == 0 or r + 1 == cfg.rounds:
-                eval_after = setup.objective.evaluate(test)
-                line["eval"] = eval_after
+            if test and ((r + 1) % every == 0 or r + 1 == cfg.rounds):
+                eval_after = line["eval"] = evaluate()
             metrics.write(json.dumps(line) + "\n")
             metrics.flush()
             if on_round is not None:
                 on_round(line)
     records_n = len(replica.applied)
     summary = {
-        "model": cfg.model,
-        "task": cfg.task,
+        "model": cfg.spec.model,
+        "task": cfg.spec.task,
         "peers": cfg.peers,
         "rounds": cfg.rounds,
         "samples_per_round": cfg.train.samples,
@@ -309,6 +306,6 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
     d.summary.write_text(json.dumps(summary, indent=2) + "\n")
     from .plots import plot_curve
 
-    plot_curve(d.metrics, d.curve, title=f"{cfg.model} on {cfg.task}, {cfg.peers} peers, "
+    plot_curve(d.metrics, d.curve, title=f"{cfg.spec.model} on {cfg.spec.task}, {cfg.peers} peers, "
                f"{cfg.train.codec.label}", before=eval_before)
     return summary
