@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
+from bench.sweep import adam
 
 TEMPLATE = "Tweet: {text}\nIs the sentiment of this tweet negative, neutral or positive?"
 FULL = {"rounds": 60, "eval_size": 300, "eval_every": 20, "adam_steps": 60}
@@ -97,23 +97,14 @@ def run_adam(a: argparse.Namespace, p: dict) -> dict:
         from onebyte.params import TuneSpec, select_parameters
 
         params = [p_ for _, p_ in select_parameters(model, TuneSpec.parse(a.adam_tune))]
-    model.requires_grad_(False)
-    for p_ in params:
-        p_.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=a.adam_lr)
-    rng = np.random.default_rng(0)
     test = eval_subset(setup.dataset.test, p["eval_size"])
     seconds, curve = 0.0, []
-    for step in range(p["adam_steps"]):
-        t0 = time.perf_counter()
-        idx = rng.choice(len(setup.dataset.train), size=a.batch_size, replace=False)
-        opt.zero_grad()
-        obj.logits_and_loss([setup.dataset.train[i] for i in idx])[1].backward()
-        opt.step()
-        seconds += time.perf_counter() - t0
-        if a.adam_eval_every and (step + 1) % a.adam_eval_every == 0 and step + 1 < p["adam_steps"]:
+    # the model stays in the mode Setup.build leaves it in (no train mode, as before)
+    for n, seconds in adam(model, params, obj, setup.dataset.train, np.random.default_rng(0), lr=a.adam_lr,
+                           batch_size=a.batch_size, steps=p["adam_steps"], dropout=False):
+        if a.adam_eval_every and n % a.adam_eval_every == 0 and n < p["adam_steps"]:
             with torch.no_grad():
-                curve.append({"step": step + 1, "seconds": round(seconds, 1), **obj.evaluate(test)})
+                curve.append({"step": n, "seconds": round(seconds, 1), **obj.evaluate(test)})
     with torch.no_grad():
         after = obj.evaluate(test)
     curve.append({"step": p["adam_steps"], "seconds": round(seconds, 1), **after})
