@@ -5,10 +5,14 @@
     python -m bench.report                     # BENCHMARKS.md from bench/results/*.json
 
 * ``lab/``: network namespaces (``netns``), the userspace thin-link emulator (``linkemu``), real
-  onebyte peers inside a lab (``peers``) and measurement windows over lab processes (``control``).
+  onebyte peers inside a lab (``peers``) and measurement windows over lab processes (``control``);
+  real-peer runs on loopback or behind NAT (``churn``, ``partition``, ``natlab``) and issue #11's
+  probes (``probe``, ``probe_average``).
 * ``baselines/``: what onebyte is compared with: the first public implementation's JSON over HTTP
   (``json_http``), a gloo all-reduce (``gloo``) and one MeZO-style float SPSA (``mezo``).
 * ``experiments/``: one module per experiment; each defines ``SECTION``, its steps and its part of
   the report (``sections`` lists them in report order).
+* ``sweep``: what the learning-curve experiments share (a worker pool over conditions × seeds,
+  resuming, mean ± std, the first-order Adam baseline, figures).
 * ``report``: writes BENCHMARKS.md; ``run_all``: runs every section's steps, then the report.
 """

@@ -4,15 +4,10 @@
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT))
 
 
 def _need_lab() -> None:
@@ -28,7 +23,7 @@ def _need_lab() -> None:
 
 def test_site_behind_nat_joins_via_relay_and_converges(tmp_path):
     _need_lab()
-    from natlab import run_nat
+    from bench.lab.natlab import run_nat
 
     result = run_nat(tmp_path, rounds=20)
     assert result["reachability"] == {"site_to_public": True, "public_to_site": False, "site_to_site": False}

@@ -2,14 +2,12 @@
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
 from onebyte.cli import main
 
 pytestmark = pytest.mark.slow
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 SMALL = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "2", "--batch-size", "8", "--tune", "all"]
 
@@ -51,7 +49,7 @@ def test_lockstep_swarm_with_site_keys_equals_simulate_given_those_keys(tmp_path
 
 @pytest.mark.parametrize("flags", [(), ROBUST], ids=["sum", "robust"])
 def test_churn_crash_join_restart_converge(tmp_path, flags):
-    from churn import MAX_DEADLINE, run_churn
+    from bench.lab.churn import MAX_DEADLINE, run_churn
 
     result = run_churn(tmp_path, rounds=60, flags=flags)
     assert result["agree"], result
@@ -62,7 +60,7 @@ def test_churn_crash_join_restart_converge(tmp_path, flags):
 
 def test_sixteen_peers_with_a_crash_and_a_restart_converge(tmp_path):
     """15 peers train, one is SIGKILLed, a 16th joins, the killed one restarts: one (digest, hash)."""
-    from churn import run_churn
+    from bench.lab.churn import run_churn
 
     result = run_churn(tmp_path, rounds=60, peers=16)
     assert result["agree"], result
@@ -72,7 +70,7 @@ def test_sixteen_peers_with_a_crash_and_a_restart_converge(tmp_path):
 
 @pytest.mark.parametrize("flags", [(), ROBUST], ids=["sum", "robust"])
 def test_partition_heals_within_30s(tmp_path, flags):
-    from partition import run_partition
+    from bench.lab.partition import run_partition
 
     result = run_partition(tmp_path, flags=flags)
     assert result["distinct_digests_while_apart"] >= 2  # the groups really trained apart
@@ -82,7 +80,7 @@ def test_partition_heals_within_30s(tmp_path, flags):
 
 
 def test_peer_without_the_secret_gets_nothing_applied(tmp_path):
-    from swarmlab import address, finish, peer, secret_file
+    from bench.lab.loopback import address, finish, peer, secret_file
 
     good = ["--rounds", "8", "--secret-file", str(secret_file(tmp_path / "good"))]
     bad = ["--rounds", "8", "--secret-file", str(secret_file(tmp_path / "bad"))]
@@ -98,7 +96,7 @@ def test_peer_without_the_secret_gets_nothing_applied(tmp_path):
 
 
 def test_peers_from_run_files_differing_in_one_setting_name_it(tmp_path):
-    from swarmlab import address, peer, secret_file, wait_until
+    from bench.lab.loopback import address, peer, secret_file, wait_until
 
     from onebyte.config import RunSpec, TrainConfig
     from onebyte.swarm import stop_group

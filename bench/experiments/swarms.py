@@ -1,4 +1,4 @@
-"""Real peer processes at scale and behind NAT: scripts/churn.py with 16 peers, scripts/natlab.py.
+"""Real peer processes at scale and behind NAT: bench.lab.churn with 16 peers, bench.lab.natlab.
 
     python -m bench.experiments.swarms churn [--peers 16] [--rounds 60] [--out bench/results/churn16.json]
     sudo python -m bench.experiments.swarms nat [--rounds 20] [--out bench/results/nat.json]
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.output import REPO, RESULTS, save_result
+from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
-
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 def main() -> None:
@@ -33,14 +30,14 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"onebyte-{a.what}-") as tmp:
         if a.what == "churn":
-            from churn import run_churn
+            from bench.lab.churn import run_churn
 
             rounds = a.rounds or 60
             r = run_churn(Path(tmp), rounds, a.peers)
             cmd = f"python -m bench.experiments.swarms churn --peers {a.peers} --rounds {rounds}"
             out = a.out or RESULTS / f"churn{a.peers}.json"
         else:
-            from natlab import run_nat
+            from bench.lab.natlab import run_nat
 
             rounds = a.rounds or 20
             r = run_nat(Path(tmp), rounds)

@@ -3,7 +3,7 @@ other), then are connected. Measures how long after reconnecting every peer hold
 records of the partitioned rounds, then stops all peers (SIGTERM: finish the round, drain) and
 checks they end with one set digest and one state hash.
 
-    python scripts/partition.py --out runs/partition
+    python -m bench.lab.partition --out runs/partition
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from swarmlab import address, peer, rounds_done, secret_file, wait_until  # noqa: E402
-
-from onebyte.ledger import read_ledger  # noqa: E402
-from onebyte.record import decode_record  # noqa: E402
-from onebyte.swarm import read_summary, stop_group  # noqa: E402
+from bench.lab.loopback import address, peer, rounds_done, secret_file, wait_until
+from onebyte.ledger import read_ledger
+from onebyte.record import decode_record
+from onebyte.swarm import read_summary, stop_group
 
 
 def ids_through(p, last_round: int) -> frozenset:

@@ -2,9 +2,9 @@
 for a higher final accuracy): 4 simulated peers, MiniLM on VADER, held-out accuracy on the whole
 test split every 25 rounds; prints one JSON line.
 
-    python scripts/probe.py NAME SEED [setting=value ...] [--run-id ID]
-    python scripts/probe.py bias+norm 0 tune=bias+norm --run-id exp-0
-    python scripts/probe.py longer 1 rounds=150 horizon=150
+    python -m bench.lab.probe NAME SEED [setting=value ...] [--run-id ID]
+    python -m bench.lab.probe bias+norm 0 tune=bias+norm --run-id exp-0
+    python -m bench.lab.probe longer 1 rounds=150 horizon=150
 
 Settings are ``TrainConfig`` fields, or the simulator's ``peers``, ``rounds``, ``eval_every``,
 ``eval_size``. The run id defaults to ``estimators-seed{SEED}``, the estimator benchmark's, so a probe

@@ -5,7 +5,7 @@ peer, which relays for it (libp2p circuit relay v2). Neither site can open a con
 other, nor the public peer to either. All three train ``--rounds`` rounds and must end with one set
 digest and state hash. Runs as root; needs nftables.
 
-    sudo python scripts/natlab.py --out runs/nat [--rounds 20]
+    sudo python -m bench.lab.natlab --out runs/nat [--rounds 20]
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ import secrets
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.lab.nat import NatLab  # noqa: E402
-from bench.lab.peers import start  # noqa: E402
-from swarmlab import finish  # noqa: E402
-
-from onebyte.swarm import stop_group, wait_for_address  # noqa: E402
+from bench.lab.loopback import finish
+from bench.lab.nat import NatLab
+from bench.lab.peers import start
+from onebyte.swarm import stop_group, wait_for_address
 
 ARGS = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "2", "--batch-size", "8", "--tune", "all",
         "--threads", "1", "--max-deadline", "20", "--eval-size", "0"]

@@ -2,7 +2,7 @@
 Nth joins mid-run; the killed one restarts from its old --out. Every peer must end with the same set
 digest and state hash, and no live peer may spend longer on a round than its deadline allows.
 
-    python scripts/churn.py --out runs/churn [--rounds 30] [--peers 16]
+    python -m bench.lab.churn --out runs/churn [--rounds 30] [--peers 16]
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from swarmlab import address, finish, peer, rounds_done, secret_file, wait_until  # noqa: E402
-
-from onebyte.swarm import stop_group  # noqa: E402
+from bench.lab.loopback import address, finish, peer, rounds_done, secret_file, wait_until
+from onebyte.swarm import stop_group
 
 MAX_DEADLINE = 8.0
 

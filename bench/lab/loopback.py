@@ -1,11 +1,12 @@
-"""Helpers shared by the churn and partition scripts: start peers, wait on their summaries."""
+"""Real peers on loopback (no namespaces, no root), as the churn, partition and NAT runs and the
+slow tests start them: start peers, wait on their summaries."""
 
 from __future__ import annotations
 
 import secrets
-import time
 from pathlib import Path
 
+from bench.lab.control import wait_for
 from onebyte.swarm import PeerProcess, read_summary, start_peer, stop_group, wait_for_address
 
 TINY = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "2", "--batch-size", "32", "--tune", "all",
@@ -33,11 +34,8 @@ def address(p: PeerProcess) -> list[str]:
 
 
 def wait_until(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
+    """``cond()`` true within ``timeout`` seconds, or ``TimeoutError`` naming ``what``."""
+    wait_for(cond, what, timeout, poll=0.3)
 
 
 def rounds_done(p: PeerProcess) -> int:

@@ -2,7 +2,7 @@
 100 rounds), evaluated at its end and as the average of its float weights over the last 50 and 25
 rounds; prints one JSON line.
 
-    python scripts/probe_average.py SEED
+    python -m bench.lab.probe_average SEED
 """
 
 from __future__ import annotations
