@@ -47,10 +47,8 @@ def cond_text(c: dict) -> str:
 
 
 def run_one(task: tuple[dict, int, dict]) -> dict:
-    """One condition, one seed: its evaluation curve against rounds and swarm seconds."""
-    import torch
-
-    torch.set_num_threads(1)
+    """One condition, one seed: its evaluation curve against rounds and swarm seconds (in a fresh,
+    single-threaded worker: ``bench.sweep.sweep(..., fresh=True)``)."""
     import onebyte
     from onebyte.codec import Codec
     from onebyte.config import Directions, Estimator, Scalar, Step, TrainConfig
