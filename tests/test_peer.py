@@ -596,14 +596,14 @@ def test_only_a_record_whose_push_failed_twice_goes_to_the_dht_copy_and_at_once(
             raise PeerUnreachable("dropped")
 
     monkeypatch.setattr(peer.net, "send", send)
-    gossip._push_one(other, b"fine", False, (1, b"record-1"))
-    gossip._push_one(other, b"lost", False, (2, b"record-2"))
-    gossip._push_one(other, b"lost", False, (2, b"record-2"))  # the same record to another peer
+    gossip.pushes._push_one(other, b"fine", False, (1, b"record-1"))
+    gossip.pushes._push_one(other, b"lost", False, (2, b"record-2"))
+    gossip.pushes._push_one(other, b"lost", False, (2, b"record-2"))  # the same record to another peer
     gossip._beater.submit(lambda: None).result(timeout=10)
     assert sent == [b"fine", b"lost", b"lost", b"lost", b"lost"]  # each failed push tried twice
-    assert gossip.dht_copies == 1 and peer.summary()["dht_copies"] == 1
+    assert gossip.pushes.dht_copies == 1 and peer.summary()["dht_copies"] == 1
     assert hub.records[2] == {"p0": b"record-2"} and 1 not in hub.records  # visible now, not at round 7
-    assert gossip.push_counts() == {"9": {"delivered": 1, "failed": 2}}
+    assert gossip.pushes.counts() == {"9": {"delivered": 1, "failed": 2}}
 
 
 def _join_with_sources(tmp_path, monkeypatch, fails):

@@ -8,7 +8,7 @@ to LEDGER_SOURCES live peers at once. A source that fails (it may have left) is 
 another is tried; the tries, and so the bytes, are bounded. Before its first round the newcomer
 fetches the rounds the swarm ran while it downloaded (``top_up``).
 
-``CatchUp`` takes the parts it needs (transport, options, replica, intake, gossip) and two doors
+``CatchUp`` takes the parts it needs (client, options, replica, intake, gossip) and two doors
 into its peer's round position (``position``, ``move_to``), never the peer itself.
 """
 
@@ -21,16 +21,15 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from .client import Client
 from .errors import CatchUpError, LedgerError, NetworkError, ProtocolError
 from .gossip import Gossip
 from .identity import Roster
 from .intake import Intake
 from .membership import Heartbeat
 from .options import PeerOptions
-from .protocol import Verb, ledger_request, parse_ledger, parse_sizes, parse_snapshot
 from .record import decode_record
 from .replica import Replica
-from .transport.base import BULK_RATE, Transport
 
 __all__ = ["CatchUp", "CATCHUP_BACKOFF", "CATCHUP_TRIES", "CATCHUP_TRIES_TOTAL", "LEDGER_PIECE", "LEDGER_SOURCES"]
 
@@ -59,10 +58,10 @@ class CatchUp:
     """A newcomer's join: ``join`` finds a source and catches up from it (``catch_up``), and
     ``start_round`` says where the first round begins, after a ``top_up``. ``joined_by`` records how."""
 
-    def __init__(self, net: Transport, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
+    def __init__(self, client: Client, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
                  gossip: Gossip, roster: Roster | None, tag: bytes, apply: Callable[[], int],
                  position: Callable[[], int], move_to: Callable[[int], None]):
-        self.net, self._options, self.replica, self.intake, self.gossip = net, options, replica, intake, gossip
+        self.client, self._options, self.replica, self.intake, self.gossip = client, options, replica, intake, gossip
         self.roster, self.tag = roster, tag
         self._apply, self._position, self._move_to = apply, position, move_to
         self.joined_by: dict[str, Any] | None = None  # how this peer caught up when it joined
@@ -80,7 +79,7 @@ class CatchUp:
             return
         deadline = time.monotonic() + self.opts.join_timeout
         failures: dict[int, tuple[int, float]] = {}  # source -> (failed tries, not again before)
-        received = self.net.bytes_received
+        received = self.client.net.bytes_received
         while time.monotonic() < deadline:
             if not self.gossip.meet():  # the join peers answer in a round trip; else the DHT (seconds)
                 self.gossip.beat(force=True, sync=False)  # no record-by-record sync: the download brings them all
@@ -111,7 +110,7 @@ class CatchUp:
                         raise CatchUpError(
                             f"could not catch up from any live peer ({len(failures)} tried, "
                             f"{sum(t for t, _ in failures.values())} tries, "
-                            f"{self.net.bytes_received - received:,} bytes received; last: {exc})") from None
+                            f"{self.client.net.bytes_received - received:,} bytes received; last: {exc})") from None
             elif self.replica.records and not failures:
                 return  # records arrive by push from peers not seen yet: we are in, sync fills the past
             time.sleep(self.opts.join_poll)
@@ -127,7 +126,7 @@ class CatchUp:
         replayed here from the base model). After 1,000 rounds of 4 peers the ledger is ~250 KiB
         where the snapshot of all MiniLM weights is 87 MiB; early in a run with few tuned weights the
         snapshot can be the smaller. A peer that does not know SIZE answers nothing: snapshot."""
-        sizes = parse_sizes(self.net.request(hb.contact, Verb.SIZE.value, self.opts.request_timeout))
+        sizes = self.client.size(hb.contact)
         snap_bytes, ledger_bytes = sizes if sizes is not None else (None, None)
         mode = self.opts.catchup
         if mode == "auto":
@@ -150,10 +149,6 @@ class CatchUp:
                           "snapshot_bytes": snap_bytes, "chosen_by": self.opts.catchup}
         log.info("joined from peer %x by its %s (%s)", hb.peer_id, mode, why)
 
-    def _bulk_timeout(self, size: int | None) -> float:
-        """A download of ``size`` bytes may take ``request_timeout`` plus its time at BULK_RATE."""
-        return self.opts.request_timeout + (size or 0) / BULK_RATE
-
     def install_ledger(self, hb: Heartbeat, size: int | None = None) -> None:
         """Every record ``hb``'s peer holds, each validated as if pushed, replayed here from the base:
         the state is ours by construction, so it needs no trust in the other peer's arithmetic.
@@ -173,7 +168,8 @@ class CatchUp:
         starts = list(range(0, max(hb.round, 1), step))
         pieces = [range(start, starts[i + 1] if i + 1 < len(starts) else OPEN_END) for i, start in enumerate(starts)]
         sources = self._ledger_sources(hb, starts[-1])
-        timeout = self._bulk_timeout(LEDGER_PIECE * len(sources) // 2)  # the pieces share our link (deflated ~0.4x)
+        # the pieces share our link (deflated to about 0.4x)
+        timeout = self.client.bulk_timeout(LEDGER_PIECE * len(sources) // 2)
         todo = deque((i, 0) for i in range(len(pieces)))  # (piece, failed tries)
         serving, idle = list(sources), list(sources)
         running: dict[Future, tuple[int, int, Heartbeat]] = {}
@@ -183,7 +179,8 @@ class CatchUp:
             while todo or running:
                 while todo and idle:  # one piece per source at a time
                     (i, tries), src = todo.popleft(), idle.pop(0)
-                    running[pool.submit(self._ledger_piece, src.contact, pieces[i], timeout)] = (i, tries, src)
+                    piece = pool.submit(self.client.ledg, src.contact, pieces[i], timeout, PIECE_LIMIT)
+                    running[piece] = (i, tries, src)
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     i, tries, src = running.pop(future)
@@ -215,19 +212,9 @@ class CatchUp:
             # a source lacked records of a settled round: ask the chosen peer for exactly what we lack
             log.info("the ledger pieces differ from peer %x's settled rounds: syncing with it", hb.peer_id)
             try:
-                self.gossip.reconcile(hb)
+                self.gossip.repair.reconcile(hb)
             except (NetworkError, ProtocolError) as exc:  # anti-entropy repairs it later all the same
                 log.info("sync after the ledger download failed: %s", exc)
-
-    def _ledger_piece(self, contact: str, rounds: range, timeout: float) -> tuple[int, list[bytes], int]:
-        """(the peer's round, the records of ``rounds``, bytes on the wire): asked for deflated, at
-        most PIECE_LIMIT inflated; a peer older than the DEFLATE flag answers that with nothing,
-        and is asked again plainly."""
-        reply = self.net.request(contact, ledger_request(rounds, deflate=True), timeout)
-        if reply:
-            return (*parse_ledger(reply, deflated=True, limit=PIECE_LIMIT), len(reply))
-        reply = self.net.request(contact, ledger_request(rounds), timeout)
-        return (*parse_ledger(reply), len(reply))
 
     def _ledger_sources(self, hb: Heartbeat, settled_before: int) -> list[Heartbeat]:
         """``hb`` first, then the other live peers past every round before ``settled_before``, whose
@@ -240,7 +227,7 @@ class CatchUp:
     def install_snapshot(self, hb: Heartbeat, size: int | None = None) -> None:
         """``hb``'s peer's snapshot and the records it covers, installed once its state hash matches
         the set digest the live peers claim (``Replica.install``)."""
-        snap, raws = parse_snapshot(self.net.request(hb.contact, Verb.SNAP.value, self._bulk_timeout(size)))
+        snap, raws = self.client.snap(hb.contact, size)
         others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.gossip.members.live().values()]
         secret: bytes | None = self.opts.secret
         if self.roster is not None:
@@ -277,8 +264,8 @@ class CatchUp:
             return
         ahead = max(others.values(), key=lambda hb: (hb.round, hb.records))
         try:
-            round_, raws, _ = self._ledger_piece(ahead.contact, range(max(0, self._position() - 2), OPEN_END),
-                                                 self._bulk_timeout(LEDGER_PIECE))
+            round_, raws, _ = self.client.ledg(ahead.contact, range(max(0, self._position() - 2), OPEN_END),
+                                               self.client.bulk_timeout(LEDGER_PIECE), PIECE_LIMIT)
             round_ = min(round_, ahead.round + 1)  # the reply's round is the peer's word: no further than its heartbeat
         except (NetworkError, ProtocolError) as exc:
             log.info("fetching the rounds since the download from peer %x failed: %s", ahead.peer_id, exc)

@@ -7,17 +7,15 @@
   often while a peer is lost, after a dial, when pushes have gone stale). Between
   heartbeats, a record pushed by its author says enough: the author is live and has reached
   its round (``Membership.heard``).
-* **Push**: our record goes to every live peer at once, on the transport's long-lived channel to
-  each (``Transport.send``), tried twice. A record whose push still failed goes to the DHT copy,
-  that record alone, where the peer that missed it reads it if its author cannot be reached.
-* **Fetch and pull**: a round's missing records are asked of their authors, then the DHT.
-* **Anti-entropy**: when a settled round differs from a live peer's, exchange record ids and
-  send each other what the other lacks (after partitions and restarts).
+* **Push** (``pushes.Pushes``): our record goes to every live peer at once, on the transport's
+  long-lived channel to each, tried twice; a record whose push still failed goes to the DHT copy.
+* **Repair** (``repair.Repair``): a round's missing records are asked of their authors, then the
+  DHT; anti-entropy with a live peer whose settled rounds differ from ours.
 * **Audit**: a live peer with our record set and another state hash means a replica diverged.
-* **Revocations** (identity mode): a signed revocation new to this peer (from the operator's
-  ``revocations.txt`` or from a peer) goes to every live peer at once (``REVK``), and peers whose
-  settled record sets differ from ours exchange theirs before records, so every replica ends with
-  the same revocations in force.
+* **Site keys** (``sitekeys.SiteKeys``, identity mode): revocations go to every live peer at once,
+  and key lists are compared, so every replica ends with the same revocations in force.
+* **Foreign runs**: a peer of this run id with another base model or configuration is refused,
+  naming the settings that differ (CONF).
 
 Everything received goes through the peer's ``Intake``; the state is never touched here. The
 executors that run pushes and background exchanges belong to this object (``close`` stops them).
@@ -26,48 +24,31 @@ executors that run pushes and background exchanges belong to this object (``clos
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .config import differing_fields, differing_keys
+from .client import Client
+from .config import differing_fields
 from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, RunMismatch
 from .intake import Intake, claimed_peer
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .options import PeerOptions
-from .protocol import (
-    MAX_MEET,
-    MAX_PUT,
-    Verb,
-    get_request,
-    meet_request,
-    parse_config,
-    parse_ids,
-    parse_meet,
-    parse_revocations,
-    push,
-    put_request,
-    revocations_request,
-    round_request,
-    unpack_blobs,
-)
+from .protocol import MAX_MEET, push
+from .pushes import Pushes
 from .record import Record
+from .repair import Repair
 from .replica import Replica
-from .transport.base import Transport
+from .sitekeys import SiteKeys
 
-__all__ = ["Gossip", "PUSH_WORKERS", "DHT_EVERY", "DHT_EVERY_LOST"]
+__all__ = ["Gossip", "DHT_EVERY", "DHT_EVERY_LOST"]
 
 log = logging.getLogger(__name__)
 
-#: Pushes in flight at once (one per live peer per round; the rest queue).
-PUSH_WORKERS = 8
 #: A newcomer asks at most this many join peers at once (MEET).
 MEET_WORKERS = 8
-#: A record whose push failed is stored in the DHT once: the rounds remembered for that.
-STORED_WINDOW = 16
 #: A background heartbeat exchange (every ``heartbeat_interval``) audits and syncs from what
 #: pushes told us. It touches the DHT rarely, because the DHT is dear: with 4 peers one store of
 #: a heartbeat moved 17 KB and one read 12 KB (the walk before a store fetches the key's whole
@@ -94,7 +75,8 @@ PRIVATE_REFRESH = 20.0
 
 
 class Gossip:
-    """Membership, pushes, fetches and anti-entropy for one peer.
+    """Membership for one peer, and its parts that move records: ``pushes`` (``Pushes``), ``repair``
+    (``Repair``: fetches, DHT pulls, anti-entropy) and ``keys`` (``SiteKeys``, identity mode).
 
     ``options()`` gives the peer's ``PeerOptions`` (read on each use: one object for the peer and its
     parts); ``position()`` the peer's (next round, done) for its heartbeats; ``shared()`` what its
@@ -102,38 +84,30 @@ class Gossip:
     configuration, and in identity mode which site keys another peer lists otherwise); ``connect`` the
     file an operator writes multiaddrs to, to make a running peer dial them."""
 
-    def __init__(self, net: Transport, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
+    def __init__(self, client: Client, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
                  tag: bytes, base: bytes, position: Callable[[], tuple[int, bool]],
                  shared: Callable[[], dict[str, Any]], connect: Path):
-        self.net, self._options, self.replica, self.intake = net, options, replica, intake
+        self.client, self.net, self._options, self.replica, self.intake = client, client.net, options, replica, intake
         opts = options()
         self.tag, self.base, self.me = tag, base, opts.peer_id
         self._position, self._shared, self._connect = position, shared, connect
         self.members = Membership(opts.heartbeat_ttl)
         self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
         self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
-        self.keys_diff: dict[int, str] = {}  # identity mode: peers whose run file lists other site keys
-        self._keys_compared: set[int] = set()
         self.seq = 0
         self.closed = False
         self._last_beat = 0.0
         self._exchanges = 0
-        self._last_sync: dict[int, float] = {}
-        # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
-        # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
-        self._pusher = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="onebyte-push")
-        self._pushes: dict[str, dict[str, int]] = {}  # per peer: our records pushed to it, delivered or failed
-        self._told: dict[int, float] = {}  # per peer: when a push last carried our heartbeat to it
-        self._revocations_told: set[int] = set()  # peers we have exchanged revocations with
-        self.relayed = 0  # records of others passed on, as a relay
-        self.dht_copies = 0  # our records stored in the DHT copy (none while every push is delivered)
         self._newcomer = False  # a peer never seen before was heard from: read the DHT at the next exchange
-        self._stored: set[int] = set()  # rounds of our records whose push failed and went to the DHT
-        self._push_lock = threading.Lock()
         self.introducing = True  # until the first round: pass new peers' heartbeats on (_introduce)
         self._raw: dict[int, bytes] = {}  # the latest heartbeat as its author signed it, per peer
+        # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
+        # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
         self._beating: Future | None = None
+        self.pushes = Pushes(client, self._beater)
+        self.keys = SiteKeys(client, intake, self.others, shared, self._beater)
+        self.repair = Repair(client, options, replica, intake, self.members, self.keys, position)
 
     @property
     def opts(self) -> PeerOptions:
@@ -192,10 +166,8 @@ class Gossip:
 
     def tell(self, peers: Iterable[Heartbeat], hb: bytes | None = None) -> None:
         """Send our heartbeat directly to each of ``peers`` (a push with no record)."""
-        data = push(b"", hb if hb is not None else self.heartbeat().encode(self.opts.secret, self.opts.key))
-        for other in peers:
-            if other.peer_id != self.me:
-                self._pusher.submit(self._push_one, other, data, True)
+        self.pushes.tell(peers, hb if hb is not None else self.heartbeat().encode(self.opts.secret, self.opts.key),
+                         self.me)
 
     def newest_round(self) -> int:
         return max((hb.round for hb in self.members.peers().values()), default=0)
@@ -214,12 +186,11 @@ class Gossip:
         """Ask each join peer directly who is live (MEET: one round trip, our heartbeat there, the
         heartbeats it knows back), instead of a first DHT exchange, which over a thin link took 12 s
         of a newcomer's start. Whether some other peer is now live."""
-        request = meet_request(self.heartbeat().encode(self.opts.secret, self.opts.key))
-        timeout = min(self.opts.request_timeout, self.opts.meet_timeout)
+        ours = self.heartbeat().encode(self.opts.secret, self.opts.key)
 
         def ask(contact: str) -> list[bytes]:
             try:
-                return parse_meet(self.net.request(contact, request, timeout))
+                return self.client.meet(contact, ours)
             except (ProtocolError, NetworkError) as exc:
                 log.info("join peer %s did not answer: %s", contact, exc)
                 return []
@@ -247,33 +218,13 @@ class Gossip:
         its author also tells us the author is live and has measured that round."""
         if heartbeat:
             self.observe(heartbeat)
-        if record and self.intake.offer(record, heard=self._heard) and self.opts.relay:
-            self.forward(record, claimed_peer(record))  # authentic: offer accepted it
 
-    def _heard(self, rec: Record) -> None:
-        self.members.heard(rec.peer_id, rec.round)
+        def heard(rec: Record) -> None:  # its author is live and has measured that round
+            self.members.heard(rec.peer_id, rec.round)
 
-    def forward(self, record: bytes, author: int) -> None:
-        """As a relay: pass a record its author pushed to us on to every other live peer, once (when
-        it is new to us). Peers behind NAT that cannot reach each other get each other's records so."""
-        data = push(record, b"")
-        for other in self.others().values():
-            if other.peer_id != author:
-                self._pusher.submit(self._forward_one, other, data)
-
-    def _send(self, other: Heartbeat, data: bytes, what: str) -> bool:
-        """One message on our channel to ``other``; whether it was handed over."""
-        try:
-            self.net.send(other.contact, data, self.opts.push_timeout)
-        except (ProtocolError, NetworkError) as exc:
-            log.debug("%s to peer %x failed: %s", what, other.peer_id, exc)
-            return False
-        return True
-
-    def _forward_one(self, other: Heartbeat, data: bytes) -> None:
-        if self._send(other, data, "relaying"):
-            with self._push_lock:
-                self.relayed += 1
+        if record and self.intake.offer(record, heard=heard) and self.opts.relay:
+            # authentic (offer accepted it): on to every other live peer, once
+            self.pushes.forward(record, claimed_peer(record), self.others().values())
 
     def observe(self, data: bytes) -> bool:
         """A heartbeat from a peer (pushed, or read from the DHT); whether it was authentic (a peer of
@@ -316,9 +267,9 @@ class Gossip:
         newcomer = self.members.get(peer_id)
         message = push(b"", data)
         for p, other in known.items():
-            self._pusher.submit(self._push_one, other, message)  # not our heartbeat: nothing "told"
+            self.pushes.send(other, message)  # not our heartbeat: nothing "told"
             if newcomer is not None and (raw := self._raw.get(p)) is not None:
-                self._pusher.submit(self._push_one, newcomer, push(b"", raw))
+                self.pushes.send(newcomer, push(b"", raw))
 
     def refuse_foreign(self) -> None:
         """Refuse to join a swarm whose peers run another base model or configuration."""
@@ -335,7 +286,7 @@ class Gossip:
     def learn_config(self, hb: Heartbeat) -> str | None:
         """Ask a peer of another configuration for it (CONF) and log the settings that differ."""
         try:
-            theirs = parse_config(self.net.request(hb.contact, Verb.CONF.value, self.opts.request_timeout))
+            theirs = self.client.conf(hb.contact)
         except (ProtocolError, NetworkError) as exc:
             log.debug("could not learn peer %x's configuration: %s", hb.peer_id, exc)
             return None
@@ -383,7 +334,7 @@ class Gossip:
         dialled = self._dial_requested()  # always: it consumes OUT/connect.txt
         new = self.intake.read_revocations_file()  # an operator's onebyte revoke
         if new:
-            self.spread_revocations(new)
+            self.keys.spread(new)
         self._exchanges += 1
         lost = self.members.lost(LOST_WINDOW) - {self.me}
         every = DHT_EVERY_LOST if lost else DHT_EVERY
@@ -395,13 +346,13 @@ class Gossip:
             self._dht_exchange(encoded, DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
         now, interval = time.monotonic(), self.opts.heartbeat_interval
         # peers our records have not carried a heartbeat to lately (slow rounds): keep them told
-        quiet = [o for o in self.others().values() if now - self._told.get(o.peer_id, -1e9) >= interval]
+        quiet = self.pushes.quiet(self.others().values(), now, interval)
         if quiet and not self.closed:
             self.tell(quiet, encoded)
-        self.greet_revocations()
+        self.keys.greet()
         self.audit(hb)
         if sync:
-            self.sync()
+            self.repair.sync()
 
     def _pushes_stale(self) -> bool:
         """Whether some live peer has not been heard from (by push) within two heartbeat intervals,
@@ -418,99 +369,6 @@ class Gossip:
                     f"peer {other.peer_id:x} holds the same record set ({mine.digest.hex()[:12]}…) with state "
                     f"{other.state_hash.hex()[:12]}…, this peer has {mine.state_hash.hex()[:12]}…: replicas diverged")
 
-    def sync(self) -> None:
-        """Anti-entropy: fetch records a live peer holds and we lack (after partitions, restarts)."""
-        now = time.monotonic()
-        rep = self.replica
-        round_, done = self._position()
-        for other in list(self.members.live().values()):
-            if other.peer_id == self.me or other.digest.hex() == rep.digest.hex():
-                continue
-            settled = other.closed < round_ - 1 and other.closed_digest != rep.closed_digest(other.closed)
-            if not (settled or other.done or done):
-                continue  # only the in-flight rounds differ: pushes and DHT reads will fill them
-            if now - self._last_sync.get(other.peer_id, -1e9) < self.opts.sync_interval:
-                continue
-            self._last_sync[other.peer_id] = now
-            try:
-                self.reconcile(other)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("sync with peer %x failed: %s", other.peer_id, exc)
-
-    # ----------------------------------------------------------------- revocations
-    def spread_revocations(self, revocations: list[bytes]) -> None:
-        """Send revocations new to us to every live peer, taking whatever each holds in return."""
-        for other in self.others().values():
-            self._exchange_revocations(other, revocations)
-
-    def greet_revocations(self) -> None:
-        """Identity mode: exchange every revocation in force with each live peer not yet exchanged
-        with (once per peer: a newcomer, a restarted peer, an operator's revocation written while
-        this peer was stopped or alone)."""
-        if self.intake.roster is None:
-            return
-        for other in self.others().values():
-            if other.peer_id not in self._revocations_told:
-                self._exchange_revocations(other, self.intake.revocations_in_force())
-            if other.peer_id not in self._keys_compared:
-                self.compare_keys(other)
-
-    def compare_keys(self, other: Heartbeat) -> None:
-        """Identity mode, once per peer met: ask its run file's site keys (CONF) and warn when they
-        differ from ours. Keys are not in the run tag, so a site whose run file lists another key,
-        another ``until`` or another admin would otherwise count other records, silently apart."""
-        try:
-            theirs = parse_config(self.net.request(other.contact, Verb.CONF.value, self.opts.request_timeout))
-        except (ProtocolError, NetworkError) as exc:
-            log.info("could not compare site keys with peer %x: %s", other.peer_id, exc)
-            return
-        self._keys_compared.add(other.peer_id)
-        if "keys" not in theirs:  # a peer older than this comparison
-            return
-        diff = "; ".join(differing_keys(self._shared()["keys"], theirs["keys"]))
-        if diff and other.peer_id not in self.keys_diff:
-            log.warning("peer %x's run file lists other site keys than ours (the replicas will count different "
-                        "records): %s", other.peer_id, diff)
-        if diff:
-            self.keys_diff[other.peer_id] = diff
-        else:
-            self.keys_diff.pop(other.peer_id, None)
-
-    def _exchange_revocations(self, other: Heartbeat, revocations: list[bytes]) -> None:
-        try:
-            reply = self.net.request(other.contact, revocations_request(revocations), self.opts.request_timeout)
-            self.intake.revoke_all(parse_revocations(reply))
-            self._revocations_told.add(other.peer_id)
-        except (ProtocolError, NetworkError) as exc:
-            log.info("could not exchange revocations with peer %x: %s", other.peer_id, exc)
-
-    def answer_revocations(self, revocations: list[bytes]) -> list[bytes]:
-        """REVK, answered: take each (checked like any other), pass the new ones on, and return
-        every revocation in force here."""
-        new = self.intake.revoke_all(revocations)
-        if new and not self.closed:
-            self._beater.submit(self.spread_revocations, new)
-        return self.intake.revocations_in_force()
-
-    def reconcile(self, other: Heartbeat) -> None:
-        """Exchange with ``other`` what each lacks: revocations first, then records (by id)."""
-        rep = self.replica
-        if self.intake.roster is not None:  # the same revocations first, or records would go back and forth
-            self._exchange_revocations(other, self.intake.revocations_in_force())
-        theirs = parse_ids(self.net.request(other.contact, Verb.IDS.value, self.opts.request_timeout))
-        with rep.lock:
-            have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()
-        missing = [rid for rid in theirs if rid not in have]
-        if missing:
-            reply = self.net.request(other.contact, get_request(missing), self.opts.request_timeout)
-            got = sum(self.intake.offer(data) for data in unpack_blobs(reply))
-            log.info("synced %d records from peer %x", got, other.peer_id)
-        with rep.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
-            extra = [rec.to_bytes() for rid, rec in rep.records.items() if rid[:8] not in theirs]
-        if extra:
-            self.net.request(other.contact, put_request(extra), self.opts.request_timeout)
-            log.info("sent %d records to peer %x", min(len(extra), MAX_PUT), other.peer_id)
-
     # ----------------------------------------------------------------- records
     def publish(self, own: Record) -> None:
         """Push our record to every live peer now, and queue its durable DHT copy."""
@@ -519,83 +377,18 @@ class Gossip:
         others = self.targets()
         durable = not others  # nobody to push to: the DHT copy is where a newcomer finds it
         if durable:
-            self._beater.submit(self._store, own.round, raw)  # bundled: a DHT store every few rounds
+            self.pushes.store(own.round, raw)  # bundled: a DHT store every few rounds
         bare, full = push(raw, b""), None  # the heartbeat (a state hash) only when a peer is due one
+        quiet = {o.peer_id for o in self.pushes.quiet(others.values(), now, self.opts.heartbeat_interval)}
         for other in others.values():
-            told = now - self._told.get(other.peer_id, -1e9) < self.opts.heartbeat_interval
+            told = other.peer_id not in quiet
             if not told and full is None:
                 full = push(raw, self.heartbeat().encode(self.opts.secret, self.opts.key))
-            self._pusher.submit(self._push_one, other, bare if told else full, not told,
-                                None if durable else (own.round, raw))
-
-    def _store(self, r: int, raw: bytes, now: bool = False) -> None:
-        try:
-            self.net.publish(r, raw, now)
-            with self._push_lock:
-                self.dht_copies += 1
-        except (ProtocolError, NetworkError) as exc:  # the DHT copy is only the fallback for lost pushes
-            log.info("DHT copy of round %d not stored: %s", r, exc)
-
-    def _push_one(self, other: Heartbeat, data: bytes, with_heartbeat: bool = False,
-                  record: tuple[int, bytes] | None = None) -> None:
-        # One retry before the DHT fallback: on a lossy link a lone push fails now and then, and a DHT
-        # store walks the DHT (about 17 KB with 4 peers: two seconds of a 64 kbit/s line for a 1 KB
-        # record). Only the record whose push failed is stored: when a failure turned on a DHT copy
-        # of every record for a minute, gradient codes fell to 0.28 of a thin-link peer's bytes.
-        if not (self._send(other, data, "push") or (not self.closed and self._send(other, data, "push retry"))):
-            outcome = "failed"
-            with self._push_lock:
-                stored = record is None or record[0] in self._stored
-                if not stored:  # the pushes of one record fail together: store it once
-                    self._stored = {r for r in self._stored if r > record[0] - STORED_WINDOW} | {record[0]}
-            if not stored and not self.closed:
-                self._beater.submit(self._store, *record, True)  # where the peer that missed it reads it
-        else:
-            outcome = "delivered"
-            if with_heartbeat:
-                self._told[other.peer_id] = time.monotonic()
-        with self._push_lock:
-            counts = self._pushes.setdefault(f"{other.peer_id:x}", {"delivered": 0, "failed": 0})
-            counts[outcome] += 1
-
-    def push_counts(self) -> dict[str, dict[str, int]]:
-        """Per peer: our records pushed to it, delivered or failed."""
-        with self._push_lock:
-            return {p: dict(c) for p, c in sorted(self._pushes.items())}
-
-    def fetch_round(self, r: int, authors: Iterable[int]) -> None:
-        """Ask the authors of missing records for round r directly; the DHT copy is the fallback
-        when an author cannot be reached (it may have crashed)."""
-        unreachable = False
-        for p in authors:
-            hb = self.members.get(p)
-            if hb is None or p == self.me:
-                unreachable = True
-                continue
-            try:
-                reply = self.net.request(hb.contact, round_request(r), self.opts.request_timeout)
-                for data in unpack_blobs(reply):
-                    self.intake.offer(data)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("could not fetch round %d from peer %x: %s", r, p, exc)
-                unreachable = True
-        if unreachable:
-            self.pull(range(r, r + 1))
-
-    def pull(self, rounds: range) -> None:
-        """Read rounds from the DHT copy."""
-        for r in rounds:
-            try:
-                raws = self.net.records(r)
-            except (ProtocolError, NetworkError) as exc:
-                log.debug("could not read round %d: %s", r, exc)
-                continue
-            for data in raws:
-                self.intake.offer(data)
+            self.pushes.send(other, bare if told else full, not told, None if durable else (own.round, raw))
 
     def close(self) -> None:
         """Stop the executors: queued DHT publications still go out (each call is bounded), pushes
         not started are dropped (each one in flight is bounded by ``push_timeout``). Idempotent."""
-        self.closed = True
+        self.closed = self.pushes.closed = self.keys.closed = True
         self._beater.shutdown(wait=True)
-        self._pusher.shutdown(wait=True, cancel_futures=True)
+        self.pushes.close()

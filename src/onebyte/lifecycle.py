@@ -92,12 +92,12 @@ def drain(gossip: Gossip, replica: Replica, opts: PeerOptions, apply: Callable[[
         if now - read_at >= opts.heartbeat_interval:  # the DHT: its copy of the last rounds, heartbeats
             read_at = now
             if final is not None:
-                gossip.pull(range(max(0, final - opts.lookback), final))
+                gossip.repair.pull(range(max(0, final - opts.lookback), final))
             apply()
             gossip.beat(force=True)
         else:
             apply()
-            gossip.sync()
+            gossip.repair.sync()
         live = gossip.others()
         if all(hb.done and hb.digest.hex() == replica.digest.hex() for hb in live.values()):
             # hold a moment so slower peers can see our final heartbeat, then leave

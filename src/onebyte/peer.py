@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from .catchup import CatchUp
-from .codec import fit_samples
+from .client import Client
 from .config import RunSpec
-from .errors import ConfigError, NetworkTimeout, storage_error
+from .errors import ConfigError, storage_error
 from .gossip import Gossip
 from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
 from .lifecycle import drain, wait_for_quorum
 from .membership import Heartbeat, Membership
 from .options import PeerOptions
-from .record import HEADER_SIZE, SIGNATURE_SIZE, TAG_SIZE, Record
+from .record import Record
 from .replica import Replica
+from .rounds import RoundWait, ema, samples_for_link
 from .rundir import RunDir
 from .server import Server
 from .summary import Position, evaluate, metrics_line, peer_summary, write_summary
@@ -49,8 +50,11 @@ JOIN_TIMEOUT = 180.0
 
 
 class Peer:
-    """One replica: state + ledger (``Replica``), admission (``Intake``), the others (``Gossip``),
-    the answers to their requests (``Server``), and the round loop, over any ``Transport``.
+    """One replica: state + ledger (``Replica``), admission (``Intake``), the others (``Gossip``,
+    asked through ``Client``), the answers to their requests (``Server``), joining late
+    (``CatchUp``), closing a round (``RoundWait``), and the round loop, over any ``Transport``.
+    ``run()`` reads join → quorum → rounds → drain (``lifecycle``); what it reports is ``summary``'s.
+    Every part reads the one ``opts`` this peer holds: replacing it changes it for all of them.
 
     ``Peer.open(spec, out=...)`` builds one over hivemind from a run spec; the constructor takes
     the parts (for the in-memory transport and tests). A peer is a context manager: leaving it
@@ -74,7 +78,6 @@ class Peer:
         self.rounds_completed = 0
         self.done = False
         self.closed = False
-        self.round_time_ema: float | None = None
         self.max_round_seconds = 0.0
         self.round_interval: float | None = None  # EMA of the time between our records (link budget)
         self._last_round_start: float | None = None
@@ -98,12 +101,19 @@ class Peer:
             # (in identity mode without the records that no longer count: a revoked key's)
             self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag,
                                         self.roster.counts if self.roster is not None else None)
-            self.intake = Intake(self.replica, setup.train, opts.secret, self._horizon,
+
+            def horizon() -> int:  # the newest round this peer knows of (the intake bounds rounds by it)
+                return max(self.round, self.gossip.newest_round())
+
+            self.intake = Intake(self.replica, setup.train, opts.secret, horizon,
                                  lambda p: self.gossip.foreign_diff.get(p) if self.gossip else None, self.roster,
                                  self.dir.revocations)
-            self.gossip = Gossip(transport, lambda: self.opts, self.replica, self.intake, self.tag, self._base,
+            self.client = Client(transport, lambda: self.opts)
+            self.gossip = Gossip(self.client, lambda: self.opts, self.replica, self.intake, self.tag, self._base,
                                  lambda: (self.round, self.done), setup.spec.shared, self.dir.connect)
-            self.catchup = CatchUp(transport, lambda: self.opts, self.replica, self.intake, self.gossip, self.roster,
+            self.closing = RoundWait(lambda: self.opts, self.gossip, self.replica, self.intake, self.roster,
+                                     self.apply_pending)
+            self.catchup = CatchUp(self.client, lambda: self.opts, self.replica, self.intake, self.gossip, self.roster,
                                    self.tag, self.apply_pending, lambda: self.round, self._move_to)
             own = [r.round for r in self.replica.records.values() if r.peer_id == opts.peer_id]
             self.round = max(own, default=-1) + 1
@@ -114,7 +124,7 @@ class Peer:
                          self.out, self.round)
             self.server = Server(self.replica, self.offer, self.gossip.receive, lambda: self.round,
                                  setup.spec.shared_bytes, self.apply_pending, self.gossip.answer_meet,
-                                 self.gossip.answer_revocations)
+                                 self.gossip.keys.answer)
             self.net.serve(self.handle)
         except BaseException:
             self.close()
@@ -252,7 +262,7 @@ class Peer:
                               "peer's key")
         rev = self.roster.sign_revocation(self.opts.key, self.tag, site, from_round)
         if self.intake.take(rev):
-            self.gossip.spread_revocations([rev.to_bytes()])
+            self.gossip.keys.spread([rev.to_bytes()])
         return rev
 
     def apply_pending(self) -> int:
@@ -262,18 +272,13 @@ class Peer:
     def state_hash(self) -> str:
         return self.replica.state_hash()
 
-    def _horizon(self) -> int:
-        return max(self.round, self._newest_known())
-
-    def _newest_known(self) -> int:
-        return self.gossip.newest_round()
-
     # ----------------------------------------------------------------- joining (catchup.CatchUp)
     def join(self) -> None:
         """A newcomer with an empty ledger: catch up from a live peer, if any (``CatchUp.join``)."""
         self.catchup.join()
 
     def _install_snapshot(self, hb: Heartbeat, size: int | None = None) -> None:
+        """Install ``hb``'s peer's snapshot (``CatchUp.install_snapshot``; tests call it directly)."""
         self.catchup.install_snapshot(hb, size)
 
     def _move_to(self, round_: int) -> None:
@@ -287,22 +292,6 @@ class Peer:
         return self.server.handle(request)
 
     # ----------------------------------------------------------------- rounds
-    def _deadline(self) -> float:
-        if self.round_time_ema is None:
-            return self.opts.max_deadline / 2
-        return min(self.opts.max_deadline, max(self.opts.min_deadline, 3.0 * self.round_time_ema + 1.0))
-
-    def _expected(self, r: int) -> set[int]:
-        if self.opts.lockstep:
-            return self.roster.counting(r) if self.roster is not None else set(range(self.opts.lockstep))
-        live = self.members.live()
-        # live peers at most one round behind; one further behind is catching up and is not waited for
-        return {p for p, hb in live.items() if hb.round >= r - 1 and not hb.done} | {self.opts.peer_id}
-
-    def _have(self, r: int) -> set[int]:
-        """Peers whose record for round r we hold, or refused for good (nothing more will come)."""
-        return self.replica.peers_in_round(r) | self.intake.refused_in(r)
-
     def _measure(self, r: int) -> Record:
         """Our record for round r: the one in the ledger after a restart, or measured now."""
         own = self.replica.record_in_slot((r, self.opts.peer_id, 0))
@@ -312,7 +301,7 @@ class Peer:
             # applying one while perturbing along another overwrote one with the other (int32 codes
             # read as float bits, or the reverse) and corrupted the accumulators of a peer that was
             # serving a newcomer (test_restart_and_join's rare divergence and NaN losses).
-            count = self._samples_for_link()
+            count = samples_for_link(self.setup.train, self.opts, len(self.members.live()), self.round_interval)
             with self.replica.lock:
                 own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret,
                                      self.privacy, count=count)
@@ -325,18 +314,6 @@ class Peer:
         self.apply_pending()
         return own
 
-    def _samples_for_link(self) -> int | None:
-        """K for this round under ``link_budget`` (None: the run's K): the largest whose record fits
-        the budget, pushed to every other live peer once per round interval (``codec.fit_samples``).
-        Until a round interval has been measured, the run's minimum deadline stands for it."""
-        if not self.opts.link_budget:
-            return None
-        train = self.setup.train
-        trailer = SIGNATURE_SIZE if self.opts.key is not None else TAG_SIZE
-        fanout = max(1, len(self.members.live()) - 1, (self.opts.lockstep or 1) - 1)
-        seconds = self.round_interval if self.round_interval is not None else self.opts.min_deadline
-        return fit_samples(train.codec, self.opts.link_budget, seconds, fanout, HEADER_SIZE + trailer, train.samples)
-
     def run_round(self, r: int, stop: threading.Event | None = None) -> None:
         """Measure → publish → wait → apply, for round r.
 
@@ -346,53 +323,24 @@ class Peer:
         Lockstep (and the first round a peer runs) waits for round r itself."""
         t0 = time.monotonic()
         if self._last_round_start is not None:
-            self.round_interval = _ema(self.round_interval, t0 - self._last_round_start)
+            self.round_interval = ema(self.round_interval, t0 - self._last_round_start)
         self._last_round_start = t0
         w = r - self.opts.pipeline
         if self.opts.lockstep or self._first_round is None or w < self._first_round:
             w = r
-        lacking = self._expected(w - 1) - self._have(w - 1) if w > 0 else set()
+        lacking = self.closing.expected(w - 1) - self.closing.have(w - 1) if w > 0 else set()
         if lacking:
-            self.gossip.fetch_round(w - 1, lacking)  # a push went missing
+            self.gossip.repair.fetch_round(w - 1, lacking)  # a push went missing
         self.apply_pending()
         own = self._measure(r)
         self.gossip.publish(own)
-        self._wait_for(w, t0, stop)
+        self.closing.wait_for(w, t0, stop)
         self.max_round_seconds = max(self.max_round_seconds, time.monotonic() - t0)
         self.round = r + 1
         self.rounds_completed += 1
         if self.opts.snapshot_every and self.rounds_completed % self.opts.snapshot_every == 0:
             self._snapshot()
         self.beat()  # rate-limited: audit, sync, heartbeats to quiet peers, the DHT now and then
-
-    def _wait_for(self, w: int, t0: float, stop: threading.Event | None) -> None:
-        """Wait (bounded by the adaptive deadline) until every expected peer's record of round w is in."""
-        published = last_read = time.monotonic()
-        limit = self.opts.lockstep_timeout if self.opts.lockstep else self._deadline()
-        while True:
-            # Read the DHT copy only when a peer we lack is already past round w: its record
-            # exists, so its push must have been lost (waiting on a slower peer costs nothing).
-            latest = self.members.peers()
-            lost = {p for p in self._expected(w) - self._have(w) if p in latest and latest[p].round > w}
-            if lost and time.monotonic() - last_read >= self.opts.dht_poll:
-                self.gossip.fetch_round(w, lost)
-                last_read = time.monotonic()
-            self.apply_pending()
-            missing = self._expected(w) - self._have(w)
-            if not missing:
-                self.round_time_ema = _ema(self.round_time_ema, time.monotonic() - published)
-                return
-            if time.monotonic() - published > limit:
-                if self.opts.lockstep:
-                    raise NetworkTimeout(f"lockstep round {w}: no record from peers {sorted(missing)} in {limit:.0f}s")
-                log.info("round %d closed at its %.1fs deadline without peers %s", w, limit,
-                         ", ".join(f"{p:x}" for p in sorted(missing)))
-                self.round_time_ema = _ema(self.round_time_ema, limit)
-                return
-            if stop is not None and stop.is_set() and time.monotonic() - t0 > self.opts.min_deadline:
-                return
-            self.beat()
-            time.sleep(self.opts.poll)
 
     def _snapshot(self) -> None:
         with self.replica.lock:
@@ -480,7 +428,3 @@ def _read_secret(path: Path | str) -> bytes:
     if len(secret) < 16:
         raise ConfigError.of("secret_file", f"{path} must hold at least 16 bytes")
     return secret
-
-
-def _ema(old: float | None, x: float, alpha: float = 0.3) -> float:
-    return x if old is None else (1 - alpha) * old + alpha * x

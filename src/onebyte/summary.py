@@ -61,7 +61,7 @@ def peer_summary(opts: PeerOptions, setup: Setup, replica: Replica, intake: Inta
     """The summary of one peer: its configuration, its record set and state, its wire and gossip
     counters, and ``at``, where its round loop stands."""
     rep = replica
-    pushes = gossip.push_counts()
+    pushes = gossip.pushes.counts()
     with rep.lock:
         rejections = intake.rejections()
         return {
@@ -80,7 +80,7 @@ def peer_summary(opts: PeerOptions, setup: Setup, replica: Replica, intake: Inta
             "flagged_peers": sorted(f"{p:x}" for p in rep.flagged),
             # copies: the beater thread adds to these while we read them
             "foreign_peers": {f"{p:x}": why for p, why in dict(gossip.foreign_diff).items()},
-            "key_list_peers": {f"{p:x}": why for p, why in dict(gossip.keys_diff).items()},
+            "key_list_peers": {f"{p:x}": why for p, why in dict(gossip.keys.keys_diff).items()},
             "gradients": sum(rep.records[rid].count for rid in rep.applied),
             "payload_bytes": rep.payload_bytes,
             **byte_counts(net),
@@ -97,8 +97,8 @@ def peer_summary(opts: PeerOptions, setup: Setup, replica: Replica, intake: Inta
             "tuned_parameters": setup.state.numel,
             "joined_by": at["joined_by"],
             "pushes": pushes,
-            "relayed": gossip.relayed,
-            "dht_copies": gossip.dht_copies,
+            "relayed": gossip.pushes.relayed,
+            "dht_copies": gossip.pushes.dht_copies,
             "forward_passes": sum(setup.train.forward_passes(r.count) for r in rep.records.values()
                                   if r.peer_id == opts.peer_id),
             "eval_before": at["eval_before"],
