@@ -46,7 +46,7 @@ LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
 SCALE = 0.1
 JOINED = re.compile(r"joined from peer (\w+) by its (ledger|snapshot) \(ledger ([\d,]+) B, snapshot ([\d,]+) B\)")
 #: The newcomer's ``-v`` log lines that mark its steps, with their times (``onebyte peer -v``).
-EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO onebyte\.peer: "
+EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO onebyte\.(?:peer|catchup): "
                    r"(model and data ready|DHT node up|found \d+ live peer|ledger piece \d+ of \d+|joined from peer)",
                    re.M)
 PIECE = re.compile(r"ledger piece \d+ of \d+ from peer \w+: \d+ records, (\d+) B")
