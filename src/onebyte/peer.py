@@ -36,7 +36,7 @@ from .rundir import RunDir
 from .server import Server
 from .summary import Position, evaluate, metrics_line, peer_summary, write_summary
 from .tasks.data import Example
-from .training import Privacy, Setup, check_private, make_record
+from .training import Privacy, Setup, check_private, make_record, private_steps
 from .transport.base import Transport
 
 __all__ = ["PeerOptions", "Peer"]
@@ -188,7 +188,7 @@ class Peer:
                     raise ConfigError.of("rounds", "differential privacy needs a planned number of rounds")
                 check_private(setup.train)
                 privacy = Privacy.create(Accountant(dp, len(data), setup.train.batch_size,
-                                                    rounds * setup.train.samples))
+                                                    private_steps(setup.train, rounds)))
             try:
                 setup.spec.save(d.run)
             except OSError as exc:
