@@ -86,8 +86,12 @@ _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive num
 # a setting's value: checked further, with the run file's values, by RunSpec and TrainConfig
 _integer = _number(int, lambda v: True, "an integer")
 _real = _number(lambda t: float(Fraction(t)), lambda v: True, "a number such as 0.25 or 1/4")  # 1/4: a density
-_eval_size = _number(lambda t: None if t == "all" else int(t), lambda v: v is None or v >= 0,
-                     "a number of examples >= 0, or all")
+_examples = _number(int, lambda v: v >= 0, "a number of examples >= 0, or all")
+
+
+def _eval_size(text: str) -> int | None:
+    """``--eval-size``: N examples, 0 none, ``all`` (None) every one (``config.Defaults.eval_size``)."""
+    return None if text == "all" else _examples(text)
 
 
 def _add_config_flag(p: argparse.ArgumentParser) -> None:

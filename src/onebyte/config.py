@@ -18,6 +18,7 @@ command line maps fields to its flags. Nothing here imports torch.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -422,7 +423,8 @@ class TrainConfig:
         d = self.to_dict()
         d["estimator"] = "fzoo" if self.meaning is Scalar.NORMALISED else "spsa"
         d["scalar"] = "auto"
-        return {k: v for k, v in d.items() if not (k in self.LEGACY and self.LEGACY[k] == v)}
+        legacy = _legacy(type(self))
+        return {k: v for k, v in d.items() if not (k in legacy and legacy[k] == v)}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -457,7 +459,13 @@ class TrainConfig:
         return cls(**values).validate()
 
 
-TrainConfig.LEGACY = {f.name: f.metadata["legacy"] for f in fields(TrainConfig) if "legacy" in f.metadata}
+@functools.cache
+def _legacy(cls: type) -> dict[str, Any]:
+    """The ``legacy`` values of a ``TrainConfig`` class's settings (``doc``)."""
+    return {f.name: f.metadata["legacy"] for f in fields(cls) if "legacy" in f.metadata}
+
+
+TrainConfig.LEGACY = _legacy(TrainConfig)
 
 
 #: What a forward-only estimator runs with by default (``TrainConfig.for_estimator``): the library's
