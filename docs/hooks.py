@@ -100,63 +100,15 @@ def cli_reference() -> str:
 
 # ---- the run file -----------------------------------------------------------------------------
 
-def _flags_by_dest() -> dict[str, list[str]]:
-    """Run-file key -> the flags that set it, from the commands that read a run file."""
-    from onebyte.cli import build_parser
-
-    flags: dict[str, list[str]] = {}
-    subs = {n: p for n, _, p in _subcommands(build_parser())}
-    for command in ("init", "simulate", "peer"):
-        for a in subs[command]._actions if command in subs else ():
-            for flag in a.option_strings:
-                if flag.startswith("--") and flag not in flags.setdefault(a.dest, []):
-                    flags[a.dest].append(flag)
-    return flags
-
-
 def run_file_reference() -> str:
-    """Markdown for every setting of the run file, from the template ``onebyte init`` writes
-    (``RunSpec().to_toml()``): each key, its default, its flags, whether it is [math], and the
-    template's comment above it (keys written under one comment share it)."""
+    """Markdown for every setting of the run file: ``config.reference_markdown()``, generated from
+    the same field documentation as the flags and the template ``onebyte init`` writes, then the
+    ``[[keys]]`` table."""
     from dataclasses import fields
 
-    from onebyte.config import ListedKey, RunSpec, TrainConfig
+    from onebyte.config import ListedKey, RunSpec, reference_markdown
 
-    known = {"": {f.name for f in fields(RunSpec)} - {"train", "keys"},
-             "[train]": {f.name for f in fields(TrainConfig)}}
-    flags = _flags_by_dest()
-    rows: list[tuple[str, str, str, str]] = []  # section, key, default, comment
-    opening: list[str] = []
-    section, comment, after_key, seen = "", [], False, False
-    for raw in RunSpec().to_toml().splitlines():
-        line = raw.strip()
-        m = re.fullmatch(r"(#\s*)?([a-z_]+) = (.*)", line)
-        if re.fullmatch(r"\[[a-z_]+\]", line):
-            section, comment = line, []
-        elif m and m.group(2) in known.get(section, ()):  # a key, or a commented-out one (unset)
-            rows.append((section, m.group(2), "(unset)" if m.group(1) else m.group(3), " ".join(comment)))
-            after_key = seen = True
-        elif line.startswith("#"):
-            if after_key:
-                comment, after_key = [], False
-            comment.append(line.lstrip("#").strip())
-        elif not line:
-            if not seen and comment and not opening:
-                opening = comment
-            comment, after_key = [], False
-        if re.fullmatch(r"#?\s*\[\[keys\]\]", line) or "Site keys." in line:
-            break  # the keys section: prose and a table of its own below
-    out = ["The template opens with:", "", "> " + " ".join(opening), ""]
-    for sec in dict.fromkeys(r[0] for r in rows):
-        out += [f"## {f'`{sec}`' if sec else 'Top level'}", "",
-                "| key | default | flag | [math] | what it sets |", "|---|---|---|---|---|"]
-        for s, key, value, about in rows:
-            if s == sec:
-                flag = ", ".join(f"`{f}`" for f in flags.get(key, []))
-                math = "yes" if "[math]" in about else ""
-                out.append(f"| `{key}` | {_code(_cell(value))} | {flag} | {math} | "
-                           f"{_cell(about.replace('[math]', '').strip())} |")
-        out.append("")
+    out = [reference_markdown()]
     keys_prose: list[str] = []
     _, mark, tail = RunSpec().to_toml().partition("# Site keys.")
     for i, ln in enumerate(tail.splitlines() if mark else []):

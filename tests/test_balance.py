@@ -23,6 +23,8 @@ def test_balanced_batches_draw_each_class_about_equally():
     assert set(counts) == {0, 1, 2} and min(counts.values()) > 900  # ~1000 each, the lone example included
     uniform = _labels(Balance.NONE)
     assert uniform[2] < 60 and uniform[0] > 2500  # the shard's own mix
+    root = _labels(Balance.SQRT)  # sqrt(90) : 3 : 1, about 68 / 23 / 8 %
+    assert 1900 < root[0] < 2200 and 550 < root[1] < 850 and 150 < root[2] < 350
 
 
 def test_balanced_batches_are_seeded_and_change_with_the_draw():

@@ -173,13 +173,15 @@ def test_link_rates_parse_in_bytes_a_second():
 def test_project_rows_equals_projecting_each_row():
     layout = PerturbationLayout(["a", "b"], [300, 70])
     rows = torch.zeros(3, layout.size)
+    gen = torch.Generator().manual_seed(5)
     for b in range(3):
         for i in range(2):
-            layout.segment(rows[b], i).copy_(torch.randn(layout.numels[i]))
+            layout.segment(rows[b], i).copy_(torch.randn(layout.numels[i], generator=gen))
     seeds = [4, 1 << 33, 12]
     got = layout.project_rows(rows, seeds, block=layout.size)  # a block per seed
     for b in range(3):
-        np.testing.assert_allclose(got[:, b].numpy(), layout.project(rows[b], seeds), rtol=1e-6)
+        np.testing.assert_allclose(got[:, b].numpy(), layout.project(rows[b], seeds), rtol=1e-5,
+                                   atol=1e-5 * float(rows[b].norm()))  # float32 sums in another order
 
 
 def test_private_grad_clips_each_examples_projections_and_without_noise_is_the_batch_projection(tiny):

@@ -121,7 +121,7 @@ def test_canary_in_training_data_never_leaves_the_peer(tmp_path):
     hub = MemoryHub()
     setup = Setup.build(RunSpec(run_id="canary", model="tiny-gpt2", task=str(data), train=TRAIN))
     p = Peer(setup, setup.dataset.train, MemoryTransport(hub, "me"), tmp_path / "out",
-             PeerOptions(peer_id=3, rounds=3, secret=SECRET, min_deadline=0.1, max_deadline=0.5,
+             PeerOptions(peer_id=3, rounds=3, secret=SECRET, eval_size=0, min_deadline=0.1, max_deadline=0.5,
                          heartbeat_interval=0.1, drain_timeout=1.0))
     p.run()
     p.close()

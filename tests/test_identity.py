@@ -30,7 +30,7 @@ TRAIN = TrainConfig(samples=2, lr=1e-3)
 KEYS = [SiteKey.generate() for _ in range(4)]  # A, B, C listed below; D never listed
 A, B, C, D = KEYS
 # peer timings for in-memory swarms: rounds of a second, heartbeats every 0.2 s
-FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
             join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
 
 

@@ -22,7 +22,7 @@ from onebyte.training import Setup
 from onebyte.transport.memory import MemoryHub, MemoryTransport
 
 TRAIN = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-FAST = dict(min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
+FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
             join_timeout=3.0, drain_timeout=20.0,
             sync_interval=0.2, poll=0.01)
 

@@ -304,7 +304,7 @@ def run_sim(task: dict) -> dict:
     spec = onebyte.RunSpec(run_id=task["run_id"], model=MODEL, task=TASK, train=TrainConfig.from_dict(task["train"]))
     lines: list[dict] = []
     sim = {"peers": task["peers"], "rounds": task["rounds"], "split": task["split"], "seed": task["seed"],
-           "eval_every": task["eval_every"], "eval_size": task["eval_size"]}
+           "eval_every": task["eval_every"], "eval_size": task["eval_size"] or None}  # 0 in a task: all
     shard_info = None
     with tempfile.TemporaryDirectory(prefix="onebyte-estimators-") as tmp:
         out = Path(tmp) / "run"

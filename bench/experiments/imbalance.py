@@ -28,7 +28,7 @@ from bench.sections import Claim, Results, Section, Step
 MIX = {"neutral": 0.64, "negative": 0.27, "positive": 0.09}
 TRAIN_ROWS, EVAL_ROWS = 2400, 600
 SPLITS = ("iid", "dirichlet:0.3")
-BALANCES = ("none", "classes")
+BALANCES = ("none", "classes", "sqrt")
 
 
 def write_files(folder: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -84,7 +84,7 @@ def run_onebyte(cond: dict, seed: int, p: dict) -> list[dict]:
     multi = cond["peers"] > 1
     cfg = SimConfig(model=MODEL, task=TASK, peers=cond["peers"], split=cond["split"], seed=seed,
                     rounds=p["multi_rounds"][cond["peers"]] if multi else p["rounds"], run_id=f"quality-seed{seed}",
-                    eval_every=p["multi_eval_every"] if multi else p["eval_every"], eval_size=p["eval_size"],
+                    eval_every=p["multi_eval_every"] if multi else p["eval_every"], eval_size=p["eval_size"] or None,  # 0: all
                     train=spsa_demo(codec=Codec.parse(cond["codec"])))
     with tempfile.TemporaryDirectory(prefix="onebyte-quality-") as tmp:
         summary = run_simulation(cfg, tmp).summary

@@ -32,7 +32,7 @@ def main() -> None:
     from onebyte.config import TrainConfig
 
     torch.set_num_threads(1)
-    changes, sim = {}, {"peers": 4, "rounds": 100, "eval_every": 25, "eval_size": 0}
+    changes, sim = {}, {"peers": 4, "rounds": 100, "eval_every": 25, "eval_size": None}
     for item in a.settings:
         key, _, text = item.partition("=")
         try:

@@ -167,10 +167,13 @@ class Balance(enum.Enum):
       expected loss is the mean of the per-class losses (the class-balanced loss), computed
       from the site's own labels, so nothing about them leaves the site. Unlabelled data
       (objective ``lm``) is drawn uniformly whatever this says.
+    * ``sqrt``: between the two: a class with probability proportional to the square root of
+      its examples (64/27/9 % becomes 49/32/18 %), then an example of it.
     """
 
     NONE = "none"
     CLASSES = "classes"
+    SQRT = "sqrt"
 
 
 class Step(enum.Enum):
@@ -298,8 +301,9 @@ class TrainConfig:
         legacy="scalar"))
     balance: Balance = field(default=Balance.CLASSES, metadata=doc(
         "how a site draws a batch from its data: classes (a class uniformly among those it holds, then "
-        "an example of it: rare labels weigh as much as common ones) or none (uniformly: the file's "
-        "label mix)", math=True, legacy="none"))
+        "an example of it: rare labels weigh as much as common ones), sqrt (a class in proportion to the "
+        "square root of its examples: between the two) or none (uniformly: the file's label mix)",
+        math=True, legacy="none"))
 
     #: What the settings added after the first runs were implicitly then (each field's ``legacy``):
     #: a run that keeps them is described (and tagged) without them, so run directories written

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import Defaults
 from .identity import SiteKey
 
 __all__ = ["PeerOptions"]
@@ -38,7 +39,8 @@ class PeerOptions:
     pipeline: int = 1  # rounds in flight: after publishing round r, wait for round r - pipeline (not lockstep)
     push_timeout: float = 5.0
     request_timeout: float = 30.0
-    eval_size: int = 0  # held-out examples evaluated at start and end (0: none)
+    # held-out examples evaluated at start and end: N (a fixed-seed sample), 0 none, None all
+    eval_size: int | None = Defaults.eval_size
     log_to: tuple[str, ...] = ()  # trackers that get each metrics line too (track.Trackers)
     catchup: str = "auto"  # a newcomer joins by: auto (the smaller of snapshot and ledger), snapshot, ledger
     min_peers: int = 1  # the first round waits until this many peers (this one included) are live

@@ -21,7 +21,7 @@ from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
 from .tasks.data import eval_subset, split_shards
-from .training import Privacy, Setup, check_private, make_record
+from .training import Privacy, Setup, check_private, make_record, private_steps
 from .update import check_cap
 
 __all__ = ["SimConfig", "SimResult", "run_simulation"]
@@ -213,7 +213,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
     privacy = None
     if cfg.dp is not None:
         check_private(cfg.train)
-        steps = cfg.rounds * cfg.train.samples
+        steps = private_steps(cfg.train, cfg.rounds)
         privacy = [Privacy.create(Accountant(cfg.dp, len(s), cfg.train.batch_size, steps)) for s in shards]
     test = eval_subset(setup.dataset.test, cfg.eval_size) if cfg.eval_size != 0 else []  # 0: no evaluation
 

@@ -149,9 +149,10 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def evaluate(setup: Setup, replica: Replica, eval_size: int) -> dict[str, float] | None:
-    """Held-out loss and accuracy at the replica's state (``eval_size`` 0: skip)."""
-    if not eval_size:
+def evaluate(setup: Setup, replica: Replica, eval_size: int | None) -> dict[str, float] | None:
+    """Held-out loss and accuracy at the replica's state (``eval_size``: N examples, a fixed-seed
+    sample; 0: skip; None: every one)."""
+    if eval_size == 0:
         return None
     with replica.lock:
         return setup.objective.evaluate(eval_subset(setup.dataset.test, eval_size))

@@ -169,16 +169,21 @@ def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int
 
     ``Balance.CLASSES``: each example's class is drawn uniformly among the classes the shard holds,
     then the example uniformly within it (with replacement), so the batch's expected loss is the
-    mean of the per-class losses. A shard with unlabelled examples is drawn uniformly."""
+    mean of the per-class losses; ``Balance.SQRT``: the class in proportion to the square root of
+    its examples. A shard with unlabelled examples is drawn uniformly."""
     rng = np.random.default_rng(stream_seed(run_tag, "batch", round_, peer_id, sample))
     labels = np.fromiter((e.label for e in shard), dtype=np.int64, count=len(shard)) \
-        if balance is Balance.CLASSES else None
+        if balance is not Balance.NONE else None
     if labels is None or labels.min() < 0:
         idx = rng.choice(len(shard), size=batch_size, replace=len(shard) < batch_size)
         return [shard[i] for i in idx]
     order = np.argsort(labels, kind="stable")  # examples grouped by class, in shard order
     classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    c = rng.integers(len(classes), size=batch_size)
+    if balance is Balance.CLASSES:
+        c = rng.integers(len(classes), size=batch_size)
+    else:  # SQRT: a class in proportion to the square root of its examples
+        w = np.sqrt(counts)
+        c = rng.choice(len(classes), size=batch_size, p=w / w.sum())
     idx = order[starts[c] + (rng.random(batch_size) * counts[c]).astype(np.int64)]
     return [shard[i] for i in idx]
 
