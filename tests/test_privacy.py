@@ -51,3 +51,25 @@ def test_simulate_with_dp_reports_the_budget(tmp_path):
                        tmp_path / "r").summary
     assert 0 < s["dp"]["epsilon_spent"] <= 3.0 and s["dp"]["delta"] == 1e-5
     assert s["dp"]["steps"] == s["dp"]["planned_steps"] == 4
+
+
+def test_dp_works_from_the_command_line_with_every_other_setting_at_its_default(tmp_path):
+    """grad (the default) privatises by DP-SGD on the projections: one mechanism per record, so 2
+    rounds plan 2 steps whatever K (1,024) is, and the budget is spent as planned."""
+    import json
+
+    from onebyte.cli import main
+
+    assert main(["simulate", "--model", "tiny-gpt2", "--peers", "2", "--rounds", "2", "--eval-size", "8",
+                 "--dp-epsilon", "3", "--dp-delta", "1e-5", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    dp = json.loads((tmp_path / "r" / "summary.json").read_text())["dp"]
+    assert dp["steps"] == dp["planned_steps"] == 2 and 0 < dp["epsilon_spent"] <= 3.0
+
+
+def test_dp_refuses_an_estimator_that_measures_the_batch_as_a_whole(tmp_path, capsys):
+    from onebyte.cli import main
+
+    assert main(["simulate", "--model", "tiny-gpt2", "--rounds", "2", "--estimator", "fzoo", "--dp-epsilon", "3",
+                 "--dp-delta", "1e-5", "--no-progress", "--out", str(tmp_path / "r")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs grad" in err[0] and "fzoo" in err[0]
