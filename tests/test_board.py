@@ -102,6 +102,11 @@ def test_report_holds_the_summary_figures_and_fetches_nothing(tmp_path, tiny_run
     assert fields["macro_f1_after"] == f"{100 * summary['eval_after']['macro_f1']:.1f} %"
     assert fields["peers"] == "3" and fields["rounds"] == "4"
     assert fields["payload_bytes"] == f"{summary['payload_bytes']:,} B"
+    run = json.loads((tiny_run / "run.json").read_text())["spec"]["train"]
+    assert fields["defences"] == (f"Defences: batches drawn by class (balance = {run['balance']}); records combined "
+                                  "by sum; authorship by the swarm secret (HMAC); differential privacy: off.")
+    recall = summary["eval_after"]["recall"]
+    assert [f"{100 * x:.1f} %" for x in recall.values()] == re.findall(r"data-field=recall_after>([^<]*)<", text)
 
 
 def test_tensorboard_holds_the_metrics_scalars(tiny_run):
