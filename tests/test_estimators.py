@@ -136,7 +136,7 @@ def test_schedule_settings_are_checked_and_named():
 
 def test_new_settings_at_their_old_values_keep_old_run_tags(tmp_path):
     """A run made before the estimator and schedules existed keeps its run tag and reads back as spsa."""
-    legacy = TrainConfig.for_estimator("spsa", lr=1e-3, lr_schedule="constant", horizon=0)
+    legacy = TrainConfig.for_estimator("spsa", lr=1e-3, lr_schedule="constant", horizon=0, balance="none")
     old = Run(RunSpec(train=legacy), "ab" * 32)
     assert "estimator" not in old.canonical()["train"] and "horizon" not in old.canonical()["train"]
     new = Run(RunSpec(train=TrainConfig(estimator=Estimator.FZOO, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0)),
@@ -150,9 +150,9 @@ def test_new_settings_at_their_old_values_keep_old_run_tags(tmp_path):
     assert back.train.estimator is Estimator.SPSA and back.run_tag == old.run_tag
 
 
-def test_differential_privacy_needs_spsa(tmp_path):
+def test_differential_privacy_needs_grad_or_spsa(tmp_path):
     spec = RunSpec(model="tiny-gpt2", train=TrainConfig(estimator=Estimator.FZOO, samples=2, batch_size=4))
-    with pytest.raises(onebyte.ConfigError, match="differential privacy needs spsa"):
+    with pytest.raises(onebyte.ConfigError, match="differential privacy needs grad .* or spsa"):
         onebyte.simulate(spec, out=tmp_path / "r", peers=1, rounds=1, dp=onebyte.DPConfig(epsilon=8.0, delta=1e-5))
 
 
