@@ -41,8 +41,8 @@ def test_unlabelled_text_is_drawn_uniformly():
 
 
 def test_balance_is_the_default_and_part_of_the_run_tag_old_runs_keep_theirs():
-    assert TrainConfig().balance is Balance.CLASSES
-    assert TrainConfig().canonical()["balance"] == "classes"
+    assert TrainConfig().balance is Balance.SQRT
+    assert TrainConfig().canonical()["balance"] == "sqrt"
     legacy = TrainConfig.from_dict({**TrainConfig().to_dict(), "balance": "none"})
     assert "balance" not in legacy.canonical()  # runs from before the setting keep their tags
     assert Run(RunSpec(train=legacy), "00" * 32).run_tag != Run(RunSpec(), "00" * 32).run_tag

@@ -103,8 +103,9 @@ def test_report_holds_the_summary_figures_and_fetches_nothing(tmp_path, tiny_run
     assert fields["peers"] == "3" and fields["rounds"] == "4"
     assert fields["payload_bytes"] == f"{summary['payload_bytes']:,} B"
     run = json.loads((tiny_run / "run.json").read_text())["spec"]["train"]
-    assert fields["defences"] == (f"Defences: batches drawn by class (balance = {run['balance']}); records combined "
-                                  "by sum; authorship by the swarm secret (HMAC); differential privacy: off.")
+    assert run["balance"] == "sqrt" and fields["defences"] == (
+        "Defences: batches drawn by class, in proportion to the root of its examples (balance = sqrt); records "
+        "combined by sum; authorship by the swarm secret (HMAC); differential privacy: off.")
     recall = summary["eval_after"]["recall"]
     assert [f"{100 * x:.1f} %" for x in recall.values()] == re.findall(r"data-field=recall_after>([^<]*)<", text)
 

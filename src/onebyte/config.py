@@ -299,10 +299,11 @@ class TrainConfig:
         "how far a record moves the model: scalar (lr x each scalar, the paper's: retune lr with K), "
         "or mean (lr x the mean of its K estimates: lr means the same step whatever K is)", math=True,
         legacy="scalar"))
-    balance: Balance = field(default=Balance.CLASSES, metadata=doc(
-        "how a site draws a batch from its data: classes (a class uniformly among those it holds, then "
-        "an example of it: rare labels weigh as much as common ones), sqrt (a class in proportion to the "
-        "square root of its examples: between the two) or none (uniformly: the file's label mix)",
+    balance: Balance = field(default=Balance.SQRT, metadata=doc(
+        "how a site draws a batch from its data: sqrt (a class in proportion to the square root of its "
+        "examples, then an example of it: rare labels weigh more than their count), classes (a class "
+        "uniformly among those it holds: rare labels weigh as much as common ones) or none (uniformly: the "
+        "file's label mix)",
         math=True, legacy="none"))
 
     #: What the settings added after the first runs were implicitly then (each field's ``legacy``):
