@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Setup", "Privacy", "make_record", "batch_for", "tuned_state", "check_private", "private_steps"]
+__all__ = ["Setup", "Privacy", "make_record", "batch_for", "class_groups", "tuned_state", "check_private",
+           "private_steps"]
 
 
 def check_private(train: TrainConfig) -> None:
@@ -163,27 +164,40 @@ class Setup:
         return cls(run, loaded, dataset, obj, state)
 
 
+def class_groups(shard: list[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(order, starts, counts): the shard's indices grouped by class (in shard order within a class),
+    where each class starts in ``order`` and how many it holds; None for unlabelled examples.
+    Computed once per record (``make_record``): a record of K batches draws from it K times."""
+    labels = np.fromiter((e.label for e in shard), dtype=np.int64, count=len(shard))
+    if labels.min() < 0:
+        return None
+    order = np.argsort(labels, kind="stable")
+    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    return order, starts, counts
+
+
 def batch_for(run_tag: bytes, shard: list[Example], batch_size: int, round_: int, peer_id: int,
-              sample: int, balance: Balance = Balance.NONE) -> list[Example]:
+              sample: int, balance: Balance = Balance.NONE,
+              groups: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[Example]:
     """The batch of one projected gradient: a seeded draw from the peer's own shard.
 
     ``Balance.CLASSES``: each example's class is drawn uniformly among the classes the shard holds,
     then the example uniformly within it (with replacement), so the batch's expected loss is the
     mean of the per-class losses; ``Balance.SQRT``: the class in proportion to the square root of
-    its examples. A shard with unlabelled examples is drawn uniformly."""
+    its examples. A shard with unlabelled examples is drawn uniformly. ``groups``: the shard's
+    ``class_groups``, when the caller has them."""
     rng = np.random.default_rng(stream_seed(run_tag, "batch", round_, peer_id, sample))
-    labels = np.fromiter((e.label for e in shard), dtype=np.int64, count=len(shard)) \
-        if balance is not Balance.NONE else None
-    if labels is None or labels.min() < 0:
+    if balance is not Balance.NONE and groups is None:
+        groups = class_groups(shard)
+    if balance is Balance.NONE or groups is None:
         idx = rng.choice(len(shard), size=batch_size, replace=len(shard) < batch_size)
         return [shard[i] for i in idx]
-    order = np.argsort(labels, kind="stable")  # examples grouped by class, in shard order
-    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    order, starts, counts = groups
     if balance is Balance.CLASSES:
-        c = rng.integers(len(classes), size=batch_size)
+        c = rng.integers(len(counts), size=batch_size)
     else:  # SQRT: a class in proportion to the square root of its examples
         w = np.sqrt(counts)
-        c = rng.choice(len(classes), size=batch_size, p=w / w.sum())
+        c = rng.choice(len(counts), size=batch_size, p=w / w.sum())
     idx = order[starts[c] + (rng.random(batch_size) * counts[c]).astype(np.int64)]
     return [shard[i] for i in idx]
 
@@ -221,23 +235,24 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     seeds = direction_seeds(tag, train.shared_directions, round_, peer_id, first_sample, k)
     eps = train.eps_at(round_)
     normalised = train.meaning is Scalar.NORMALISED
-    if privacy is None and method.exact:
-        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample, train.balance)
+    groups = class_groups(shard) if train.balance is not Balance.NONE and privacy is None else None
+
+    def draw(sample: int) -> list[Example]:
+        return batch_for(tag, shard, train.batch_size, round_, peer_id, sample, train.balance, groups)
+
+    if privacy is None and method is Estimator.SPSA:  # a batch per direction
+        m = measure(setup.state, setup.objective.loss, [draw(first_sample + i) for i in range(k)], seeds, eps)
+    elif privacy is None:  # one batch for the record
+        batch = draw(first_sample)
         if method is Estimator.GRAD:
             m = measure_grad(setup.state, setup.objective.loss_tensor, batch, seeds, normalised)
-        else:
+        elif method is Estimator.JVP:
             m = measure_jvp(setup.state, setup.loaded.model, setup.objective.loss_tensor, batch, seeds, normalised)
-    elif privacy is None and method is Estimator.ES:
-        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample, train.balance)
-        m = measure_es(setup.state, setup.objective.loss, batch, seeds, eps)
-    elif privacy is None and method is not Estimator.SPSA:
-        batch = batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample, train.balance)
-        m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps,
-                         centered=method is Estimator.CENTERED)
-    elif privacy is None:
-        batches = [batch_for(tag, shard, train.batch_size, round_, peer_id, first_sample + i, train.balance)
-                   for i in range(k)]
-        m = measure(setup.state, setup.objective.loss, batches, seeds, eps)
+        elif method is Estimator.ES:
+            m = measure_es(setup.state, setup.objective.loss, batch, seeds, eps)
+        else:
+            m = measure_fzoo(setup.state, setup.objective.loss, batch, seeds, eps,
+                             centered=method is Estimator.CENTERED)
     else:
         check_private(replace(train, estimator=method))
         acc = privacy.accountant
