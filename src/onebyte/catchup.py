@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -78,7 +78,8 @@ class CatchUp:
         if self.replica.records or self.opts.lockstep:
             return
         deadline = time.monotonic() + self.opts.join_timeout
-        failures: dict[int, tuple[int, float]] = {}  # source -> (failed tries, not again before)
+        failures: Counter[int] = Counter()  # source -> its failed tries
+        not_before: dict[int, float] = {}  # source -> when it may be tried again (its back-off)
         received = self.client.net.bytes_received
         while time.monotonic() < deadline:
             if not self.gossip.meet():  # the join peers answer in a round trip; else the DHT (seconds)
@@ -89,10 +90,10 @@ class CatchUp:
             # a source that failed (it may have left) waits out its back-off, and after
             # CATCHUP_TRIES it is given up: the best of the others is tried meanwhile
             sources = [hb for p, hb in others.items()
-                       if failures.get(p, (0, 0.0))[0] < CATCHUP_TRIES and failures.get(p, (0, 0.0))[1] <= now]
+                       if failures[p] < CATCHUP_TRIES and not_before.get(p, 0.0) <= now]
             if sources:
                 # peers not yet failed first, then the most records
-                best = max(sources, key=lambda hb: (-failures.get(hb.peer_id, (0, 0.0))[0], hb.records))
+                best = max(sources, key=lambda hb: (-failures[hb.peer_id], hb.records))
                 log.info("found %d live peer(s); the most records: peer %x, %d, at round %d",
                          len(others), best.peer_id, best.records, best.round)
                 if best.records <= len(self.replica.records):
@@ -101,15 +102,15 @@ class CatchUp:
                     self.catch_up(best)
                     return
                 except (ProtocolError, NetworkError, LedgerError) as exc:
-                    tries = failures.get(best.peer_id, (0, 0.0))[0] + 1
-                    failures[best.peer_id] = (tries, time.monotonic() + CATCHUP_BACKOFF * 2 ** (tries - 1))
+                    failures[best.peer_id] += 1
+                    tries = failures[best.peer_id]
+                    not_before[best.peer_id] = time.monotonic() + CATCHUP_BACKOFF * 2 ** (tries - 1)
                     log.warning("catching up from peer %x failed (try %d of %d): %s", best.peer_id, tries,
                                 CATCHUP_TRIES, exc)
-                    if sum(t for t, _ in failures.values()) >= CATCHUP_TRIES_TOTAL or (
-                            all(failures.get(p, (0, 0.0))[0] >= CATCHUP_TRIES for p in others)):
+                    if failures.total() >= CATCHUP_TRIES_TOTAL or all(failures[p] >= CATCHUP_TRIES for p in others):
                         raise CatchUpError(
                             f"could not catch up from any live peer ({len(failures)} tried, "
-                            f"{sum(t for t, _ in failures.values())} tries, "
+                            f"{failures.total()} tries, "
                             f"{self.client.net.bytes_received - received:,} bytes received; last: {exc})") from None
             elif self.replica.records and not failures:
                 return  # records arrive by push from peers not seen yet: we are in, sync fills the past
