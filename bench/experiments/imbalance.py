@@ -23,6 +23,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from statistics import fmean
 
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Claim, Results, Section, Step
@@ -71,7 +72,7 @@ def run_one(train_file: Path, eval_file: Path, balance: str, split: str, seed: i
 def last_evaluations(metrics: Path, n: int = 5) -> dict[str, float]:
     """The mean accuracy, macro-F1 and balanced accuracy of a run's last ``n`` evaluations."""
     evals = [line["eval"] for line in map(json.loads, metrics.read_text().splitlines()) if "eval" in line][-n:]
-    return {k: _mean([e[k] for e in evals]) for k in ("accuracy", "macro_f1", "balanced_accuracy")}
+    return {k: fmean([e[k] for e in evals]) for k in ("accuracy", "macro_f1", "balanced_accuracy")}
 
 
 def main() -> None:
@@ -106,10 +107,6 @@ def main() -> None:
                 f"{platform.machine()}, CPU")
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
-
-
 def _table(r: dict) -> dict[tuple[str, str], dict[str, float]]:
     """(split, balance) -> the mean over seeds of each metric after, and of each class's recall."""
     out = {}
@@ -118,12 +115,12 @@ def _table(r: dict) -> dict[tuple[str, str], dict[str, float]]:
             runs = [x for x in r["runs"] if x["split"] == split and x["balance"] == balance]
             if not runs:
                 continue
-            row = {k: _mean([x["after"][k] for x in runs]) for k in ("accuracy", "macro_f1", "balanced_accuracy")}
-            row |= {f"recall {c}": _mean([x["after"]["recall"][c] for x in runs]) for c in runs[0]["after"]["recall"]}
+            row = {k: fmean([x["after"][k] for x in runs]) for k in ("accuracy", "macro_f1", "balanced_accuracy")}
+            row |= {f"recall {c}": fmean([x["after"]["recall"][c] for x in runs]) for c in runs[0]["after"]["recall"]}
             row["before macro_f1"] = runs[0]["before"]["macro_f1"]
             row["before accuracy"] = runs[0]["before"]["accuracy"]
-            row["seconds"] = _mean([x["seconds"] for x in runs])
-            row |= {f"last5 {k}": _mean([x["last5"][k] for x in runs]) for k in ("accuracy", "macro_f1",
+            row["seconds"] = fmean([x["seconds"] for x in runs])
+            row |= {f"last5 {k}": fmean([x["last5"][k] for x in runs]) for k in ("accuracy", "macro_f1",
                                                                                  "balanced_accuracy")}
             out[(split, balance)] = row
     return out

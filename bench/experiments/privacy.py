@@ -61,6 +61,20 @@ def cfg_shards(cfg: SimConfig) -> list:
 
 
 
+def _accuracy(row: dict) -> str:
+    return f"{row['accuracy_before']:.3f} | {row['accuracy_after']:.3f}"
+
+
+def _noise(row: dict) -> tuple[str, str]:
+    """The noise multiplier and the ε dp-accounting says was spent (none without DP)."""
+    dp = row.get("dp") or {}
+    return f"{dp.get('noise_multiplier', 0):.2f}", f"{dp.get('epsilon_spent', float('inf')):.2f}"
+
+
+def _row(row: dict, cells: tuple[str, ...]) -> str:
+    return f"| {row['epsilon'].replace('inf', '∞')} | " + " | ".join(cells) + " |"
+
+
 def render(results: Results) -> list[str]:
     """The accuracy-against-privacy-budget section of BENCHMARKS.md."""
     r = results.get("privacy")
@@ -71,11 +85,7 @@ def render(results: Results) -> list[str]:
            "bias tuning) with each peer's data protected at (ε, δ = 1e-5).", "",
            "| ε | held-out accuracy before | after | noise multiplier | ε spent (dp-accounting) |",
            "|---|---|---|---|---|"]
-    for row in r["rows"]:
-        dp = row.get("dp") or {}
-        out.append(f"| {row['epsilon'].replace('inf', '∞')} | {row['accuracy_before']:.3f} | "
-                   f"{row['accuracy_after']:.3f} | {dp.get('noise_multiplier', 0):.2f} | "
-                   f"{dp.get('epsilon_spent', float('inf')):.2f} |")
+    out += [_row(row, (_accuracy(row), *_noise(row))) for row in r["rows"]]
     return out + ["", "ε = ∞ is the plain demo (no clipping, no noise). Every private row also clips each "
                   "example's derivative to C = 1, which shrinks the steps: that, more than the noise (averaged over "
                   "a batch of 32), is why the private rows sit below it and close to each other.", ""]
@@ -93,12 +103,8 @@ def render_grad(results: Results) -> list[str]:
            "on the sum, one mechanism per record.", "",
            "| ε | held-out accuracy before | after | macro-F1 after | noise multiplier | ε spent | minutes |",
            "|---|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        dp = row.get("dp") or {}
-        out.append(f"| {row['epsilon'].replace('inf', '∞')} | {row['accuracy_before']:.3f} | "
-                   f"{row['accuracy_after']:.3f} | {row['macro_f1_after']:.3f} | "
-                   f"{dp.get('noise_multiplier', 0):.2f} | {dp.get('epsilon_spent', float('inf')):.2f} | "
-                   f"{row['seconds'] / 60:.1f} |")
+    out += [_row(row, (_accuracy(row), f"{row['macro_f1_after']:.3f}", *_noise(row), f"{row['seconds'] / 60:.1f}"))
+            for row in r["rows"]]
     return out + ["", "A private grad record costs one backward pass per example of its batch (32 here) "
                   "instead of one per batch: the minutes column shows what that costs on this CPU.", ""]
 
