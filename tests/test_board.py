@@ -54,6 +54,8 @@ def test_state_endpoint_matches_the_summary(tiny_run):
     assert (row["state_hash"], row["set_digest"], row["records_accepted"]) == (
         summary["state_hash"], summary["set_digest"], summary["records"])
     assert s["swarm"]["consistent"] is True and s["privacy"][0]["private"] is False
+    assert run["defences"].startswith("Defences: batches drawn by class, in proportion to the root")
+    assert 'id="defences"' in page.decode() and "differential privacy: off" in run["defences"]
 
 
 def test_half_written_directories_show_what_they_can(tmp_path, tiny_run):
@@ -105,7 +107,8 @@ def test_report_holds_the_summary_figures_and_fetches_nothing(tmp_path, tiny_run
     run = json.loads((tiny_run / "run.json").read_text())["spec"]["train"]
     assert run["balance"] == "sqrt" and fields["defences"] == (
         "Defences: batches drawn by class, in proportion to the root of its examples (balance = sqrt); records "
-        "combined by sum; authorship by the swarm secret (HMAC); differential privacy: off.")
+        "combined by sum; authorship by the swarm secret (HMAC); differential privacy: off (what each costs: "
+        "BENCHMARKS.md: Imbalanced labels, Label skew, Hostile insiders, Accuracy against the privacy budget).")
     recall = summary["eval_after"]["recall"]
     assert [f"{100 * x:.1f} %" for x in recall.values()] == re.findall(r"data-field=recall_after>([^<]*)<", text)
 

@@ -100,6 +100,7 @@ def test_dashboard_on_a_finished_demo_run_and_a_live_swarm(tmp_path):
             assert moves == 3
             badge = page.query_selector("#consistency")
             assert badge.get_attribute("data-consistent") in ("true", "false", "null")
+            assert page.inner_text("#defences").startswith("Defences: ")  # the run's defaults, one line
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             _keep(shot, "dashboard.png")

@@ -23,7 +23,8 @@ from typing import Any
 from .errors import ConfigError
 from .rundir import METRICS, RUN, SUMMARY, RunDir
 
-__all__ = ["RunView", "read_run", "find_runs", "state", "traffic", "swarm_table", "learning_curve", "privacy_rows"]
+__all__ = ["RunView", "read_run", "find_runs", "state", "traffic", "swarm_table", "learning_curve", "privacy_rows",
+           "defences"]
 
 #: Bytes of one float32 value: what a data-parallel or FedAvg step moves per tuned weight.
 FLOAT_BYTES = 4
@@ -264,6 +265,24 @@ def privacy_rows(views: list[RunView]) -> list[dict[str, Any]]:
     return out
 
 
+def defences(view: RunView, privacy: list[dict[str, Any]] | None = None) -> str:
+    """One sentence: which of the defaults that guard against imbalanced labels, hostile insiders and
+    leaks ``view``'s run used (``privacy``: its rows of ``privacy_rows``, read when None), and where
+    what each costs was measured."""
+    spec = (view.run or {}).get("spec", {})
+    train = spec.get("train", {})
+    balance = train.get("balance", "none")
+    drawn = {"classes": "by class", "sqrt": "by class, in proportion to the root of its examples"}
+    private = [p for p in (privacy_rows([view]) if privacy is None else privacy) if p["private"]]
+    spent = ", ".join(f"ε = {p['epsilon_spent']:.2f}" for p in private if p["epsilon_spent"] is not None)
+    parts = [f"batches drawn {drawn.get(balance, 'uniformly')} (balance = {balance})",
+             f"records combined by {train.get('aggregate', 'sum')}",
+             f"authorship by {'site keys (Ed25519)' if spec.get('keys') else 'the swarm secret (HMAC)'}",
+             "differential privacy: " + (spent or ("on" if private else "off"))]
+    return ("Defences: " + "; ".join(parts) + " (what each costs: BENCHMARKS.md: Imbalanced labels, Label skew, "
+            "Hostile insiders, Accuracy against the privacy budget).")
+
+
 def state(views: list[RunView]) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON."""
     runs = []
@@ -273,5 +292,5 @@ def state(views: list[RunView]) -> dict[str, Any]:
                      "model": s.get("model") or (v.run or {}).get("spec", {}).get("model"),
                      "task": s.get("task") or (v.run or {}).get("spec", {}).get("task"),
                      "problems": v.problems, "summary": v.summary, "learning": learning_curve(v),
-                     "traffic": traffic(v)})
+                     "traffic": traffic(v), "defences": defences(v)})
     return {"generated": time.time(), "runs": runs, "swarm": swarm_table(views), "privacy": privacy_rows(views)}

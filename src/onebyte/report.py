@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .board import RunView, find_runs, learning_curve, privacy_rows, read_all, swarm_table, traffic
+from .board import RunView, defences, find_runs, learning_curve, privacy_rows, read_all, swarm_table, traffic
 from .errors import ConfigError, storage_error
 
 __all__ = ["write_report", "render_report", "figures"]
@@ -118,20 +118,6 @@ def _incidents(views: list[RunView], table: dict[str, Any]) -> list[str]:
     return out
 
 
-def _defences(main: RunView, privacy: list[dict]) -> str:
-    """One sentence: which of the run's defaults that guard against imbalance, hostile insiders
-    and leaks it used (BENCHMARKS.md measures what each costs)."""
-    spec = (main.run or {}).get("spec", {})
-    train = spec.get("train", {})
-    balance = train.get("balance", "none")
-    drawn = {"classes": "by class", "sqrt": "by class, in proportion to the root of its examples"}
-    parts = [f"batches drawn {drawn.get(balance, 'uniformly')} (balance = {balance})",
-             f"records combined by {train.get('aggregate', 'sum')}",
-             f"authorship by {'site keys (Ed25519)' if spec.get('keys') else 'the swarm secret (HMAC)'}",
-             "differential privacy: " + (", ".join(f"ε = {p['epsilon_spent']:.2f}" for p in privacy) or "off")]
-    return "Defences: " + html.escape("; ".join(parts)) + "."
-
-
 def render_report(views: list[RunView], alone: Sequence[RunView] = ()) -> str:
     """The report's HTML (see the module's docstring)."""
     _check(views)
@@ -215,7 +201,7 @@ td,th{{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}}td.n{{text-
 ({e(str(s.get('tune', (main.run or {}).get('spec', {}).get('train', {}).get('tune', '?'))))});
 <b data-field=peers>{peers}</b> site(s), <b data-field=rounds>{rounds}</b> rounds, {seconds / 60:.1f} minutes;
 {s.get('forward_passes', 0):,} forward passes.</p>
-<p data-field=defences>{_defences(main, privacy)}</p>
+<p data-field=defences>{html.escape(defences(main, privacy))}</p>
 <table><tr><th>site</th><th>rounds</th><th>records</th><th>rejected</th><th>set digest</th><th>state hash</th></tr>
 {rows}</table>
 <h2>How the model improved</h2>
