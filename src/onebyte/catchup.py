@@ -126,7 +126,18 @@ class CatchUp:
         accumulators, 4 bytes per tuned weight, plus its records) or its ledger alone (every record,
         replayed here from the base model). After 1,000 rounds of 4 peers the ledger is ~250 KiB
         where the snapshot of all MiniLM weights is 87 MiB; early in a run with few tuned weights the
-        snapshot can be the smaller. A peer that does not know SIZE answers nothing: snapshot."""
+        snapshot can be the smaller. A peer that does not know SIZE answers nothing: snapshot.
+
+        In a run with a seed pool, ``auto`` first asks for the peer's coefficient snapshot, whose size
+        does not grow with the run's history (``install_coefficients``); one that fails its checks is
+        refused and the peer's ledger or snapshot is taken instead."""
+        if self.replica.pool is not None and self.opts.catchup == "auto" and not self.replica.records:
+            try:
+                if self.install_coefficients(hb):
+                    return
+            except (ProtocolError, LedgerError) as exc:
+                log.warning("refused peer %x's coefficient snapshot (%s): joining by its ledger or snapshot",
+                            hb.peer_id, exc)
         sizes = self.client.size(hb.contact)
         snap_bytes, ledger_bytes = sizes if sizes is not None else (None, None)
         mode = self.opts.catchup
@@ -229,7 +240,35 @@ class CatchUp:
         """``hb``'s peer's snapshot and the records it covers, installed once its state hash matches
         the set digest the live peers claim (``Replica.install``)."""
         snap, raws = self.client.snap(hb.contact, size)
-        others = [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.gossip.members.live().values()]
+        meta = self.replica.install(snap, raws, self._checked(raws), self._claims())
+        self._move_to(int(meta.get("round", "0")))
+        log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(raws), meta.get("round"))
+
+    def install_coefficients(self, hb: Heartbeat) -> bool:
+        """``hb``'s peer's coefficient snapshot (seed pool) and its records of the last rounds, installed
+        once the state rebuilt from the totals has the hash it claims and no live peer holds that set
+        with another state (``Replica.install_coefficients``). False if the peer serves none."""
+        received = self.client.net.bytes_received
+        got = self.client.coef(hb.contact, 4 * self.replica.pool.c.size)
+        if got is None:
+            return False
+        data, tail_from, raws = got
+        coefs = self.replica.install_coefficients(data, tail_from, raws, self._checked(raws), self._claims())
+        self._move_to(coefs.round)
+        self.joined_by = {"path": "coefficients", "from_peer": f"{hb.peer_id:x}", "coefficient_bytes": len(data),
+                          "tail_records": len(raws), "tail_from": tail_from,
+                          "bytes_received": self.client.net.bytes_received - received, "chosen_by": self.opts.catchup}
+        log.info("joined from peer %x by its coefficients (%s B of totals for %d records, %d records of rounds "
+                 ">= %d)", hb.peer_id, f"{len(data):,}", coefs.records, len(raws), tail_from)
+        return True
+
+    def _claims(self) -> list[tuple[int, str, str]]:
+        """(peer, set digest, state hash) that each live peer reports: a download is checked against them."""
+        return [(o.peer_id, o.digest.hex(), o.state_hash.hex()) for o in self.gossip.members.live().values()]
+
+    def _checked(self, raws: list[bytes]) -> bytes | None:
+        """The secret downloaded records are checked with; in identity mode None, after checking that
+        every one is signed by a listed key and still counts here."""
         secret: bytes | None = self.opts.secret
         if self.roster is not None:
             # identity mode: every record the snapshot covers must be signed by a listed key and still
@@ -241,9 +280,7 @@ class CatchUp:
                     raise ProtocolError(f"the snapshot covers a record that does not count here "
                                         f"({self.roster.revoked_reason(rec)})")
             secret = None
-        meta = self.replica.install(snap, raws, secret, others)
-        self._move_to(int(meta.get("round", "0")))
-        log.info("joined from peer %x: %d records, round %s", hb.peer_id, len(raws), meta.get("round"))
+        return secret
 
     def start_round(self) -> int:
         """Where to begin: after our own last round, and at the newest round the swarm has reached.

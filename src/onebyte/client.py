@@ -16,6 +16,7 @@ from .protocol import (
     get_request,
     ledger_request,
     meet_request,
+    parse_coefficients,
     parse_config,
     parse_ids,
     parse_ledger,
@@ -101,3 +102,9 @@ class Client:
     def snap(self, contact: str, size: int | None = None) -> tuple[bytes, list[bytes]]:
         """SNAP: (the peer's snapshot, the records it covers), ``size`` bytes announced (SIZE)."""
         return parse_snapshot(self.net.request(contact, Verb.SNAP.value, self.bulk_timeout(size)))
+
+    def coef(self, contact: str, size: int | None = None) -> tuple[bytes, int, list[bytes]] | None:
+        """COEF: (the peer's coefficient snapshot, the first round it sends as records, those records),
+        or None from a peer with no seed pool or that does not know COEF (it answers nothing)."""
+        reply = self.net.request(contact, Verb.COEF.value, self.bulk_timeout(size))
+        return parse_coefficients(reply) if reply else None

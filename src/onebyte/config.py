@@ -305,6 +305,11 @@ class TrainConfig:
         "uniformly among those it holds: rare labels weigh as much as common ones) or none (uniformly: the "
         "file's label mix)",
         math=True, legacy="none"))
+    seed_pool: int = field(default=0, metadata=doc(
+        "a finite pool of directions: 0 (every direction grows from its own seed), or P, a power of two "
+        "up to 2^20: every direction of every round is one of P pool seeds, so the fine-tune is the base "
+        "plus one integer total per pool seed and step group, and a newcomer catches up from those "
+        "totals (kilobytes) however long the run has been (pool.py)", math=True, legacy=0))
 
     #: What the settings added after the first runs were implicitly then (each field's ``legacy``):
     #: a run that keeps them is described (and tagged) without them, so run directories written
@@ -346,6 +351,9 @@ class TrainConfig:
                         f"scalars, not {self.scalar.value} (grad and jvp send either)"))
         if Schedule.COSINE in (self.lr_schedule, self.eps_schedule) and not self.horizon:
             out.append(("train.horizon", "a cosine schedule needs the rounds it runs over (horizon > 0)"))
+        p = self.seed_pool
+        if not (isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 1 << 20 and not p & (p - 1)):
+            out.append(("train.seed_pool", f"must be 0 (no pool) or a power of two up to {1 << 20}, not {p!r}"))
         return out
 
     def validate(self) -> TrainConfig:

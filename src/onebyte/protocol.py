@@ -17,6 +17,9 @@ LEDG   — or u32 from, u32 to (rounds)[, u8 flags]  u32 round, blobs: every app
                                                    rounds from..to-1: a download in pieces);
                                                    flags bit 0 (DEFLATE): the blobs zlib-deflated
 SNAP   —                                           u64 n, snapshot (n bytes), blobs: its records
+COEF   —                                           u64 n, coefficient snapshot (n bytes, pool.py),
+                                                   u32 first round held as records, blobs: the
+                                                   applied records of that round on (seed pool)
 CONF   —                                           the run configuration and site keys (JSON)
 MEET   the requester's heartbeat                   blobs: the answerer's heartbeat, then the latest
                                                    of each live peer it knows, as their authors
@@ -39,7 +42,8 @@ __all__ = ["Verb", "MAX_IDS", "MAX_PUT", "MAX_REPLY", "MAX_CONFIG", "pack_blobs"
            "push", "ledger_request", "round_request", "get_request", "put_request", "parse_config", "parse_ids",
            "parse_sizes",
            "parse_ledger", "ledger_reply", "DEFLATE", "meet_request", "parse_meet", "MAX_MEET", "MAX_HEARTBEAT",
-           "parse_snapshot", "revocations_request", "parse_revocations", "MAX_REVOCATIONS"]
+           "parse_snapshot", "coefficients_reply", "parse_coefficients", "revocations_request", "parse_revocations",
+           "MAX_REVOCATIONS"]
 
 #: Bounds on what one bulk request or reply may carry.
 MAX_IDS = 1 << 20
@@ -69,10 +73,11 @@ class Verb(enum.Enum):
     CONF = b"CONF"
     MEET = b"MEET"
     REVK = b"REVK"
+    COEF = b"COEF"
 
 
 #: Verbs whose request is the verb alone.
-_BARE = {Verb.IDS, Verb.SIZE, Verb.SNAP, Verb.CONF}
+_BARE = {Verb.IDS, Verb.SIZE, Verb.SNAP, Verb.CONF, Verb.COEF}
 
 
 def pack_blobs(blobs: list[bytes]) -> bytes:
@@ -251,3 +256,18 @@ def parse_snapshot(reply: bytes) -> tuple[bytes, list[bytes]]:
     if 8 + n > len(reply):
         raise ProtocolError("snapshot reply truncated")
     return reply[8:8 + n], unpack_blobs(reply[8 + n:])
+
+
+def coefficients_reply(coefs: bytes, tail_from: int, records: list[bytes]) -> bytes:
+    return struct.pack("<Q", len(coefs)) + coefs + struct.pack("<I", tail_from) + pack_blobs(records)
+
+
+def parse_coefficients(reply: bytes) -> tuple[bytes, int, list[bytes]]:
+    """A COEF reply: (coefficient snapshot bytes, first round held as records, those records)."""
+    if len(reply) < 12:
+        raise ProtocolError("coefficient reply too short")
+    n, = struct.unpack_from("<Q", reply)
+    if 8 + n + 4 > len(reply):
+        raise ProtocolError("coefficient reply truncated")
+    tail_from, = struct.unpack_from("<I", reply, 8 + n)
+    return reply[8:8 + n], tail_from, unpack_blobs(reply[12 + n:])

@@ -22,6 +22,7 @@ round was applied costs one more pass over that round's K directions, as it woul
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,18 +30,20 @@ from pathlib import Path
 from .config import Aggregate, TrainConfig
 from .errors import LedgerError, ProtocolError
 from .ledger import LedgerWriter, read_snapshot, snapshot_bytes, write_atomic
+from .pool import Coefficients, PoolTotals, group_fracs, rebuild
 from .record import Record, SetDigest, decode_record
-from .rundir import RunDir
+from .rundir import COEFFICIENTS, RunDir
 from .state import FixedPointState
-from .update import apply_change, apply_records, effective
+from .update import apply_change, apply_records, effective, plan_set
 
 __all__ = ["Replica", "Slot", "digest_of"]
 
 log = logging.getLogger(__name__)
 
 Slot = tuple[int, int, int]  # (round, peer id, first sample): one record per slot
-def digest_of(records: Iterable[Record]) -> str:
+def digest_of(records: Iterable[Record], base: int = 0) -> str:
     d = SetDigest()
+    d.value = base
     for rec in records:
         d.add(rec.record_id)
     return d.hex()
@@ -70,6 +73,12 @@ class Replica:
         self.payload_bytes = 0
         self.ledger_entries = 0  # records appended to the ledger (applied ones, and any withdrawn since)
         self._hash_cache = ("", "")
+        # seed pool: the totals C_p,f beside the state (pool.py); every apply below moves them alike
+        self.pool = PoolTotals(run_tag, train.seed_pool, group_fracs(state)) if train.seed_pool else None
+        self._join_path = snapshot_path.with_name(COEFFICIENTS) if snapshot_path is not None else None
+        # joined from a coefficient snapshot: the rounds <= base_round are in the totals only (no
+        # record of them is held), named by base_digest; a record of those rounds is refused
+        self.base_round, self.base_digest = -1, 0
 
     @classmethod
     def open(cls, out: RunDir | Path | str, state: FixedPointState, train: TrainConfig, run_tag: bytes,
@@ -132,13 +141,13 @@ class Replica:
                     raise
             self.ledger_entries += len(batch)
             if self.train.aggregate is Aggregate.SUM:
-                apply_records(self.state, effective(batch + self._slot_mates(batch)), self.train)
+                apply_records(self.state, effective(batch + self._slot_mates(batch)), self.train, totals=self.pool)
                 undo = self._newly_equivocated(batch)
                 if undo:
-                    apply_records(self.state, undo, self.train, sign=-1)
+                    apply_records(self.state, undo, self.train, sign=-1, totals=self.pool)
             else:
                 held = self._applied_in({r.round for r in batch})
-                apply_change(self.state, held, held + batch, self.train)
+                apply_change(self.state, held, held + batch, self.train, self.pool)
                 self._newly_equivocated(batch)  # flags and logs; the change already undid the slot
             self._mark_applied(batch)
             return len(batch)
@@ -212,11 +221,11 @@ class Replica:
                 return 0
             if self.train.aggregate is Aggregate.SUM:
                 # every record of the slots involved goes, so what they contributed is effective(gone)
-                apply_records(self.state, effective(gone), self.train, sign=-1)
+                apply_records(self.state, effective(gone), self.train, sign=-1, totals=self.pool)
             else:
                 held = self._applied_in({r.round for r in gone})
                 ids = {r.record_id for r in gone}
-                apply_change(self.state, held, [r for r in held if r.record_id not in ids], self.train)
+                apply_change(self.state, held, [r for r in held if r.record_id not in ids], self.train, self.pool)
             self._mark_applied(gone, sign=-1)
             return len(gone)
 
@@ -224,8 +233,14 @@ class Replica:
     def closed_digest(self, through: int) -> bytes:
         """Digest of the applied records of rounds <= ``through``."""
         with self.lock:
-            total = sum(d for r, d in self.round_digest.items() if r <= through) % (1 << 256)
-        return total.to_bytes(32, "big")
+            total = sum(d for r, d in self.round_digest.items() if r <= through)
+            if through >= self.base_round:  # the rounds a coefficient join holds as totals only
+                total += self.base_digest
+        return (total % (1 << 256)).to_bytes(32, "big")
+
+    def covers(self, round_: int) -> bool:
+        """Whether ``round_`` is in the totals a coefficient join started from (its records are refused)."""
+        return round_ <= self.base_round
 
     def state_hash(self) -> str:
         """The state hash, recomputed only when the applied set changed (it reads every weight)."""
@@ -289,9 +304,82 @@ class Replica:
             self.save_snapshot(int(meta.get("round", "0")))
         return meta
 
+    # ------------------------------------------------------------------ the seed pool (pool.py)
+    def coefficients(self, round_: int) -> Coefficients:
+        """The coefficient snapshot of the applied set (flushed first): its totals, digest and state hash."""
+        with self.lock:
+            self.flush()
+            if self.pool is None:
+                raise ProtocolError("this run has no seed pool")
+            return self.pool.snapshot(self.digest.count, self.digest.value.to_bytes(32, "big"),
+                                      bytes.fromhex(self.state_hash()), round_)
+
+    def install_coefficients(self, data: bytes, tail_from: int, raws: list[bytes], secret: bytes | None,
+                             others: Iterable[tuple[int, str, str]] = ()) -> Coefficients:
+        """Join from a peer's coefficient snapshot of its whole set and its records of rounds >=
+        ``tail_from`` (which the totals include), checking both first: the state rebuilt from the
+        totals must have the claimed hash, and no live peer in ``others`` (peer, set digest, state
+        hash) may hold that set with another state. On any failure nothing is changed and
+        ``ProtocolError`` or ``LedgerError`` is raised: the caller falls back to a ledger or snapshot."""
+        if self.pool is None:
+            raise ProtocolError("this run has no seed pool")
+        coefs = Coefficients.from_bytes(data, "peer's coefficient snapshot")
+        if coefs.run_tag != self.run_tag or coefs.pool != self.pool.pool:
+            raise ProtocolError("coefficient snapshot of another run or seed pool")
+        recs = [decode_record(r, run_tag=self.run_tag, secret=secret) for r in raws]
+        if any(r.round < tail_from for r in recs) or len({r.record_id for r in recs}) != len(recs):
+            raise ProtocolError("coefficient snapshot's records are not those of its last rounds")
+        for peer, digest, shash in others:
+            if digest == coefs.set_digest.hex() and shash != coefs.state_hash.hex():
+                raise ProtocolError(f"peer {peer:x} holds the same set with another state")
+        base = (int.from_bytes(coefs.set_digest, "big") - sum(int.from_bytes(r.record_id, "big") for r in recs))
+        with self.lock:
+            if self.records or self.pending:
+                raise ProtocolError("records arrived before the coefficient snapshot; joining by sync instead")
+            rebuild(self.state, coefs, "peer's coefficient snapshot")
+            self.pool.load(coefs.totals)
+            self._set_base(tail_from - 1, base % (1 << 256), coefs.records - len(recs))
+            for r in recs:
+                self._index(r)
+            self._mark_applied(recs)
+            if self.ledger is not None:
+                self.ledger.append(recs)
+            self.ledger_entries += len(recs)
+            if self._join_path is not None:
+                write_atomic(self._join_path, struct.pack("<II", tail_from, len(recs)) + data)
+            self.save_snapshot(coefs.round)
+        return coefs
+
+    def _set_base(self, round_: int, digest: int, records: int) -> None:
+        self.base_round, self.base_digest = round_, digest
+        self.digest.value, self.digest.count = digest, records
+
+    def _load_join(self, recs: list[Record]) -> int:
+        """After a coefficient join: the state and totals from the snapshot it joined from (its first
+        ledger entries are the records that came with it). Returns how many entries it covers."""
+        path = self._join_path
+        if path is None or not path.exists():
+            return 0
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LedgerError(f"{path}: cannot read the coefficient snapshot this peer joined from: {exc}") from None
+        if len(data) < 8 or self.pool is None:
+            raise LedgerError(f"{path}: truncated, or this run has no seed pool")
+        tail_from, n = struct.unpack_from("<II", data)
+        coefs = Coefficients.from_bytes(data[8:], str(path))
+        if n > len(recs):
+            raise LedgerError(f"{path}: covers {n} ledger entries, the ledger holds {len(recs)}")
+        rebuild(self.state, coefs, str(path))
+        self.pool.load(coefs.totals)
+        tail = sum(int.from_bytes(r.record_id, "big") for r in recs[:n])
+        self._set_base(tail_from - 1, (int.from_bytes(coefs.set_digest, "big") - tail) % (1 << 256), coefs.records - n)
+        return n
+
     def _restore(self, entries: list[bytes]) -> None:
-        """Rebuild from snapshot + ledger when the run directory already holds records."""
-        if not entries:
+        """Rebuild from snapshot + ledger when the run directory already holds records (after a
+        coefficient join: from the coefficient snapshot it joined from, then the same)."""
+        if not entries and not (self._join_path and self._join_path.exists()):
             return
         where = self.ledger.path if self.ledger is not None else "ledger"
         recs = []
@@ -305,9 +393,13 @@ class Replica:
         if not all(counted):  # only the records that count are rebuilt
             log.warning("%s: %d records do not count (their keys are revoked or not listed in the run file)",
                         where, counted.count(False))
-        covered = self._load_own_snapshot(recs, counted)
+        joined = self._load_join(recs)  # the ledger entries a coefficient join's snapshot covers (0: none)
+        covered = self._load_own_snapshot(recs, counted) or joined
         recs = [r for r, c in zip(recs, counted, strict=True) if c]
         with self.lock:
+            if self.pool is not None:  # the totals of what the state now holds: base + plan_set(prefix)
+                self.pool.add_plan(plan_set(recs[:covered], self.train, self.pool.fracs))
+                self.pool.add_plan(plan_set(recs[:joined], self.train, self.pool.fracs, sign=-1))
             for rec in recs:
                 if rec.record_id not in self.records:
                     self._index(rec)
@@ -316,10 +408,12 @@ class Replica:
             if self.train.aggregate is Aggregate.SUM:
                 before = {r.record_id: r for r in effective(recs[:covered])}
                 after = {r.record_id: r for r in effective(recs)}
-                apply_records(self.state, [r for k, r in after.items() if k not in before], self.train)
-                apply_records(self.state, [r for k, r in before.items() if k not in after], self.train, sign=-1)
+                apply_records(self.state, [r for k, r in after.items() if k not in before], self.train,
+                              totals=self.pool)
+                apply_records(self.state, [r for k, r in before.items() if k not in after], self.train, sign=-1,
+                              totals=self.pool)
             else:
-                apply_change(self.state, recs[:covered], recs, self.train)
+                apply_change(self.state, recs[:covered], recs, self.train, self.pool)
             self._mark_applied(recs)
             self.flagged |= {peer for (_, peer, _), ids in self.slots.items() if len(ids) > 1}
 
@@ -337,7 +431,7 @@ class Replica:
             meta = read_snapshot(snap.read_bytes(), self.state, str(snap))
             covered = int(meta.get("ledger_entries", "-1"))
             held = [r for r, c in zip(recs[:max(covered, 0)], counted, strict=False) if c]
-            if not 0 <= covered <= len(recs) or digest_of(held) != meta.get("set_digest"):
+            if not 0 <= covered <= len(recs) or digest_of(held, self.base_digest) != meta.get("set_digest"):
                 raise LedgerError(f"{snap}: snapshot does not match the first {covered} ledger entries "
                                   "that count")
             return len(held)

@@ -5,6 +5,7 @@ A run directory (``simulate --out``, or a peer's ``--out``) holds::
     run.json              the run: settings that change the math, base hash, run tag
     ledger.obl            append-only, checksummed records (ledger.py)
     snapshot.safetensors  the accumulators at a known set digest (a cache of the ledger)
+    coefficients.obc      the coefficient snapshot a peer joined from (seed pool; pool.py)
     summary.json          what the run or peer reports, rewritten atomically
     metrics.jsonl         one line per round (simulator)
     curve.png             training loss and held-out accuracy (simulator)
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["RUN", "LEDGER", "SNAPSHOT", "SUMMARY", "METRICS", "CURVE", "IDENTITY", "ADDRESSES", "CONNECT",
-           "REVOCATIONS", "RunDir"]
+           "REVOCATIONS", "COEFFICIENTS", "RunDir"]
 
 RUN = "run.json"
 LEDGER = "ledger.obl"
@@ -32,6 +33,7 @@ IDENTITY = "identity.key"
 ADDRESSES = "addresses.txt"
 CONNECT = "connect.txt"
 REVOCATIONS = "revocations.txt"
+COEFFICIENTS = "coefficients.obc"
 
 
 def _file(name: str) -> property:
@@ -57,3 +59,4 @@ class RunDir:
     addresses = _file(ADDRESSES)
     connect = _file(CONNECT)
     revocations = _file(REVOCATIONS)
+    coefficients = _file(COEFFICIENTS)

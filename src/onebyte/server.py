@@ -13,7 +13,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from .protocol import ledger_reply, pack_blobs, parse
+from .pool import TAIL_ROUNDS
+from .protocol import coefficients_reply, ledger_reply, pack_blobs, parse
 from .replica import Replica
 
 __all__ = ["Server"]
@@ -102,3 +103,15 @@ class Server:
             applied = [r.to_bytes() for r in rep.applied_records()]
             return struct.pack("<Q", len(snap)) + snap + pack_blobs(applied)
 
+    def rpc_coef(self, _body: None) -> bytes:
+        """Our coefficient snapshot (seed pool) and the records of the last TAIL_ROUNDS rounds it
+        includes, which the newcomer holds as records; nothing in a run without a pool."""
+        rep = self.replica
+        if rep.pool is None:
+            return b""
+        with rep.lock:
+            position = self.position()
+            coefs = rep.coefficients(position).to_bytes()
+            tail_from = max(rep.base_round + 1, position - TAIL_ROUNDS, 0)
+            tail = [r.to_bytes() for r in rep.applied_records() if r.round >= tail_from]
+        return coefficients_reply(coefs, tail_from, tail)

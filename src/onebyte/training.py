@@ -232,7 +232,7 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
     k = train.samples if count is None else count
     if not 1 <= k <= train.samples:
         raise ConfigError.of("samples", f"a site measures 1..{train.samples} of a round's directions, not {k}")
-    seeds = direction_seeds(tag, train.shared_directions, round_, peer_id, first_sample, k)
+    seeds = direction_seeds(tag, train.shared_directions, round_, peer_id, first_sample, k, train.seed_pool)
     eps = train.eps_at(round_)
     normalised = train.meaning is Scalar.NORMALISED
     groups = class_groups(shard) if train.balance is not Balance.NONE and privacy is None else None
@@ -261,7 +261,8 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
         batches = [[shard[i] for i in privacy.rng.choice(len(shard), acc.batch, replace=False)] for _ in range(draws)]
         noise_std = 2.0 * acc.noise * acc.cfg.clip  # replace-one sensitivity of the clipped sum is 2C
         if method is Estimator.GRAD:
-            m = measure_grad_private(setup.state, setup.objective.loss_tensor, batches[0], seeds, acc.cfg.clip,
+            m = measure_grad_private(setup.state, setup.loaded.model, lambda b: setup.objective.per_example(b)[1],
+                                     batches[0], seeds, acc.cfg.clip,
                                      noise_std, privacy.rng, normalised)
         else:
             m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,

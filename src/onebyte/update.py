@@ -21,14 +21,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import Aggregate, TrainConfig
 from .errors import ProtocolError
 from .record import Record
-from .seeds import SHARED_PEER, direction_seeds, gradient_seed
+from .seeds import SHARED_PEER, direction_seeds
 from .state import FixedPointState
+
+if TYPE_CHECKING:
+    from .pool import PoolTotals
 
 __all__ = ["record_seeds", "check_cap", "plan", "plan_set", "robust_step", "apply_plan", "apply_records",
            "apply_change", "effective", "MAX_STEP_UNITS"]
@@ -40,9 +44,11 @@ MAX_STEP_UNITS = 1 << 27
 Plan = dict[int, dict[int, int]]  # seed -> {frac_bits: coefficient}
 
 
-def record_seeds(record: Record, shared: bool) -> list[int]:
-    """The perturbation seed of each gradient in ``record`` (``shared``: the round's common directions)."""
-    return direction_seeds(record.run_tag, shared, record.round, record.peer_id, record.first_sample, record.count)
+def record_seeds(record: Record, shared: bool, pool: int = 0) -> list[int]:
+    """The perturbation seed of each gradient in ``record`` (``shared``: the round's common directions;
+    ``pool``: the run's seed pool, 0 for none)."""
+    return direction_seeds(record.run_tag, shared, record.round, record.peer_id, record.first_sample, record.count,
+                           pool)
 
 
 def check_cap(record: Record, train: TrainConfig, finest_frac_bits: int) -> None:
@@ -60,7 +66,7 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
     out: Plan = defaultdict(lambda: defaultdict(int))
     for rec in records:
         lr = train.lr_at(rec.round)
-        seeds = record_seeds(rec, train.shared_directions)
+        seeds = record_seeds(rec, train.shared_directions, train.seed_pool)
         for seed, g in zip(seeds, rec.gradients(), strict=True):
             step = lr * float(g)
             for f in fracs:
@@ -121,7 +127,7 @@ def _robust_plan(records: list[Record], train: TrainConfig, frac_bits: Iterable[
     out: Plan = defaultdict(lambda: defaultdict(int))
     for (round_, sample), values in columns.items():
         step = train.lr_at(round_) * robust_step(values, train.aggregate)
-        seed = gradient_seed(tags[round_], round_, SHARED_PEER, sample)
+        seed, = direction_seeds(tags[round_], True, round_, SHARED_PEER, sample, 1, train.seed_pool)
         for f in fracs:
             out[seed][f] += sign * -round(math.ldexp(step, f))
     return out
@@ -137,15 +143,16 @@ def plan_set(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[
 
 
 def apply_change(state: FixedPointState, before: Iterable[Record], after: Iterable[Record],
-                 train: TrainConfig) -> None:
+                 train: TrainConfig, totals: PoolTotals | None = None) -> None:
     """Move the state from holding set ``before`` to holding set ``after``: apply ``plan_set(after)``
-    and undo ``plan_set(before)`` in one pass (directions whose coefficient did not change are skipped)."""
+    and undo ``plan_set(before)`` in one pass (directions whose coefficient did not change are skipped).
+    ``totals``: a seed pool's running totals, moved by the same coefficients (``apply_plan``)."""
     fracs = list(state.frac_bits.values())
     p = plan_set(after, train, fracs)
     for seed, coeffs in plan_set(before, train, fracs, sign=-1).items():
         for f, c in coeffs.items():
             p[seed][f] += c
-    apply_plan(state, p)
+    apply_plan(state, p, totals)
 
 
 def _wrap32(c: int) -> int:
@@ -154,20 +161,25 @@ def _wrap32(c: int) -> int:
     return c - (1 << 32) if c >= 1 << 31 else c
 
 
-def apply_plan(state: FixedPointState, p: Plan) -> None:
-    """Add every planned direction to the accumulators, then refresh the view once."""
+def apply_plan(state: FixedPointState, p: Plan, totals: PoolTotals | None = None) -> None:
+    """Add every planned direction to the accumulators, then refresh the view once. ``totals``: a
+    seed pool's running totals (``pool.PoolTotals``), which take the same integer coefficients, so
+    the state stays the base plus the sum of total x direction over the pool."""
     items = []
     for seed in sorted(p):
         coeffs = {f: _wrap32(c) for f, c in p[seed].items() if _wrap32(c)}
         if coeffs:
             items.append((seed, coeffs))
+    if totals is not None:
+        totals.add(items)  # first: a seed outside the pool raises before the state has moved
     state.add_many(items)
     state.refresh()
 
 
-def apply_records(state: FixedPointState, records: Iterable[Record], train: TrainConfig, sign: int = 1) -> None:
-    """Apply (``sign=1``) or exactly undo (``sign=-1``) a batch of records."""
-    apply_plan(state, plan(records, train, state.frac_bits.values(), sign))
+def apply_records(state: FixedPointState, records: Iterable[Record], train: TrainConfig, sign: int = 1,
+                  totals: PoolTotals | None = None) -> None:
+    """Apply (``sign=1``) or exactly undo (``sign=-1``) a batch of records (and move ``totals`` alike)."""
+    apply_plan(state, plan(records, train, state.frac_bits.values(), sign), totals)
 
 
 def effective(records: Iterable[Record]) -> list[Record]:
