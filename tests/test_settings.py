@@ -30,7 +30,8 @@ OTHER = {"run_id": "other", "model": "tiny-gpt2", "task": "tweets", "objective":
          "chat": True, "codec": "sign", "lr": "0.25", "eps": "0.01", "samples": "8", "batch_size": "4",
          "tune": "norm", "directions": "distinct", "max_length": "64", "estimator": "jvp", "lr_schedule": "constant",
          "eps_schedule": "cosine", "warmup": "3", "horizon": "50", "final_ratio": "0.5", "reference_examples": "100",
-         "density": "1/4", "aggregate": "clipped", "scalar": "derivative", "step": "scalar", "balance": "none"}
+         "density": "1/4", "aggregate": "clipped", "scalar": "derivative", "step": "scalar", "balance": "none",
+         "seed_pool": "1024"}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -121,7 +122,7 @@ def test_legacy_values_come_from_the_fields_and_are_unchanged():
     assert TrainConfig.LEGACY == {
         "estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0, "horizon": 0,
         "final_ratio": 0.1, "reference_examples": 0, "density": 1.0, "aggregate": "sum", "scalar": "auto",
-        "step": "scalar", "balance": "none"}
+        "step": "scalar", "balance": "none", "seed_pool": 0}
 
 
 def test_eval_size_means_one_thing_with_one_default():

@@ -98,7 +98,7 @@ class Intake:
         """Hold a decoded record (a peer's own, or one from ``offer``) to the run's policy."""
         rep = self.replica
         with rep.lock:
-            if rep.knows(rec.record_id) or rep.covers(rec.round):  # covered: in a coefficient join's totals
+            if rep.knows(rec.record_id) or rec.round <= rep.base_round:  # in a coefficient join's totals
                 return False
             if self.roster is not None and not self.roster.counts(rec):
                 self._refuse(rec)  # authentic, and never to count here: sync stops asking for it

@@ -33,6 +33,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -41,8 +42,8 @@ from .record import RUN_TAG_SIZE
 from .seeds import pool_seeds
 from .state import FixedPointState
 
-__all__ = ["PoolTotals", "Coefficients", "rebuild", "group_fracs", "COEF_MAGIC", "COEF_VERSION", "MAX_POOL",
-           "TAIL_ROUNDS"]
+__all__ = ["PoolTotals", "Coefficients", "rebuild", "read_join", "group_fracs", "COEF_MAGIC", "COEF_VERSION",
+           "MAX_POOL", "TAIL_ROUNDS"]
 
 COEF_MAGIC = b"OBCOEF"
 COEF_VERSION = 1
@@ -163,3 +164,26 @@ def rebuild(state: FixedPointState, coefs: Coefficients, where: str = "coefficie
     if state.state_hash() != coefs.state_hash.hex():
         state.load_tensors(before)
         raise LedgerError(f"{where}: the state rebuilt from its totals does not match its state hash")
+
+
+def read_join(path: Path | None, state: FixedPointState, totals: PoolTotals | None, entries: int
+              ) -> tuple[int, int, Coefficients] | None:
+    """After a coefficient join, on restart: the snapshot the peer joined from (``coefficients.obc``:
+    u32 first round held as records, u32 ledger entries that came with it, then the snapshot),
+    rebuilt into ``state`` (at the base) and ``totals``. Returns (first round held as records, ledger
+    entries covered, the snapshot), or None without a join. ``entries``: how many the ledger holds."""
+    if path is None or not path.exists():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read the coefficient snapshot this peer joined from: {exc}") from None
+    if len(data) < 8 or totals is None:
+        raise LedgerError(f"{path}: truncated, or this run has no seed pool")
+    tail_from, n = struct.unpack_from("<II", data)
+    coefs = Coefficients.from_bytes(data[8:], str(path))
+    if n > entries:
+        raise LedgerError(f"{path}: covers {n} ledger entries, the ledger holds {entries}")
+    rebuild(state, coefs, str(path))
+    totals.load(coefs.totals)
+    return tail_from, n, coefs

@@ -30,7 +30,7 @@ from pathlib import Path
 from .config import Aggregate, TrainConfig
 from .errors import LedgerError, ProtocolError
 from .ledger import LedgerWriter, read_snapshot, snapshot_bytes, write_atomic
-from .pool import Coefficients, PoolTotals, group_fracs, rebuild
+from .pool import Coefficients, PoolTotals, group_fracs, read_join, rebuild
 from .record import Record, SetDigest, decode_record
 from .rundir import COEFFICIENTS, RunDir
 from .state import FixedPointState
@@ -77,7 +77,7 @@ class Replica:
         self.pool = PoolTotals(run_tag, train.seed_pool, group_fracs(state)) if train.seed_pool else None
         self._join_path = snapshot_path.with_name(COEFFICIENTS) if snapshot_path is not None else None
         # joined from a coefficient snapshot: the rounds <= base_round are in the totals only (no
-        # record of them is held), named by base_digest; a record of those rounds is refused
+        # record of them is held), named by base_digest; a record of those rounds is refused (intake)
         self.base_round, self.base_digest = -1, 0
 
     @classmethod
@@ -238,9 +238,6 @@ class Replica:
                 total += self.base_digest
         return (total % (1 << 256)).to_bytes(32, "big")
 
-    def covers(self, round_: int) -> bool:
-        """Whether ``round_`` is in the totals a coefficient join started from (its records are refused)."""
-        return round_ <= self.base_round
 
     def state_hash(self) -> str:
         """The state hash, recomputed only when the applied set changed (it reads every weight)."""
@@ -338,7 +335,8 @@ class Replica:
                 raise ProtocolError("records arrived before the coefficient snapshot; joining by sync instead")
             rebuild(self.state, coefs, "peer's coefficient snapshot")
             self.pool.load(coefs.totals)
-            self._set_base(tail_from - 1, base % (1 << 256), coefs.records - len(recs))
+            self.base_round, self.base_digest = tail_from - 1, base % (1 << 256)
+            self.digest.value, self.digest.count = self.base_digest, coefs.records - len(recs)
             for r in recs:
                 self._index(r)
             self._mark_applied(recs)
@@ -349,32 +347,6 @@ class Replica:
                 write_atomic(self._join_path, struct.pack("<II", tail_from, len(recs)) + data)
             self.save_snapshot(coefs.round)
         return coefs
-
-    def _set_base(self, round_: int, digest: int, records: int) -> None:
-        self.base_round, self.base_digest = round_, digest
-        self.digest.value, self.digest.count = digest, records
-
-    def _load_join(self, recs: list[Record]) -> int:
-        """After a coefficient join: the state and totals from the snapshot it joined from (its first
-        ledger entries are the records that came with it). Returns how many entries it covers."""
-        path = self._join_path
-        if path is None or not path.exists():
-            return 0
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise LedgerError(f"{path}: cannot read the coefficient snapshot this peer joined from: {exc}") from None
-        if len(data) < 8 or self.pool is None:
-            raise LedgerError(f"{path}: truncated, or this run has no seed pool")
-        tail_from, n = struct.unpack_from("<II", data)
-        coefs = Coefficients.from_bytes(data[8:], str(path))
-        if n > len(recs):
-            raise LedgerError(f"{path}: covers {n} ledger entries, the ledger holds {len(recs)}")
-        rebuild(self.state, coefs, str(path))
-        self.pool.load(coefs.totals)
-        tail = sum(int.from_bytes(r.record_id, "big") for r in recs[:n])
-        self._set_base(tail_from - 1, (int.from_bytes(coefs.set_digest, "big") - tail) % (1 << 256), coefs.records - n)
-        return n
 
     def _restore(self, entries: list[bytes]) -> None:
         """Rebuild from snapshot + ledger when the run directory already holds records (after a
@@ -393,7 +365,13 @@ class Replica:
         if not all(counted):  # only the records that count are rebuilt
             log.warning("%s: %d records do not count (their keys are revoked or not listed in the run file)",
                         where, counted.count(False))
-        joined = self._load_join(recs)  # the ledger entries a coefficient join's snapshot covers (0: none)
+        joined = 0  # the ledger entries the coefficient snapshot this peer joined from covers (pool.read_join)
+        if (join := read_join(self._join_path, self.state, self.pool, len(recs))) is not None:
+            tail_from, joined, coefs = join
+            tail = sum(int.from_bytes(r.record_id, "big") for r in recs[:joined])
+            self.base_round = tail_from - 1
+            self.base_digest = (int.from_bytes(coefs.set_digest, "big") - tail) % (1 << 256)
+            self.digest.value, self.digest.count = self.base_digest, coefs.records - joined
         covered = self._load_own_snapshot(recs, counted) or joined
         recs = [r for r, c in zip(recs, counted, strict=True) if c]
         with self.lock:
