@@ -61,7 +61,22 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
         "gradients_per_second_swarm": peers * samples * drounds / secs if secs > 0 else None,
         "agree": len({(s.get("set_digest"), s.get("state_hash")) for s in swarm.summaries}) == 1,
         "counters": counter_check(swarm),
+        **join_leave(swarm, rounds),
     }
+
+
+def join_leave(swarm, rounds: int) -> dict:
+    """Per peer, bytes its interface sent from launch to its first completed round (start-up, the DHT,
+    meeting the others, waiting for the quorum, round 0) and from its last completed round to its exit
+    (the drain, the final heartbeats, the DHT): tx counters at those samples (every SAMPLE_S)."""
+    final = swarm.samples[-1]
+    join, leave = [], []
+    for i in range(len(final.tx)):
+        first = next((s for s in swarm.samples if s.rounds[i] >= 1), None)
+        last = next((s for s in swarm.samples if s.rounds[i] >= rounds), None)
+        join.append(first.tx[i] if first else None)
+        leave.append(final.tx[i] - last.tx[i] if last else None)
+    return {"join_bytes_per_peer": join, "leave_bytes_per_peer": leave, "total_bytes_per_peer": list(final.tx)}
 
 
 def measure_idle(peers: int, seconds: float, out: Path) -> dict:

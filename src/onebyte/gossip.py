@@ -9,6 +9,9 @@
   its round (``Membership.heard``).
 * **Push** (``pushes.Pushes``): our record goes to every live peer at once, on the transport's
   long-lived channel to each, tried twice; a record whose push still failed goes to the DHT copy.
+  Beyond ``overlay.DEGREE + 1`` peers it goes to our neighbours in the round's tree instead, and
+  each peer passes a record new to it on along the tree (``relays.Relays``); heartbeats then go to
+  the round's neighbours, and the others learn that we are live from our records.
 * **Repair** (``repair.Repair``): a round's missing records are asked of their authors, then the
   DHT; anti-entropy with a live peer whose settled rounds differ from ours.
 * **Audit**: a live peer with our record set and another state hash means a replica diverged.
@@ -33,12 +36,13 @@ from typing import Any
 from .client import Client
 from .config import differing_fields
 from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, RunMismatch
-from .intake import Intake, claimed_peer
+from .intake import Intake
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .options import PeerOptions
 from .protocol import MAX_MEET, push
 from .pushes import Pushes
 from .record import Record
+from .relays import Relays
 from .repair import Repair
 from .replica import Replica
 from .sitekeys import SiteKeys
@@ -108,6 +112,7 @@ class Gossip:
         self.pushes = Pushes(client, self._beater)
         self.keys = SiteKeys(client, intake, self.others, shared, self._beater)
         self.repair = Repair(client, options, replica, intake, self.members, self.keys, position)
+        self.relays = Relays(self.pushes, intake, self.members, options, self.me, self.targets, position)
 
     @property
     def opts(self) -> PeerOptions:
@@ -218,13 +223,8 @@ class Gossip:
         its author also tells us the author is live and has measured that round."""
         if heartbeat:
             self.observe(heartbeat)
-
-        def heard(rec: Record) -> None:  # its author is live and has measured that round
-            self.members.heard(rec.peer_id, rec.round)
-
-        if record and self.intake.offer(record, heard=heard) and self.opts.relay:
-            # authentic (offer accepted it): on to every other live peer, once
-            self.pushes.forward(record, claimed_peer(record), self.others().values())
+        if record:  # validated; new and authentic, it travels on (Relays.take)
+            self.relays.take(record, pushed=True)
 
     def observe(self, data: bytes) -> bool:
         """A heartbeat from a peer (pushed, or read from the DHT); whether it was authentic (a peer of
@@ -346,7 +346,9 @@ class Gossip:
             self._dht_exchange(encoded, DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
         now, interval = time.monotonic(), self.opts.heartbeat_interval
         # peers our records have not carried a heartbeat to lately (slow rounds): keep them told
-        quiet = self.pushes.quiet(self.others().values(), now, interval)
+        # (in a large swarm, once a round's tree neighbours: the others hear of us from our records)
+        told = self.others() if self._position()[1] else self.relays.near(self.others())
+        quiet = self.pushes.quiet(told.values(), now, interval)
         if quiet and not self.closed:
             self.tell(quiet, encoded)
         self.keys.greet()
@@ -371,11 +373,17 @@ class Gossip:
 
     # ----------------------------------------------------------------- records
     def publish(self, own: Record) -> None:
-        """Push our record to every live peer now, and queue its durable DHT copy."""
+        """Push our record to every live peer now (beyond a mesh, to our neighbours in the round's
+        tree: ``Relays.ours``), and queue its durable DHT copy."""
         raw = own.to_bytes()
         now = time.monotonic()
         others = self.targets()
         durable = not others  # nobody to push to: the DHT copy is where a newcomer finds it
+        tree = self.relays.tree()
+        others = self.relays.ours(own.round, others)
+
+        def missed(other: Heartbeat) -> None:  # in a tree: its branch gets our record from us
+            self.relays.skip(own.round, self.me, raw, other)
         if durable:
             self.pushes.store(own.round, raw)  # bundled: a DHT store every few rounds
         bare, full = push(raw, b""), None  # the heartbeat (a state hash) only when a peer is due one
@@ -384,7 +392,8 @@ class Gossip:
             told = other.peer_id not in quiet
             if not told and full is None:
                 full = push(raw, self.heartbeat().encode(self.opts.secret, self.opts.key))
-            self.pushes.send(other, bare if told else full, not told, None if durable else (own.round, raw))
+            self.pushes.send(other, bare if told else full, not told, None if durable else (own.round, raw),
+                             missed if tree else None)
 
     def close(self) -> None:
         """Stop the executors: queued DHT publications still go out (each call is bounded), pushes

@@ -122,7 +122,9 @@ class Peer:
             if self.replica.records:
                 log.info("restored %d records from %s (resuming at round %d)", len(self.replica.records),
                          self.out, self.round)
-            self.server = Server(self.replica, self.offer, self.gossip.receive, lambda: self.round,
+            # PUT (relayed batches, anti-entropy) goes through the relays: a new record of a recent
+            # round travels on along its round's tree
+            self.server = Server(self.replica, self.gossip.relays.take, self.gossip.receive, lambda: self.round,
                                  setup.spec.shared_bytes, self.apply_pending, self.gossip.answer_meet,
                                  self.gossip.keys.answer)
             self.net.serve(self.handle)
