@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from onebyte.auth import TAG_SIZE as _TAG
 from onebyte.errors import ProtocolError
-from onebyte.membership import _HB, _TAG, MAX_CONTACT, ForeignRun, Heartbeat, Membership, decode_heartbeat
+from onebyte.membership import _HB, MAX_CONTACT, ForeignRun, Heartbeat, Membership, decode_heartbeat
 
 RUN = b"R" * 16
 SECRET = b"swarm secret"

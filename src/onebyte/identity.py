@@ -38,17 +38,18 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import auth
+from .auth import SIGNATURE_SIZE
 from .errors import ConfigError, ProtocolError, storage_error
 
 if TYPE_CHECKING:
     from .config import ListedKey, RunSpec
-    from .record import Record
 
 __all__ = ["SiteKey", "Roster", "Revocation", "peer_id_of", "PUBLIC_SIZE", "SIGNATURE_SIZE", "REVOCATION_SIZE",
            "read_revocations", "append_revocation"]
@@ -56,11 +57,26 @@ __all__ = ["SiteKey", "Roster", "Revocation", "peer_id_of", "PUBLIC_SIZE", "SIGN
 log = logging.getLogger(__name__)
 
 PUBLIC_SIZE = 32
-SIGNATURE_SIZE = 64
 #: Domain prefix of the peer-id hash: the id names the key for this purpose only.
 _ID_DOMAIN = b"onebyte/peer-id/v1\0"
 #: Key files are a few hundred bytes; a larger file is not a key.
 _MAX_KEY_FILE = 4096
+
+
+class Authored(Protocol):
+    """What the roster reads of a record (``record.Record``): its author, round and trailer."""
+
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def round(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def tag(self) -> bytes: ...
+    @property
+    def is_signed(self) -> bool: ...
+    def body(self) -> bytes: ...
 
 
 def peer_id_of(public: bytes) -> int:
@@ -336,13 +352,11 @@ class Roster:
         except InvalidSignature:
             raise ProtocolError(f"{what} signature does not verify under the key of {entry.name!r}") from None
 
-    def verify(self, record: Record) -> None:
+    def verify(self, record: Authored) -> None:
         """A signed record's author is listed and its signature is good (``ProtocolError`` if not)."""
-        if not record.is_signed:
-            raise ProtocolError("record is not signed by a site key (this run lists site keys)")
-        self.verify_signed(record.peer_id, record.body(), record.tag)
+        auth.check("record", record.version, record.peer_id, record.body(), record.tag, roster=self)
 
-    def counts(self, record: Record) -> bool:
+    def counts(self, record: Authored) -> bool:
         """Whether a record counts here: signed, its key listed, its round before the key's ``until``.
         Cheap (no signature check): the filter applied to records already verified once (a ledger)."""
         if not record.is_signed or record.peer_id not in self._by_id:
@@ -350,13 +364,13 @@ class Roster:
         until = self.until(record.peer_id)
         return until is None or record.round < until
 
-    def check(self, record: Record) -> None:
+    def check(self, record: Authored) -> None:
         """``verify``, then refuse a record of a round at or past its key's ``until`` (revoked)."""
         self.verify(record)
         if not self.counts(record):
             raise ProtocolError(self.revoked_reason(record))
 
-    def revoked_reason(self, record: Record) -> str:
+    def revoked_reason(self, record: Authored) -> str:
         entry = self._by_id[record.peer_id]
         return f"key {entry.name!r} is revoked from round {self.until(record.peer_id)}"
 

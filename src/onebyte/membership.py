@@ -10,6 +10,7 @@ A heartbeat is a small authenticated binary message each peer pushes to the othe
 Version 1 ends in a 16-byte HMAC tag under the swarm secret; version 2 (identity mode: the run
 file lists site keys) in the author's Ed25519 signature over everything before it (64 bytes, so
 a heartbeat grows by 48 to about 270 bytes), checked against the key its peer id derives from.
+``auth`` seals and checks the trailer, as it does a record's.
 
 The *closed* digest covers only rounds old enough to be settled, so two peers can tell whether
 they disagree about the past (and must sync) while their newest rounds are still in flight.
@@ -23,14 +24,14 @@ somewhere, and is raised as ``DivergenceError``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from . import auth
+from .auth import SIGNATURE_SIZE, TAG_SIZE, TRAILER_SIZE
 from .errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Heartbeat", "ForeignRun", "decode_heartbeat", "Membership"]
 
 _HB = struct.Struct("<2sB16s16sQIIIB32s32si32sH")
-_TAG = 16
-_SIGNATURE = 64
-_TRAILER = {1: _TAG, 2: _SIGNATURE}  # version -> trailer: HMAC tag, or Ed25519 signature
 MAX_CONTACT = 512
 
 
@@ -63,12 +61,10 @@ class Heartbeat:
     def encode(self, secret: bytes, key: SiteKey | None = None) -> bytes:
         """HMAC-tagged under ``secret`` (version 1), or with ``key`` signed by it (version 2)."""
         c = self.contact.encode()
-        body = _HB.pack(b"HB", 1 if key is None else 2, self.run_tag, self.base, self.peer_id, self.seq, self.round,
+        body = _HB.pack(b"HB", auth.version(key), self.run_tag, self.base, self.peer_id, self.seq, self.round,
                         self.records, int(self.done), self.digest, self.state_hash, self.closed, self.closed_digest,
                         len(c)) + c
-        if key is not None:
-            return body + key.sign(body)
-        return body + hmac.new(secret, body, hashlib.sha256).digest()[:_TAG]
+        return body + auth.seal(body, secret, key)
 
 
 class ForeignRun(ProtocolError):
@@ -84,29 +80,23 @@ def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes, roster: Roster 
     (identity mode; a key revoked at a round it has reached is refused too), else HMAC-tagged under
     ``secret``."""
     if (not isinstance(data, bytes | bytearray)
-            or not _HB.size + _TAG <= len(data) <= _HB.size + MAX_CONTACT + _SIGNATURE):
+            or not _HB.size + TAG_SIZE <= len(data) <= _HB.size + MAX_CONTACT + SIGNATURE_SIZE):
         raise ProtocolError("heartbeat has an impossible size")
     data = bytes(data)
     magic, version, tag_run, base, peer, seq, rnd, records, done, digest, shash, closed, cdigest, clen = (
         _HB.unpack_from(data))
-    if magic != b"HB" or version not in _TRAILER or done > 1 or closed < -1:
+    if magic != b"HB" or version not in TRAILER_SIZE or done > 1 or closed < -1:
         raise ProtocolError("not a onebyte heartbeat")
-    trailer = _TRAILER[version]
+    trailer = TRAILER_SIZE[version]
     if clen > MAX_CONTACT:
         raise ProtocolError(f"heartbeat has an impossible size (a contact of {clen} bytes)")
     if len(data) != _HB.size + clen + trailer:
         raise ProtocolError("heartbeat length does not match its contact field")
+    auth.check("heartbeat", version, peer, data[:-trailer], data[-trailer:], secret=secret, roster=roster)
     if roster is not None:
-        if version != 2:
-            raise ProtocolError("heartbeat is not signed by a site key (this run lists site keys)")
-        roster.verify_signed(peer, data[:-trailer], data[-trailer:], "heartbeat")
         until = roster.until(peer)
         if until is not None and rnd >= until:
             raise ProtocolError(f"heartbeat of key {roster.name(peer)!r}, revoked from round {until}")
-    elif version != 1:
-        raise ProtocolError("heartbeat is signed by a site key, but this run lists no keys")
-    elif not hmac.compare_digest(data[-_TAG:], hmac.new(secret, data[:-_TAG], hashlib.sha256).digest()[:_TAG]):
-        raise ProtocolError("heartbeat authentication failed")
     try:
         contact = data[_HB.size:-trailer].decode()
     except UnicodeDecodeError:

@@ -21,30 +21,27 @@ field and raises ``ProtocolError``; nothing is ever unpickled or parsed as text.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import auth
 from . import codec as codec_mod
+from .auth import SIGNATURE_SIZE, SIGNED_VERSION, TAG_SIZE, TRAILER_SIZE
 from .codec import Codec
 from .errors import ProtocolError
 
 if TYPE_CHECKING:
-    from .identity import Roster, SiteKey
+    from .auth import Signer, Verifier
 
 __all__ = ["Record", "build_record", "decode_record", "SetDigest", "MAX_COUNT", "TAG_SIZE", "SIGNATURE_SIZE",
            "RUN_TAG_SIZE", "VERSION", "SIGNED_VERSION"]
 
 MAGIC = b"OB"
-VERSION = 1  # HMAC-tagged under the swarm secret
-SIGNED_VERSION = 2  # signed by the author's site key (Ed25519)
+VERSION = auth.HMAC_VERSION  # HMAC-tagged under the swarm secret; SIGNED_VERSION: by a site key
 RUN_TAG_SIZE = 16
-TAG_SIZE = 16
-SIGNATURE_SIZE = 64
-_TRAILER = {VERSION: TAG_SIZE, SIGNED_VERSION: SIGNATURE_SIZE}
 MAX_COUNT = 16384  # a 2 KB record of sign bits; 64 KB at most (float32)
 _HEADER = struct.Struct("<2sBB16sIQIHb")
 HEADER_SIZE = _HEADER.size
@@ -95,32 +92,30 @@ class Record:
     def signed(self, secret: bytes) -> Record:
         """This record (version 1) with its authentication tag computed under ``secret``."""
         rec = replace(self, version=VERSION)
-        return replace(rec, tag=_tag(secret, rec.body()))
+        return replace(rec, tag=auth.seal(rec.body(), secret))
 
-    def signed_by(self, key: SiteKey) -> Record:
+    def signed_by(self, key: Signer) -> Record:
         """This record as version 2, signed by a site key. The record says which peer it is from;
         a receiver checks the signature under the key that peer id derives from, so a key can sign
         only for its own id (``identity.Roster``)."""
         rec = replace(self, version=SIGNED_VERSION)
-        return replace(rec, tag=key.sign(rec.body()))
+        return replace(rec, tag=auth.seal(rec.body(), key=key))
 
     def payload_bytes(self) -> int:
         """What the gradients cost: the payload, plus the exponent byte for ``byte``."""
         return len(self.payload) + (1 if self.codec is Codec.BYTE else 0)
 
 
-def _tag(secret: bytes, body: bytes) -> bytes:
-    return hmac.new(secret, body, hashlib.sha256).digest()[:TAG_SIZE]
-
-
 def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | None = None,
-                  roster: Roster | None = None) -> Record:
+                  roster: Verifier | None = None) -> Record:
     """Parse and validate one record; with ``run_tag`` also check its run. Authentication:
 
-    * ``roster`` (identity mode): the record must be signed (version 2) by a listed key
-      (``Roster.verify``; whether its round still counts is ``Roster.counts``, the caller's);
+    * ``roster`` (identity mode): the record must be signed (version 2) by a listed key (whether
+      its round still counts is ``Roster.counts``, the caller's);
     * else ``secret``: the record must be HMAC-tagged (version 1) under it;
-    * neither: no authentication (a local ledger, already checked when it was accepted)."""
+    * neither: no authentication (a local ledger, already checked when it was accepted).
+
+    The trailer is checked by ``auth.check``, as a heartbeat's is."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError("record is not bytes")
     data = bytes(data)
@@ -131,9 +126,9 @@ def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | 
     magic, version, codec_id, tag_run, rnd, peer, first, count, exponent = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError("not a onebyte record (bad magic)")
-    if version not in _TRAILER:
+    if version not in TRAILER_SIZE:
         raise ProtocolError(f"record version {version} is not supported (this reads {VERSION} and {SIGNED_VERSION})")
-    trailer = _TRAILER[version]
+    trailer = TRAILER_SIZE[version]
     try:
         codec = Codec(codec_id)
     except ValueError:
@@ -150,14 +145,7 @@ def decode_record(data: bytes, *, run_tag: bytes | None = None, secret: bytes | 
     rec.gradients()  # validates the payload itself
     if run_tag is not None and tag_run != run_tag:
         raise ProtocolError("record belongs to another run or configuration (run tag mismatch)")
-    if roster is not None:
-        roster.verify(rec)
-    elif secret is not None:
-        if rec.is_signed:
-            raise ProtocolError("record is signed by a site key, but this run lists no keys (the run file's "
-                                "[[keys]] is empty here)")
-        if not hmac.compare_digest(rec.tag, _tag(secret, data[:-trailer])):
-            raise ProtocolError("record authentication failed (wrong or missing swarm secret)")
+    auth.check("record", version, peer, data[:-trailer], rec.tag, secret=secret, roster=roster)
     return rec
 
 
