@@ -191,13 +191,14 @@ def test_private_grad_clips_each_examples_projections_and_without_noise_is_the_b
     batch, seeds = tiny.dataset.train[:4], [7, 8, 9, 10, 11]
     exact = measure_grad(state, obj.loss_tensor, batch, seeds, normalised=False)
     rng = np.random.default_rng(0)
-    loose = measure_grad_private(state, obj.loss_tensor, batch, seeds, clip=1e9, noise_std=0.0, rng=rng,
+    model, losses = tiny.loaded.model, lambda b: obj.per_example(b)[1]
+    loose = measure_grad_private(state, model, losses, batch, seeds, clip=1e9, noise_std=0.0, rng=rng,
                                  normalised=False)
     np.testing.assert_allclose(loose.ghat, exact.ghat, rtol=1e-4, atol=1e-6)  # the mean of per-example gradients
-    tight = measure_grad_private(state, obj.loss_tensor, batch, seeds, clip=1e-3, noise_std=0.0, rng=rng,
+    tight = measure_grad_private(state, model, losses, batch, seeds, clip=1e-3, noise_std=0.0, rng=rng,
                                  normalised=False)
     assert np.linalg.norm(tight.ghat) <= 1e-3 + 1e-12  # each example's K-vector clipped to 1e-3, then averaged
-    noisy = [measure_grad_private(state, obj.loss_tensor, batch, seeds, 1e-3, 1.0, np.random.default_rng(s),
+    noisy = [measure_grad_private(state, model, losses, batch, seeds, 1e-3, 1.0, np.random.default_rng(s),
                                   normalised=False).ghat for s in range(2)]
     assert not np.allclose(noisy[0], noisy[1]) and np.abs(noisy[0]).max() > 0.01  # noise of std 1/B per scalar
 
@@ -217,3 +218,20 @@ def test_a_private_grad_record_is_one_gaussian_mechanism(tiny):
     assert privacy.accountant.steps == 3 and privacy.accountant.report()["epsilon_spent"] <= 3.0
     with pytest.raises(onebyte.errors.BudgetExhausted):
         make_record(tiny, shard, 3, 0, privacy=privacy)
+
+
+def test_per_example_gradients_from_one_pass_equal_one_pass_per_example(tiny):
+    from onebyte.estimator import _bias_owners, _bias_rows, per_example_gradients
+
+    state, obj, model = tiny.state, tiny.objective, tiny.loaded.model
+    batch, losses = tiny.dataset.train[:6], lambda b: obj.per_example(b)[1]
+    owners = _bias_owners(model, state.parameters())
+    assert owners is not None  # tune = bias on GPT-2: every tuned tensor is a Conv1D's or LayerNorm's bias
+    fast = _bias_rows(state, owners, losses, batch)
+    assert fast is not None
+    loop = torch.stack([gradient(state, obj.loss_tensor, [e])[0] for e in batch])
+    np.testing.assert_allclose(fast[0].numpy(), loop.numpy(), rtol=1e-4, atol=1e-6 * float(loop.abs().max()))
+    assert fast[1] == pytest.approx(obj.loss(batch), rel=1e-5)
+    rows, _ = per_example_gradients(state, model, losses, batch)
+    assert torch.equal(rows, fast[0]) and not any(p.requires_grad for p in state.parameters())
+    assert _bias_owners(model, [next(model.parameters())]) is None  # a weight, not a bias: one pass per example

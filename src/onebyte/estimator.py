@@ -48,7 +48,7 @@ from .state import FixedPointState
 FZOO_CLIP = 8.0
 
 __all__ = ["FZOO_CLIP", "Measurement", "projected_gradient", "measure", "measure_es", "measure_fzoo", "measure_private",
-           "measure_grad", "measure_grad_private", "measure_jvp", "gradient", "scaled"]
+           "measure_grad", "measure_grad_private", "measure_jvp", "gradient", "per_example_gradients", "scaled"]
 
 B = TypeVar("B")
 
@@ -209,24 +209,90 @@ def measure_grad(state: FixedPointState, loss: Callable[[B], torch.Tensor], batc
     return Measurement(scaled(proj, normalised), value)
 
 
-def measure_grad_private(state: FixedPointState, loss: Callable[[B], torch.Tensor], batch: Sequence,
-                         seeds: Sequence[int], clip: float, noise_std: float, rng: np.random.Generator,
+def measure_grad_private(state: FixedPointState, model: torch.nn.Module, losses: Callable[[B], torch.Tensor],
+                         batch: Sequence, seeds: Sequence[int], clip: float, noise_std: float, rng: np.random.Generator,
                          normalised: bool) -> Measurement:
-    """DP-SGD on the projections: each example's gradient (one backward pass each) projected onto
+    """DP-SGD on the projections: each example's gradient (``per_example_gradients``) projected onto
     the K directions, that K-vector clipped to L2 norm ``clip``, the B vectors summed, Gaussian
     noise of ``noise_std`` added to each of the K sums, over B. One example moves the sum by at most
     2 x clip in L2 (replace-one), so the released K scalars are one Gaussian mechanism, whatever K.
-    ``rng`` must be private. Normalising (``normalised``) is post-processing of the noisy scalars."""
-    grads, losses = [], []
-    for example in batch:
-        g, value = gradient(state, loss, [example])
-        grads.append(g)
-        losses.append(value)
-    proj = state.layout.project_rows(torch.stack(grads), seeds).numpy()  # (K, B)
+    ``losses(batch)``: the loss of each example; ``rng`` must be private. Normalising
+    (``normalised``) is post-processing of the noisy scalars."""
+    grads, value = per_example_gradients(state, model, losses, batch)
+    proj = state.layout.project_rows(grads, seeds).numpy()  # (K, B)
     norms = np.linalg.norm(proj, axis=0)
     clipped = proj * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
     noisy = (clipped.sum(axis=1) + rng.normal(0.0, noise_std, size=len(seeds))) / len(batch)
-    return Measurement(scaled(noisy, normalised), float(np.mean(losses)))
+    return Measurement(scaled(noisy, normalised), value)
+
+
+def per_example_gradients(state: FixedPointState, model: torch.nn.Module, losses: Callable[[B], torch.Tensor],
+                          batch: Sequence) -> tuple[torch.Tensor, float]:
+    """(G, L): each example's gradient as a row of G (B x the state's layout) and the mean loss.
+
+    When every tuned tensor is the bias of a module that adds it to each position of its output
+    (``nn.Linear``, ``nn.LayerNorm``, GPT-2's ``Conv1D``: the default ``tune = bias``), one batched
+    backward pass gives them all (``_bias_rows``). Otherwise, or when that pass's rows do not add up
+    to its gradient, one backward pass per example."""
+    owners = _bias_owners(model, state.parameters())
+    fast = None if owners is None else _bias_rows(state, owners, losses, batch)
+    if fast is not None:
+        return fast
+    rows, values = [], []
+    for example in batch:
+        g, v = gradient(state, lambda b: losses(b).mean(), [example])
+        rows.append(g)
+        values.append(v)
+    return torch.stack(rows), float(np.mean(values))
+
+
+def _bias_rows(state: FixedPointState, owners: list[torch.nn.Module], losses: Callable[[B], torch.Tensor],
+               batch: Sequence) -> tuple[torch.Tensor, float] | None:
+    """Per-example bias gradients from one backward pass of the summed losses: example i's gradient
+    of a bias is the sum over its positions of the gradient at its module's output, which that
+    output's hook sees row by row (examples do not mix in a transformer: row i is example i's).
+    None when an output is not (batch, ..., features) or the rows do not add up to the gradient."""
+    seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(owners))}
+
+    def keep(i: int) -> Callable:
+        def hook(_module: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                out.register_hook(lambda g: seen[i].append(g.detach()))
+        return hook
+
+    handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(owners)]
+    try:
+        g, value = gradient(state, lambda b: losses(b).sum(), batch)
+    finally:
+        for h in handles:
+            h.remove()
+    n, params = len(batch), state.parameters()
+    per_param = []
+    for i, p in enumerate(params):
+        parts = [x.reshape(x.shape[0], -1, x.shape[-1]).sum(dim=1) for x in seen[i] if x.dim() >= 2]
+        if not parts or len(parts) != len(seen[i]) or any(x.shape != (n, p.numel()) for x in parts):
+            return None
+        per_param.append(torch.stack(parts).sum(dim=0))  # a module called twice: both calls
+    rows = torch.stack([state.flatten([t[b].view_as(p) for t, p in zip(per_param, params, strict=True)])
+                        for b in range(n)])
+    if not torch.allclose(rows.sum(dim=0), g, rtol=1e-3, atol=1e-5 * float(g.abs().max()) + 1e-12):
+        return None
+    return rows, value / n
+
+
+#: Modules whose output is some function of the input plus ``bias`` at every position.
+_BIAS_ADDED = ("Linear", "LayerNorm", "Conv1D")
+
+
+def _bias_owners(model: torch.nn.Module, params: Sequence[torch.Tensor]) -> list[torch.nn.Module] | None:
+    """The module of each tuned tensor when every one is such a module's bias, else None."""
+    by_id = {}
+    for m in model.modules():
+        b = getattr(m, "bias", None)
+        if isinstance(b, torch.Tensor) and type(m).__name__ in _BIAS_ADDED:
+            by_id.setdefault(id(b), m)
+    owners = [by_id.get(id(p)) for p in params]
+    return None if any(m is None for m in owners) else owners
 
 
 def measure_jvp(state: FixedPointState, model: torch.nn.Module, loss: Callable[[B], torch.Tensor], batch: B,
