@@ -204,3 +204,54 @@ def test_checksum_covers_the_header():
     with pytest.raises(LedgerError):  # re-checksummed: parses, but names another round or count
         c = Coefficients.from_bytes(body + struct.pack("<I", zlib.crc32(body)))
         rebuild(_state(), replace(c, state_hash=b"\0" * 32))
+
+
+def test_a_newcomer_in_an_in_memory_swarm_joins_from_coefficients(tmp_path):
+    """Two peers of a pool run train 12 rounds; a newcomer (catchup = auto) joins from peer 0's
+    coefficients over the in-memory transport: it ends on their (digest, hash), at their round, holding
+    records only of the last rounds, and refuses a record of a round its totals cover. A newcomer handed
+    tampered coefficients refuses them and joins by the ledger instead, on the same state."""
+    from conftest import run_peers
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.tasks.data import split_shards
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all", seed_pool=64)
+    fast = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0,
+                dht_poll=0.1, join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
+    hub, peers = MemoryHub(), []
+    try:
+        for pid in range(4):
+            setup = Setup.build(RunSpec(run_id="pool-test", model="tiny-gpt2", task="vader", train=train))
+            shard = split_shards(setup.dataset.train, 4, None, 0)[pid]
+            opts = PeerOptions(peer_id=pid, rounds=12 if pid < 2 else None, secret=b"s", **fast)
+            peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
+        a, b, c, d = peers
+        run_peers([a, b])
+        a.beat(force=True)
+        c.beat(force=True, sync=False)
+        c.catchup.catch_up(c.members.live()[a.opts.peer_id])
+        joined = c.catchup.joined_by
+        assert joined["path"] == "coefficients" and joined["tail_records"] == 2 * 8
+        assert (c.state_hash(), c.replica.digest.hex()) == (a.state_hash(), a.replica.digest.hex())
+        assert c.round == a.round and len(c.replica.records) == 2 * 8 < len(a.replica.records)
+        old = next(r for r in a.replica.records.values() if r.round == 0)
+        assert c.intake.offer(old.to_bytes()) is False and c.state_hash() == a.state_hash()
+
+        honest = d.client.coef
+
+        def tampered(contact, size=None):
+            data, tail_from, raws = honest(contact, size)
+            coefs = Coefficients.from_bytes(data)
+            totals = coefs.totals.copy()
+            totals[0, 0] += 1
+            return replace(coefs, totals=totals).to_bytes(), tail_from, raws
+
+        d.client.coef = tampered
+        d.beat(force=True, sync=False)
+        d.catchup.catch_up(d.members.live()[a.opts.peer_id])
+        assert d.catchup.joined_by["path"] == "ledger" and d.state_hash() == a.state_hash()
+    finally:
+        for p in peers:
+            p.close()
