@@ -20,13 +20,16 @@ from .errors import NetworkError, ProtocolError
 from .intake import Intake
 from .membership import Heartbeat, Membership
 from .options import PeerOptions
-from .protocol import MAX_PUT
+from .protocol import MAX_PUT, MAX_REPLY
 from .replica import Replica
 from .sitekeys import SiteKeys
 
 __all__ = ["Repair"]
 
 log = logging.getLogger(__name__)
+
+#: The round a ranged LEDG request gives as "and every later one" (as ``catchup.OPEN_END``).
+OPEN_END = 0xFFFFFFFF
 
 
 class Repair:
@@ -80,6 +83,8 @@ class Repair:
         for other in list(self.members.live().values()):
             if other.peer_id == self.me or other.digest.hex() == rep.digest.hex():
                 continue
+            if other.closed <= rep.base_round:
+                continue  # joined from coefficients: rounds that old are totals here, not comparable records
             settled = other.closed < round_ - 1 and other.closed_digest != rep.closed_digest(other.closed)
             if not (settled or other.done or done):
                 continue  # only the in-flight rounds differ: pushes and DHT reads will fill them
@@ -100,7 +105,14 @@ class Repair:
         with rep.lock:
             have = {rid[:8] for rid in rep.records} | self.intake.refused_ids()
         missing = [rid for rid in theirs if rid not in have]
-        if missing:
+        if missing and rep.base_round >= 0:
+            # joined from coefficients: most ids we lack are of rounds our totals hold; ask for the
+            # rounds since then instead (what the join brought, not the run's history)
+            _, raws, _ = self.client.ledg(other.contact, range(rep.base_round + 1, OPEN_END),
+                                          self.client.bulk_timeout(None), MAX_REPLY)
+            log.info("synced %d records of the rounds since our coefficient join from peer %x",
+                     sum(self.intake.offer(data) for data in raws), other.peer_id)
+        elif missing:
             got = sum(self.intake.offer(data) for data in self.client.get(other.contact, missing))
             log.info("synced %d records from peer %x", got, other.peer_id)
         with rep.lock:  # and hand over what they lack: the peer ahead sees the mismatch first
