@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Experiment modules under ``bench.experiments``, in the order their sections appear in the report.
-EXPERIMENTS = ("quality", "demo", "exact", "imbalance", "skew", "estimators", "llm", "llm_estimators", "memory", "comm", "wire", "swarms", "thinlink", "newcomer", "speed",
+EXPERIMENTS = ("quality", "demo", "exact", "imbalance", "skew", "estimators", "llm", "llm_estimators", "memory", "comm", "wire", "swarms", "thinlink", "newcomer", "pool", "speed",
                "replay_scaling", "catchup", "startup", "fuzz", "privacy", "attacks", "gpu")
 
 #: One row of the report's "Targets at a glance": claim, measured, target, met.

@@ -1,0 +1,337 @@
+"""The seed pool (issue #31): a newcomer's download after 1,000 and 100,000 rounds, and the pool's accuracy price.
+
+    python -m bench.experiments.pool catchup [--cases P:K:ROUNDS,...] [--out bench/results/pool_catchup.json]
+    python -m bench.experiments.pool accuracy [--pools 1024,4096,16384,0] [--seeds 3] [--rounds 300]
+        [--workers 2] [--resume] [--dry-run] [--out bench/results/pool_accuracy.json]
+
+**catchup.** Each case is a pool of P seeds, K scalars per record and a history of ROUNDS rounds of
+4 peers, in the newcomer bench's configuration (``minilm`` on ``vader``; K = 1,024 is the library's
+defaults, K = 4 the forward-only settings, ``TrainConfig.for_estimator("fzoo")``, whose records are
+what make 100,000 rounds affordable to build here). Peer 0's ledger is written as the newcomer bench
+writes it: real records of the run (its codec, run tag and swarm secret) with synthetic scalars, since
+what catch-up costs in bytes does not depend on their values. Peer 0 then opens that directory
+(``Peer``: the ledger replayed into its state and pool totals) on the in-memory transport, and a
+newcomer with an empty directory joins from it by the library's own path (``CatchUp.catch_up``,
+``catchup = auto``: a pool run asks for the coefficient snapshot first). Measured: the bytes the
+newcomer's transport received and sent while joining, the seconds its join took on this machine
+(rebuilding the state from the P directions and checking the hash), and whether it ends on peer 0's
+(set digest, state hash). The time over a 64 kbit/s line is **computed** from the bytes received
+(bytes x 8 / 64,000: the line's rate alone, no latency or loss), not measured in the thin-link lab;
+the ledger and snapshot that the same peer announces (SIZE) are given the same way for comparison.
+
+**accuracy.** The demo (``onebyte.simulate`` with ``RunSpec`` defaults: MiniLM on VADER, the library's
+``TrainConfig()`` and ``api.Defaults``' peers, rounds and split) at each seed pool P (0: unrestricted
+directions), ``--seeds`` seeds each (run id ``pool-seed{s}``, shard seed s, the same for every P, so
+the comparison is paired), evaluated on the whole held-out split. Results are written after every run;
+``--resume`` keeps the runs already in ``--out`` and runs only the missing ones; ``--dry-run`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.output import RESULTS, WORK, save_result
+from bench.sections import Claim, Results, Section, Step
+from bench.sweep import machine, sweep
+
+PEERS = 4
+LINK_BPS = 64_000
+#: Synthetic scalars' scale (as the newcomer bench: the state moves like a quiet run's).
+SCALE = 0.1
+#: Rounds of records built and appended to the ledger at a time.
+CHUNK_ROUNDS = 5_000
+SYNC_TARGET_S = 60.0
+DEFAULT_CASES = "4096:4:1000,4096:4:100000,16384:4:1000,16384:4:100000,4096:1024:1000,16384:1024:1000"
+#: The accuracy price the issue allows the default pool on the demo, in points.
+MAX_LOSS_POINTS = 0.5
+FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=30.0,
+            dht_poll=0.1, join_timeout=3.0, drain_timeout=5.0, sync_interval=0.2, poll=0.01)
+
+
+# ---------------------------------------------------------------------------------------- catch-up
+def _train(pool: int, samples: int):
+    from onebyte.config import TrainConfig
+
+    if samples == TrainConfig().samples:
+        return TrainConfig(seed_pool=pool)
+    forward = TrainConfig.for_estimator("fzoo", seed_pool=pool)
+    if forward.samples != samples:
+        raise SystemExit(f"K = {samples}: the cases take K = {TrainConfig().samples} (defaults) or "
+                         f"K = {forward.samples} (forward-only settings)")
+    return forward
+
+
+def write_ledger(path: Path, setup, rounds: int, secret: bytes) -> int:
+    """``rounds`` rounds of PEERS peers' records (synthetic scalars) in a ledger at ``path``; its bytes."""
+    from onebyte.ledger import LedgerWriter
+    from onebyte.record import build_record
+    from onebyte.seeds import stream_seed
+
+    train, tag = setup.train, setup.spec.run_tag
+    rng = np.random.default_rng(0)
+    writer = LedgerWriter(path)
+    try:
+        for start in range(0, rounds, CHUNK_ROUNDS):
+            writer.append([build_record(train.codec, tag, r, p, 0, SCALE * rng.normal(size=train.samples),
+                                        stream_seed(tag, "rounding", r, p, 0), secret)
+                           for r in range(start, min(rounds, start + CHUNK_ROUNDS)) for p in range(PEERS)])
+    finally:
+        writer.close()
+    return path.stat().st_size
+
+
+def catchup_case(pool: int, samples: int, rounds: int, work: Path) -> dict:
+    import shutil
+
+    from onebyte.config import RunSpec
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.tasks.data import split_shards
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    shutil.rmtree(work, ignore_errors=True)
+    spec = RunSpec(run_id="pool-bench", model="minilm", task="vader", train=_train(pool, samples))
+    secret = b"pool-bench-secret"
+    t = time.perf_counter()
+    source_setup = Setup.build(spec)
+    ledger_file = write_ledger(work / "peer-0" / "ledger.obl", source_setup, rounds, secret)
+    built = time.perf_counter() - t
+    hub = MemoryHub()
+    t = time.perf_counter()
+    shards = split_shards(source_setup.dataset.train, PEERS + 1, None, 0)
+    source = Peer(source_setup, shards[0], MemoryTransport(hub, "p0"), work / "peer-0",
+                  PeerOptions(peer_id=0, rounds=None, secret=secret, **FAST))
+    restored = time.perf_counter() - t
+    newcomer_setup = Setup.build(spec)
+    newcomer = Peer(newcomer_setup, shards[PEERS], MemoryTransport(hub, "p9"), work / "newcomer",
+                    PeerOptions(peer_id=9, rounds=None, secret=secret, **FAST))
+    try:
+        source.beat(force=True)
+        newcomer.beat(force=True, sync=False)
+        hb = newcomer.members.live()[0]
+        received, sent = newcomer.net.bytes_received, newcomer.net.bytes_sent
+        t, cpu = time.perf_counter(), time.process_time()
+        newcomer.catchup.catch_up(hb)
+        join_seconds, join_cpu = time.perf_counter() - t, time.process_time() - cpu
+        received, sent = newcomer.net.bytes_received - received, newcomer.net.bytes_sent - sent
+        joined = dict(newcomer.catchup.joined_by or {})
+        snapshot_bytes, ledger_bytes = newcomer.client.size(hb.contact)  # what today's paths would download
+        groups = len(newcomer_setup.state.groups)
+        agree = (newcomer.replica.digest.hex(), newcomer.state_hash()) == (source.replica.digest.hex(),
+                                                                          source.state_hash())
+        return {"pool": pool, "samples": samples, "rounds_before": rounds, "records_before": rounds * PEERS,
+                "tuned": newcomer_setup.state.numel, "step_groups": groups, "ledger_file_bytes": ledger_file,
+                "path": joined.get("path"), "coefficient_bytes": joined.get("coefficient_bytes"),
+                "tail_records": joined.get("tail_records"), "received_bytes": received, "sent_bytes": sent,
+                "seconds_at_64kbit": round(received * 8 / LINK_BPS, 2),
+                "join_seconds_here": round(join_seconds, 2), "join_cpu_seconds_here": round(join_cpu, 2),
+                "agree": agree, "round": newcomer.round,
+                "announced": {"ledger_bytes": ledger_bytes, "snapshot_bytes": snapshot_bytes,
+                              "ledger_seconds_at_64kbit": round(ledger_bytes * 8 / LINK_BPS, 1),
+                              "snapshot_seconds_at_64kbit": round(snapshot_bytes * 8 / LINK_BPS, 1)},
+                "build_seconds": round(built, 1), "restore_seconds": round(restored, 1)}
+    finally:
+        newcomer.close()
+        source.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def catchup_main(a: argparse.Namespace) -> None:
+    out = a.out or RESULTS / "pool_catchup.json"
+    cases = [tuple(int(x) for x in c.split(":")) for c in a.cases.split(",")]
+    old = json.loads(out.read_text()) if a.resume and out.exists() else {}
+    runs = [r for r in old.get("cases", []) if (r["pool"], r["samples"], r["rounds_before"]) in cases]
+    done = {(r["pool"], r["samples"], r["rounds_before"]) for r in runs}
+    todo = [c for c in cases if c not in done]
+    if a.dry_run:
+        print("\n".join(f"P = {p}, K = {k}, {n:,} rounds" for p, k, n in todo))
+        return
+    command = "python -m bench.experiments.pool catchup " + shlex.join(sys.argv[2:])
+    for p, k, n in todo:
+        r = catchup_case(p, k, n, WORK / "pool")
+        print(f"P {p} K {k} {n:,} rounds: {r['path']}, {r['received_bytes']:,} B received "
+              f"({r['seconds_at_64kbit']} s at 64 kbit/s), agree {r['agree']}", file=sys.stderr, flush=True)
+        runs.append(r)
+        runs.sort(key=lambda r: (r["samples"], r["pool"], r["rounds_before"]))
+        save_result({"peers": PEERS, "model": "minilm", "task": "vader", "link_bps": LINK_BPS,
+                     "scalars": f"synthetic: {SCALE} x standard normal, encoded by the run's codec",
+                     "in_sync_target_s": SYNC_TARGET_S, "cases": runs}, out, command,
+                    machine() + "; in-memory transport", quiet=True)
+
+
+# ---------------------------------------------------------------------------------------- accuracy
+def accuracy_run(c: dict) -> dict:
+    import onebyte
+    from onebyte.config import TrainConfig
+
+    train = TrainConfig.from_dict({**TrainConfig().to_dict(), "seed_pool": c["pool"]})
+    spec = onebyte.RunSpec(run_id=f"pool-seed{c['seed']}", model="minilm", task="vader", train=train)
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="onebyte-pool-") as tmp:
+        s = onebyte.simulate(spec, out=Path(tmp) / "run", peers=c["peers"], rounds=c["rounds"], seed=c["seed"],
+                             eval_size=c["eval_size"]).summary
+    return {**c, "before": s["eval_before"]["accuracy"], "accuracy": s["eval_after"]["accuracy"],
+            "macro_f1": s["eval_after"]["macro_f1"], "seconds": round(time.time() - start, 1)}
+
+
+def _key(c: dict) -> str:
+    return f"P{c['pool']}/s{c['seed']}"
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per pool: mean accuracy, and the points lost against unrestricted directions on the same seeds."""
+    by: dict[int, dict[int, float]] = {}
+    for r in runs:
+        by.setdefault(r["pool"], {})[r["seed"]] = r["accuracy"]
+    free = by.get(0, {})
+    table = {}
+    for pool, accs in sorted(by.items()):
+        row = {"pool": pool, "accuracy": statistics.fmean(accs.values()), "seeds": len(accs),
+               "std": statistics.stdev(accs.values()) if len(accs) > 1 else 0.0}
+        paired = [free[s] - a for s, a in accs.items() if s in free]
+        if pool and paired:
+            row["loss_points"] = 100 * statistics.fmean(paired)
+        table[str(pool)] = row
+    return table
+
+
+def accuracy_main(a: argparse.Namespace) -> None:
+    from onebyte.api import Defaults
+
+    out = a.out or RESULTS / "pool_accuracy.json"
+    rounds = a.rounds or Defaults.rounds
+    eval_size = None if a.eval_size < 0 else a.eval_size
+    todo = [{"pool": p, "seed": s, "rounds": rounds, "peers": Defaults.peers, "eval_size": eval_size}
+            for s in range(a.first_seed, a.first_seed + a.seeds) for p in a.pools]
+    runs: list[dict] = []
+    old = json.loads(out.read_text()) if a.resume and out.exists() else {}
+    if old and old.get("rounds") == rounds and old.get("eval_size") == eval_size:
+        runs = old["runs"]
+        have = {_key(r) for r in runs}
+        todo = [c for c in todo if _key(c) not in have]
+    if a.dry_run:
+        print(f"{len(todo)} runs of {rounds} rounds ({len(runs)} kept from {out}):")
+        print("\n".join(f"  P = {c['pool'] or 'unrestricted'}, seed {c['seed']}" for c in todo))
+        return
+    command = "python -m bench.experiments.pool accuracy " + shlex.join(sys.argv[2:])
+    print(f"{len(todo)} runs on {a.workers} workers ({len(runs)} kept)", file=sys.stderr, flush=True)
+
+    def write(complete: bool) -> None:  # after every run: a stopped bench keeps what it finished
+        runs.sort(key=_key)
+        save_result({"model": "minilm", "task": "vader", "peers": Defaults.peers, "rounds": rounds,
+                     "eval_size": eval_size, "pools": sorted({r["pool"] for r in runs}), "complete": complete,
+                     "table": summarize(runs), "runs": runs}, out, command, machine(), quiet=True)
+
+    for res in sweep(accuracy_run, todo, a.workers):
+        runs.append(res)
+        print(f"{_key(res)}: {res['accuracy']:.3f} ({res['seconds']} s)", file=sys.stderr, flush=True)
+        write(complete=False)
+    write(complete=True)
+
+
+# ---------------------------------------------------------------------------------------- report
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def render(results: Results) -> list[str]:
+    out: list[str] = []
+    r = results.get("pool_catchup")
+    if r:
+        out += ["### A newcomer's catch-up with a seed pool (issue #31)", "",
+                f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers' history of synthetic records "
+                f"(`{r['model']}` on `{r['task']}`; the scalars are {r['scalars']}: catch-up's bytes do not depend "
+                "on them); peer 0 restores it from its ledger, and a newcomer joins from it over the in-memory "
+                "transport by the library's path. Received: the payload bytes its transport took in (requests' "
+                "and replies' bodies; hivemind's framing comes on top). The seconds at 64 kbit/s are computed from "
+                "them (the line's rate alone), not measured in the thin-link lab. The join's CPU: rebuilding the "
+                "state from the P directions, checking its hash, installing (this process's CPU seconds).", "",
+                "| P | K | rounds before | path | coefficients | records sent along | received | at 64 kbit/s "
+                "| join's CPU here | same (digest, hash) | the ledger instead | the snapshot instead |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for c in r["cases"]:
+            an = c["announced"]
+            out.append(f"| {c['pool']:,} | {c['samples']:,} | {c['rounds_before']:,} | {c['path']} | "
+                       f"{_kib(c['coefficient_bytes'] or 0)} ({c['step_groups']} step groups) | {c['tail_records']} | "
+                       f"**{c['received_bytes']:,} B** | **{c['seconds_at_64kbit']:.1f} s** | "
+                       f"{c['join_cpu_seconds_here']:.1f} s | {'yes' if c['agree'] else '**no**'} | "
+                       f"{_kib(an['ledger_bytes'])} ({an['ledger_seconds_at_64kbit']:,.0f} s) | "
+                       f"{_kib(an['snapshot_bytes'])} ({an['snapshot_seconds_at_64kbit']:,.0f} s) |")
+        out.append("")
+    acc = results.get("pool_accuracy")
+    if acc:
+        out += ["### What a seed pool costs in accuracy (the demo)", "",
+                f"`{acc['command']}` ({acc['date']}, {acc['machine']}): the demo's defaults, {acc['peers']} peers, "
+                f"{acc['rounds']} rounds, at each pool size, paired seeds."
+                + ("" if acc.get("complete") else " **Incomplete**: the runs finished so far."), "",
+                "| seed pool | held-out accuracy (mean ± std) | seeds | points lost against unrestricted |",
+                "|---|---|---|---|"]
+        for row in acc["table"].values():
+            loss = f"{row['loss_points']:+.1f}" if "loss_points" in row else "—"
+            out.append(f"| {row['pool'] or 'unrestricted'} | {100 * row['accuracy']:.1f} % ± {100 * row['std']:.1f} "
+                       f"| {row['seeds']} | {loss} |")
+        out.append("")
+    return out
+
+
+def claims(results: Results) -> list[Claim]:
+    out: list[Claim] = []
+    r = results.get("pool_catchup")
+    if r:
+        for pool in sorted({c["pool"] for c in r["cases"]}):
+            for k in sorted({c["samples"] for c in r["cases"] if c["pool"] == pool}):
+                cs = sorted((c for c in r["cases"] if (c["pool"], c["samples"]) == (pool, k)),
+                            key=lambda c: c["rounds_before"])
+                if len(cs) < 2:
+                    continue
+                first, last = cs[0], cs[-1]
+                out.append((f"seed pool {pool:,}, K = {k:,}: newcomer's download after {first['rounds_before']:,} "
+                            f"and {last['rounds_before']:,} rounds",
+                            f"{first['received_bytes']:,} B and {last['received_bytes']:,} B", "the same",
+                            first["received_bytes"] == last["received_bytes"] and first["agree"] and last["agree"]))
+        worst = max(r["cases"], key=lambda c: c["seconds_at_64kbit"])
+        out.append((f"seed pool: newcomer's download at 64 kbit/s, worst case (P {worst['pool']:,}, K "
+                    f"{worst['samples']:,}; computed from bytes)", f"{worst['seconds_at_64kbit']:.1f} s",
+                    f"≤ {r['in_sync_target_s']:.0f} s", worst["seconds_at_64kbit"] <= r["in_sync_target_s"]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("catchup", help="a newcomer's download after a long synthetic history")
+    c.add_argument("--cases", default=DEFAULT_CASES, help="P:K:ROUNDS,... (pool, scalars per record, rounds)")
+    c.add_argument("--resume", action="store_true", help="keep the cases already in --out")
+    c.add_argument("--dry-run", action="store_true", help="list the cases to run")
+    c.add_argument("--out", type=Path)
+    s = sub.add_parser("accuracy", help="the demo at each pool size")
+    s.add_argument("--pools", type=lambda v: [int(x) for x in v.split(",")], default=[1024, 4096, 16384, 0])
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--first-seed", type=int, default=0)
+    s.add_argument("--rounds", type=int, default=0, help="0: the demo's (api.Defaults.rounds)")
+    s.add_argument("--eval-size", type=int, default=-1, help="held-out examples (-1: all of them)")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--resume", action="store_true", help="keep the runs already in --out; run the missing ones")
+    s.add_argument("--dry-run", action="store_true", help="list the runs to do, run nothing")
+    s.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    (catchup_main if a.what == "catchup" else accuracy_main)(a)
+
+
+SECTION = Section("pool", "bench.experiments.pool", render, claims=claims,
+                  steps=(Step("pool_catchup", ("catchup", "--out", "{out}/pool_catchup.json"),
+                              ("catchup", "--cases", "4096:4:1000,4096:4:10000", "--out", "{out}/pool_catchup.json")),
+                         Step("pool_accuracy", ("accuracy", "--resume", "--out", "{out}/pool_accuracy.json"), None,
+                              timeout_min=600)))
+
+if __name__ == "__main__":
+    main()
