@@ -191,7 +191,7 @@ def test_private_grad_clips_each_examples_projections_and_without_noise_is_the_b
     batch, seeds = tiny.dataset.train[:4], [7, 8, 9, 10, 11]
     exact = measure_grad(state, obj.loss_tensor, batch, seeds, normalised=False)
     rng = np.random.default_rng(0)
-    model, losses = tiny.loaded.model, lambda b: obj.per_example(b)[1]
+    model, losses = tiny.loaded.model, obj.example_rows
     loose = measure_grad_private(state, model, losses, batch, seeds, clip=1e9, noise_std=0.0, rng=rng,
                                  normalised=False)
     np.testing.assert_allclose(loose.ghat, exact.ghat, rtol=1e-4, atol=1e-6)  # the mean of per-example gradients
@@ -224,7 +224,7 @@ def test_per_example_gradients_from_one_pass_equal_one_pass_per_example(tiny):
     from onebyte.estimator import _bias_owners, _bias_rows, per_example_gradients
 
     state, obj, model = tiny.state, tiny.objective, tiny.loaded.model
-    batch, losses = tiny.dataset.train[:6], lambda b: obj.per_example(b)[1]
+    batch, losses = tiny.dataset.train[:6], obj.example_rows
     owners = _bias_owners(model, state.parameters())
     assert owners is not None  # tune = bias on GPT-2: every tuned tensor is a Conv1D's or LayerNorm's bias
     fast = _bias_rows(state, owners, losses, batch)
@@ -235,3 +235,18 @@ def test_per_example_gradients_from_one_pass_equal_one_pass_per_example(tiny):
     rows, _ = per_example_gradients(state, model, losses, batch)
     assert torch.equal(rows, fast[0]) and not any(p.requires_grad for p in state.parameters())
     assert _bias_owners(model, [next(model.parameters())]) is None  # a weight, not a bias: one pass per example
+
+
+def test_per_example_gradients_of_the_encoder_classifier_keep_each_examples_class_descriptions():
+    """MiniLM's loss embeds the class descriptions too; its per-example rows embed them once per
+    example, so one batched pass gives each example's exact gradient (against one pass each)."""
+    from onebyte.estimator import _bias_owners, _bias_rows
+
+    setup = Setup.build(RunSpec(model="minilm", task="vader", train=TrainConfig(batch_size=4)))
+    state, obj = setup.state, setup.objective
+    batch = setup.dataset.train[:4]
+    fast = _bias_rows(state, _bias_owners(setup.loaded.model, state.parameters()), obj.example_rows, batch)
+    assert fast is not None
+    loop = torch.stack([gradient(state, obj.loss_tensor, [e])[0] for e in batch])
+    np.testing.assert_allclose(fast[0].numpy(), loop.numpy(), rtol=1e-3, atol=1e-5 * float(loop.abs().max()))
+    np.testing.assert_allclose(obj.example_rows(batch)[0].detach().numpy(), obj.losses(batch), rtol=1e-5)

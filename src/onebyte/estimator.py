@@ -209,15 +209,14 @@ def measure_grad(state: FixedPointState, loss: Callable[[B], torch.Tensor], batc
     return Measurement(scaled(proj, normalised), value)
 
 
-def measure_grad_private(state: FixedPointState, model: torch.nn.Module, losses: Callable[[B], torch.Tensor],
-                         batch: Sequence, seeds: Sequence[int], clip: float, noise_std: float, rng: np.random.Generator,
+def measure_grad_private(state: FixedPointState, model: torch.nn.Module, losses: ExampleRows, batch: Sequence,
+                         seeds: Sequence[int], clip: float, noise_std: float, rng: np.random.Generator,
                          normalised: bool) -> Measurement:
     """DP-SGD on the projections: each example's gradient (``per_example_gradients``) projected onto
     the K directions, that K-vector clipped to L2 norm ``clip``, the B vectors summed, Gaussian
     noise of ``noise_std`` added to each of the K sums, over B. One example moves the sum by at most
     2 x clip in L2 (replace-one), so the released K scalars are one Gaussian mechanism, whatever K.
-    ``losses(batch)``: the loss of each example; ``rng`` must be private. Normalising
-    (``normalised``) is post-processing of the noisy scalars."""
+    ``rng`` must be private. Normalising (``normalised``) is post-processing of the noisy scalars."""
     grads, value = per_example_gradients(state, model, losses, batch)
     proj = state.layout.project_rows(grads, seeds).numpy()  # (K, B)
     norms = np.linalg.norm(proj, axis=0)
@@ -226,7 +225,12 @@ def measure_grad_private(state: FixedPointState, model: torch.nn.Module, losses:
     return Measurement(scaled(noisy, normalised), value)
 
 
-def per_example_gradients(state: FixedPointState, model: torch.nn.Module, losses: Callable[[B], torch.Tensor],
+#: ``Objective.example_rows``: (each example's loss, for each call of the model in order the example
+#: each row of its batch serves; None when the model is called once and row i is example i's).
+ExampleRows = Callable[[Sequence], tuple[torch.Tensor, "list[torch.Tensor] | None"]]
+
+
+def per_example_gradients(state: FixedPointState, model: torch.nn.Module, losses: ExampleRows,
                           batch: Sequence) -> tuple[torch.Tensor, float]:
     """(G, L): each example's gradient as a row of G (B x the state's layout) and the mean loss.
 
@@ -240,44 +244,57 @@ def per_example_gradients(state: FixedPointState, model: torch.nn.Module, losses
         return fast
     rows, values = [], []
     for example in batch:
-        g, v = gradient(state, lambda b: losses(b).mean(), [example])
+        g, v = gradient(state, lambda b: losses(b)[0].mean(), [example])
         rows.append(g)
         values.append(v)
     return torch.stack(rows), float(np.mean(values))
 
 
-def _bias_rows(state: FixedPointState, owners: list[torch.nn.Module], losses: Callable[[B], torch.Tensor],
+def _bias_rows(state: FixedPointState, owners: list[torch.nn.Module], losses: ExampleRows,
                batch: Sequence) -> tuple[torch.Tensor, float] | None:
-    """Per-example bias gradients from one backward pass of the summed losses: example i's gradient
-    of a bias is the sum over its positions of the gradient at its module's output, which that
-    output's hook sees row by row (examples do not mix in a transformer: row i is example i's).
-    None when an output is not (batch, ..., features) or the rows do not add up to the gradient."""
-    seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(owners))}
+    """Per-example bias gradients from one backward pass of the summed losses: an example's gradient
+    of a bias is the sum, over the positions of the rows that serve it in each call of the module,
+    of the gradient at that call's output, which the output's hook sees row by row (rows do not mix
+    in a transformer). None when an output is not (rows, ..., features), the calls are not the ones
+    ``losses`` names, or the rows do not add up to the gradient."""
+    seen: list[dict[int, torch.Tensor]] = [{} for _ in owners]  # per module: its calls' output gradients
+    calls = [0] * len(owners)
 
     def keep(i: int) -> Callable:
         def hook(_module: torch.nn.Module, _args: object, out: torch.Tensor) -> None:
+            call, calls[i] = calls[i], calls[i] + 1
             if isinstance(out, torch.Tensor) and out.requires_grad:
-                out.register_hook(lambda g: seen[i].append(g.detach()))
+                out.register_hook(lambda g: seen[i].__setitem__(call, g.detach()))
         return hook
+
+    which: list[list[torch.Tensor] | None] = []
+
+    def total(b: Sequence) -> torch.Tensor:
+        per, rows = losses(b)
+        which.append(rows)
+        return per.sum()
 
     handles = [m.register_forward_hook(keep(i)) for i, m in enumerate(owners)]
     try:
-        g, value = gradient(state, lambda b: losses(b).sum(), batch)
+        g, value = gradient(state, total, batch)
     finally:
         for h in handles:
             h.remove()
     n, params = len(batch), state.parameters()
+    rows = [torch.arange(n)] if which[0] is None else [r.cpu() for r in which[0]]
     per_param = []
     for i, p in enumerate(params):
-        parts = [x.reshape(x.shape[0], -1, x.shape[-1]).sum(dim=1) for x in seen[i] if x.dim() >= 2]
-        if not parts or len(parts) != len(seen[i]) or any(x.shape != (n, p.numel()) for x in parts):
-            return None
-        per_param.append(torch.stack(parts).sum(dim=0))  # a module called twice: both calls
-    rows = torch.stack([state.flatten([t[b].view_as(p) for t, p in zip(per_param, params, strict=True)])
-                        for b in range(n)])
-    if not torch.allclose(rows.sum(dim=0), g, rtol=1e-3, atol=1e-5 * float(g.abs().max()) + 1e-12):
+        acc = torch.zeros(n, p.numel(), dtype=torch.float32)  # no call: the loss does not use it (the pooler)
+        for call, x in seen[i].items():
+            if call >= len(rows) or x.dim() < 2 or x.shape[0] != len(rows[call]) or x.shape[-1] != p.numel():
+                return None
+            acc.index_add_(0, rows[call], x.reshape(x.shape[0], -1, x.shape[-1]).sum(dim=1).float().cpu())
+        per_param.append(acc)
+    out = torch.stack([state.flatten([t[b].view_as(p) for t, p in zip(per_param, params, strict=True)])
+                       for b in range(n)])
+    if not torch.allclose(out.sum(dim=0), g.cpu(), rtol=1e-3, atol=1e-5 * float(g.abs().max()) + 1e-12):
         return None
-    return rows, value / n
+    return out.to(g.device), value / n
 
 
 #: Modules whose output is some function of the input plus ``bias`` at every position.

@@ -261,9 +261,8 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
         batches = [[shard[i] for i in privacy.rng.choice(len(shard), acc.batch, replace=False)] for _ in range(draws)]
         noise_std = 2.0 * acc.noise * acc.cfg.clip  # replace-one sensitivity of the clipped sum is 2C
         if method is Estimator.GRAD:
-            m = measure_grad_private(setup.state, setup.loaded.model, lambda b: setup.objective.per_example(b)[1],
-                                     batches[0], seeds, acc.cfg.clip,
-                                     noise_std, privacy.rng, normalised)
+            m = measure_grad_private(setup.state, setup.loaded.model, setup.objective.example_rows, batches[0],
+                                     seeds, acc.cfg.clip, noise_std, privacy.rng, normalised)
         else:
             m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,
                                 noise_std, privacy.rng)

@@ -76,6 +76,12 @@ class Objective:
         """(logits or None, the loss of each example)."""
         raise NotImplementedError
 
+    def example_rows(self, batch: Sequence[Example]) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(the loss of each example, for each call of the model in order which example each row of
+        its batch serves; None: one call, row i is example i's). Per-example gradients read a
+        module's output row by row, so no row may serve two examples."""
+        return self.per_example(batch)[1], None
+
     def logits_and_loss(self, batch: Sequence[Example]) -> tuple[torch.Tensor | None, torch.Tensor]:
         logits, losses = self.per_example(batch)
         return logits, losses.mean()
@@ -123,13 +129,28 @@ class EncoderClassifier(Objective):
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return F.normalize(pooled, dim=-1)
 
+    def _descriptions(self) -> list[str]:
+        return [f"This is {name}." for name in self.label_names]
+
     def per_example(self, batch):
         texts = [self.template.format(text=e.text) for e in batch]
-        descriptions = [f"This is {name}." for name in self.label_names]
+        descriptions = self._descriptions()
         emb = self._embed(texts + descriptions)
         logits = COSINE_SCALE * emb[: len(texts)] @ emb[len(texts):].T
         labels = torch.tensor([e.label for e in batch], device=logits.device)
         return logits, F.cross_entropy(logits, labels, reduction="none")
+
+    def example_rows(self, batch):
+        """The same losses with the class descriptions embedded once per example, in a second call of
+        the model (short rows, not padded to the texts' length): row i·C + c of that call is example
+        i's copy of class c's, so every row of either call serves one example."""
+        n, descriptions = len(batch), self._descriptions()
+        texts = self._embed([self.template.format(text=e.text) for e in batch])
+        per = self._embed(descriptions * n).view(n, len(descriptions), -1)
+        logits = COSINE_SCALE * torch.einsum("bh,bch->bc", texts, per)
+        labels = torch.tensor([e.label for e in batch], device=logits.device)
+        rows = [torch.arange(n), torch.arange(n).repeat_interleave(len(descriptions))]
+        return F.cross_entropy(logits, labels, reduction="none"), rows
 
 
 class CausalClassifier(Objective):
