@@ -265,3 +265,41 @@ def test_a_newcomer_in_an_in_memory_swarm_joins_from_coefficients(tmp_path, capl
     finally:
         for p in peers:
             p.close()
+
+
+@pytest.mark.parametrize("aggregate", [Aggregate.SUM, Aggregate.CLIPPED], ids=["sum", "clipped"])
+def test_lockstep_peers_with_a_pool_equal_the_simulator_and_its_totals(tmp_path, aggregate):
+    """swarm = simulate holds with a seed pool: same state hash, digest and totals; the totals rebuild
+    the simulator's state from the base; and the pool changes the run (another hash than no pool)."""
+    from conftest import run_peers
+    from onebyte.peer import Peer, PeerOptions
+    from onebyte.simulator import SimConfig, run_simulation
+    from onebyte.tasks.data import split_shards
+    from onebyte.training import Setup
+    from onebyte.transport.memory import MemoryHub, MemoryTransport
+
+    train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all", seed_pool=8, aggregate=aggregate)
+    sims = {p: run_simulation(SimConfig(model="tiny-gpt2", task="vader", peers=3, rounds=3, run_id="pool-test",
+                                        eval_size=0, train=replace(train, seed_pool=p)), tmp_path / f"sim{p}")
+            for p in (8, 0)}
+    assert sims[8].summary["state_hash"] != sims[0].summary["state_hash"]
+    hub, peers = MemoryHub(), []
+    fast = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0,
+                dht_poll=0.1, join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
+    try:
+        for pid in range(3):
+            setup = Setup.build(RunSpec(run_id="pool-test", model="tiny-gpt2", task="vader", train=train))
+            shard = split_shards(setup.dataset.train, 3, None, 0)[pid]
+            peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}",
+                              PeerOptions(peer_id=pid, rounds=3, lockstep=3, secret=b"", **fast)))
+        summaries = run_peers(peers)
+        assert {s["state_hash"] for s in summaries} == {sims[8].summary["state_hash"]}
+        assert {s["set_digest"] for s in summaries} == {sims[8].summary["set_digest"]}
+        coefs = peers[0].replica.coefficients(3)
+        assert all(np.array_equal(p.replica.pool.c, peers[0].replica.pool.c) for p in peers)
+        fresh = Setup.build(RunSpec(run_id="pool-test", model="tiny-gpt2", task="vader", train=train))
+        rebuild(fresh.state, Coefficients.from_bytes(coefs.to_bytes()))
+        assert fresh.state.state_hash() == sims[8].summary["state_hash"]
+    finally:
+        for p in peers:
+            p.close()
