@@ -174,6 +174,21 @@ def test_a_newcomer_joins_from_coefficients_refuses_covered_rounds_and_restarts_
     assert (back.digest.hex(), back.state_hash(), back.pool.c.tobytes()) == want
 
 
+def test_a_pool_replica_restarts_with_its_totals(tmp_path):
+    """Reopened from snapshot + ledger, or from the ledger alone: the same state and the same totals."""
+    rep = _replica(_records(5), out=tmp_path / "r")
+    rep.save_snapshot(5)
+    rep.add(_records(9)[5 * 4:])
+    want = (rep.state_hash(), rep.pool.c.tobytes())
+    rep.ledger.close()
+    for drop in (False, True):
+        if drop:
+            (tmp_path / "r" / "snapshot.safetensors").unlink()
+        back = Replica.open(tmp_path / "r", _state(), TRAIN, RUN)
+        assert (back.state_hash(), back.pool.c.tobytes()) == want
+        back.ledger.close()
+
+
 def test_the_coefficient_download_does_not_grow_with_history():
     """The COEF reply after 10 rounds and after 400 is the same number of bytes (P x groups totals,
     plus the last TAIL_ROUNDS rounds as records); the ledger grows forty-fold."""
@@ -237,6 +252,7 @@ def test_a_newcomer_in_an_in_memory_swarm_joins_from_coefficients(tmp_path, capl
         assert joined["path"] == "coefficients" and joined["tail_records"] == 2 * 8
         assert (c.state_hash(), c.replica.digest.hex()) == (a.state_hash(), a.replica.digest.hex())
         assert c.round == a.round and len(c.replica.records) == 2 * 8 < len(a.replica.records)
+        assert c.summary()["records"] == a.summary()["records"] == 2 * 12  # the covered rounds count too
         old = next(r for r in a.replica.records.values() if r.round == 0)
         assert c.intake.offer(old.to_bytes()) is False and c.state_hash() == a.state_hash()
         # a record c lacks (a round after its join): anti-entropy asks for the rounds since the join only

@@ -73,7 +73,7 @@ def peer_summary(opts: PeerOptions, setup: Setup, replica: Replica, intake: Inta
             "rounds": opts.rounds,
             "rounds_completed": at["rounds_completed"],
             "round": at["round"],
-            "records": len(rep.applied),
+            "records": rep.digest.count,  # after a coefficient join, the rounds its totals hold too
             "records_accepted": len(rep.records),
             "records_rejected": sum(rejections.values()),
             "rejections": rejections,
