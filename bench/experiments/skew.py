@@ -101,8 +101,10 @@ def main() -> None:
         for t in todo:
             print("  ", key(t))
         return
-    # seed by seed (a stopped run keeps whole seeds), the longest (8-peer) runs of each first
-    for r in sweep(_run_kept, sorted(todo, key=lambda t: (t["seed"], -t["peers"])), a.workers, fresh=True):
+    # condition by condition in the order asked (the default's claims first), the longest runs first
+    order = {c: i for i, c in enumerate(a.conds)}
+    for r in sweep(_run_kept, sorted(todo, key=lambda t: (order[t["cond"]], -t["peers"], t["seed"])), a.workers,
+                   fresh=True):
         done[r["key"]] = r
         print(r["key"], f"{r['accuracy']:.3f} (last three {r['last3']:.3f}) in {r['seconds']:.0f} s", flush=True)
     runs = [done[key(t)] for t in plan]
