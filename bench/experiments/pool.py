@@ -155,7 +155,7 @@ def catchup_main(a: argparse.Namespace) -> None:
     if a.dry_run:
         print("\n".join(f"P = {p}, K = {k}, {n:,} rounds" for p, k, n in todo))
         return
-    command = "python -m bench.experiments.pool catchup " + shlex.join(sys.argv[2:])
+    command = ("python -m bench.experiments.pool catchup " + shlex.join(sys.argv[2:])).strip()
     for p, k, n in todo:
         r = catchup_case(p, k, n, WORK / "pool")
         print(f"P {p} K {k} {n:,} rounds: {r['path']}, {r['received_bytes']:,} B received "
@@ -222,7 +222,7 @@ def accuracy_main(a: argparse.Namespace) -> None:
         print(f"{len(todo)} runs of {rounds} rounds ({len(runs)} kept from {out}):")
         print("\n".join(f"  P = {c['pool'] or 'unrestricted'}, seed {c['seed']}" for c in todo))
         return
-    command = "python -m bench.experiments.pool accuracy " + shlex.join(sys.argv[2:])
+    command = ("python -m bench.experiments.pool accuracy " + shlex.join(sys.argv[2:])).strip()
     print(f"{len(todo)} runs on {a.workers} workers ({len(runs)} kept)", file=sys.stderr, flush=True)
 
     def write(complete: bool) -> None:  # after every run: a stopped bench keeps what it finished
@@ -261,7 +261,8 @@ def render(results: Results) -> list[str]:
         for c in r["cases"]:
             an = c["announced"]
             out.append(f"| {c['pool']:,} | {c['samples']:,} | {c['rounds_before']:,} | {c['path']} | "
-                       f"{_kib(c['coefficient_bytes'] or 0)} ({c['step_groups']} step groups) | {c['tail_records']} | "
+                       f"{_kib(c['coefficient_bytes'] or 0)} ({c['step_groups']} step group{'s' * (c['step_groups'] > 1)}) | "
+                       f"{c['tail_records']} | "
                        f"**{c['received_bytes']:,} B** | **{c['seconds_at_64kbit']:.1f} s** | "
                        f"{c['join_cpu_seconds_here']:.1f} s | {'yes' if c['agree'] else '**no**'} | "
                        f"{_kib(an['ledger_bytes'])} ({an['ledger_seconds_at_64kbit']:,.0f} s) | "
@@ -277,7 +278,9 @@ def render(results: Results) -> list[str]:
                 "|---|---|---|---|"]
         for row in acc["table"].values():
             loss = f"{row['loss_points']:+.1f}" if "loss_points" in row else "—"
-            out.append(f"| {row['pool'] or 'unrestricted'} | {100 * row['accuracy']:.1f} % ± {100 * row['std']:.1f} "
+            pool = f"{row['pool']:,}" if row["pool"] else "unrestricted"
+            out.append(f"| {pool} | "
+                       f"{100 * row['accuracy']:.1f} % ± {100 * row['std']:.1f} "
                        f"| {row['seeds']} | {loss} |")
         out.append("")
     return out
@@ -302,6 +305,13 @@ def claims(results: Results) -> list[Claim]:
         out.append((f"seed pool: newcomer's download at 64 kbit/s, worst case (P {worst['pool']:,}, K "
                     f"{worst['samples']:,}; computed from bytes)", f"{worst['seconds_at_64kbit']:.1f} s",
                     f"≤ {r['in_sync_target_s']:.0f} s", worst["seconds_at_64kbit"] <= r["in_sync_target_s"]))
+    acc = results.get("pool_accuracy")
+    if acc and acc.get("complete"):
+        for row in acc["table"].values():
+            if "loss_points" in row:
+                out.append((f"seed pool {row['pool']:,} on the demo ({acc['rounds']} rounds, {row['seeds']} seed{'s' * (row['seeds'] > 1)}): "
+                            "points lost against unrestricted directions", f"{row['loss_points']:+.1f}",
+                            f"≤ {MAX_LOSS_POINTS} (for the default)", row["loss_points"] <= MAX_LOSS_POINTS))
     return out
 
 
