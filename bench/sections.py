@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Experiment modules under ``bench.experiments``, in the order their sections appear in the report.
-EXPERIMENTS = ("quality", "demo", "exact", "imbalance", "skew", "estimators", "llm", "llm_estimators", "memory", "comm", "wire", "swarms", "thinlink", "newcomer", "pool", "speed",
+EXPERIMENTS = ("quality", "demo", "exact", "imbalance", "skew", "estimators", "llm", "llm_estimators", "memory", "comm", "wire", "swarms", "scale", "thinlink", "newcomer", "pool", "speed",
                "replay_scaling", "catchup", "startup", "fuzz", "privacy", "attacks", "gpu")
 
 #: One row of the report's "Targets at a glance": claim, measured, target, met.
@@ -57,6 +57,19 @@ class Section:
     claims: Callable[[Results], list[Claim]] | None = None
     #: Sections whose results this one's steps read (they run first).
     after: tuple[str, ...] = ()
+    #: One short paragraph for the docs' "Defaults that hold" page: the default this experiment
+    #: chose or checks, and what it was measured to cost (None: nothing measured yet).
+    note: Callable[[Results], str | None] | None = None
+
+
+def notes(results: Results) -> list[str]:
+    """Every section's paragraph for the defaults page, in report order."""
+    out = []
+    for s in sections():
+        text = s.note(results) if s.note else None
+        if text:
+            out.append(text)
+    return out
 
 
 def sections() -> list[Section]:

@@ -8,7 +8,9 @@ A page asks for generated text with a marker on a line of its own:
 * ``<!-- onebyte:modules -->``: the module map, the first sentence of each module's docstring;
 * ``<!-- onebyte:docstring onebyte.record -->``: one module's docstring (read from the source);
 * ``<!-- onebyte:benchmarks -->``: BENCHMARKS.md, which ``python -m bench.report`` writes from
-  bench/results; its figures are copied into the site beside the page.
+  bench/results; its figures are copied into the site beside the page;
+* ``<!-- onebyte:defaults -->``: one paragraph per default that guards a run (each experiment's
+  ``note``, from bench/results), with what it was measured to cost.
 
 An unknown marker or a missing module is an error, so the strict build fails.
 """
@@ -186,10 +188,19 @@ def benchmarks() -> str:
     return text
 
 
+def defaults() -> str:
+    """Each experiment's paragraph on the default it chose and its measured cost (bench.sections.notes)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from bench.sections import Results, notes
+
+    return "\n\n".join(notes(Results(REPO / "bench" / "results")))
+
+
 # ---- mkdocs events ----------------------------------------------------------------------------
 
 GENERATORS = {"cli": cli_reference, "run-file": run_file_reference, "modules": module_map,
-              "benchmarks": benchmarks}
+              "benchmarks": benchmarks, "defaults": defaults}
 
 
 def render(markdown: str) -> str:

@@ -186,10 +186,37 @@ def claims(results: Results) -> list[Claim]:
     return out
 
 
+def note(results: Results) -> str | None:
+    r = results.get("imbalance")
+    if not r:
+        return None
+    t = _table(r)
+    rare = min(r["mix"], key=r["mix"].get)
+    mix = "/".join(f"{100 * share:.0f}" for share in r["mix"].values())
+    said = []
+    for split in dict.fromkeys(sp for sp, _ in t):
+        if (split, DEFAULT) in t and (split, "none") in t:
+            d, n = t[(split, DEFAULT)], t[(split, "none")]
+            said.append(f"on {split} shards macro-F1 {100 * d['macro_f1']:.1f} % ({100 * n['macro_f1']:.1f} with "
+                        f"uniform batches), accuracy {100 * d['accuracy']:.1f} % ({100 * n['accuracy']:.1f}), recall of "
+                        f"the rarest class {100 * d[f'recall {rare}']:.1f} % ({100 * n[f'recall {rare}']:.1f}): against "
+                        f"uniform batches {100 * (d['accuracy'] - n['accuracy']):+.1f} points of accuracy and "
+                        f"{100 * (d['macro_f1'] - n['macro_f1']):+.1f} of macro-F1 for "
+                        f"{100 * (d[f'recall {rare}'] - n[f'recall {rare}']):+.1f} of the rarest class's recall")
+    before = next(iter(t.values()))
+    return (f"**Imbalanced labels: `balance = {DEFAULT}`.** A site draws each batch by class, in proportion to the "
+            "square root of each class's examples in its own shard (nothing leaves the site; records stay "
+            "order-free). `none` draws uniformly (the majority class then dominates every batch), `classes` draws "
+            f"each class equally (it over-corrects on skewed shards). On a {mix} % file ({r['seeds']} seed(s), "
+            f"{r['rounds']} rounds, 4 peers, zero-shot macro-F1 {100 * before['before macro_f1']:.1f} %, accuracy "
+            f"{100 * before['before accuracy']:.1f} %): " + "; ".join(said) + ". It costs no time. "
+            "[Imbalanced labels](benchmarks.md#imbalanced-labels-a-users-own-file)")
+
+
 SECTION = Section("imbalance", "imbalance", render,
                   (Step("imbalance", ("--out", "{out}/imbalance.json"),
                         ("--rounds", "20", "--seeds", "1", "--splits", "iid", "--out", "{out}/imbalance.json")),),
-                  claims=claims)
+                  claims=claims, note=note)
 
 
 if __name__ == "__main__":
