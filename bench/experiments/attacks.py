@@ -1,8 +1,8 @@
 """Hostile insiders against `sum` and robust aggregation (the demo task, 8 peers), issue #14.
 
-    python -m bench.experiments.attacks [--peers 8] [--fraction 0.25] [--rounds 40] [--seeds 1]
-        [--aggregates sum,median,trimmed] [--attacks none,signflip,max,random,sybil,lie-late]
-        [--robust-lr 1.5e-3,0] [--band inf] [--workers 2] [--out bench/results/attacks.json]
+    python -m bench.experiments.attacks [--peers 8] [--fraction 0.25] [--rounds 40] [--seeds 5]
+        [--aggregates sum,clipped] [--attacks none,signflip,max,random,sybil,lie-late]
+        [--robust-lr 0] [--band inf] [--eval-every 10] [--workers 2] [--out bench/results/attacks.json]
 
 Every run is the simulator (`onebyte.simulate`) on the demo's task (all-MiniLM-L6-v2 on VADER, the
 library default `TrainConfig()` read at run time, with a cosine horizon of the run's rounds) with
@@ -36,7 +36,8 @@ from onebyte.update import CLIP_MADS as BAND  # clipped's band; --band overrides
 
 MODEL, TASK = "minilm", "vader"
 ATTACKS = ("none", "signflip", "max", "random", "sybil", "lie-late")
-TARGET_POINTS = 1.0  # issue #14: robust loses at most 1 point under each attack, and against sum
+TARGET_POINTS = 1.0  # issue #14: robust loses at most 1 point under each attack
+NO_ATTACK_POINTS = 0.5  # issue #30: without attack, robust costs at most 0.5 points against sum
 
 
 def conditions(a: argparse.Namespace) -> list[dict]:
@@ -175,10 +176,15 @@ def render(results: Results) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if r.get("plot"):
         lines += ["", f"![accuracy against forward passes under each attack]({results.images}{r['plot']})"]
-    lines += ["", "The robust learning rate: with n peers sharing K directions, a round's n·K measurements give K "
-              "directions rather than n·K, so each step carries the same signal as `sum`'s with more of its noise "
-              "along fewer directions, and the default rate is too large for it: compare the robust columns' "
-              "no-attack rows. `clipped` is the mean of the scalars within 3 robust standard deviations "
+    shared = r.get("directions") == "shared"
+    lines += ["", ("The defaults measure shared directions already (grad, K = 1,024: every peer of a round measures "
+                   "the same directions), so `sum` and the robust columns differ only in how a direction's scalars "
+                   "combine. " if shared else
+                   "The robust learning rate: with n peers sharing K directions, a round's n·K measurements give K "
+                   "directions rather than n·K, so each step carries the same signal as `sum`'s with more of its "
+                   "noise along fewer directions, and the default rate is too large for it: compare the robust "
+                   "columns' no-attack rows. ")
+              + "`clipped` is the mean of the scalars within 3 robust standard deviations "
               "(1.4826 × the median absolute deviation) of their median, times the number of peers: with no "
               "outlier `sum`'s step, and an excluded record's share is carried by the others. (Until "
               "2026-11-27 it was the *sum* of the kept scalars, so every excluded record also shortened the "
@@ -261,9 +267,36 @@ def claims(results: Results) -> list[Claim]:
                     f"{worst:.1f} points", f"≤ {TARGET_POINTS:g}", worst <= TARGET_POINTS))
     if "sum/none" in t and f"{robust}/none" in t:
         cost = 100 * (t["sum/none"]["accuracy"] - t[f"{robust}/none"]["accuracy"])
-        out.append((f"robust (`{robust}`) vs `sum`, no attack, equal forward passes", f"{cost:.1f} points",
-                    f"≤ {TARGET_POINTS:g}", cost <= TARGET_POINTS))
+        out.append((f"robust (`{robust}`) vs `sum`, no attack, equal forward passes "
+                    f"({t[f'{robust}/none']['seeds']} seeds)", f"{cost:.1f} points", f"≤ {NO_ATTACK_POINTS:g}",
+                    cost <= NO_ATTACK_POINTS))
     return out
+
+
+def note(results: Results) -> str | None:
+    r = results.get("attacks")
+    if r is None:
+        return None
+    t, robust = r["table"], recommended(r)
+    worst = max(((row["loss_points"], row["attack"]) for k, row in t.items() if k.startswith(f"{robust}/")
+                 and row["attack"] != "none" and "loss_points" in row), default=None)
+    if worst is None or "sum/none" not in t or f"{robust}/none" not in t:
+        return None
+    cost = 100 * (t["sum/none"]["accuracy"] - t[f"{robust}/none"]["accuracy"])
+    summed = [(row["loss_points"], row["attack"]) for k, row in t.items() if k.startswith("sum/")
+              and row["attack"] != "none" and "loss_points" in row]
+    seeds = t[f"{robust}/none"]["seeds"]
+    return ("**Hostile insiders: `aggregate = sum`, with `clipped` one setting away.** Every record counts fully "
+            f"by default. With {r['hostile']} of {r['peers']} peers hostile, `{robust}` (every peer measures the "
+            "round's shared directions; the step along each is the mean of the scalars within 3 robust standard "
+            f"deviations of their median) loses at most {worst[0]:.1f} points to any attack ({worst[1]}; "
+            f"{r['rounds']} rounds, {seeds} seed(s)), and without attack it ends {cost:+.1f} points against `sum` "
+            "(negative: below). "
+            + (f"`sum` under the same attacks loses up to {max(summed)[0]:.1f} points ({max(summed)[1]}). " if summed
+               else "")
+            + "It costs no extra bytes or forward passes: the robust statistic is computed by every replica from "
+            "the same records. Use it for runs where a site could turn hostile, with site keys so one site is one "
+            "voice. [Hostile insiders](benchmarks.md#hostile-insiders-sum-against-robust-aggregation)")
 
 
 def main() -> None:
@@ -272,17 +305,17 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.25)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--aggregates", type=lambda s: s.split(","), default=["sum", "median", "trimmed"])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--aggregates", type=lambda s: s.split(","), default=["sum", "clipped"])
     ap.add_argument("--attacks", type=lambda s: s.split(","), default=list(ATTACKS))
-    ap.add_argument("--robust-lr", type=lambda s: [float(x) for x in s.split(",")], default=[1.5e-3, 0.0],
+    ap.add_argument("--robust-lr", type=lambda s: [float(x) for x in s.split(",")], default=[0.0],
                     help="learning rates of the robust aggregates, the recommended one first (0: the default's); "
                     "sum runs at the default's")
     ap.add_argument("--band", type=float, help="an ablation: `clipped`'s band in robust standard deviations "
                     f"(default {BAND:g}; inf: the plain mean over shared directions)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--recommend", help="the column the claims are about (e.g. 'clipped', 'median lr 0.0015'); "
-                    "default: the one in --out when resuming, else the median at the first --robust-lr")
+    ap.add_argument("--recommend", default="clipped",
+                    help="the column the claims are about (e.g. 'clipped', 'median lr 0.0015')")
     ap.add_argument("--out", type=Path, default=RESULTS / "attacks.json")
     ap.add_argument("--resume", action="store_true",
                     help="keep every run already in --out (same peers, rounds, fraction) and run only the missing ones")
@@ -294,11 +327,10 @@ def main() -> None:
     runs = []
     command = "python -m bench.experiments.attacks " + shlex.join(sys.argv[1:])
     commands = [command]
-    recommend = a.recommend or (f"median lr {a.robust_lr[0]:g}" if a.robust_lr[0] else "median")
+    recommend = a.recommend
     old_lr = None
     if a.resume and a.out.exists():
         old = json.loads(a.out.read_text())
-        recommend = a.recommend or recommended(old)  # what the kept results recommended
         old_lr = old.get("robust_lr")
         if (old["peers"], old["rounds"], old["fraction"]) == (a.peers, a.rounds, a.fraction):
             runs = old["runs"]  # every finished run of this setting is kept, asked for this time or not
@@ -312,7 +344,8 @@ def main() -> None:
                   "hostile": len(Attack("max", a.fraction).hostile(a.peers)), "rounds": a.rounds, "seeds": a.seeds,
                   "aggregates": a.aggregates, "attacks": a.attacks, "robust": "median", "complete": complete,
                   "robust_lr": (old_lr if a.resume and old_lr else a.robust_lr[0] or TrainConfig().lr),
-                  "default_lr": TrainConfig().lr,
+                  "default_lr": TrainConfig().lr, "estimator": TrainConfig().estimator.value,
+                  "samples": TrainConfig().samples, "directions": TrainConfig().directions.value,
                   "table": summarize(runs), "runs": runs, "plot": plot(runs, a.out), "commands": commands,
                   "recommended": recommend}
         save_result(result, a.out, command, machine())
@@ -326,10 +359,10 @@ def main() -> None:
 
 SECTION = Section("attacks", "bench.experiments.attacks", render,
                   steps=(Step("attacks", ("--out", "{out}/attacks.json"),
-                              ("--rounds", "8", "--eval-every", "4", "--attacks", "none,max",
-                               "--aggregates", "sum,median", "--robust-lr", "1.5e-3", "--out", "{out}/attacks.json"),
+                              ("--rounds", "8", "--eval-every", "4", "--attacks", "none,max", "--seeds", "1",
+                               "--out", "{out}/attacks.json"),
                               timeout_min=120),),
-                  claims=claims)
+                  claims=claims, note=note)
 
 if __name__ == "__main__":
     main()
