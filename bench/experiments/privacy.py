@@ -193,8 +193,27 @@ def claims(results: Results) -> list:
              f"≤ {TARGET_POINTS:g}", loss <= TARGET_POINTS)]
 
 
+def note(results: Results) -> str | None:
+    r = results.get("privacy_grad")
+    got = _grad_loss(r) if r else None
+    if got is None:
+        return None
+    loss, seeds = got
+    groups = _by_epsilon(r)
+    slower = fmean(x["seconds"] for x in groups["3"]) / fmean(x["seconds"] for x in groups["inf"])
+    rounds = r.get("rounds") or r["command"].split("--rounds ")[1].split()[0]
+    return ("**Private data: off by default, one setting on.** `--dp-epsilon E` (and `--dp-delta D`, 1e-5 unless "
+            "set) works with every other setting at its default: with `grad`, each example's gradient is "
+            "projected onto the record's K directions, clipped and noised (DP-SGD on the projections; one "
+            "mechanism per record, accounted by dp-accounting), and a peer stops before it overspends. At ε = 3 on "
+            f"the demo's settings ({rounds} rounds, {seeds} seed(s), δ = 1 / a site's examples) it loses {loss:.1f} points of held-out "
+            f"accuracy against the same runs without DP, and a private run takes {slower:.1f}× the time. "
+            "[Accuracy against the privacy budget](benchmarks.md#accuracy-against-the-privacy-budget)")
+
+
 # Not part of `make bench` (four 100-round simulations): run it on its own.
-SECTION = Section("privacy", "bench.experiments.privacy", lambda res: render(res) + render_grad(res), claims=claims)
+SECTION = Section("privacy", "bench.experiments.privacy", lambda res: render(res) + render_grad(res), claims=claims,
+                  note=note)
 
 
 if __name__ == "__main__":
