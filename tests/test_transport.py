@@ -391,7 +391,7 @@ def test_channel_frames_round_trip_and_bad_prefixes_are_refused():
     import asyncio
 
     from onebyte.errors import ProtocolError
-    from onebyte.transport.dht import MAX_FRAME, _read_frame, _varint
+    from onebyte.transport.channels import MAX_FRAME, _read_frame, _varint
 
     async def read_all(data: bytes) -> list[bytes]:
         reader = asyncio.StreamReader()
@@ -414,7 +414,7 @@ def test_channel_frames_round_trip_and_bad_prefixes_are_refused():
 def test_pushes_share_one_long_lived_channel_and_reopen_after_it_breaks():
     pytest.importorskip("hivemind")
     from onebyte.errors import ProtocolError
-    from onebyte.transport.dht import MAX_FRAME
+    from onebyte.transport.channels import MAX_FRAME
 
     swarm = Swarm("dht")
     try:
@@ -425,13 +425,13 @@ def test_pushes_share_one_long_lived_channel_and_reopen_after_it_breaks():
             a.send(b.contact, b"m%d" % i, timeout=10.0)
         # order holds on one channel; across a broken one and its successor it is not promised
         assert swarm.eventually(lambda: len(got) == 5)
-        writer = a._channels[b.contact]  # type: ignore[attr-defined]
-        assert list(a._channels) == [b.contact]  # type: ignore[attr-defined]
+        writer = a._channels.writers[b.contact]  # type: ignore[attr-defined]
+        assert list(a._channels.writers) == [b.contact]  # type: ignore[attr-defined]
         with pytest.raises(ProtocolError):
             a.send(b.contact, b"x" * (MAX_FRAME + 1), timeout=10.0)
-        a._call(a._close_channels(), 5.0)  # type: ignore[attr-defined]  # the stream breaks
+        a._call(a._channels.close(), 5.0)  # type: ignore[attr-defined]  # the stream breaks
         a.send(b.contact, b"after", timeout=10.0)
-        assert a._channels[b.contact] is not writer  # type: ignore[attr-defined]
+        assert a._channels.writers[b.contact] is not writer  # type: ignore[attr-defined]
         assert swarm.eventually(lambda: got[-1:] == [b"after"])
         assert got == [b"m0", b"m1", b"m2", b"m3", b"m4", b"after"]
     finally:

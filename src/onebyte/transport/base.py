@@ -18,6 +18,12 @@ Handler = Callable[[bytes], bytes]
 BULK_RATE = 2000.0
 
 
+def one_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's message (hivemind's can span many)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 class Transport(ABC):
     """Publish-and-poll messaging plus point-to-point requests.
 

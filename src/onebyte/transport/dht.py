@@ -10,11 +10,8 @@
   ``onebyte/<run tag>/peers``. The swarm secret's HMAC inside each record and heartbeat is what
   keeps outsiders out; the DHT signature only pins slots to their owners.
 * Pushes (a record, a heartbeat now and then) go over one *long-lived channel* per neighbour: a
-  libp2p stream opened on the first push and kept, each message framed by a varint length. A
-  message then costs its bytes plus the stream's framing (yamux 12 B, the secure channel's 18 B)
-  and the TCP/IP headers, with no stream set-up, no protocol negotiation and no reply; a stream
-  per push cost several round trips and about a kilobyte each. The far side never writes on a
-  channel: its end (EOF, reset) is watched, and the next push opens a new one.
+  libp2p stream opened on the first push and kept, each message framed by a varint length
+  (``channels``): no stream set-up, no protocol negotiation and no reply per push.
 * Bulk requests (snapshots, record sync, round fetches) open a stream per request over a hivemind
   binary stream handler, served from a background asyncio loop in this process.
 
@@ -35,7 +32,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from ..errors import ConfigError, MissingDependency, NetworkError, NetworkTimeout, PeerUnreachable, ProtocolError
-from .base import BULK_RATE, Handler, Transport
+from .base import BULK_RATE, Handler, Transport, one_line
+from .channels import CHANNEL, Channels, frame, receive
 
 __all__ = ["DhtTransport"]
 
@@ -69,39 +67,6 @@ PUBLISH_EVERY = 8
 #: pings of an 8-peer swarm starting together.
 DHT_NODE_OPTIONS = {"cache_nearest": 0, "cache_refresh_before_expiry": 0, "wait_timeout": 10.0}
 _HANDLER = "onebyte.bulk"
-_CHANNEL = "onebyte.push"
-#: The largest message a push channel carries (a record of MAX_COUNT float32 scalars and a
-#: heartbeat fit); a longer length prefix means a broken or hostile sender and closes the channel.
-MAX_FRAME = 80 << 10
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """One varint-framed message; None at a clean end of stream, ProtocolError on a bad prefix."""
-    n = 0
-    for i in range(4):  # 28 bits: more than MAX_FRAME
-        try:
-            byte = (await reader.readexactly(1))[0]
-        except asyncio.IncompleteReadError:
-            if i == 0:
-                return None
-            raise ProtocolError("push channel ended inside a length prefix") from None
-        n |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            break
-    else:
-        raise ProtocolError("push channel length prefix too long")
-    if n > MAX_FRAME:
-        raise ProtocolError(f"push channel message of {n} bytes (limit {MAX_FRAME})")
-    return await reader.readexactly(n)
 
 
 def _load_key(path: Path | None):
@@ -175,7 +140,7 @@ class DhtTransport(Transport):
         try:
             self.dht = start(self._join, ready=False)
         except Exception as exc:
-            raise ConfigError(f"could not start the DHT node: {_one_line(exc)}") from None
+            raise ConfigError(f"could not start the DHT node: {one_line(exc)}") from None
         if wait:
             try:
                 self.ready(run_tag)
@@ -199,7 +164,7 @@ class DhtTransport(Transport):
         except Exception as exc:  # hivemind raises plain exceptions for unreachable peers / bad addrs
             self.dht.shutdown()
             if not initial_peers or "bootstrap" not in str(exc):
-                raise ConfigError(f"could not start the DHT node: {_one_line(exc)}") from None
+                raise ConfigError(f"could not start the DHT node: {one_line(exc)}") from None
             # The bootstrap ping has hivemind's 3 s RPC timeout, which a slow link can exceed before
             # the connection is even up (TCP + TLS + stream setup over a 400 ms round trip, a lost
             # SYN costs 1 s): start alone, then dial the join peers without that limit.
@@ -209,7 +174,7 @@ class DhtTransport(Transport):
             try:
                 self.dht = start([])
             except Exception as exc2:
-                raise ConfigError(f"could not start the DHT node: {_one_line(exc2)}") from None
+                raise ConfigError(f"could not start the DHT node: {one_line(exc2)}") from None
         # sampled in the background from now on: not before the DHT process is forked (a thread
         # running ss at that moment could leave a lock held in the child)
         self._wire.start()
@@ -220,8 +185,7 @@ class DhtTransport(Transport):
         self._contact: str | None = None
         _ = self.contact
         self._last_expiry: dict[str, float] = {}
-        self._channels: dict[str, asyncio.StreamWriter] = {}  # contact -> our long-lived push stream
-        self._opening: dict[str, asyncio.Lock] = {}  # one opener and one writer per channel at a time
+        self._channels = Channels(self._open_channel)
         self._stranded = redial  # the join peers not reached yet: rejoin() dials them again
         self._rejoined_at = -1e9
         self._started = True
@@ -244,7 +208,7 @@ class DhtTransport(Transport):
         except NetworkError:
             raise
         except Exception as exc:
-            raise PeerUnreachable(f"{what} to peer {contact[:16]}… failed: {_one_line(exc)}") from None
+            raise PeerUnreachable(f"{what} to peer {contact[:16]}… failed: {one_line(exc)}") from None
 
     def _expiry(self, key: str, ttl: float) -> float:
         from hivemind.utils import get_dht_time
@@ -354,18 +318,15 @@ class DhtTransport(Transport):
             finally:
                 writer.close()
 
+        async def on_frame(message: bytes) -> None:
+            transport.bytes_received += len(message)
+            await loop.run_in_executor(None, handler, message)
+
         async def on_channel(_info, reader, writer):
-            try:  # frames in order, one at a time: a pushed heartbeat is observed before the next record
-                while (frame := await _read_frame(reader)) is not None:
-                    transport.bytes_received += len(frame)
-                    await loop.run_in_executor(None, handler, frame)
-            except Exception as exc:  # a broken or hostile sender loses its channel, nothing more
-                log.debug("push channel closed: %s", _one_line(exc))
-            finally:
-                writer.close()
+            await receive(reader, writer, on_frame)
 
         self._call(self._p2p.add_binary_stream_handler(_HANDLER, on_stream), START_TIMEOUT)
-        self._call(self._p2p.add_binary_stream_handler(_CHANNEL, on_channel), START_TIMEOUT)
+        self._call(self._p2p.add_binary_stream_handler(CHANNEL, on_channel), START_TIMEOUT)
 
     def request(self, contact: str, payload: bytes, timeout: float) -> bytes:
         from hivemind.p2p import P2P, PeerID
@@ -384,55 +345,17 @@ class DhtTransport(Transport):
         return reply
 
     def send(self, contact: str, payload: bytes, timeout: float) -> None:
-        """Write one message on our channel to ``contact``, opening it (or a new one, once, if the
-        old one broke) as needed. Delivery is TCP's: a peer that dies takes unread messages with it."""
-        if len(payload) > MAX_FRAME:
-            raise ProtocolError(f"push of {len(payload)} bytes is over the channel limit of {MAX_FRAME}")
-        frame = _varint(len(payload)) + payload
+        """Write one message on our channel to ``contact`` (``channels.Channels.put``). Delivery is
+        TCP's: a peer that dies takes unread messages with it."""
+        data = frame(payload)
+        self._call_peer(self._channels.put(contact, data), timeout, "push", contact)
+        self.bytes_sent += len(data)
 
-        async def put() -> None:
-            async with self._opening.setdefault(contact, asyncio.Lock()):
-                writer = self._channels.get(contact)
-                for attempt in (0, 1):
-                    if writer is None or writer.is_closing():
-                        writer = await self._open_channel(contact)
-                    try:
-                        writer.write(frame)
-                        await writer.drain()
-                        return
-                    except (ConnectionError, OSError):
-                        self._forget(contact, writer)
-                        writer = None
-                        if attempt:
-                            raise
-
-        self._call_peer(put(), timeout, "push", contact)
-        self.bytes_sent += len(frame)
-
-    async def _open_channel(self, contact: str) -> asyncio.StreamWriter:
+    async def _open_channel(self, contact: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         from hivemind.p2p import PeerID
 
-        _info, reader, writer = await self._p2p.call_binary_stream_handler(PeerID.from_base58(contact), _CHANNEL)
-        self._channels[contact] = writer
-        asyncio.ensure_future(self._watch(contact, reader, writer))
-        return writer
-
-    async def _watch(self, contact: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The far side never writes on a channel: anything from it, or its end, retires the channel."""
-        try:
-            await reader.read(1)
-        except Exception as exc:
-            log.debug("push channel to %s… ended: %s", contact[:16], _one_line(exc))
-        self._forget(contact, writer)
-
-    def _forget(self, contact: str, writer: asyncio.StreamWriter) -> None:
-        if self._channels.get(contact) is writer:
-            del self._channels[contact]
-        writer.close()
-
-    async def _close_channels(self) -> None:
-        for contact, writer in list(self._channels.items()):
-            self._forget(contact, writer)
+        _info, reader, writer = await self._p2p.call_binary_stream_handler(PeerID.from_base58(contact), CHANNEL)
+        return reader, writer
 
     def rejoin(self) -> bool:
         if not self._stranded:
@@ -457,7 +380,7 @@ class DhtTransport(Transport):
         try:
             self.dht.run_coroutine(partial(_connect, list(addresses)), return_future=True).result(START_TIMEOUT)
         except Exception as exc:
-            raise PeerUnreachable(f"could not connect to {addresses}: {_one_line(exc)}") from None
+            raise PeerUnreachable(f"could not connect to {addresses}: {one_line(exc)}") from None
 
     def close(self) -> None:
         """Publish unfinished bundles, stop the P2P replica, the DHT and the loop; idempotent."""
@@ -472,7 +395,7 @@ class DhtTransport(Transport):
                 except (ProtocolError, NetworkError) as exc:
                     log.debug("final bundle not published: %s", exc)
             try:
-                self._call(self._close_channels(), 5.0)
+                self._call(self._channels.close(), 5.0)
             except Exception as exc:
                 log.debug("push channels: %s", exc)
             try:
@@ -502,8 +425,3 @@ async def _connect(addresses: list[str], _dht, node) -> bool:
     await node.find_nearest_nodes([node.node_id])
     return True
 
-
-def _one_line(exc: BaseException) -> str:
-    """The last non-empty line of an exception's message (hivemind's can span many)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
