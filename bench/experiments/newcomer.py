@@ -1,6 +1,6 @@
 """A newcomer joining over a thin link after 1,000 rounds of 4 peers: the catch-up path it takes, and when it is in sync.
 
-    sudo python -m bench.experiments.newcomer [--rounds 1000] [--more 80] [--out bench/results/newcomer.json]
+    sudo python -m bench.experiments.newcomer [--rounds 1000] [--more 80] [--seed-pool P] [--out bench/results/newcomer.json]
 
 Four peers in the demo's configuration (``minilm`` on ``vader``, the library defaults) hold a
 ledger of ``--rounds`` rounds, one record per peer per round. The ledgers are written here: real
@@ -15,6 +15,10 @@ Measured, from the newcomer's launch: when its DHT node is up (its address file)
 (its log names the path, ledger or snapshot, and the sizes it chose by), and when it is in sync (its
 first round done, holding every record of the rounds before it). All five run to the end, and the
 run checks that they hold one (set digest, state hash).
+
+``--seed-pool P`` runs the same with a seed pool of P directions (``seed_pool`` in the run file): the
+newcomer then joins from peer 0's coefficient snapshot (``bench.experiments.pool`` renders it, from
+``bench/results/newcomer_pool.json``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
 #: Scale of the synthetic scalars: the state moves like a quiet run's, not like noise at full scale.
 SCALE = 0.1
 JOINED = re.compile(r"joined from peer (\w+) by its (ledger|snapshot) \(ledger ([\d,]+) B, snapshot ([\d,]+) B\)")
+JOINED_POOL = re.compile(r"joined from peer (\w+) by its coefficients \(([\d,]+) B of totals")
 #: The newcomer's ``-v`` log lines that mark its steps, with their times (``onebyte peer -v``).
 EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO onebyte\.(?:peer|catchup): "
                    r"(model and data ready|DHT node up|found \d+ live peer|ledger piece \d+ of \d+|joined from peer)",
@@ -57,11 +62,13 @@ SYNC_TARGET_S = 60.0
 RUN_TIMEOUT = 900.0
 
 
-def write_ledgers(work: Path, rounds: int) -> tuple[Path, Path, int]:
+def write_ledgers(work: Path, rounds: int, seed_pool: int = 0) -> tuple[Path, Path, int]:
     """The shared run file and secret, and each established peer's ledger of ``rounds`` rounds.
     Returns (run file, secret file, ledger bytes)."""
+    from onebyte.config import TrainConfig
+
     work.mkdir(parents=True, exist_ok=True)
-    spec = RunSpec(run_id="newcomer-bench", model="minilm", task="vader")
+    spec = RunSpec(run_id="newcomer-bench", model="minilm", task="vader", train=TrainConfig(seed_pool=seed_pool))
     run_file = work / "run.toml"
     run_file.write_text(spec.to_toml())
     secret = secrets.token_bytes(32)
@@ -82,11 +89,11 @@ def write_ledgers(work: Path, rounds: int) -> tuple[Path, Path, int]:
     return run_file, secret_file, (work / "peer-0" / "ledger.obl").stat().st_size
 
 
-def measure(work: Path, rounds: int, more: int) -> dict:
+def measure(work: Path, rounds: int, more: int, seed_pool: int = 0) -> dict:
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
-    run_file, secret_file, ledger_bytes = write_ledgers(work, rounds)
+    run_file, secret_file, ledger_bytes = write_ledgers(work, rounds, seed_pool)
     final = rounds + more
     common = ["--config", str(run_file), "--secret-file", str(secret_file), "--threads", "1", "--eval-size", "0",
               "--max-deadline", "30", "--rounds", str(final), "-v"]
@@ -125,6 +132,10 @@ def measure(work: Path, rounds: int, more: int) -> dict:
                 joined_at = now
                 joined = {"path": m.group(2), "from_peer": m.group(1), "ledger_bytes": int(m.group(3).replace(",", "")),
                           "snapshot_bytes": int(m.group(4).replace(",", ""))}
+            elif joined_at is None and log_path.exists() and (m := JOINED_POOL.search(log_path.read_text())):
+                joined_at = now
+                joined = {"path": "coefficients", "from_peer": m.group(1),
+                          "coefficient_bytes": int(m.group(2).replace(",", ""))}
             s = read_summary(newcomer.out) or {}
             if s.get("rounds_completed", 0) >= 1:
                 synced_at, first = now, s
@@ -141,6 +152,7 @@ def measure(work: Path, rounds: int, more: int) -> dict:
     first_round = first["round"] - first["rounds_completed"] if first else None
     return {
         "peers": PEERS,
+        "seed_pool": seed_pool,
         "model": "minilm",
         "task": "vader",
         "rounds_before": rounds,
@@ -252,17 +264,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=1000)
     ap.add_argument("--more", type=int, default=80, help="rounds the swarm trains after the ledger")
+    ap.add_argument("--seed-pool", type=int, default=0, help="a seed pool of P directions (0: none)")
     ap.add_argument("--work", type=Path, default=WORK / "newcomer")
-    ap.add_argument("--out", type=Path, default=RESULTS / "newcomer.json")
+    ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    a.out = a.out or RESULTS / ("newcomer_pool.json" if a.seed_pool else "newcomer.json")
 
     def on_term(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
-    r = measure(a.work, a.rounds, a.more)
+    r = measure(a.work, a.rounds, a.more, a.seed_pool)
     save_result(r, a.out, "sudo python -m bench.experiments.newcomer"
-                + (f" --rounds {a.rounds}" if a.rounds != 1000 else "") + (f" --more {a.more}" if a.more != 80 else ""),
+                + (f" --rounds {a.rounds}" if a.rounds != 1000 else "") + (f" --more {a.more}" if a.more != 80 else "")
+                + (f" --seed-pool {a.seed_pool}" if a.seed_pool else ""),
                 f"{platform.machine()}, {os.cpu_count()} cores, one network namespace per peer")
 
 

@@ -50,7 +50,8 @@ SCALE = 0.1
 #: Rounds of records built and appended to the ledger at a time.
 CHUNK_ROUNDS = 5_000
 SYNC_TARGET_S = 60.0
-DEFAULT_CASES = "4096:4:1000,4096:4:100000,16384:4:1000,16384:4:100000,4096:1024:1000,16384:1024:1000"
+DEFAULT_CASES = ("4096:4:1000,4096:4:100000,16384:4:1000,16384:4:100000,4096:1024:1000,4096:1024:10000,"
+                 "16384:1024:1000")
 #: The accuracy price the issue allows the default pool on the demo, in points.
 MAX_LOSS_POINTS = 0.5
 FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=30.0,
@@ -268,6 +269,7 @@ def render(results: Results) -> list[str]:
                        f"{_kib(an['ledger_bytes'])} ({an['ledger_seconds_at_64kbit']:,.0f} s) | "
                        f"{_kib(an['snapshot_bytes'])} ({an['snapshot_seconds_at_64kbit']:,.0f} s) |")
         out.append("")
+    out += _render_lab(results.get("newcomer_pool"))
     acc = results.get("pool_accuracy")
     if acc:
         out += ["### What a seed pool costs in accuracy (the demo)", "",
@@ -284,6 +286,36 @@ def render(results: Results) -> list[str]:
                        f"| {row['seeds']} | {loss} |")
         out.append("")
     return out
+
+
+def _lab_ok(r: dict) -> bool:
+    sync = r.get("seconds_to_in_sync")
+    return (sync is not None and sync <= r["in_sync_target_s"] and r["complete_before_first_round"] and r["agree"]
+            and r["joined_by"].get("path") == "coefficients")
+
+
+def _render_lab(r: dict | None) -> list[str]:
+    """The newcomer bench with a seed pool (``bench.experiments.newcomer --seed-pool P``): measured in the
+    thin-link lab, real peer processes."""
+    if not r:
+        return []
+    j, link, sync = r["joined_by"], r["link"], r["seconds_to_in_sync"]
+    return ["### A newcomer over a thin link, with a seed pool (thin-link lab)", "",
+            f"`{r['command']}` ({r['date']}, {r['machine']}): the newcomer bench with `seed_pool = "
+            f"{r['seed_pool']:,}`. {r['peers']} peer processes restart from ledgers of {r['rounds_before']:,} rounds "
+            f"and train on; a fifth with an empty directory joins through peer 0. Every access link: "
+            f"{link['rate_kbit_s']:.0f} kbit/s each way, {link['one_way_delay_ms']:.0f} ms, "
+            f"{100 * link['loss']:.0f} % loss (measured, not computed).", "",
+            f"Path: **{j.get('path', '—')}**"
+            + (f" ({j['coefficient_bytes']:,} B of totals)" if j.get("coefficient_bytes") else "")
+            + f"; joined after {_num(r['seconds_to_joined'])} s, **in sync after {_num(sync)} s** (its first round "
+            f"done, with every record before it); all five end on one (digest, hash): "
+            f"{'yes' if r['agree'] else '**no**'}. Target: in sync within {r['in_sync_target_s']:.0f} s — "
+            f"{'met' if _lab_ok(r) else '**missed**'}.", ""]
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
 
 
 def claims(results: Results) -> list[Claim]:
@@ -305,6 +337,11 @@ def claims(results: Results) -> list[Claim]:
         out.append((f"seed pool: newcomer's download at 64 kbit/s, worst case (P {worst['pool']:,}, K "
                     f"{worst['samples']:,}; computed from bytes)", f"{worst['seconds_at_64kbit']:.1f} s",
                     f"≤ {r['in_sync_target_s']:.0f} s", worst["seconds_at_64kbit"] <= r["in_sync_target_s"]))
+    lab = results.get("newcomer_pool")
+    if lab:
+        out.append((f"seed pool {lab['seed_pool']:,}: a newcomer over a thin link after {lab['rounds_before']:,} rounds "
+                    "(lab): seconds to in sync", f"{_num(lab['seconds_to_in_sync'])} s "
+                    f"({lab['joined_by'].get('path', '—')})", f"≤ {lab['in_sync_target_s']:.0f} s", _lab_ok(lab)))
     acc = results.get("pool_accuracy")
     if acc and acc.get("complete"):
         for row in acc["table"].values():
