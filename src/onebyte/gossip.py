@@ -39,6 +39,7 @@ from .errors import DivergenceError, ModelError, NetworkError, ProtocolError, Ru
 from .intake import Intake
 from .membership import ForeignRun, Heartbeat, Membership, decode_heartbeat
 from .options import PeerOptions
+from .overlay import mesh, neighbours
 from .protocol import MAX_MEET, push
 from .pushes import Pushes
 from .record import Record
@@ -256,16 +257,27 @@ class Gossip:
 
     def _introduce(self, peer_id: int, data: bytes) -> None:
         """While waiting for the first round: introduce a peer heard from for the first time to
-        every other peer heard within ``IDLE_TTL``, and them to it, by passing on the heartbeats
+        the other peers heard within ``IDLE_TTL``, and them to it, by passing on the heartbeats
         their authors signed (a relay cannot forge one). A peer whose DHT read missed some of the
         others (over a thin link a read can time out) so learns of them through anyone who met
-        both, and every quorum count sees the same peers. Once per newcomer: 2 (n − 2) pushes of a
-        few hundred bytes."""
+        both, and every quorum count sees the same peers. Up to a full mesh: to every other waiting
+        peer, and each of them to it (2 (n − 2) pushes of a few hundred bytes per newcomer). Beyond:
+        an epidemic of bounded fan-out, as records travel: to our neighbours (at most ``DEGREE``) in a
+        tree drawn from the newcomer's id, each of which does the same on first hearing of it, and
+        our own heartbeat to it (so it hears of every peer once the news has reached them all):
+        ``DEGREE + 1`` pushes per newcomer, not 2 (n − 2)."""
         if self.closed or not self.introducing:
             return
         known = {p: hb for p, hb in self.waiting().items() if p not in (peer_id, self.me)}
         newcomer = self.members.get(peer_id)
         message = push(b"", data)
+        if not mesh(len(known) + 2):
+            for p in neighbours(peer_id, self.me, {*known, peer_id}):
+                if p in known:
+                    self.pushes.send(known[p], message)  # not our heartbeat: nothing "told"
+            if newcomer is not None:
+                self.pushes.send(newcomer, push(b"", self.heartbeat().encode(self.opts.secret, self.opts.key)))
+            return
         for p, other in known.items():
             self.pushes.send(other, message)  # not our heartbeat: nothing "told"
             if newcomer is not None and (raw := self._raw.get(p)) is not None:
