@@ -148,9 +148,8 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
         records = [decode_record(b, run_tag=run.run_tag) for b in raws]
     except ProtocolError as exc:
         raise LedgerError(f"{d.ledger}: {exc}") from None
+    # a revoked key's records of rounds >= its until, and unlisted ones, do not count (Replica.admit)
     roster = Roster.of(run.spec, run.run_tag, d.revocations)
-    if roster is not None:  # a revoked key's records of rounds >= its until, and unlisted ones, do not count
-        records = [r for r in records if roster.counts(r)]
     loaded = _loaded(base) if not isinstance(base, str | Path) else load_model(str(base))
     if loaded is None:
         loaded = load_model(run.model)
@@ -158,6 +157,6 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     loaded, state = tuned_state(loaded, run.train.tune, run.run_tag, sparsity=run.train.sparsity)
     if shuffle is not None:
         random.Random(shuffle).shuffle(records)
-    replica = Replica(state, run.train, run.run_tag)
-    replica.add(records)
-    return Replayed(run, loaded, state, len(records), replica.state_hash())
+    replica = Replica(state, run.train, run.run_tag, counts=roster.counts if roster is not None else None)
+    applied = replica.add(records)
+    return Replayed(run, loaded, state, applied, replica.state_hash())

@@ -109,13 +109,18 @@ class Replica:
             ids = self.slots.get(slot)
             return self.records[ids[0]] if ids else None
 
-    def admit(self, rec: Record) -> bool:
-        """Index a record the caller has validated and queue it for ``flush``; False if known."""
+    def admit(self, rec: Record, queue: bool = True) -> bool:
+        """The one way a record enters this replica, whatever its source: own, network (``Intake``),
+        restart (``_restore``), snapshot (``install``), replay and the simulator (``add``). False if
+        it is known already or does not count here (``counts``: a revoked or unlisted key's); else it
+        is indexed and, with ``queue``, queued for ``flush``. ``queue=False``: the record is already
+        in the state (a snapshot's, or a restored one), which the caller moves itself."""
         with self.lock:
-            if rec.record_id in self.records:
+            if rec.record_id in self.records or (self.counts is not None and not self.counts(rec)):
                 return False
             self._index(rec)
-            self.pending.append(rec)
+            if queue:
+                self.pending.append(rec)
             return True
 
     def flush(self, through: int | None = None) -> int:
@@ -153,7 +158,8 @@ class Replica:
             return len(batch)
 
     def add(self, records: Iterable[Record]) -> int:
-        """Admit and flush: the simulator's and replay's path (records already validated)."""
+        """Admit and flush: the simulator's and replay's path (records already validated). Returns
+        how many were applied (those admitted)."""
         with self.lock:
             for rec in records:
                 self.admit(rec)
@@ -292,7 +298,7 @@ class Replica:
                 self.state.load_tensors(before)
                 raise ProtocolError(problem)
             for r in recs:
-                self._index(r)
+                self.admit(r, queue=False)
             self._mark_applied(recs)
             self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
             if self.ledger is not None:
@@ -338,7 +344,7 @@ class Replica:
             self.base_round, self.base_digest = tail_from - 1, base % (1 << 256)
             self.digest.value, self.digest.count = self.base_digest, coefs.records - len(recs)
             for r in recs:
-                self._index(r)
+                self.admit(r, queue=False)
             self._mark_applied(recs)
             if self.ledger is not None:
                 self.ledger.append(recs)
@@ -379,8 +385,7 @@ class Replica:
                 self.pool.add_plan(plan_set(recs[:covered], self.train, self.pool.fracs))
                 self.pool.add_plan(plan_set(recs[:joined], self.train, self.pool.fracs, sign=-1))
             for rec in recs:
-                if rec.record_id not in self.records:
-                    self._index(rec)
+                self.admit(rec, queue=False)
             # the snapshot holds effective(prefix); move to effective(all), undoing what a later
             # entry turned into an equivocation
             if self.train.aggregate is Aggregate.SUM:

@@ -20,6 +20,7 @@ from .identity import Roster, SiteKey, check_site_key
 from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
+from .summary import write_json
 from .tasks.data import eval_subset, split_shards
 from .training import Privacy, Setup, check_private, make_record, private_steps
 from .update import check_cap
@@ -181,9 +182,11 @@ def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None =
         setup.spec.save(d.run)
     except OSError as exc:
         raise storage_error(exc, str(d.run)) from None
-    replica = Replica.open(d, setup.state, cfg.train, setup.spec.run_tag)
+    # a key the run file revokes from a round: its records of that round on are refused (Replica.admit)
+    replica = Replica.open(d, setup.state, cfg.train, setup.spec.run_tag,
+                           counts=roster.counts if roster is not None else None)
     try:
-        summary = _rounds(cfg, setup, replica, d, on_round, list(keys), roster)
+        summary = _rounds(cfg, setup, replica, d, on_round, list(keys))
     except OSError as exc:  # metrics, summary, curve: the ledger itself raises StorageError
         raise storage_error(exc, str(d.root)) from None
     finally:
@@ -207,7 +210,7 @@ def _check_keys(roster: Roster | None, keys: Sequence[SiteKey], cfg: SimConfig) 
 
 
 def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round: RoundHook | None,
-            keys: list[SiteKey], roster: Roster | None) -> dict[str, Any]:
+            keys: list[SiteKey]) -> dict[str, Any]:
     start = time.perf_counter()
     shards = split_shards(setup.dataset.train, cfg.peers, parse_split(cfg.split), cfg.seed)
     privacy = None
@@ -243,8 +246,6 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
                 made.append((rec.signed_by(keys[p]) if keys else rec, m))
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]
-            if roster is not None:  # a key the run file revokes from this round: refused, as by every peer
-                records = [rec for rec in records if roster.counts(rec)]
             _within_cap(records, cfg.train, setup)
             if attacker is not None:
                 records = attacker.round(r, records, last=r + 1 == cfg.rounds)
@@ -303,7 +304,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
         reports = [p.accountant.report() for p in privacy]
         summary["dp"] = max(reports, key=lambda d: d["epsilon_spent"])
         summary["dp_epsilon_per_peer"] = [d["epsilon_spent"] for d in reports]
-    d.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(d.summary, summary)  # atomically, as a peer writes its own
     from .plots import plot_curve
 
     plot_curve(d.metrics, d.curve, title=f"{cfg.spec.model} on {cfg.spec.task}, {cfg.peers} peers, "

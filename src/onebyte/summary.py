@@ -3,8 +3,9 @@ of its ``metrics.jsonl``.
 
 The summary's keys where they mean the same as the simulator's (``state_hash``, ``set_digest``,
 ``records``, ``payload_bytes``, ``forward_passes``, ``seconds``...), plus the wire, intake and
-gossip counters only a networked peer has. Every summary file is written through ``write_json``
-(``ledger.write_atomic``: a temporary file, fsync, rename), so a reader never sees half of one.
+gossip counters only a networked peer has. Every summary file, the simulator's too, is written
+through ``write_json`` (``ledger.write_atomic``: a temporary file, fsync, rename), so a reader never
+sees half of one.
 """
 
 from __future__ import annotations
