@@ -247,7 +247,7 @@ def _kib(n: int) -> str:
 def render(results: Results) -> list[str]:
     out: list[str] = []
     r = results.get("pool_catchup")
-    if r:
+    if r and r["cases"]:
         out += ["### A newcomer's catch-up with a seed pool (issue #31)", "",
                 f"`{r['command']}` ({r['date']}, {r['machine']}). {r['peers']} peers' history of synthetic records "
                 f"(`{r['model']}` on `{r['task']}`; the scalars are {r['scalars']}: catch-up's bytes do not depend "
@@ -321,7 +321,7 @@ def _num(x: float | None) -> str:
 def claims(results: Results) -> list[Claim]:
     out: list[Claim] = []
     r = results.get("pool_catchup")
-    if r:
+    if r and r["cases"]:
         for pool in sorted({c["pool"] for c in r["cases"]}):
             for k in sorted({c["samples"] for c in r["cases"] if c["pool"] == pool}):
                 cs = sorted((c for c in r["cases"] if (c["pool"], c["samples"]) == (pool, k)),
