@@ -143,15 +143,17 @@ def test_a_newcomer_refuses_coefficients_a_live_peer_contradicts():
 
 def test_a_newcomer_joins_from_coefficients_refuses_covered_rounds_and_restarts_from_its_directory(tmp_path):
     recs = _records(20)
+    recs.append(build_record(TRAIN.codec, RUN, 15, 2, 0, np.ones(3), 77, SECRET))  # peer 2 equivocates in round 15
     server = _replica(recs)
     coefs, tail_from, raws = parse_coefficients(_server(server, 20).handle(Verb.COEF.value))
-    assert tail_from == 12 and len(raws) == 8 * 4  # the last TAIL_ROUNDS rounds come as records
+    assert tail_from == 12 and len(raws) == 8 * 4 + 1  # the last TAIL_ROUNDS rounds come as records
     newcomer = _replica(out=tmp_path / "n")
     newcomer.install_coefficients(coefs, tail_from, raws, SECRET,
                                   [(0, server.digest.hex(), server.state_hash())])
     assert (newcomer.digest.hex(), newcomer.state_hash()) == (server.digest.hex(), server.state_hash())
     assert newcomer.closed_digest(15) == server.closed_digest(15)
     assert newcomer.base_round == 11  # rounds 0..11 are in its totals only: their records are refused
+    assert newcomer.flagged == server.flagged == {2}
     # the swarm goes on: both apply round 20; the newcomer's totals stay the server's
     more = [build_record(TRAIN.codec, RUN, 20, p, 0, np.full(3, 3.0), 500 + p, SECRET) for p in range(4)]
     server.add(more)

@@ -346,6 +346,7 @@ class Replica:
             for r in recs:
                 self.admit(r, queue=False)
             self._mark_applied(recs)
+            self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
             if self.ledger is not None:
                 self.ledger.append(recs)
             self.ledger_entries += len(recs)
