@@ -2,7 +2,7 @@
 
     python -m bench.experiments.scale sim [--peers 4 1000] [--rounds 10] [--out bench/results/scale_sim.json]
     sudo python -m bench.experiments.scale wire --peers N [--rounds 30] [--tag tree]
-    python -m bench.experiments.scale churn --peers 32 [--rounds 40] [--out bench/results/scale_churn_32.json]
+    python -m bench.experiments.scale churn --peers 32 [--rounds 20] [--out bench/results/scale_churn_32.json]
 
 ``sim``: the simulator (shared directions, tiny-gpt2, the run's defaults otherwise) with P virtual
 peers for R rounds, each P in its own process: peak memory, wall-clock, and the apply path timed
@@ -92,6 +92,36 @@ def sim_one(peers: int, rounds: int) -> dict:
             "state_hash": s["state_hash"], "set_digest": s["set_digest"]}
 
 
+def apply_side_by_side(peers: list[int], repeats: int) -> dict:
+    """A round of each size's records (the run's K, shared directions; synthetic scalars: the cost does
+    not depend on their values) applied to tiny-gpt2's state, the sizes interleaved ``repeats`` times
+    in this one process so they share the machine's load; the median per size."""
+    import numpy as np
+    import torch
+
+    import onebyte
+    from onebyte.codec import Codec
+    from onebyte.config import TrainConfig
+    from onebyte.record import build_record
+    from onebyte.training import Setup
+    from onebyte.update import apply_records
+
+    torch.set_num_threads(1)
+    spec = onebyte.RunSpec(run_id="scale", model="tiny-gpt2", task="vader", train=TrainConfig())
+    setup = Setup.build(spec)
+    k, tag = setup.train.samples, setup.spec.run_tag
+    rng = np.random.default_rng(0)
+    rounds = {n: [build_record(Codec.BYTE, tag, 1, p, 0, rng.normal(size=k), p) for p in range(n)] for n in peers}
+    times: dict[int, list[float]] = {n: [] for n in peers}
+    for _ in range(repeats):
+        for n in peers:
+            t = time.perf_counter()
+            apply_records(setup.state, rounds[n], setup.train)
+            times[n].append(time.perf_counter() - t)
+    return {"samples_per_round": k, "tuned_parameters": setup.state.numel, "repeats": repeats,
+            "rows": [{"peers": n, "seconds": times[n], "median_s": statistics.median(times[n])} for n in peers]}
+
+
 def sim(peers: list[int], rounds: int) -> dict:
     """``sim_one`` for each size, each in a fresh process (its own peak memory)."""
     rows = []
@@ -140,8 +170,9 @@ def _wire_lines(mesh: list[dict], tree: list[dict]) -> list[str]:
            "starting together; bytes are each interface's tx counter: the steady state as the slope against rounds "
            "completed, *join* from launch to the peer's first completed round (start-up, the DHT, meeting the "
            "others, waiting for the quorum, round 0), *leave* from its last round to its exit (the drain). "
-           "`sudo python -m bench.experiments.scale wire --peers N` (the round's tree, this code); *mesh* rows: the "
-           "same command on the code before the tree (every record pushed to every live peer).", "",
+           "`sudo python -m bench.experiments.scale wire --peers N` (the round's tree, this code); *before* rows: the "
+           "same measurement (`bench.experiments.wire`) run on the library as of commit 4f287c2, before the tree "
+           "(every record pushed to every live peer; a draining peer walked the DHT every heartbeat interval).", "",
            "| peers | dissemination | bytes / peer / round | min – max | floor: records received | join (median) | "
            "leave (median) | rounds / s | one (digest, hash) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(mesh + tree, key=lambda r: (r["peers"], r in tree)):
@@ -152,11 +183,13 @@ def _wire_lines(mesh: list[dict], tree: list[dict]) -> list[str]:
                    f"{min(per):,.0f} – {max(per):,.0f} | {floor:,} | {_median(r['join_bytes_per_peer']):,.0f} | "
                    f"{_median(r['leave_bytes_per_peer']):,.0f} | {r['rounds_per_second']:.2f} | {r['agree']} |")
     if tree:
-        base = by_n.get(4) or tree[0]
+        base = next((r for r in tree if r["peers"] == 4), None) or by_n.get(4) or tree[0]
         top = tree[-1]
         out += ["", f"From {base['peers']} to {top['peers']} peers the bytes a peer sends per round grow "
                 f"{top['wire_bytes_per_round_mean'] / base['wire_bytes_per_round_mean']:.1f}× (target ≤ "
-                f"{BYTES_GROWTH_TARGET:g}×)" + "".join(
+                f"{BYTES_GROWTH_TARGET:g}×); joining and leaving together cost a 4-peer peer "
+                f"{(_median(base['join_bytes_per_peer']) + _median(base['leave_bytes_per_peer'])) / 1e3:,.0f} KB "
+                f"(target ≤ {JOIN_LEAVE_TARGET / 1e3:,.0f} KB)" + "".join(
                     f"; at {n} peers the tree sends {t['wire_bytes_per_round_mean'] / by_n[n]['wire_bytes_per_round_mean']:.2f}× "
                     "what the full mesh sent" for t in tree if (n := t["peers"]) in by_n and n > 7) + ". "
                 "What the tree bounds is the fan-out: an author sends its record to at most 6 neighbours and a relay "
@@ -281,7 +314,7 @@ def render(results: Results) -> list[str]:
 def claims(results: Results) -> list[Claim]:
     out: list[Claim] = []
     tree, mesh = _wire(results, "tree"), _wire(results, "mesh")
-    base = next((r for r in mesh + tree if r["peers"] == 4), None)
+    base = next((r for r in tree + mesh if r["peers"] == 4), None)  # this code's, where measured
     if tree and base and tree[-1]["peers"] > 4:
         top = tree[-1]
         g = top["wire_bytes_per_round_mean"] / base["wire_bytes_per_round_mean"]
@@ -312,7 +345,7 @@ def claims(results: Results) -> list[Claim]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["sim", "sim-one", "wire", "churn"])
+    ap.add_argument("what", choices=["sim", "sim-one", "apply", "wire", "churn"])
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)  # sim-one: PEERS ROUNDS
     ap.add_argument("--peers", type=int, nargs="+")
     ap.add_argument("--rounds", type=int)
@@ -322,6 +355,12 @@ def main() -> None:
     machine = f"{platform.machine()}, 2 cores"
     if a.what == "sim-one":
         print(json.dumps(sim_one(int(a.args[0]), int(a.args[1]))))
+        return
+    if a.what == "apply":
+        peers = a.peers or [4, 1000]
+        r = apply_side_by_side(peers, a.rounds or 9)
+        save_result(r, a.out or RESULTS / "scale_apply.json", "python -m bench.experiments.scale apply --peers "
+                    f"{' '.join(map(str, peers))} --rounds {a.rounds or 9}", machine)
         return
     if a.what == "sim":
         peers, rounds = a.peers or [4, 1000], a.rounds or 10
@@ -340,7 +379,7 @@ def main() -> None:
         return
     from bench.lab.churn import run_churn
 
-    n, rounds = (a.peers or [32])[0], a.rounds or 40
+    n, rounds = (a.peers or [32])[0], a.rounds or 20
     with tempfile.TemporaryDirectory(prefix="onebyte-scale-churn-") as tmp:
         r = run_churn(Path(tmp), rounds, n)
     save_result(r, a.out or RESULTS / f"scale_churn_{n}.json",

@@ -77,6 +77,8 @@ IDLE_TTL = 300.0
 IDLE_REFRESH = 240.0
 #: ... except a peer behind NAT, which nobody can greet: it reads the DHT itself this often.
 PRIVATE_REFRESH = 20.0
+#: A greeting this soon after one that read the DHT only tells the waiting peers (``greet``).
+GREET_FRESH = 15.0
 
 
 class Gossip:
@@ -106,6 +108,7 @@ class Gossip:
         self._newcomer = False  # a peer never seen before was heard from: read the DHT at the next exchange
         self.introducing = True  # until the first round: pass new peers' heartbeats on (_introduce)
         self._raw: dict[int, bytes] = {}  # the latest heartbeat as its author signed it, per peer
+        self._greet_read = -1e9  # when a greeting last read the DHT (greet)
         # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
         # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
@@ -143,9 +146,16 @@ class Gossip:
     def greet(self) -> bool:
         """For a peer waiting to start: store our heartbeat for ``IDLE_TTL``, read everyone's, and
         send ours directly to each peer found (a push with no record). A peer arriving later does the
-        same, so the ones already waiting hear of it at once. False when the DHT could not be read."""
+        same, so the ones already waiting hear of it at once. False when the DHT could not be read.
+        Within ``GREET_FRESH`` seconds of a read that succeeded, the DHT is left alone (the greeting
+        when the quorum is reached, seconds after the first): a walk of the DHT fetches every
+        peer's signed heartbeat from each node it asks, about 29 KB with 4 peers and growing with
+        the square of the swarm."""
         hb = self.heartbeat().encode(self.opts.secret, self.opts.key)
-        read = self._dht_exchange(hb, IDLE_TTL, read=True)
+        now = time.monotonic()
+        read = now - self._greet_read < GREET_FRESH or self._dht_exchange(hb, IDLE_TTL, read=True)
+        if read and now - self._greet_read >= GREET_FRESH:
+            self._greet_read = now
         self.tell(self.waiting().values(), hb)
         return read
 
@@ -367,7 +377,9 @@ class Gossip:
         # (in a large swarm, once a round's tree neighbours: the others hear of us from our records)
         told = self.others() if self._position()[1] else self.relays.near(self.others())
         quiet = self.pushes.quiet(told.values(), now, interval)
-        if quiet and not self.closed:
+        if quiet and not self.closed and not read and self._position()[1]:
+            self.pushes.deliver(quiet, push(b"", encoded))  # no DHT walk: told before the exchange returns
+        elif quiet and not self.closed:
             self.tell(quiet, encoded)
         self.keys.greet()
         self.audit(hb)

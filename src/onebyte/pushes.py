@@ -86,6 +86,12 @@ class Pushes:
             if other.peer_id != me:
                 self.send(other, data, True)
 
+    def deliver(self, peers: Iterable[Heartbeat], message: bytes) -> None:
+        """Push our heartbeat ``message`` to each of ``peers`` now, on this thread (each push bounded
+        by ``push_timeout``): a finished peer's exchange that skips the DHT still tells them first."""
+        for other in peers:
+            self._push_one(other, message, True)
+
     def store(self, r: int, raw: bytes) -> None:
         """Queue the DHT copy of our record of round r (bundled: a DHT store every few rounds)."""
         self._background.submit(self._store, r, raw)
