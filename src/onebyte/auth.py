@@ -22,7 +22,7 @@ from typing import Protocol
 from .errors import ProtocolError
 
 __all__ = ["HMAC_VERSION", "SIGNED_VERSION", "TAG_SIZE", "SIGNATURE_SIZE", "TRAILER_SIZE", "seal", "check",
-           "hmac_tag", "Signer", "Verifier"]
+           "hmac_tag", "Authored", "Signer", "Verifier"]
 
 HMAC_VERSION = 1  # tagged under the swarm secret
 SIGNED_VERSION = 2  # signed by the author's site key (Ed25519)
@@ -30,6 +30,22 @@ TAG_SIZE = 16
 SIGNATURE_SIZE = 64  # an Ed25519 signature
 #: version -> the size of its trailer
 TRAILER_SIZE = {HMAC_VERSION: TAG_SIZE, SIGNED_VERSION: SIGNATURE_SIZE}
+
+
+class Authored(Protocol):
+    """A sealed message as a roster reads it (``record.Record``): its author, round and trailer."""
+
+    @property
+    def peer_id(self) -> int: ...
+    @property
+    def round(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def tag(self) -> bytes: ...
+    @property
+    def is_signed(self) -> bool: ...
+    def body(self) -> bytes: ...
 
 
 class Signer(Protocol):

@@ -38,14 +38,14 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import auth
-from .auth import SIGNATURE_SIZE
+from .auth import SIGNATURE_SIZE, Authored
 from .errors import ConfigError, ProtocolError, storage_error
 
 if TYPE_CHECKING:
@@ -61,22 +61,6 @@ PUBLIC_SIZE = 32
 _ID_DOMAIN = b"onebyte/peer-id/v1\0"
 #: Key files are a few hundred bytes; a larger file is not a key.
 _MAX_KEY_FILE = 4096
-
-
-class Authored(Protocol):
-    """What the roster reads of a record (``record.Record``): its author, round and trailer."""
-
-    @property
-    def peer_id(self) -> int: ...
-    @property
-    def round(self) -> int: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def tag(self) -> bytes: ...
-    @property
-    def is_signed(self) -> bool: ...
-    def body(self) -> bytes: ...
 
 
 def peer_id_of(public: bytes) -> int:
