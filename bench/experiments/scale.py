@@ -2,7 +2,7 @@
 
     python -m bench.experiments.scale sim [--peers 4 1000] [--rounds 10] [--out bench/results/scale_sim.json]
     sudo python -m bench.experiments.scale wire --peers N [--rounds 30] [--tag tree]
-    python -m bench.experiments.scale churn --peers 32 [--rounds 20] [--out bench/results/scale_churn_32.json]
+    python -m bench.experiments.scale churn --peers 32 [--rounds 60] [--out bench/results/scale_churn_32.json]
 
 ``sim``: the simulator (shared directions, tiny-gpt2, the run's defaults otherwise) with P virtual
 peers for R rounds, each P in its own process: peak memory, wall-clock, and the apply path timed
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -407,9 +408,10 @@ def main() -> None:
         return
     from bench.lab.churn import run_churn
 
-    n, rounds = (a.peers or [32])[0], a.rounds or 20
-    with tempfile.TemporaryDirectory(prefix="onebyte-scale-churn-") as tmp:
-        r = run_churn(Path(tmp), rounds, n)
+    n, rounds = (a.peers or [32])[0], a.rounds or 60
+    work = WORK / f"scale_churn_{n}"  # kept: each peer's log and summary
+    shutil.rmtree(work, ignore_errors=True)
+    r = run_churn(work, rounds, n)
     save_result(r, a.out or RESULTS / f"scale_churn_{n}.json",
                 f"python -m bench.experiments.scale churn --peers {n} --rounds {rounds}", machine + ", loopback")
 
