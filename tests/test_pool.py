@@ -321,3 +321,24 @@ def test_lockstep_peers_with_a_pool_equal_the_simulator_and_its_totals(tmp_path,
     finally:
         for p in peers:
             p.close()
+
+
+@pytest.mark.parametrize("base_round, synced", [(-1, True), (5, False)], ids=["no join", "coefficient join"])
+def test_anti_entropy_skips_only_what_a_coefficient_join_cannot_compare(base_round, synced):
+    """A finished peer whose rounds are all before 2 (closed -1) is still synced with by a replica that
+    never joined from coefficients; a replica whose totals hold rounds <= 5 skips it."""
+    from types import SimpleNamespace
+
+    from onebyte.options import PeerOptions
+    from onebyte.repair import Repair
+
+    other = SimpleNamespace(peer_id=1, digest=bytes(32), closed=-1, closed_digest=bytes(32), done=True, contact="p1")
+    replica = SimpleNamespace(digest=SimpleNamespace(hex=lambda: "11" * 32), base_round=base_round,
+                              closed_digest=lambda _r: bytes(32))
+    members = SimpleNamespace(live=lambda: {1: other})
+    opts = PeerOptions(peer_id=0)
+    repair = Repair(SimpleNamespace(net=None), lambda: opts, replica, None, members, None, lambda: (1, False))
+    asked = []
+    repair.reconcile = asked.append
+    repair.sync()
+    assert asked == ([other] if synced else [])

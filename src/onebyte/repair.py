@@ -83,7 +83,7 @@ class Repair:
         for other in list(self.members.live().values()):
             if other.peer_id == self.me or other.digest.hex() == rep.digest.hex():
                 continue
-            if other.closed <= rep.base_round:
+            if rep.base_round >= 0 and other.closed <= rep.base_round:
                 continue  # joined from coefficients: rounds that old are totals here, not comparable records
             settled = other.closed < round_ - 1 and other.closed_digest != rep.closed_digest(other.closed)
             if not (settled or other.done or done):
