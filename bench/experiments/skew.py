@@ -33,6 +33,9 @@ from bench.sweep import machine, pm, stat, sweep
 SPLITS = ("iid", "dirichlet:0.3")
 #: Each condition: the settings it changes from the default (``weighted`` is filled in per run).
 CONDS = {"default": {}, "distinct": {"directions": "distinct"}, "weighted": {"reference_examples": None}}
+#: How the report describes each setting changed from the default.
+WHAT = {"distinct": "`distinct`: each peer its own K directions",
+        "weighted": "`weighted`: each site's scalars weighted by its examples"}
 GAP_POINTS, IID_POINTS = 2.0, 0.5  # issue #30, must-hold 1
 WORK_DIR = WORK / "skew"
 
@@ -146,10 +149,9 @@ def render(results: Results) -> list[str]:
     lines = ["## Label skew at large K: shared directions, per-peer directions, site weighting", "",
              f"`{r['command']}` ({r['date']}, {r['machine']}). The demo's task (MiniLM on VADER) in the "
              f"simulator, {r['rounds']} rounds (a cosine schedule over them), up to {r['seeds']} seeds (each cell's "
-             "count in the seeds column): the library "
-             "default (grad, K = 1,024, shared directions, sites equal) and one setting changed at a time: "
-             "`distinct` (each peer its own K directions), `weighted` (each site's scalars weighted by its "
-             "examples). Held-out accuracy on the whole VADER test split, mean ± std over seeds (final; the "
+             "count in the seeds column): the library default (grad, K = 1,024, shared directions, sites equal)"
+             + "".join(f"; {WHAT[c]}" for c in r["conds"] if c in WHAT)
+             + ". Held-out accuracy on the whole VADER test split, mean ± std over seeds (final; the "
              "mean of the last three evaluations in brackets); the gap is iid − Dirichlet(0.3) in points.", "",
              "| setting | peers | seeds (iid, Dirichlet) | iid | Dirichlet(0.3) | gap (final) | gap (last three) "
              "| seconds a run |",
