@@ -297,13 +297,7 @@ class Replica:
             if problem is not None:
                 self.state.load_tensors(before)
                 raise ProtocolError(problem)
-            for r in recs:
-                self.admit(r, queue=False)
-            self._mark_applied(recs)
-            self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
-            if self.ledger is not None:
-                self.ledger.append(recs)
-            self.ledger_entries += len(recs)
+            _keep_installed(self, recs)
             self.save_snapshot(int(meta.get("round", "0")))
         return meta
 
@@ -343,13 +337,7 @@ class Replica:
             self.pool.load(coefs.totals)
             self.base_round, self.base_digest = tail_from - 1, base % (1 << 256)
             self.digest.value, self.digest.count = self.base_digest, coefs.records - len(recs)
-            for r in recs:
-                self.admit(r, queue=False)
-            self._mark_applied(recs)
-            self.flagged |= {r.peer_id for r in recs if len(self.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
-            if self.ledger is not None:
-                self.ledger.append(recs)
-            self.ledger_entries += len(recs)
+            _keep_installed(self, recs)
             if self._join_path is not None:
                 write_atomic(self._join_path, struct.pack("<II", tail_from, len(recs)) + data)
             self.save_snapshot(coefs.round)
@@ -428,3 +416,16 @@ class Replica:
             except OSError:
                 pass
             return 0
+
+
+def _keep_installed(rep: Replica, recs: list[Record]) -> None:
+    """Records an install (a snapshot's, or a coefficient join's tail) has already put in ``rep``'s
+    state: admitted without queueing, marked applied, the authors of equivocated slots flagged, and
+    appended to the ledger. The caller holds the replica's lock."""
+    for r in recs:
+        rep.admit(r, queue=False)
+    rep._mark_applied(recs)
+    rep.flagged |= {r.peer_id for r in recs if len(rep.slots[(r.round, r.peer_id, r.first_sample)]) > 1}
+    if rep.ledger is not None:
+        rep.ledger.append(recs)
+    rep.ledger_entries += len(recs)
