@@ -9,23 +9,25 @@ import pytest
 from onebyte.overlay import DEGREE, mesh, neighbours, onward, order
 
 
-def spread(r: int, author: int, peers: list[int], degree: int = DEGREE) -> tuple[Counter, Counter]:
+def spread(r: int, author: int, peers: list[int], degree: int = DEGREE,
+           view=None) -> tuple[Counter, Counter, set[int], bool]:
     """Flood ``author``'s record along the tree as relays would (seen set: a peer passes it on once):
-    copies received per peer, and copies sent per peer."""
+    copies received per peer, copies sent per peer, the peers reached, and whether the flood ended.
+    ``view(p)``: the peers p knows of (all of ``peers`` by default)."""
     got, sent, seen = Counter(), Counter(), {author}
     frontier = [(author, p) for p in neighbours(r, author, peers, degree)]
-    for _ in range(len(peers) + 1):  # bounded: the tree's depth is below the number of peers
+    for _ in range(len(peers) + 1):  # bounded: each peer passes it on once, so the flood ends by then
         nxt = []
         for sender, p in frontier:
             sent[sender] += 1
             got[p] += 1
             if p not in seen:
                 seen.add(p)
-                nxt += [(p, q) for q in onward(r, p, author, peers, degree)]
+                nxt += [(p, q) for q in onward(r, p, author, view(p) if view else peers, degree)]
         frontier = nxt
         if not frontier:
             break
-    return got, sent
+    return got, sent, seen, not frontier
 
 
 @pytest.mark.parametrize("n", [2, 5, DEGREE + 1, DEGREE + 2, 16, 33, 200])
@@ -33,7 +35,7 @@ def test_every_peer_receives_each_record_exactly_once(n):
     peers = [1000 + 7 * i for i in range(n)]
     for r in range(3):
         for author in peers[:: max(1, n // 5)]:
-            got, sent = spread(r, author, peers)
+            got, sent, _, _ = spread(r, author, peers)
             assert set(got) == set(peers) - {author}
             assert set(got.values()) == {1}
             assert max(sent.values()) <= DEGREE
@@ -61,22 +63,9 @@ def test_a_view_missing_a_peer_still_reaches_the_rest_or_repair_does():
     the peers the tree misses are what repair is for."""
     peers = list(range(40))
     r, author = 7, 3
-    got, sent = Counter(), Counter()
-    seen = {author}
-    frontier = [(author, p) for p in neighbours(r, author, peers)]
-    for _ in range(200):
-        nxt = []
-        for sender, p in frontier:
-            sent[sender] += 1
-            got[p] += 1
-            if p not in seen:
-                seen.add(p)
-                view = [q for q in peers if q != 11] if p % 2 else peers  # half the peers never heard of 11
-                nxt += [(p, q) for q in onward(r, p, author, view)]
-        frontier = nxt
-        if not frontier:
-            break
-    assert not frontier
+    # half the peers never heard of 11
+    _, sent, seen, ended = spread(r, author, peers, view=lambda p: [q for q in peers if q != 11] if p % 2 else peers)
+    assert ended
     assert max(sent.values()) <= DEGREE
     assert len(seen) >= 30  # most are reached; the rest are fetched by the round-start repair
 
