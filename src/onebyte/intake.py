@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .errors import ConfigError, ProtocolError
 from .identity import Revocation, Roster, append_revocation, read_revocations
 from .record import Record, decode_record
-from .replica import Replica
+from .replica import Replica, refusal
 from .update import check_cap
 
 __all__ = ["Intake", "FUTURE_ROUNDS", "MAX_PENDING", "MAX_PEERS_PER_ROUND", "MAX_REFUSED", "claimed_peer"]
@@ -100,9 +100,9 @@ class Intake:
         with rep.lock:
             if rep.knows(rec.record_id) or rec.round <= rep.base_round:  # in a coefficient join's totals
                 return False
-            if self.roster is not None and not self.roster.counts(rec):
+            if why := refusal(self.roster, rec):
                 self._refuse(rec)  # authentic, and never to count here: sync stops asking for it
-                self.reject(rec.peer_id, self.revoked(rec))
+                self.reject(rec.peer_id, why)
                 return False
             if not 1 <= rec.count <= self.train.samples or rec.first_sample != 0:  # a site may measure fewer
                 self._refuse(rec)
@@ -205,11 +205,6 @@ class Intake:
         log.warning("key %r is revoked from round %d (signed by %r); %d of its records undone",
                     roster.name(rev.revoked), rev.from_round, roster.name(rev.signer), undone)
         return True
-
-    def revoked(self, rec: Record) -> str:
-        if rec.peer_id in self.roster and rec.is_signed:
-            return self.roster.revoked_reason(rec)
-        return "record's key is not listed in this run file"
 
     def reject(self, source: int, reason: str, what: str = "a record") -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .config import Aggregate, TrainConfig
 from .errors import LedgerError, ProtocolError
+from .identity import Roster
 from .ledger import LedgerWriter, read_snapshot, snapshot_bytes, write_atomic
 from .pool import Coefficients, PoolTotals, group_fracs, read_join, rebuild
 from .record import Record, SetDigest, decode_record
@@ -36,11 +37,26 @@ from .rundir import COEFFICIENTS, RunDir
 from .state import FixedPointState
 from .update import apply_change, apply_records, effective, plan_set
 
-__all__ = ["Replica", "Slot", "digest_of"]
+__all__ = ["Replica", "Slot", "digest_of", "refusal"]
 
 log = logging.getLogger(__name__)
 
 Slot = tuple[int, int, int]  # (round, peer id, first sample): one record per slot
+Filter = Roster | Callable[[Record], bool] | None  # the run's roster, or a predicate; None: every record counts
+
+
+def refusal(roster: Filter, rec: Record) -> str | None:
+    """The roster filter, written once (``Replica.admit``, a restart, an install and the ``Intake`` ask
+    it): why ``rec`` does not count here, its key not listed in the run file or revoked by its round;
+    None if it counts. Cheap (no signature check). Given a predicate (``Roster.counts``), a generic why."""
+    if roster is None or (roster.counts if isinstance(roster, Roster) else roster)(rec):
+        return None
+    if not isinstance(roster, Roster):
+        return "record's key is not listed in this run file, or is revoked by its round"
+    listed = rec.is_signed and rec.peer_id in roster
+    return roster.revoked_reason(rec) if listed else "record's key is not listed in this run file"
+
+
 def digest_of(records: Iterable[Record], base: int = 0) -> str:
     d = SetDigest()
     d.value = base
@@ -54,9 +70,9 @@ class Replica:
 
     def __init__(self, state: FixedPointState, train: TrainConfig, run_tag: bytes,
                  ledger: LedgerWriter | None = None, snapshot_path: Path | None = None,
-                 counts: Callable[[Record], bool] | None = None):
+                 counts: Filter = None):
         self.state, self.train, self.run_tag = state, train, run_tag
-        # which ledger records still count on restart (identity mode: not a revoked key's); None: all
+        # the roster filter (``refusal``): which records count here (identity mode: not a revoked key's)
         self.counts = counts
         self.ledger = ledger
         self.snapshot_path = snapshot_path
@@ -82,7 +98,7 @@ class Replica:
 
     @classmethod
     def open(cls, out: RunDir | Path | str, state: FixedPointState, train: TrainConfig, run_tag: bytes,
-             counts: Callable[[Record], bool] | None = None) -> Replica:
+             counts: Filter = None) -> Replica:
         """The replica of a run directory: its ledger (created, or a torn tail repaired) and its
         state restored from snapshot + ledger. Storage faults raise ``StorageError``."""
         out = out if isinstance(out, RunDir) else RunDir(out)
@@ -112,11 +128,11 @@ class Replica:
     def admit(self, rec: Record, queue: bool = True) -> bool:
         """The one way a record enters this replica, whatever its source: own, network (``Intake``),
         restart (``_restore``), snapshot (``install``), replay and the simulator (``add``). False if
-        it is known already or does not count here (``counts``: a revoked or unlisted key's); else it
+        it is known already or does not count here (``refusal``: a revoked or unlisted key's); else it
         is indexed and, with ``queue``, queued for ``flush``. ``queue=False``: the record is already
         in the state (a snapshot's, or a restored one), which the caller moves itself."""
         with self.lock:
-            if rec.record_id in self.records or (self.counts is not None and not self.counts(rec)):
+            if rec.record_id in self.records or refusal(self.counts, rec) is not None:
                 return False
             self._index(rec)
             if queue:
@@ -129,15 +145,10 @@ class Replica:
         ``through``: hold back records of later rounds (lockstep measures each round at exactly
         the simulator's state). Returns how many were applied."""
         with self.lock:
-            if through is None:
-                batch, self.pending = self.pending, []
-            else:
-                batch = [r for r in self.pending if r.round <= through]
-                if not batch:
-                    return 0
-                self.pending = [r for r in self.pending if r.round > through]
+            batch = [r for r in self.pending if through is None or r.round <= through]
             if not batch:
                 return 0
+            self.pending = [r for r in self.pending if through is not None and r.round > through]
             if self.ledger is not None:
                 try:
                     self.ledger.append(batch)
@@ -244,7 +255,6 @@ class Replica:
                 total += self.base_digest
         return (total % (1 << 256)).to_bytes(32, "big")
 
-
     def state_hash(self) -> str:
         """The state hash, recomputed only when the applied set changed (it reads every weight)."""
         with self.lock:
@@ -271,18 +281,18 @@ class Replica:
 
     def save_snapshot(self, round_: int) -> None:
         """Write ``snapshot(round_)`` to the run directory atomically."""
-        if self.snapshot_path is None:
-            return
-        data = self.snapshot(round_)
-        write_atomic(self.snapshot_path, data)
+        if self.snapshot_path is not None:
+            write_atomic(self.snapshot_path, self.snapshot(round_))
 
     def install(self, snap: bytes, raws: list[bytes], secret: bytes, others: Iterable[tuple[int, str, str]] = ()
                 ) -> dict[str, str]:
-        """Join from a peer's snapshot and the records it covers, checking both first.
+        """Join from a peer's snapshot and the records it covers, checking both first (a record that does
+        not count here, ``refusal``, makes it ProtocolError: the snapshot's state holds what it added).
 
         ``others``: (peer, set digest, state hash) that live peers report; one holding the same
         set with another state makes the snapshot suspect."""
         recs = [decode_record(r, run_tag=self.run_tag, secret=secret) for r in raws]
+        _all_count(self.counts, recs, "snapshot")
         with self.lock:
             if self.records or self.pending:
                 raise ProtocolError("records arrived before the snapshot; joining by sync instead")
@@ -326,6 +336,7 @@ class Replica:
         recs = [decode_record(r, run_tag=self.run_tag, secret=secret) for r in raws]
         if any(r.round < tail_from for r in recs) or len({r.record_id for r in recs}) != len(recs):
             raise ProtocolError("coefficient snapshot's records are not those of its last rounds")
+        _all_count(self.counts, recs, "coefficient snapshot")
         for peer, digest, shash in others:
             if digest == coefs.set_digest.hex() and shash != coefs.state_hash.hex():
                 raise ProtocolError(f"peer {peer:x} holds the same set with another state")
@@ -356,7 +367,7 @@ class Replica:
             except ProtocolError as exc:
                 raise LedgerError(f"{where}: entry {i}: {exc}") from None
         self.ledger_entries = len(recs)
-        counted = [self.counts is None or self.counts(r) for r in recs]
+        counted = [refusal(self.counts, r) is None for r in recs]
         if not all(counted):  # only the records that count are rebuilt
             log.warning("%s: %d records do not count (their keys are revoked or not listed in the run file)",
                         where, counted.count(False))
@@ -416,6 +427,14 @@ class Replica:
             except OSError:
                 pass
             return 0
+
+
+def _all_count(roster: Filter, recs: list[Record], what: str) -> None:
+    """An install whose state holds a record that does not count here is refused, before any change."""
+    for r in recs:
+        if why := refusal(roster, r):
+            raise ProtocolError(f"the {what} covers a record that does not count here "
+                                f"(peer {r.peer_id:x}, round {r.round}: {why})")
 
 
 def _keep_installed(rep: Replica, recs: list[Record]) -> None:
