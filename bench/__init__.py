@@ -6,8 +6,7 @@
 
 * ``lab/``: network namespaces (``netns``), the userspace thin-link emulator (``linkemu``), real
   onebyte peers inside a lab (``peers``) and measurement windows over lab processes (``control``);
-  real-peer runs on loopback or behind NAT (``churn``, ``partition``, ``natlab``) and issue #11's
-  probes (``probe``, ``probe_average``).
+  real-peer runs on loopback or behind NAT (``churn``, ``partition``, ``natlab``).
 * ``baselines/``: what onebyte is compared with: the first public implementation's JSON over HTTP
   (``json_http``), a gloo all-reduce (``gloo``) and one MeZO-style float SPSA (``mezo``).
 * ``experiments/``: one module per experiment; each defines ``SECTION``, its steps and its part of

@@ -213,7 +213,7 @@ def note(results: Results) -> str | None:
             "[Imbalanced labels](benchmarks.md#imbalanced-labels-a-users-own-file)")
 
 
-SECTION = Section("imbalance", "imbalance", render,
+SECTION = Section("imbalance", "bench.experiments.imbalance", render,
                   (Step("imbalance", ("--out", "{out}/imbalance.json"),
                         ("--rounds", "20", "--seeds", "1", "--splits", "iid", "--out", "{out}/imbalance.json")),),
                   claims=claims, note=note)

@@ -4,8 +4,7 @@ processes (``control``). Building namespaces needs root; ``available()`` says wh
 
 Runs of real peers, each ``python -m bench.lab.NAME --out DIR``: ``churn`` (a crash, a newcomer and
 a restart on loopback), ``partition`` (two groups apart, then reconnected), ``natlab`` (sites
-behind NAT through a relay; root), all on ``loopback``'s helpers. ``probe`` and ``probe_average``
-are issue #11's single-seed probes (bench/results/probes.jsonl)."""
+behind NAT through a relay; root), all on ``loopback``'s helpers."""
 
 from bench.lab.linkemu import ThinLab
 from bench.lab.netns import Lab, available
