@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .codec import Codec, decode_codes
 from .config import Aggregate, TrainConfig
 from .errors import ProtocolError
 from .record import Record
@@ -57,38 +58,75 @@ def check_cap(record: Record, train: TrainConfig, finest_frac_bits: int) -> None
     coefficient, and rounding is monotone in |x|), without planning the update."""
     g = float(np.max(np.abs(record.gradients()))) if record.count else 0.0
     if abs(round(math.ldexp(train.lr_at(record.round) * g, finest_frac_bits))) > MAX_STEP_UNITS:
-        raise ProtocolError(f"record (round {record.round}, peer {record.peer_id:x}) exceeds the per-record update cap")
+        raise _past_cap(record)
+
+
+def _past_cap(rec: Record) -> ProtocolError:
+    return ProtocolError(f"record (round {rec.round}, peer {rec.peer_id:x}) exceeds the per-record update cap")
 
 
 def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int], sign: int = 1) -> Plan:
     """Integer coefficients per (seed, step group) for a batch of records, same seeds merged.
 
     Each coefficient is ``-round(ldexp(lr * g, f))`` (round half to even, as Python's ``round``), in
-    numpy. Under shared directions the records of a round share their seeds: their steps are stacked
-    and their coefficients summed as int64 columns, and the round's seeds grown once, so a round of
-    n records costs one (n × K) array pass and K seeds, not n × K Python steps and seed hashes
-    (1,000 peers at K = 1,024 spent 5 s a round here on those)."""
+    numpy. Under shared directions the records of a round share their seeds: their coefficients are
+    summed per direction as int64 columns (``_round_coefficients``) and the round's seeds grown once,
+    so a round of n records costs a few (n × K) array passes and K seeds, not n × K Python steps and
+    seed hashes (1,000 peers at K = 1,024 spent 5 s a round here on those)."""
     fracs = sorted(set(frac_bits))
     out: Plan = defaultdict(lambda: defaultdict(int))
-    groups: dict[tuple[bytes, int, int, int], list[tuple[Record, np.ndarray]]] = defaultdict(list)  # a round's
-    lrs: dict[int, float] = {}
+    if train.shared_directions:
+        groups: dict[tuple[bytes, int, int, int], list[Record]] = defaultdict(list)  # a round's records
+        for rec in records:
+            groups[(rec.run_tag, rec.round, rec.first_sample, rec.count)].append(rec)
+        for (tag, round_, first, count), recs in groups.items():
+            seeds = direction_seeds(tag, True, round_, SHARED_PEER, first, count, train.seed_pool)
+            for f, sums in _round_coefficients(recs, train.lr_at(round_), fracs):
+                for seed, ci in zip(seeds, sums.tolist(), strict=True):
+                    out[seed][f] += sign * ci
+        return out
     for rec in records:
-        lr = lrs[rec.round] if rec.round in lrs else lrs.setdefault(rec.round, train.lr_at(rec.round))
-        steps = lr * rec.gradients()  # float64, as lr * float(g)
-        if train.shared_directions:
-            groups[(rec.run_tag, rec.round, rec.first_sample, rec.count)].append((rec, steps))
-            continue
         seeds = record_seeds(rec, False, train.seed_pool)
+        steps = train.lr_at(rec.round) * rec.gradients()  # float64, as lr * float(g)
         for f in fracs:
             for seed, ci in zip(seeds, _coefficients(steps[None, :], f, [rec]).tolist(), strict=True):
                 out[seed][f] += sign * ci
-    for (tag, round_, first, count), rows in groups.items():
-        seeds = direction_seeds(tag, True, round_, SHARED_PEER, first, count, train.seed_pool)
-        stacked = np.stack([steps for _, steps in rows])
-        for f in fracs:
-            for seed, ci in zip(seeds, _coefficients(stacked, f, [rec for rec, _ in rows]).tolist(), strict=True):
-                out[seed][f] += sign * ci
     return out
+
+
+def _round_coefficients(recs: list[Record], lr: float, fracs: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(f, column sums of the coefficients) of records that share their directions and learning rate.
+
+    ``byte`` records (all of them, else the general path) go through a table: a record's coefficient
+    depends only on its code and exponent, so each (exponent, code) pair is computed once with the
+    same float64 operations as the definition, and the round's codes, decoded into one int8 array,
+    index it. Per record that leaves a slice of bytes, not a decode and five float passes."""
+    if not all(rec.codec is Codec.BYTE for rec in recs):
+        steps = lr * np.stack([rec.gradients() for rec in recs])  # float64, as lr * float(g)
+        for f in fracs:
+            yield f, _coefficients(steps, f, recs)
+        return
+    exps = np.fromiter((rec.exponent for rec in recs), dtype=np.int64, count=len(recs))
+    codes = decode_codes(exps, [rec.payload for rec in recs], recs[0].count).view(np.uint8)
+    present, which = np.unique(exps, return_inverse=True)
+    rows = [codes] if len(present) == 1 else [codes[which == i] for i in range(len(present))]
+    for f in fracs:
+        table = -np.rint(np.ldexp(lr * np.ldexp(_BYTE_CODES, present[:, None]), f))  # (exponents, 256)
+        table[:, 0x80] = 0  # code -128: refused by decode_codes
+        over = np.abs(table) > MAX_STEP_UNITS
+        if over.any():
+            hit = np.zeros(len(recs), dtype=bool)
+            for i, block in enumerate(rows):
+                hit[which == i] = over[i][block].any(axis=1)
+            if hit.any():
+                raise _past_cap(recs[int(np.argmax(hit))])
+            table[over] = 0  # codes no record uses
+        small = table.astype(np.int32)  # |c| <= MAX_STEP_UNITS < 2^31
+        yield f, sum(np.take(small[i], block).sum(axis=0, dtype=np.int64) for i, block in enumerate(rows))
+
+
+#: The value of each byte as a ``byte`` code (0x80 is -128, which no valid record holds), float64.
+_BYTE_CODES = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
 
 
 def _coefficients(steps: np.ndarray, f: int, recs: list[Record]) -> np.ndarray:
@@ -98,7 +136,7 @@ def _coefficients(steps: np.ndarray, f: int, recs: list[Record]) -> np.ndarray:
     over = np.abs(c).max(axis=1) > MAX_STEP_UNITS if c.size else np.zeros(len(recs), bool)
     if over.any():
         rec = recs[int(np.argmax(over))]
-        raise ProtocolError(f"record (round {rec.round}, peer {rec.peer_id:x}) exceeds the per-record update cap")
+        raise _past_cap(rec)
     return c.astype(np.int64).sum(axis=0)
 
 
