@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Experiment modules under ``bench.experiments``, in the order their sections appear in the report.
 EXPERIMENTS = ("quality", "demo", "exact", "imbalance", "skew", "estimators", "llm", "llm_estimators", "memory", "comm", "wire", "swarms", "scale", "thinlink", "newcomer", "pool", "speed",
-               "replay_scaling", "catchup", "startup", "fuzz", "privacy", "attacks", "gpu")
+               "catchup", "startup", "fuzz", "privacy", "attacks", "gpu")
 
 #: One row of the report's "Targets at a glance": claim, measured, target, met.
 Claim = tuple[str, str, str, bool]

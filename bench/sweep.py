@@ -4,8 +4,10 @@ processes, resumable from the result file, summarised as mean ± std over seeds,
 * ``sweep``: each task in a spawned, single-threaded worker (torch's threads would fight over the
   cores), results as they finish; ``guarded`` turns a run that raises into a result with ``error``.
 * ``earlier_runs``: the finished runs of an earlier result file that a plan asks for again.
+* ``simulate``: one ``onebyte.simulate`` run in a scratch folder, as a learning curve (``point``s).
 * ``mean_std``, ``stat``, ``pm``, ``interp``, ``mean_curve``, ``reach``: the summaries over seeds.
-* ``adam``: first-order Adam with backprop, the upper bound every quality section shows.
+* ``adam``, ``adam_evaluations``: first-order Adam with backprop, the upper bound every quality
+  section shows.
 * ``figure``: one Matplotlib figure written to a file (no display).
 """
 
@@ -15,6 +17,7 @@ import json
 import multiprocessing as mp
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -115,7 +118,21 @@ def point(line: dict, ev: dict) -> dict:
     """One point of a learning curve from a simulator round line (``{}``: before training) and its evaluation."""
     return {"round": line.get("round", -1) + 1, "forward_passes": line.get("forward_passes", 0),
             "seconds": line.get("seconds", 0.0), "swarm_seconds": line.get("swarm_seconds", 0.0),
+            "payload_bytes": line.get("payload_bytes", 0),
             **{k: ev[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "loss")}}
+
+
+def simulate(spec, **sim) -> dict:
+    """``onebyte.simulate(spec, **sim)`` in a scratch folder: its learning curve (before training and
+    at every evaluation), ``summary`` and the summary's totals."""
+    import onebyte
+
+    lines: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="onebyte-bench-") as tmp:
+        s = onebyte.simulate(spec, out=Path(tmp) / "run", **sim,
+                             on_round=lambda line: lines.append(line) if "eval" in line else None).summary
+    return {"curve": [point({}, s["eval_before"])] + [point(line, line["eval"]) for line in lines], "summary": s,
+            **{k: s[k] for k in ("seconds", "swarm_seconds", "forward_passes", "payload_bytes")}}
 
 
 def interp(curve: list[dict], x: float, key: str) -> float | None:
@@ -176,9 +193,32 @@ def adam(model, params: list, objective, examples: list, rng, *, lr: float, batc
         yield step + 1, seconds
 
 
-def due(n: int, every: int, last: int) -> bool:
-    """Whether step ``n`` is evaluated: every ``every`` steps and after the last."""
-    return n % every == 0 or n == last
+def adam_evaluations(model, params: list, objective, examples: list, test: list, *, seed: int, lr: float,
+                     batch_size: int, steps: int, every: int, dropout: bool = True) -> Iterator[tuple[int, float, dict]]:
+    """``adam`` seeded by ``seed`` (torch and the batches): yields (steps done, training seconds, evaluation
+    on ``test``) before the first step, every ``every`` steps and after the last."""
+    import numpy as np
+    import torch
+
+    def evaluate() -> dict:
+        with torch.no_grad():
+            return objective.evaluate(test)
+
+    torch.manual_seed(seed)
+    yield 0, 0.0, evaluate()
+    for n, seconds in adam(model, params, objective, examples, np.random.default_rng(seed), lr=lr,
+                           batch_size=batch_size, steps=steps, dropout=dropout):
+        if n % every == 0 or n == steps:
+            yield n, seconds, evaluate()
+
+
+def adam_curve(*args, **kwargs) -> dict:
+    """``adam_evaluations`` as a learning curve (a step counts one forward pass, and as many backward)."""
+    curve, seconds = [], 0.0
+    for n, seconds, ev in adam_evaluations(*args, **kwargs):
+        s = round(seconds, 3)
+        curve.append(point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev))
+    return {"curve": curve, "seconds": round(seconds, 1), "forward_passes": kwargs["steps"]}
 
 
 # --------------------------------------------------------------------------- plots

@@ -10,14 +10,15 @@ on that site's shard), scored by held-out accuracy, balanced accuracy and macro-
 test split (200 fixed examples with `--quick`):
 
 1. **Estimators against forward passes.** The old demo's SPSA (lr 1e-3, constant), the library
-   default `TrainConfig()` as it is when this runs (read at run time, never written here), and
-   every other `Estimator` at the default's learning rate and schedule, and the default with sparse
+   default `TrainConfig()` as it is when this runs (read at run time, never written here), every
+   other forward-only `Estimator` at the library's settings for it (``TrainConfig.for_estimator``;
+   the exact ones are the exact section's), and the default with sparse
    directions (``SPARSE_DENSITIES``: structured directions): 4 peers, iid shards, each
    given the same forward-pass budget (all peers together), so rounds = budget / (peers x forward
    passes of one record); a cosine schedule's horizon is that condition's rounds. Evaluated every
    `eval_every` rounds; first-order Adam (all weights, backprop) beside them.
-2. **Label skew.** The default configuration and the skew recipe (``skew_recipe``: es scalars,
-   shared directions, sites weighted by examples), 4 and 8 peers, iid vs Dirichlet(0.3) shards, the
+2. **Label skew.** The default configuration and the skew recipe (``skew_recipe``: es scalars at
+   its forward-only settings, shared directions, sites weighted by examples), 4 and 8 peers, iid vs Dirichlet(0.3) shards, the
    same rounds for both splits (half part 1's forward passes, to fit the time); the gap iid -
    Dirichlet in points.
 3. **Join or not.** For the shards of 4 and 8 peers (iid and Dirichlet(0.3), the simulator's own
@@ -46,7 +47,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.experiments.quality import ADAM_LR, adam_evaluations
+from bench.experiments.quality import ADAM_LR, adam_run, spsa_demo
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
 from bench.sweep import (
@@ -60,6 +61,7 @@ from bench.sweep import (
     pm,
     point,
     reach,
+    simulate,
     stat,
     sweep,
 )
@@ -84,10 +86,6 @@ FULL = {"budget": 2000, "peers": 4, "seeds": 3, "eval_every": 5, "eval_size": 0,
 QUICK = {"budget": 192, "peers": 4, "seeds": 1, "eval_every": 2, "eval_size": 200, "adam_steps": 20,
          "adam_eval_every": 10, "skew_peers": (4,), "skew_budget": {4: 1.0}, "skew_evals": 2, "join_seeds": 1,
          "join_at": {4: "mid"}}
-# The old demo's settings (what the defaults were before the estimators came): SPSA, lr 1e-3, eps 1e-3,
-# K=4, batch 32, constant schedules; the other settings (bias tuning, byte codec, ...) as the default's.
-DEMO = {"estimator": "spsa", "lr": 1e-3, "eps": 1e-3, "samples": 4, "batch_size": 32, "lr_schedule": "constant",
-        "eps_schedule": "constant", "warmup": 0, "horizon": 0, "final_ratio": 0.1}
 # Cost model for the estimate (one single-threaded worker of two on an otherwise idle 2-core machine,
 # fitted to quality.json's runs): seconds per forward pass of a batch of 32 (with its share of the
 # update), per held-out example evaluated, per Adam step (forward + backward, all weights), to start
@@ -98,13 +96,6 @@ COST = {"pass": 0.07, "eval_example": 0.0035, "adam_step": 0.35, "start": 1.0, "
 # --------------------------------------------------------------------------- the plan
 
 
-def _train(**changes):
-    """``TrainConfig()`` with changes; a cosine schedule's horizon is set by ``_fit``."""
-    from onebyte.config import TrainConfig
-
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **changes})
-
-
 SKEW_RECIPE_NAME = "skew recipe (es, shared directions, sites weighted by examples)"
 
 
@@ -112,7 +103,9 @@ def skew_recipe(peers: int, train_examples: int):
     """What label-skewed sites should run: unnormalised ``es`` scalars on directions the peers of a
     round share, each site weighted by its examples (the reference: an equal share of the data),
     so a direction's summed scalars estimate the derivative of the loss over all the data."""
-    return _train(estimator="es", directions="shared", reference_examples=max(1, train_examples // peers))
+    from onebyte.config import TrainConfig
+
+    return TrainConfig.for_estimator("es", directions="shared", reference_examples=max(1, train_examples // peers))
 
 
 def rounds_for(train, peers: int, budget: float) -> int:
@@ -146,14 +139,14 @@ def describe(train) -> str:
 
 
 def estimator_conditions(p: dict) -> list[dict]:
-    """Part 1's conditions: demo SPSA, the default, every other estimator at the default's lr and
-    schedule; configurations that coincide (e.g. while the default is the demo's) are run once."""
+    """Part 1's conditions: the old demo's SPSA (quality.py's configuration), the default, every other
+    forward-only estimator at its library settings; configurations that coincide are run once."""
     from onebyte.config import Estimator, TrainConfig
 
     default = TrainConfig()
-    wanted = [("old demo", _train(**DEMO)), ("library default", default)]
-    wanted += [("other estimator at the default's lr and schedule", replace(default, estimator=e))
-               for e in Estimator if e is not default.estimator and e.value != DEMO["estimator"]]
+    wanted = [("old demo", spsa_demo()), ("library default", default)]
+    wanted += [("other estimator at its library settings", TrainConfig.for_estimator(e))
+               for e in Estimator if not e.exact and e is not default.estimator]
     wanted += [(f"structured: sparse directions, density 1/{round(1 / d)}", replace(default, density=d))
                for d in SPARSE_DENSITIES if d != default.density]
     out: list[dict] = []
@@ -302,45 +295,34 @@ def run_sim(task: dict) -> dict:
     from onebyte.config import TrainConfig, parse_split
 
     spec = onebyte.RunSpec(run_id=task["run_id"], model=MODEL, task=TASK, train=TrainConfig.from_dict(task["train"]))
-    lines: list[dict] = []
     sim = {"peers": task["peers"], "rounds": task["rounds"], "split": task["split"], "seed": task["seed"],
            "eval_every": task["eval_every"], "eval_size": task["eval_size"] or None}  # 0 in a task: all
-    shard_info = None
-    with tempfile.TemporaryDirectory(prefix="onebyte-estimators-") as tmp:
-        out = Path(tmp) / "run"
-        hook = lambda line: lines.append(line) if "eval" in line else None  # noqa: E731
-        if task["site"] is None:
-            summary = onebyte.simulate(spec, out=out, on_round=hook, **sim).summary
-        else:
-            from onebyte.simulator import SimConfig, run_simulation
-            from onebyte.tasks.data import load_dataset, split_shards
-            from onebyte.training import Setup
+    if task["site"] is None:
+        out = simulate(spec, **sim)
+    else:
+        from onebyte.simulator import SimConfig, run_simulation
+        from onebyte.tasks.data import load_dataset, split_shards
+        from onebyte.training import Setup
 
-            n, split, i = task["site"]
-            dataset = load_dataset(TASK)
-            shard = split_shards(dataset.train, n, parse_split(split), task["seed"])[i]
-            counts = [sum(e.label == lab for e in shard) for lab in range(len(dataset.label_names))]
-            shard_info = {"examples": len(shard), "label_counts": counts}
-            setup = Setup.build(spec, dataset=replace(dataset, train=shard))
-            summary = run_simulation(SimConfig.from_spec(spec, **sim).validate(), out, hook, setup=setup).summary
-    curve = [point({}, summary["eval_before"])] + [point(line, line["eval"]) for line in lines]
-    out = {"curve": curve, "seconds": summary["seconds"], "swarm_seconds": summary["swarm_seconds"],
-           "forward_passes": summary["forward_passes"], "payload_bytes": summary["payload_bytes"]}
-    if shard_info is not None:
-        out["shard"] = shard_info
+        n, split, i = task["site"]
+        dataset = load_dataset(TASK)
+        shard = split_shards(dataset.train, n, parse_split(split), task["seed"])[i]
+        lines: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="onebyte-estimators-") as tmp:
+            s = run_simulation(SimConfig.from_spec(spec, **sim).validate(), Path(tmp) / "run",
+                               lambda line: lines.append(line) if "eval" in line else None,
+                               setup=Setup.build(spec, dataset=replace(dataset, train=shard))).summary
+        out = {"curve": [point({}, s["eval_before"])] + [point(line, line["eval"]) for line in lines],
+               **{k: s[k] for k in ("seconds", "swarm_seconds", "forward_passes", "payload_bytes")},
+               "shard": {"examples": len(shard),
+                         "label_counts": [sum(e.label == lab for e in shard) for lab in range(len(dataset.label_names))]}}
+    out.pop("summary", None)
     return out
 
 
 def run_adam(task: dict) -> dict:
     """First-order Adam on all weights (quality.py's baseline), every metric at each evaluation."""
-    from onebyte.tasks.data import eval_subset
-
-    curve, train_s = [], 0.0
-    for n, train_s, ev in adam_evaluations(task["seed"], task["rounds"], task["eval_every"],
-                                           lambda d: eval_subset(d.test, task["eval_size"])):
-        s = round(train_s, 3)
-        curve.append(point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev))
-    return {"curve": curve, "seconds": round(train_s, 1), "forward_passes": task["rounds"]}
+    return adam_run(task["seed"], task["rounds"], task["eval_every"], task["eval_size"])
 
 
 def run_task(task: dict) -> dict:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import machine, sweep
+from bench.sweep import machine, simulate, sweep
 
 TARGET = 0.872  # held-out accuracy the fzoo demo reaches at round 15 (BENCHMARKS.md, "The demo")
 TARGET_FINAL = 0.925
@@ -61,23 +60,12 @@ def run_one(task: tuple[dict, int, dict]) -> dict:
                         directions=Directions.SHARED if cond["shared"] else Directions.DISTINCT,
                         codec=Codec.parse(cond.get("codec", "byte")))
     spec = onebyte.RunSpec(model="minilm", task="vader", run_id=f"estimators-seed{seed}", train=train)
-    curve: list[dict] = []
-
-    def on_round(line: dict) -> None:
-        if "eval" in line:
-            curve.append({"round": line["round"] + 1, "swarm_seconds": line["swarm_seconds"],
-                          "accuracy": line["eval"]["accuracy"], "macro_f1": line["eval"]["macro_f1"]})
-
     t = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="onebyte-exact-") as tmp:
-        mixed = {"estimators": (cond["estimator"], "fzoo"), "site_samples": (cond["samples"], 4)} if cond.get("mixed") \
-            else {}
-        result = onebyte.simulate(spec, out=Path(tmp) / "run", peers=4, rounds=p["rounds"], seed=seed,
-                                  eval_every=p["eval_every"], on_round=on_round, **mixed)
-    s = result.summary
-    curve.insert(0, {"round": 0, "swarm_seconds": 0.0, "accuracy": s["eval_before"]["accuracy"],
-                     "macro_f1": s["eval_before"]["macro_f1"]})
-    return {"name": cond["name"], "seed": seed, "cond": cond, "curve": curve,
+    mixed = {"estimators": (cond["estimator"], "fzoo"), "site_samples": (cond["samples"], 4)} if cond.get("mixed") \
+        else {}
+    run = simulate(spec, peers=4, rounds=p["rounds"], seed=seed, eval_every=p["eval_every"], **mixed)
+    s = run["summary"]
+    return {"name": cond["name"], "seed": seed, "cond": cond, "curve": run["curve"],
             "final": s["eval_after"]["accuracy"], "payload_bytes": s["payload_bytes"], "records": s["records"],
             "state_hash": s["state_hash"], "set_digest": s["set_digest"],
             "swarm_seconds": s["swarm_seconds"], "task_seconds": round(time.perf_counter() - t, 1)}

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import adam
+from bench.sweep import adam, simulate
 
 TEMPLATE = "Tweet: {text}\nIs the sentiment of this tweet negative, neutral or positive?"
 FULL = {"rounds": 60, "eval_size": 300, "eval_every": 20, "adam_steps": 60}
@@ -67,19 +66,9 @@ def write_tsv(folder: Path) -> tuple[Path, Path]:
 
 
 def run_onebyte(a: argparse.Namespace, p: dict) -> dict:
-    import onebyte
-
-    curve = []
-    with tempfile.TemporaryDirectory(prefix="onebyte-llm-") as tmp:
-        result = onebyte.simulate(spec(a), out=Path(tmp) / "run", peers=a.peers, rounds=p["rounds"],
-                                  eval_every=p["eval_every"], eval_size=p["eval_size"],
-                                  on_round=lambda line: curve.append(line) if "eval" in line else None)
-        s = result.summary
-    return {"before": s["eval_before"], "after": s["eval_after"], "seconds": s["seconds"],
-            "swarm_seconds": s["swarm_seconds"], "forward_passes": s["forward_passes"],
-            "payload_bytes": s["payload_bytes"], "tuned_parameters": s["tuned_parameters"],
-            "curve": [{"round": c["round"] + 1, "forward_passes": c["forward_passes"], "seconds": c["seconds"],
-                       "swarm_seconds": c["swarm_seconds"], **c["eval"]} for c in curve]}
+    out = simulate(spec(a), peers=a.peers, rounds=p["rounds"], eval_every=p["eval_every"], eval_size=p["eval_size"])
+    s = out.pop("summary")
+    return {"before": s["eval_before"], "after": s["eval_after"], "tuned_parameters": s["tuned_parameters"], **out}
 
 
 def run_adam(a: argparse.Namespace, p: dict) -> dict:

@@ -30,7 +30,6 @@ import json
 import math
 import shlex
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from bench.experiments.estimators import describe, makespan, rounds_for
 from bench.experiments.llm import TEMPLATE
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import earlier_runs, guarded, interp, mean_curve, pm, point, stat
+from bench.sweep import earlier_runs, guarded, interp, mean_curve, pm, stat
 
 MODEL, TASK, LABELS, CHAT = "smollm2", "tweets", ("negative", "neutral", "positive"), True  # llm.py's run
 PEERS = 4
@@ -153,27 +152,17 @@ def spec(run_id: str, train):
 
 def run_sim(task: dict) -> dict:
     """One simulation of 4 peers; the held-out curve from the simulator's evaluations."""
-    import onebyte
     from onebyte.config import TrainConfig
 
-    lines: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="onebyte-llm-est-") as tmp:
-        summary = onebyte.simulate(spec(task["run_id"], TrainConfig.from_dict(task["train"])), out=Path(tmp) / "run",
-                                   peers=PEERS, rounds=task["rounds"], seed=task["seed"],
-                                   eval_every=task["eval_every"], eval_size=task["eval_size"],
-                                   on_round=lambda line: lines.append(line) if "eval" in line else None).summary
-    curve = [point({}, summary["eval_before"])] + [point(line, line["eval"]) for line in lines]
-    return {"curve": curve, "seconds": summary["seconds"], "swarm_seconds": summary["swarm_seconds"],
-            "forward_passes": summary["forward_passes"], "payload_bytes": summary["payload_bytes"],
-            "tuned_parameters": summary["tuned_parameters"]}
+    out = sweep.simulate(spec(task["run_id"], TrainConfig.from_dict(task["train"])), peers=PEERS,
+                         rounds=task["rounds"], seed=task["seed"], eval_every=task["eval_every"],
+                         eval_size=task["eval_size"])
+    return {**out, "tuned_parameters": out.pop("summary")["tuned_parameters"]}
 
 
 def run_adam(task: dict) -> dict:
     """First-order Adam on all weights (llm.py's baseline) on the same prompt and held-out sample.
     The model is used as loaded, without onebyte's state (whose compact form would hold the weights)."""
-    import numpy as np
-    import torch
-
     from onebyte.models import load_model
     from onebyte.tasks.data import eval_subset, load_dataset
     from onebyte.tasks.objectives import build_objective
@@ -182,24 +171,9 @@ def run_adam(task: dict) -> dict:
     loaded = load_model(s.model)
     dataset = load_dataset(s.task, label_names=list(s.labels), template=s.template)
     obj = build_objective(loaded, dataset, s.objective, s.train.max_length, chat=s.chat)
-    model = loaded.model
-    torch.manual_seed(task["seed"])
-    test = eval_subset(dataset.test, task["eval_size"])
-
-    def evaluate() -> dict:
-        model.eval()
-        with torch.no_grad():
-            return obj.evaluate(test)
-
-    curve, train_s = [point({}, evaluate())], 0.0
-    for n, train_s in sweep.adam(model, list(model.parameters()), obj, dataset.train,
-                                 np.random.default_rng(task["seed"]), lr=task["lr"], batch_size=task["batch_size"],
-                                 steps=task["rounds"]):
-        if sweep.due(n, task["eval_every"], task["rounds"]):
-            sec = round(train_s, 3)
-            curve.append(point({"round": n - 1, "forward_passes": n, "seconds": sec, "swarm_seconds": sec},
-                               evaluate()))
-    return {"curve": curve, "seconds": round(train_s, 1), "forward_passes": task["rounds"]}
+    return sweep.adam_curve(loaded.model, list(loaded.model.parameters()), obj, dataset.train,
+                            eval_subset(dataset.test, task["eval_size"]), seed=task["seed"], lr=task["lr"],
+                            batch_size=task["batch_size"], steps=task["rounds"], every=task["eval_every"])
 
 
 def run_task(task: dict) -> dict:

@@ -62,10 +62,10 @@ def _spec(tune: str):
     from bench.experiments.llm import TEMPLATE
 
     c = CONFIG
+    train = onebyte.TrainConfig.for_estimator("spsa", tune=tune, lr=c["lr"], eps=c["eps"], samples=c["samples"],
+                                              batch_size=c["batch_size"], max_length=c["max_length"])
     return onebyte.RunSpec(run_id="llm-bench", model=c["model"], task=c["task"], labels=LABELS, template=TEMPLATE,
-                           chat=c["chat"], train=onebyte.TrainConfig(tune=tune, lr=c["lr"], eps=c["eps"],
-                                                                     samples=c["samples"], batch_size=c["batch_size"],
-                                                                     max_length=c["max_length"]))
+                           chat=c["chat"], train=train)
 
 
 def _status() -> dict[str, float]:

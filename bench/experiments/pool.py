@@ -33,7 +33,6 @@ import json
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ import numpy as np
 
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import machine, sweep
+from bench.sweep import machine, simulate, sweep
 
 PEERS = 4
 LINK_BPS = 64_000
@@ -177,9 +176,7 @@ def accuracy_run(c: dict) -> dict:
     train = TrainConfig.from_dict({**TrainConfig().to_dict(), "seed_pool": c["pool"]})
     spec = onebyte.RunSpec(run_id=f"pool-seed{c['seed']}", model="minilm", task="vader", train=train)
     start = time.time()
-    with tempfile.TemporaryDirectory(prefix="onebyte-pool-") as tmp:
-        s = onebyte.simulate(spec, out=Path(tmp) / "run", peers=c["peers"], rounds=c["rounds"], seed=c["seed"],
-                             eval_size=c["eval_size"]).summary
+    s = simulate(spec, peers=c["peers"], rounds=c["rounds"], seed=c["seed"], eval_size=c["eval_size"])["summary"]
     return {**c, "before": s["eval_before"]["accuracy"], "accuracy": s["eval_after"]["accuracy"],
             "macro_f1": s["eval_after"]["macro_f1"], "seconds": round(time.time() - start, 1)}
 

@@ -23,15 +23,13 @@ import argparse
 import json
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from bench.baselines import mezo
 from bench.output import RESULTS
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import adam, due, figure, machine, mean_std, sweep
-from onebyte.rundir import METRICS
+from bench.sweep import adam_curve, figure, machine, mean_std, point, simulate, sweep
 
 # Multi-peer runs stop once they have measured more gradients than the 1-peer run (n x rounds).
 FULL = {"rounds": 120, "multi_rounds": {2: 40, 4: 40, 8: 20}, "eval_every": 30, "multi_eval_every": 5,
@@ -43,11 +41,15 @@ MODEL, TASK = "minilm", "vader"
 
 
 def spsa_demo(**changes):
-    """The configuration this section measures: two-point SPSA, lr 1e-3 constant, the demo's other
-    settings (the estimators section compares it with the FZOO default)."""
-    from onebyte.config import Estimator, Schedule, TrainConfig
+    """The configuration this section measures, the demo's when it was first measured: two-point SPSA,
+    lr 1e-3 and eps 1e-3 constant, K = 4 distinct directions, bias tuning, batch 32, and every setting
+    added since at its ``legacy`` value (the library default has moved on: the estimators section
+    compares the two)."""
+    from onebyte.config import TrainConfig
 
-    return TrainConfig(estimator=Estimator.SPSA, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0, **changes)
+    return TrainConfig.from_dict({**TrainConfig().to_dict(), **TrainConfig.LEGACY, "lr": 1e-3, "eps": 1e-3,
+                                  "samples": 4, "batch_size": 32, "tune": "bias", "directions": "distinct",
+                                  "max_length": 32, **changes})
 
 
 def conditions(p: dict) -> list[dict]:
@@ -67,32 +69,16 @@ def conditions(p: dict) -> list[dict]:
 # --------------------------------------------------------------------------- workers
 
 
-def _point(step: int, forwards: int, seconds: float, swarm_seconds: float, payload: int, ev: dict) -> dict:
-    return {"round": step, "forward_passes": forwards, "seconds": round(seconds, 3),
-            "swarm_seconds": round(swarm_seconds, 3), "payload_bytes": payload, "accuracy": ev["accuracy"],
-            "loss": ev["loss"]}
-
-
-def _test_set(dataset, size: int):
-    return dataset.test[:size] if size else dataset.test
-
-
 def run_onebyte(cond: dict, seed: int, p: dict) -> list[dict]:
-    from onebyte.codec import Codec
-    from onebyte.simulator import SimConfig, run_simulation
+    import onebyte
 
     multi = cond["peers"] > 1
-    cfg = SimConfig(model=MODEL, task=TASK, peers=cond["peers"], split=cond["split"], seed=seed,
-                    rounds=p["multi_rounds"][cond["peers"]] if multi else p["rounds"], run_id=f"quality-seed{seed}",
-                    eval_every=p["multi_eval_every"] if multi else p["eval_every"], eval_size=p["eval_size"] or None,  # 0: all
-                    train=spsa_demo(codec=Codec.parse(cond["codec"])))
-    with tempfile.TemporaryDirectory(prefix="onebyte-quality-") as tmp:
-        summary = run_simulation(cfg, tmp).summary
-        rows = [json.loads(line) for line in (Path(tmp) / METRICS).read_text().splitlines()]
-    curve = [_point(0, 0, 0.0, 0.0, 0, summary["eval_before"])]
-    curve += [_point(r["round"] + 1, r["forward_passes"], r["seconds"], r["swarm_seconds"], r["payload_bytes"],
-                     r["eval"]) for r in rows if "eval" in r]
-    return curve
+    spec = onebyte.RunSpec(run_id=f"quality-seed{seed}", model=MODEL, task=TASK,
+                           train=spsa_demo(codec=cond["codec"]))
+    return simulate(spec, peers=cond["peers"], split=cond["split"], seed=seed,
+                    rounds=p["multi_rounds"][cond["peers"]] if multi else p["rounds"],
+                    eval_every=p["multi_eval_every"] if multi else p["eval_every"],
+                    eval_size=p["eval_size"] or None)["curve"]  # 0: all
 
 
 def _plain(seed: int):
@@ -108,8 +94,10 @@ def _plain(seed: int):
 
 
 def run_zero_shot(cond: dict, seed: int, p: dict) -> list[dict]:
+    from onebyte.tasks.data import eval_subset
+
     _, dataset, obj = _plain(seed)
-    return [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(_test_set(dataset, p["eval_size"])))]
+    return [point({}, obj.evaluate(eval_subset(dataset.test, p["eval_size"])))]
 
 
 def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
@@ -117,15 +105,16 @@ def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
     from onebyte.config import Run, RunSpec
     from onebyte.params import TuneSpec, select_parameters
     from onebyte.seeds import stream_seed
+    from onebyte.tasks.data import eval_subset
     from onebyte.training import batch_for
 
     loaded, dataset, obj = _plain(seed)
     train = spsa_demo()
     params = [prm for _, prm in select_parameters(loaded.model, TuneSpec.parse(train.tune))]
     tag = Run(RunSpec(f"quality-seed{seed}", MODEL, TASK, train=train), loaded.base_hash).run_tag
-    test = _test_set(dataset, p["eval_size"])
+    test = eval_subset(dataset.test, p["eval_size"])
 
-    curve = [_point(0, 0, 0.0, 0.0, 0, obj.evaluate(test))]
+    curve = [point({}, obj.evaluate(test))]
     forwards, train_s = 0, 0.0
     for r in range(p["rounds"]):
         t = time.perf_counter()
@@ -137,29 +126,25 @@ def run_mezo(cond: dict, seed: int, p: dict) -> list[dict]:
             forwards += 2
         train_s += time.perf_counter() - t
         if (r + 1) % p["eval_every"] == 0 or r + 1 == p["rounds"]:
-            curve.append(_point(r + 1, forwards, train_s, train_s, 0, obj.evaluate(test)))
+            s = round(train_s, 3)
+            curve.append(point({"round": r, "forward_passes": forwards, "seconds": s, "swarm_seconds": s},
+                               obj.evaluate(test)))
     return curve
 
 
-def adam_evaluations(seed: int, steps: int, every: int, test_of):
-    """First-order Adam on all weights, batch 32: yields (steps done, training seconds, evaluation on
-    ``test_of(dataset)``), before the first step and every ``every`` steps (and after the last)."""
-    import numpy as np
-    import torch
+def adam_run(seed: int, steps: int, every: int, eval_size: int) -> dict:
+    """First-order Adam on all weights, batch 32 (``sweep.adam_curve``), evaluated on ``eval_size``
+    held-out examples (0: all) before the first step, every ``every`` steps and after the last."""
+    from onebyte.tasks.data import eval_subset
 
     loaded, dataset, obj = _plain(seed)
-    torch.manual_seed(seed)
-    test = test_of(dataset)
-    yield 0, 0.0, obj.evaluate(test)
-    for n, train_s in adam(loaded.model, list(loaded.model.parameters()), obj, dataset.train,
-                                 np.random.default_rng(seed), lr=ADAM_LR, batch_size=32, steps=steps):
-        if due(n, every, steps):
-            yield n, train_s, obj.evaluate(test)
+    return adam_curve(loaded.model, list(loaded.model.parameters()), obj, dataset.train,
+                      eval_subset(dataset.test, eval_size), seed=seed, lr=ADAM_LR, batch_size=32, steps=steps,
+                      every=every)
 
 
 def run_adam(cond: dict, seed: int, p: dict) -> list[dict]:
-    return [_point(n, n, s, s, 0, ev) for n, s, ev in
-            adam_evaluations(seed, p["adam_steps"], p["adam_eval_every"], lambda d: _test_set(d, p["eval_size"]))]
+    return adam_run(seed, p["adam_steps"], p["adam_eval_every"], p["eval_size"])["curve"]
 
 
 RUNNERS = {"onebyte": run_onebyte, "mezo": run_mezo, "adam": run_adam, "zero-shot": run_zero_shot}
