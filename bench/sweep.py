@@ -253,3 +253,23 @@ def plot_mean_curves(ax, rows: list[dict], dashed: dict | None = None) -> None:
         line, = ax.plot(xs, ys, marker=".", lw=1.2, label=row["name"], ls="--" if row is dashed else "-")
         ax.fill_between(xs, [y - s for y, s in zip(ys, sd, strict=True)], [y + s for y, s in zip(ys, sd, strict=True)],
                         color=line.get_color(), alpha=0.15, lw=0)
+
+
+def plot_forward(path: Path, rows: list[dict], adam: dict, zero_shot: float | None, *, target: float | None = None,
+                 title: str | None = None) -> str:
+    """Accuracy against forward passes: each row's mean curve and Adam's (dashed), the zero-shot
+    accuracy and ``target`` as lines; the figure's file name."""
+    with figure(path) as (_, ax):
+        plot_mean_curves(ax, [*rows, adam], dashed=adam)
+        if zero_shot is not None:
+            ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
+        if target is not None:
+            ax.axhline(target, ls="-.", c="black", lw=0.8, label=f"{100 * target:.1f} %")
+        ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
+        ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
+        if title:
+            ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    return path.name
+

@@ -57,7 +57,7 @@ from bench.sweep import (
     interp,
     machine,
     mean_curve,
-    plot_mean_curves,
+    plot_forward,
     pm,
     point,
     reach,
@@ -434,17 +434,8 @@ def plot(summary: dict, zero_shot: float | None, out_dir: Path, prefix: str) -> 
     files = []
     est = summary.get("estimators")
     if est:
-        path = out_dir / f"{prefix}_forward.png"
-        with figure(path) as (_, ax):
-            plot_mean_curves(ax, [*est["rows"], est["adam"]], dashed=est["adam"])
-            if zero_shot is not None:
-                ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
-            ax.axhline(TARGET_ACCURACY, ls="-.", c="black", lw=0.8, label=f"{100 * TARGET_ACCURACY:.1f} %")
-            ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
-            ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
-            ax.legend(fontsize=7, loc="lower right")
-            ax.grid(alpha=0.3)
-        files.append(path.name)
+        files.append(plot_forward(out_dir / f"{prefix}_forward.png", est["rows"], est["adam"], zero_shot,
+                                  target=TARGET_ACCURACY))
     join = [r for r in (summary.get("join") or {}).get("rows", []) if "error" not in r]
     if join:
         peers = sorted({r["peers"] for r in join})

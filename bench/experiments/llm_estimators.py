@@ -223,16 +223,8 @@ def plot(summary: dict, zero_shot: float | None, path: Path) -> str | None:
     rows = [*summary["rows"], summary["adam"]]
     if all("error" in r for r in rows):
         return None
-    with sweep.figure(path) as (_, ax):
-        sweep.plot_mean_curves(ax, rows, dashed=summary["adam"])
-        if zero_shot is not None:
-            ax.axhline(zero_shot, ls=":", c="grey", lw=1, label="zero-shot")
-        ax.set_xlabel("forward passes, all peers (Adam: steps, each one forward + one backward)")
-        ax.set_ylabel("held-out accuracy (mean ± std over seeds)")
-        ax.set_title(f"{MODEL} on {TASK}: estimators at the same forward-pass budget", fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
-    return path.name
+    return sweep.plot_forward(path, summary["rows"], summary["adam"], zero_shot,
+                              title=f"{MODEL} on {TASK}: estimators at the same forward-pass budget")
 
 
 # --------------------------------------------------------------------------- report
