@@ -158,6 +158,20 @@ def mean_curve(runs: list[dict]) -> list[dict]:
     return out
 
 
+def condition_summary(name: str, runs: list[dict], xs: list[float]) -> dict:
+    """One condition's runs over the seeds done, mean ± std: at each of ``xs`` forward passes
+    (interpolated), at the end, and its mean curve; a run that failed makes the row an ``error``."""
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors or not runs:
+        return {"name": name, "error": errors[0] if errors else "no runs yet"}
+    final = [r["curve"][-1] for r in runs]
+    return {"name": name, "seeds": len(runs), "forward_passes": final[0]["forward_passes"],
+            "at": [{k: stat([interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")} for x in xs],
+            "final": {k: stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
+            "per_seed": [f["accuracy"] for f in final], "mean_curve": mean_curve(runs),
+            "seconds_mean": statistics.fmean(r["seconds"] for r in runs)}
+
+
 def reach(curve: list[dict], target: float) -> dict | None:
     """The first point at or above ``target`` accuracy: its forward passes and round."""
     hit = next((pt for pt in curve if pt["accuracy"] >= target), None)

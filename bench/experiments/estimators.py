@@ -51,12 +51,11 @@ from bench.experiments.quality import ADAM_LR, adam_run, spsa_demo
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
 from bench.sweep import (
+    condition_summary,
     earlier_runs,
     figure,
     guarded,
-    interp,
     machine,
-    mean_curve,
     plot_forward,
     pm,
     point,
@@ -333,17 +332,12 @@ def run_task(task: dict) -> dict:
 
 
 def _condition_summary(name: str, runs: list[dict], checkpoints: list[int]) -> dict:
-    errors = [r["error"] for r in runs if "error" in r]
-    if errors or not runs:
-        return {"name": name, "error": errors[0] if errors else "no runs"}
-    final = [r["curve"][-1] for r in runs]
-    mc = mean_curve(runs)
-    return {"name": name, "seeds": len(runs), "forward_passes": final[0]["forward_passes"],
-            "at": {str(x): {k: stat([interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")}
-                   for x in checkpoints},
-            "final": {k: stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
-            "reach": reach(mc, TARGET_ACCURACY), "mean_curve": mc,
-            "seconds_mean": statistics.fmean(r["seconds"] for r in runs)}
+    """``sweep.condition_summary`` with its checkpoints by name and the forward passes to the target."""
+    row = condition_summary(name, runs, checkpoints)
+    if "error" not in row:
+        row.update(at=dict(zip(map(str, checkpoints), row["at"], strict=True)),
+                   reach=reach(row["mean_curve"], TARGET_ACCURACY))
+    return row
 
 
 def summarize(p: dict, layout: dict, done: dict[str, dict]) -> dict:

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import shlex
-import statistics
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from bench.experiments.estimators import describe, makespan, rounds_for
 from bench.experiments.llm import TEMPLATE
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import earlier_runs, guarded, interp, mean_curve, pm, stat
+from bench.sweep import earlier_runs, guarded, pm
 
 MODEL, TASK, LABELS, CHAT = "smollm2", "tweets", ("negative", "neutral", "positive"), True  # llm.py's run
 PEERS = 4
@@ -183,23 +182,6 @@ def run_task(task: dict) -> dict:
 # --------------------------------------------------------------------------- summary
 
 
-def _at(runs: list[dict], x: float) -> dict:
-    return {k: stat([interp(r["curve"], x, k) for r in runs]) for k in ("accuracy", "macro_f1")}
-
-
-def condition_summary(name: str, runs: list[dict], xs: list[float]) -> dict:
-    """Mean ± std over the seeds done: at each of ``xs`` forward passes and at the end."""
-    errors = [r["error"] for r in runs if "error" in r]
-    if errors or not runs:
-        return {"name": name, "error": errors[0] if errors else "no runs yet"}
-    final = [r["curve"][-1] for r in runs]
-    return {"name": name, "seeds": len(runs), "forward_passes": final[0]["forward_passes"],
-            "at": [_at(runs, x) for x in xs],
-            "final": {k: stat([f[k] for f in final]) for k in ("accuracy", "macro_f1", "balanced_accuracy")},
-            "per_seed": [f["accuracy"] for f in final], "mean_curve": mean_curve(runs),
-            "seconds_mean": statistics.fmean(r["seconds"] for r in runs)}
-
-
 def summarize(p: dict, conds: list[dict], tasks: list[dict], done: dict[str, dict]) -> dict:
     """Each condition's and Adam's rows from the runs done so far."""
 
@@ -207,10 +189,10 @@ def summarize(p: dict, conds: list[dict], tasks: list[dict], done: dict[str, dic
         return [done[t["key"]] for t in tasks if t.get("estimator") == estimator and t["key"] in done]
 
     xs = checkpoints(conds)
-    rows = [{**c, **condition_summary(c["name"], finished(c["estimator"]), xs)} for c in conds]
+    rows = [{**c, **sweep.condition_summary(c["name"], finished(c["estimator"]), xs)} for c in conds]
     steps = adam_steps(p)
     adam_xs = [max(1, round(f * steps)) for f in FRACTIONS]
-    adam = condition_summary(f"Adam (first-order, all weights, lr {ADAM_LR:g})", finished(None), adam_xs)
+    adam = sweep.condition_summary(f"Adam (first-order, all weights, lr {ADAM_LR:g})", finished(None), adam_xs)
     return {"checkpoints": xs, "adam_checkpoints": adam_xs, "rows": rows,
             "adam": {**adam, "steps": steps, "eval_every": adam_every(p)}}
 
