@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ PEERS = 4
 LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
 #: Scale of the synthetic scalars: the state moves like a quiet run's, not like noise at full scale.
 SCALE = 0.1
+#: Rounds of records built and appended to a ledger at a time.
+CHUNK_ROUNDS = 5_000
 JOINED = re.compile(r"joined from peer (\w+) by its (ledger|snapshot) \(ledger ([\d,]+) B, snapshot ([\d,]+) B\)")
 JOINED_POOL = re.compile(r"joined from peer (\w+) by its coefficients \(([\d,]+) B of totals")
 #: The newcomer's ``-v`` log lines that mark its steps, with their times (``onebyte peer -v``).
@@ -60,6 +63,18 @@ STEPS = {"model": "its model and data are loaded", "DHT": "its DHT node is up (j
          "found": "it has found a live peer to join from", "ledger": "{} received"}
 SYNC_TARGET_S = 60.0
 RUN_TIMEOUT = 900.0
+
+
+def write_ledger(path: Path, train, tag: bytes, rounds: int, secret: bytes) -> int:
+    """``rounds`` rounds of PEERS peers' records in a ledger at ``path``: the run's codec, tag and
+    secret, synthetic scalars (SCALE x standard normal); its bytes."""
+    rng = np.random.default_rng(0)
+    with LedgerWriter(path) as writer:
+        for start in range(0, rounds, CHUNK_ROUNDS):  # a chunk of rounds at a time: 100,000 rounds fit
+            writer.append([build_record(train.codec, tag, r, p, 0, SCALE * rng.normal(size=train.samples),
+                                        stream_seed(tag, "rounding", r, p, 0), secret)
+                           for r in range(start, min(rounds, start + CHUNK_ROUNDS)) for p in range(PEERS)])
+    return path.stat().st_size
 
 
 def write_ledgers(work: Path, rounds: int, seed_pool: int = 0) -> tuple[Path, Path, int]:
@@ -76,22 +91,14 @@ def write_ledgers(work: Path, rounds: int, seed_pool: int = 0) -> tuple[Path, Pa
     secret_file.write_bytes(secret)
     secret_file.chmod(0o600)
     run = Setup.build(RunSpec.load(run_file)).spec  # exactly what the peers will read, with the base's hash
-    train, tag = run.spec.train, run.run_tag
-    rng = np.random.default_rng(0)
-    rounds_of = [[build_record(train.codec, tag, r, p, 0, SCALE * rng.normal(size=train.samples),
-                               stream_seed(tag, "rounding", r, p, 0), secret) for p in range(PEERS)]
-                 for r in range(rounds)]
-    for p in range(PEERS):
-        writer = LedgerWriter(work / f"peer-{p}" / "ledger.obl")
-        for batch in rounds_of:
-            writer.append(batch)
-        writer.close()
-    return run_file, secret_file, (work / "peer-0" / "ledger.obl").stat().st_size
+    size = write_ledger(work / "peer-0" / "ledger.obl", run.spec.train, run.run_tag, rounds, secret)
+    for p in range(1, PEERS):  # every established peer holds the same records
+        (work / f"peer-{p}").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "peer-0" / "ledger.obl", work / f"peer-{p}" / "ledger.obl")
+    return run_file, secret_file, size
 
 
 def measure(work: Path, rounds: int, more: int, seed_pool: int = 0) -> dict:
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     run_file, secret_file, ledger_bytes = write_ledgers(work, rounds, seed_pool)
     final = rounds + more

@@ -36,18 +36,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from bench.experiments.newcomer import PEERS, SCALE, write_ledger
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Claim, Results, Section, Step
 from bench.sweep import machine, simulate, sweep
 
-PEERS = 4
 LINK_BPS = 64_000
-#: Synthetic scalars' scale (as the newcomer bench: the state moves like a quiet run's).
-SCALE = 0.1
-#: Rounds of records built and appended to the ledger at a time.
-CHUNK_ROUNDS = 5_000
 SYNC_TARGET_S = 60.0
 DEFAULT_CASES = ("4096:4:1000,4096:4:100000,16384:4:1000,16384:4:100000,4096:1024:1000,4096:1024:10000,"
                  "16384:1024:1000")
@@ -70,25 +64,6 @@ def _train(pool: int, samples: int):
     return forward
 
 
-def write_ledger(path: Path, setup, rounds: int, secret: bytes) -> int:
-    """``rounds`` rounds of PEERS peers' records (synthetic scalars) in a ledger at ``path``; its bytes."""
-    from onebyte.ledger import LedgerWriter
-    from onebyte.record import build_record
-    from onebyte.seeds import stream_seed
-
-    train, tag = setup.train, setup.spec.run_tag
-    rng = np.random.default_rng(0)
-    writer = LedgerWriter(path)
-    try:
-        for start in range(0, rounds, CHUNK_ROUNDS):
-            writer.append([build_record(train.codec, tag, r, p, 0, SCALE * rng.normal(size=train.samples),
-                                        stream_seed(tag, "rounding", r, p, 0), secret)
-                           for r in range(start, min(rounds, start + CHUNK_ROUNDS)) for p in range(PEERS)])
-    finally:
-        writer.close()
-    return path.stat().st_size
-
-
 def catchup_case(pool: int, samples: int, rounds: int, work: Path) -> dict:
     import shutil
 
@@ -103,7 +78,8 @@ def catchup_case(pool: int, samples: int, rounds: int, work: Path) -> dict:
     secret = b"pool-bench-secret"
     t = time.perf_counter()
     source_setup = Setup.build(spec)
-    ledger_file = write_ledger(work / "peer-0" / "ledger.obl", source_setup, rounds, secret)
+    ledger_file = write_ledger(work / "peer-0" / "ledger.obl", source_setup.train, source_setup.spec.run_tag,
+                               rounds, secret)
     built = time.perf_counter() - t
     hub = MemoryHub()
     t = time.perf_counter()
