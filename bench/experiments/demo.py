@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--no-command", action="store_true", help="the seeds only, not the timed command")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="10 rounds, 1 seed, 200 held-out examples")
+    ap.add_argument("--quick", action="store_true", help="4 rounds, 1 seed, 100 held-out examples")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     a.out = a.out or (RESULTS / "quick" if a.quick else RESULTS) / "demo.json"
@@ -71,9 +71,9 @@ def main() -> None:
     from onebyte.config import TrainConfig
 
     train = TrainConfig()
-    rounds = 10 if a.quick else Defaults.rounds
+    rounds = 4 if a.quick else Defaults.rounds
     seeds = 1 if a.quick else a.seeds
-    eval_size = 200 if a.quick else 0
+    eval_size = 100 if a.quick else 0
     jobs = [{"kind": "sim", "seed": s, "task": {
         "kind": "sim", "key": f"seed{s}", "train": train.to_dict(), "peers": Defaults.peers, "rounds": rounds,
         "split": Defaults.split, "seed": s, "run_id": f"estimators-seed{s}", "site": None, "eval_size": eval_size,

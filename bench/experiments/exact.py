@@ -63,7 +63,8 @@ def run_one(task: tuple[dict, int, dict]) -> dict:
     t = time.perf_counter()
     mixed = {"estimators": (cond["estimator"], "fzoo"), "site_samples": (cond["samples"], 4)} if cond.get("mixed") \
         else {}
-    run = simulate(spec, peers=4, rounds=p["rounds"], seed=seed, eval_every=p["eval_every"], **mixed)
+    run = simulate(spec, peers=4, rounds=p["rounds"], seed=seed, eval_every=p["eval_every"],
+                   eval_size=p.get("eval_size"), **mixed)
     s = run["summary"]
     return {"name": cond["name"], "seed": seed, "cond": cond, "curve": run["curve"],
             "final": s["eval_after"]["accuracy"], "payload_bytes": s["payload_bytes"], "records": s["records"],
@@ -129,11 +130,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=5)
+    ap.add_argument("--eval-size", type=int, help="held-out examples, a fixed-seed sample [all]")
     ap.add_argument("--resume", action="store_true", help="keep finished (condition, seed) runs of --out")
     ap.add_argument("--out", default=str(RESULTS / "exact.json"))
     a = ap.parse_args()
     conds = [parse_cond(c) for c in (a.cond or DEFAULT_CONDS)]
-    p = {"rounds": a.rounds, "eval_every": a.eval_every}
+    p = {"rounds": a.rounds, "eval_every": a.eval_every, **({"eval_size": a.eval_size} if a.eval_size else {})}
     done: list[dict] = []
     if a.resume and Path(a.out).exists():
         old = json.loads(Path(a.out).read_text())
@@ -144,7 +146,8 @@ def main() -> None:
     t = time.perf_counter()
     command = "python -m bench.experiments.exact " + " ".join(
         [f"--cond {cond_text(c)}" for c in conds]
-        + [f"--rounds {a.rounds}", f"--seeds {a.seeds}", f"--eval-every {a.eval_every}"])
+        + [f"--rounds {a.rounds}", f"--seeds {a.seeds}", f"--eval-every {a.eval_every}"]
+        + [f"--eval-size {a.eval_size}"] * bool(a.eval_size))
     for res in sweep(run_one, tasks, a.workers, fresh=True):
         done.append(res)
         print(json.dumps({k: res[k] for k in ("name", "seed", "final", "swarm_seconds")}), flush=True)
@@ -316,7 +319,8 @@ def claims(results: Results) -> list[Claim]:
 
 
 SECTION = Section("exact", "bench.experiments.exact", render, claims=claims,
-                  steps=(Step("exact", ("--out", "{out}/exact.json"), ("--rounds", "6", "--out", "{out}/exact.json")),))
+                  steps=(Step("exact", ("--out", "{out}/exact.json"),
+                              ("--rounds", "3", "--eval-every", "2", "--eval-size", "100", "--out", "{out}/exact.json")),))
 
 
 if __name__ == "__main__":

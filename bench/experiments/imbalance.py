@@ -63,7 +63,7 @@ def run_one(train_file: Path, eval_file: Path, balance: str, split: str, seed: i
     spec = onebyte.RunSpec(model="minilm", task=str(train_file), eval_file=str(eval_file),
                            train=onebyte.TrainConfig(balance=onebyte.Balance(balance)))
     t0 = time.perf_counter()
-    res = onebyte.simulate(spec, out=out, rounds=rounds, split=split, seed=seed)
+    res = onebyte.simulate(spec, out=out, rounds=rounds, split=split, seed=seed, eval_every=10)
     s = res.summary
     return {"balance": balance, "split": split, "seed": seed, "before": s["eval_before"], "after": s["eval_after"],
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -215,7 +215,7 @@ def note(results: Results) -> str | None:
 
 SECTION = Section("imbalance", "bench.experiments.imbalance", render,
                   (Step("imbalance", ("--out", "{out}/imbalance.json"),
-                        ("--rounds", "20", "--seeds", "1", "--splits", "iid", "--out", "{out}/imbalance.json")),),
+                        ("--rounds", "10", "--seeds", "1", "--splits", "iid", "--out", "{out}/imbalance.json")),),
                   claims=claims, note=note)
 
 

@@ -34,8 +34,8 @@ from bench.sweep import adam_curve, figure, machine, mean_std, point, simulate, 
 # Multi-peer runs stop once they have measured more gradients than the 1-peer run (n x rounds).
 FULL = {"rounds": 120, "multi_rounds": {2: 40, 4: 40, 8: 20}, "eval_every": 30, "multi_eval_every": 5,
         "adam_steps": 150, "adam_eval_every": 50, "splits": ("iid", "dirichlet:0.3"), "eval_size": 0}
-QUICK = {"rounds": 10, "multi_rounds": {4: 4}, "eval_every": 5, "multi_eval_every": 2, "adam_steps": 20,
-         "adam_eval_every": 10, "splits": ("iid", "dirichlet:0.3"), "eval_size": 200}
+QUICK = {"rounds": 6, "multi_rounds": {4: 2}, "eval_every": 3, "multi_eval_every": 1, "adam_steps": 6,
+         "adam_eval_every": 3, "splits": ("iid", "dirichlet:0.3"), "eval_size": 100}
 ADAM_LR = 2e-5
 MODEL, TASK = "minilm", "vader"
 
