@@ -21,11 +21,11 @@ SECRET = b"s" * 16
 
 @pytest.fixture
 def victim(tmp_path):
+    """A peer that never runs rounds, offered hostile input; closed however the test ends."""
     setup = Setup.build(RunSpec(run_id="hostile", model="tiny-gpt2", task="vader", train=TRAIN))
-    p = Peer(setup, setup.dataset.train[:50], MemoryTransport(MemoryHub(), "v"), tmp_path / "v",
-             PeerOptions(peer_id=1, secret=SECRET))
-    yield p
-    p.close()
+    with Peer(setup, setup.dataset.train[:50], MemoryTransport(MemoryHub(), "v"), tmp_path / "v",
+              PeerOptions(peer_id=1, secret=SECRET)) as p:
+        yield p
 
 
 def _rec(p, round_=0, peer=9, g=(1.0, -2.0), secret=SECRET, tag=None, count=None):
@@ -120,11 +120,10 @@ def test_canary_in_training_data_never_leaves_the_peer(tmp_path):
     data.write_text("\n".join(rows) + "\n")
     hub = MemoryHub()
     setup = Setup.build(RunSpec(run_id="canary", model="tiny-gpt2", task=str(data), train=TRAIN))
-    p = Peer(setup, setup.dataset.train, MemoryTransport(hub, "me"), tmp_path / "out",
-             PeerOptions(peer_id=3, rounds=3, secret=SECRET, eval_size=0, min_deadline=0.1, max_deadline=0.5,
-                         heartbeat_interval=0.1, drain_timeout=1.0))
-    p.run()
-    p.close()
+    with Peer(setup, setup.dataset.train, MemoryTransport(hub, "me"), tmp_path / "out",
+              PeerOptions(peer_id=3, rounds=3, secret=SECRET, eval_size=0, min_deadline=0.1, max_deadline=0.5,
+                          heartbeat_interval=0.1, drain_timeout=1.0)) as p:  # closed even if run raises
+        p.run()
     needle = canary.encode()
     published = b"".join(r for rnd in hub.records.values() for r in rnd.values()) + b"".join(hub.beats.values())
     assert published and needle not in published

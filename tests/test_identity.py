@@ -6,13 +6,12 @@ import hashlib
 import json
 import random
 import struct
-import threading
-import time
 
 import numpy as np
 import pytest
 
 from conftest import Toy, run_peers
+from harness import Owned, wait_until
 from onebyte.cli import main
 from onebyte.codec import Codec
 from onebyte.config import Aggregate, ListedKey, RunSpec, TrainConfig
@@ -32,6 +31,13 @@ A, B, C, D = KEYS
 # peer timings for in-memory swarms: rounds of a second, heartbeats every 0.2 s
 FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
             join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
+
+
+@pytest.fixture
+def owned():
+    """The peers, transports and threads a test starts: stopped and closed, pass or fail."""
+    with Owned() as o:
+        yield o
 
 
 def _roster(*keys: SiteKey, until: dict[int, int] | None = None) -> Roster:
@@ -395,7 +401,7 @@ def test_keygen_then_a_bad_or_missing_key_is_one_line_and_exit_2(tmp_path, capsy
 
 
 # ---------------------------------------------------------------------------------------- peers
-def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothing_applied(tmp_path):
+def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothing_applied(tmp_path, owned):
     from onebyte.peer import Peer, PeerOptions
     from onebyte.tasks.data import split_shards
     from onebyte.training import Setup
@@ -408,45 +414,39 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
     hub = MemoryHub()
     setup = Setup.build(spec)
     with pytest.raises(ConfigError, match="give this peer"):
-        Peer(setup, [], MemoryTransport(hub, "x"), tmp_path / "x", PeerOptions(peer_id=A.peer_id, secret=SECRET))
+        owned(Peer(setup, [], MemoryTransport(hub, "x"), tmp_path / "x", PeerOptions(peer_id=A.peer_id, secret=SECRET)))
     with pytest.raises(ConfigError, match="not listed"):
-        Peer(setup, [], MemoryTransport(hub, "x"), tmp_path / "x", PeerOptions(peer_id=D.peer_id, key=D))
+        owned(Peer(setup, [], MemoryTransport(hub, "x"), tmp_path / "x", PeerOptions(peer_id=D.peer_id, key=D)))
     peers = []
     for i, key in enumerate((A, B)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 2, None, 0)[i]
         opts = PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, **FAST)
-        peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
-    try:
-        evil = MemoryTransport(hub, "evil")
-        tag = peers[0].tag
-        for r in range(3):
-            g = np.array([100.0, -100.0])
-            forged = [build_record(Codec.BYTE, tag, r, 7, 0, g, r, SECRET),  # the secret, no key
-                      build_record(Codec.BYTE, tag, r, D.peer_id, 0, g, r).signed_by(D),  # an unlisted key
-                      build_record(Codec.BYTE, tag, r, B.peer_id, 0, g, r).signed_by(D)]  # as B, by D
-            for raw in (f.to_bytes() for f in forged):
-                for target in ("p0", "p1"):
-                    evil.request(target, b"REC" + struct.pack("<H", len(raw)) + raw, 1.0)
-        summaries = run_peers(peers)
-        # a newcomer joins from A's snapshot, whose records it checks against its roster first
-        newcomer = Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
-                        PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST))
-        peers.append(newcomer)
-        newcomer._install_snapshot(peers[0].gossip.heartbeat())
-        assert newcomer.state_hash() == summaries[0]["state_hash"] and len(newcomer.records) == 6
-        # ... and one whose run file revokes B from round 1 refuses that snapshot (it counts B's late records)
-        revoking = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
-                           keys=[*spec.keys[:1], ListedKey("b", B.public, 1), ListedKey("c", C.public)])
-        late = Peer(Setup.build(revoking), [], MemoryTransport(hub, "c2"), tmp_path / "c2",
-                    PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST))
-        peers.append(late)
-        with pytest.raises(ProtocolError, match="does not count here"):
-            late._install_snapshot(peers[0].gossip.heartbeat())
-        assert late.records == {}
-    finally:
-        for p in peers:
-            p.close()
+        peers.append(owned(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts)))
+    evil = owned(MemoryTransport(hub, "evil"))
+    tag = peers[0].tag
+    for r in range(3):
+        g = np.array([100.0, -100.0])
+        forged = [build_record(Codec.BYTE, tag, r, 7, 0, g, r, SECRET),  # the secret, no key
+                  build_record(Codec.BYTE, tag, r, D.peer_id, 0, g, r).signed_by(D),  # an unlisted key
+                  build_record(Codec.BYTE, tag, r, B.peer_id, 0, g, r).signed_by(D)]  # as B, by D
+        for raw in (f.to_bytes() for f in forged):
+            for target in ("p0", "p1"):
+                evil.request(target, b"REC" + struct.pack("<H", len(raw)) + raw, 1.0)
+    summaries = run_peers(peers)
+    # a newcomer joins from A's snapshot, whose records it checks against its roster first
+    newcomer = owned(Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
+                          PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST)))
+    newcomer._install_snapshot(peers[0].gossip.heartbeat())
+    assert newcomer.state_hash() == summaries[0]["state_hash"] and len(newcomer.records) == 6
+    # ... and one whose run file revokes B from round 1 refuses that snapshot (it counts B's late records)
+    revoking = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
+                       keys=[*spec.keys[:1], ListedKey("b", B.public, 1), ListedKey("c", C.public)])
+    late = owned(Peer(Setup.build(revoking), [], MemoryTransport(hub, "c2"), tmp_path / "c2",
+                      PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST)))
+    with pytest.raises(ProtocolError, match="does not count here"):
+        late._install_snapshot(peers[0].gossip.heartbeat())
+    assert late.records == {}
     assert len({s["state_hash"] for s in summaries}) == 1
     assert {s["peer_id"] for s in summaries} == {f"{A.peer_id:x}", f"{B.peer_id:x}"}
     assert all(s["records"] == 6 for s in summaries)  # only the two sites' own records
@@ -496,7 +496,7 @@ def _admin_spec(run_id: str) -> RunSpec:
                          {"name": "c", "public": C.public_hex}])
 
 
-def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path):
+def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path, owned):
     """Three signed peers; A holds an admin key and revokes C from round 2 while they run. B and C
     learn it over the network (REVK), whether C's late records reached them before it or not; all
     three end on one (digest, hash), counting none of C's records from round 2, and B's copy of
@@ -512,39 +512,30 @@ def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path)
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 3, None, 0)[i]
         opts = PeerOptions(peer_id=key.peer_id, rounds=6, secret=SECRET, key=key, min_peers=3, **FAST)
-        peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
+        peers.append(owned(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts)))
     errors: list[BaseException] = []
 
     def go(p):
         try:
-            p.run()
+            p.run(owned.stop)
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=go, args=(p,)) for p in peers]
-    try:
-        with pytest.raises(ConfigError, match="neither the revoked key nor an admin"):
-            peers[1].revoke("a", 0)  # B holds no admin key
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 120
-        while peers[0].round < 3 and time.monotonic() < deadline:  # C's round-2 record is out by now
-            time.sleep(0.05)
-        rev = peers[0].revoke("c", 2)
-        for t in threads:
-            t.join(timeout=300)
-        assert not errors, errors
-        assert not any(t.is_alive() for t in threads)
-        summaries = [p.summary() for p in peers]
-        assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
-        for p in peers:
-            assert p.roster.until(C.peer_id) == 2
-            assert not [r for r in p.replica.applied_records() if r.peer_id == C.peer_id and r.round >= 2]
-            assert {r.peer_id for r in p.replica.applied_records() if r.round < 2} == {A.peer_id, B.peer_id, C.peer_id}
-        assert read_revocations(tmp_path / "p1" / "revocations.txt", peers[0].tag) == [rev]
-    finally:
-        for p in peers:
-            p.close()
+    with pytest.raises(ConfigError, match="neither the revoked key nor an admin"):
+        peers[1].revoke("a", 0)  # B holds no admin key
+    for p in peers:
+        owned.thread(go, p)
+    wait_until(lambda: peers[0].round >= 3, 120, "A's round 3 (C's round-2 record is out by then)")
+    rev = peers[0].revoke("c", 2)
+    owned.join(300)
+    assert not errors, errors
+    summaries = [p.summary() for p in peers]
+    assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
+    for p in peers:
+        assert p.roster.until(C.peer_id) == 2
+        assert not [r for r in p.replica.applied_records() if r.peer_id == C.peer_id and r.round >= 2]
+        assert {r.peer_id for r in p.replica.applied_records() if r.round < 2} == {A.peer_id, B.peer_id, C.peer_id}
+    assert read_revocations(tmp_path / "p1" / "revocations.txt", peers[0].tag) == [rev]
 
 
 def test_onebyte_revoke_writes_a_signed_revocation_that_replay_and_peers_honour(tmp_path, capsys):
@@ -591,7 +582,7 @@ def test_onebyte_revoke_writes_a_signed_revocation_that_replay_and_peers_honour(
         capsys, ["revoke", "--run", str(plain.root), "--from", "0", "--key", str(tmp_path / "a.key"), "c"])
 
 
-def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_it_starts(tmp_path):
+def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_it_starts(tmp_path, owned):
     """The operator revoked C in A's directory while A was stopped. A takes it at start; B, whose
     record set never differs from A's (so no sync would carry it), learns it when the two meet."""
     from onebyte.identity import append_revocation
@@ -605,19 +596,15 @@ def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_i
     (tmp_path / "p0").mkdir()
     append_revocation(tmp_path / "p0" / "revocations.txt", rev)
     hub = MemoryHub()
-    peers = [Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}",
-                  PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **FAST))
+    peers = [owned(Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}",
+                        PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **FAST)))
              for i, key in enumerate((A, B))]
-    try:
-        assert peers[0].roster.until(C.peer_id) == 5 and peers[1].roster.until(C.peer_id) is None
-        for p in [*peers, *peers]:  # they hear of each other, then exchange heartbeats: nothing to sync
-            p.beat(force=True)
-        assert peers[0].digest.hex() == peers[1].digest.hex()
-        assert peers[1].roster.until(C.peer_id) == 5
-        assert read_revocations(tmp_path / "p1" / "revocations.txt", peers[0].tag) == [rev]
-    finally:
-        for p in peers:
-            p.close()
+    assert peers[0].roster.until(C.peer_id) == 5 and peers[1].roster.until(C.peer_id) is None
+    for p in [*peers, *peers]:  # they hear of each other, then exchange heartbeats: nothing to sync
+        p.beat(force=True)
+    assert peers[0].digest.hex() == peers[1].digest.hex()
+    assert peers[1].roster.until(C.peer_id) == 5
+    assert read_revocations(tmp_path / "p1" / "revocations.txt", peers[0].tag) == [rev]
 
 
 def test_peers_whose_run_files_list_other_site_keys_say_so(tmp_path):
@@ -635,16 +622,13 @@ def test_peers_whose_run_files_list_other_site_keys_say_so(tmp_path):
         setups = [Setup.build(ours), Setup.build(spec_b)]
         assert setups[0].spec.run_tag == setups[1].spec.run_tag
         hub, out = MemoryHub(), tmp_path / f"differs-{differs}"
-        peers = [Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), out / f"p{i}",
-                      PeerOptions(peer_id=key.peer_id, rounds=1, secret=SECRET, key=key, min_peers=2, **FAST))
-                 for i, key in enumerate((A, B))]
-        try:
+        with Owned() as own:  # these two closed before the next two start
+            peers = [own(Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), out / f"p{i}",
+                              PeerOptions(peer_id=key.peer_id, rounds=1, secret=SECRET, key=key, min_peers=2, **FAST)))
+                     for i, key in enumerate((A, B))]
             for p in [*peers, *peers]:
                 p.beat(force=True)
             said = [p.summary()["key_list_peers"] for p in peers]
-        finally:
-            for p in peers:
-                p.close()
         if not differs:
             assert said == [{}, {}]
             continue
@@ -673,7 +657,7 @@ def test_a_hostile_configuration_reply_is_refused_or_shown_short():
 
 
 @pytest.mark.parametrize("aggregate", [Aggregate.SUM, Aggregate.CLIPPED], ids=["sum", "clipped"])
-def test_signed_peers_in_lockstep_equal_the_simulator_given_their_keys(tmp_path, aggregate):
+def test_signed_peers_in_lockstep_equal_the_simulator_given_their_keys(tmp_path, aggregate, owned):
     """swarm = simulate with site keys: the simulator publishes and signs as each site, so three
     signed peers in lockstep and the simulation end on one (digest, hash). C's key is revoked by
     the run file from round 2: lockstep stops waiting for it, and neither side counts it there."""
@@ -696,18 +680,14 @@ def test_signed_peers_in_lockstep_equal_the_simulator_given_their_keys(tmp_path,
     assert sim["records"] == 8  # three sites for rounds 0 and 1, then A and B
     hub, peers = MemoryHub(), []
     with pytest.raises(ConfigError, match="3 peers, not 4"):
-        Peer(Setup.build(spec), [], MemoryTransport(hub, "x"), tmp_path / "x",
-             PeerOptions(peer_id=A.peer_id, key=A, lockstep=4))
+        owned(Peer(Setup.build(spec), [], MemoryTransport(hub, "x"), tmp_path / "x",
+                   PeerOptions(peer_id=A.peer_id, key=A, lockstep=4)))
     for i, key in enumerate((A, B, C)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 3, None, 0)[i]
         opts = PeerOptions(peer_id=key.peer_id, rounds=3, lockstep=3, key=key, **FAST)
-        peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
-    try:
-        summaries = run_peers(peers)
-    finally:
-        for p in peers:
-            p.close()
+        peers.append(owned(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts)))
+    summaries = run_peers(peers)
     assert {(s["set_digest"], s["state_hash"]) for s in summaries} == {(sim["set_digest"], sim["state_hash"])}
 
 

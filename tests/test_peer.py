@@ -5,13 +5,16 @@ import json
 import logging
 import re
 import threading
-import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from conftest import run_peers
+from harness import Owned, wait_until
 from onebyte.config import Aggregate, RunSpec, TrainConfig
 from onebyte.errors import ConfigError, PeerUnreachable
 from onebyte.lifecycle import wait_for_quorum
@@ -27,15 +30,16 @@ FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=
             sync_interval=0.2, poll=0.01)
 
 
-_OPEN: list[Peer] = []
+_OWNED = Owned()  # the running test's (the fixture below replaces it for each test)
 
 
 @pytest.fixture(autouse=True)
-def _close_every_peer():
-    """Every peer a test opens is closed (executors stopped, ledger closed), pass or fail."""
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
+def owned() -> Iterator[Owned]:
+    """Every peer a test opens (``_peers``, ``_OWNED(peer)``) is closed and every thread it starts
+    (``owned.thread``) stopped and joined, pass or fail."""
+    global _OWNED
+    with Owned() as _OWNED:
+        yield _OWNED
 
 
 def _setup(train=TRAIN):
@@ -48,8 +52,7 @@ def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None, train=TR
         setup = _setup(train)
         shards = split_shards(setup.dataset.train, n, None, 0)
         opts = PeerOptions(peer_id=pid, rounds=rounds, lockstep=lockstep, secret=secret, **FAST)
-        peers.append(Peer(setup, shards[i], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
-    _OPEN.extend(peers)
+        peers.append(_OWNED(Peer(setup, shards[i], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts)))
     return peers
 
 
@@ -60,6 +63,54 @@ def _run_all(peers, stop=None):
 def _wait_for_quorum(p, stop=None):
     """What ``Peer.run`` does before its first round (``lifecycle.wait_for_quorum``)."""
     wait_for_quorum(p.gossip, p.replica, p.opts, p.round, stop)
+
+
+def _quorum_checks(p: Peer) -> list[str]:
+    """Each check a peer's quorum wait makes (``Gossip.waiting``), by the name of the thread that made it."""
+    checks: list[str] = []
+    waiting = p.gossip.waiting
+
+    def counted():
+        checks.append(threading.current_thread().name)
+        return waiting()
+
+    p.gossip.waiting = counted
+    return checks
+
+
+@contextmanager
+def _quorum_waits(peers: list[Peer]) -> Iterator[dict[str, list[str]]]:
+    """What each peer's quorum wait did, in order, by the name of its thread: "greet" for each DHT
+    greeting, then how the wait ended (its log line: "... : starting", or "... starting anyway" when
+    its quorum_timeout ran out)."""
+    events: dict[str, list[str]] = defaultdict(list)
+    for p in peers:
+        def greet(real=p.gossip.greet):
+            events[threading.current_thread().name].append("greet")
+            return real()
+
+        p.gossip.greet = greet
+
+    class Ends(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events[record.threadName].append(record.getMessage())
+
+    logger, handler = logging.getLogger("onebyte.lifecycle"), Ends(logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield events
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _until_started(events: list[str]) -> list[str]:
+    """A quorum wait's events up to the line that ended it."""
+    ends = [i for i, e in enumerate(events) if e != "greet"]
+    assert ends, events
+    return events[:ends[0] + 1]
 
 
 @pytest.mark.parametrize("train", [TRAIN, replace(TRAIN, aggregate=Aggregate.MEDIAN),
@@ -90,13 +141,15 @@ def test_free_running_peers_agree_at_the_end(tmp_path, train):
 def test_a_peer_that_finishes_first_waits_while_slower_peers_progress(tmp_path):
     """A fast peer closes its rounds at the deadline and finishes long before a slow one. Its drain
     (1.5 s here) ends only after 1.5 s *without progress*, so it leaves with the slow peer's last records,
-    not with the part that had reached it (the thin-link 8-peer run's disagreement)."""
+    not with the part that had reached it (the thin-link 8-peer run's disagreement). The slow peer
+    measures round r only once the fast one has closed round r + 1, and its last round once the fast
+    one is done: behind it, whatever the machine's speed."""
     fast, slow = _peers(MemoryHub(), tmp_path, 2, rounds=6)
     fast.opts = replace(fast.opts, drain_timeout=1.5, min_deadline=0.1, max_deadline=0.2)
     measure = slow._measure
 
     def slowly(r):
-        time.sleep(0.8)
+        wait_until(lambda: fast.done or fast.rounds_completed > r + 1, 120, f"the fast peer to pass round {r + 1}")
         return measure(r)
 
     slow._measure = slowly
@@ -132,62 +185,42 @@ def test_outsider_without_the_secret_gets_nothing_applied(tmp_path):
                for s in summaries)
 
 
-def test_partition_heals(tmp_path):
+def test_partition_heals(tmp_path, owned):
     hub = MemoryHub()
     peers = _peers(hub, tmp_path, 4, rounds=None)
     hub.partition([["p0", "p1"], ["p2", "p3"]])
-    stop = threading.Event()
-    threads = [threading.Thread(target=p.run, args=(stop,)) for p in peers]
-    for t in threads:
-        t.start()
-    try:
-        _wait(lambda: all(p.rounds_completed >= 3 for p in peers), 120)
-        assert peers[0].digest.hex() != peers[2].digest.hex()  # the two sides trained apart
-        hub.heal()
-        _wait(lambda: all(p.rounds_completed >= 6 for p in peers), 120)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=120)
+    for p in peers:
+        owned.thread(p.run, owned.stop)
+    wait_until(lambda: all(p.rounds_completed >= 3 for p in peers), 120, "three rounds apart")
+    assert peers[0].digest.hex() != peers[2].digest.hex()  # the two sides trained apart
+    hub.heal()
+    wait_until(lambda: all(p.rounds_completed >= 6 for p in peers), 120, "three rounds healed")
+    owned.stop.set()
+    owned.join()
     s = [p.summary() for p in peers]
     assert len({x["set_digest"] for x in s}) == 1, [x["records"] for x in s]
     assert len({x["state_hash"] for x in s}) == 1
 
 
-def test_restart_and_join(tmp_path):
+def test_restart_and_join(tmp_path, owned):
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=None)
-    stop = threading.Event()
-    threads = [threading.Thread(target=p.run, args=(stop,)) for p in (a, b)]
-    for t in threads:
-        t.start()
-    try:
-        _wait(lambda: a.rounds_completed >= 2 and b.rounds_completed >= 2, 120)
-        # a newcomer joins from a snapshot
-        c = _peers(hub, tmp_path, 3, rounds=None, ids=[2])[0]
-        tc = threading.Thread(target=c.run, args=(stop,))
-        tc.start()
-        _wait(lambda: c.rounds_completed >= 2, 120)
-        assert c.round > 2  # started at the swarm's newest round, not from 0
-    finally:
-        stop.set()
-        for t in threads + [tc]:
-            t.join(timeout=120)
+    for p in (a, b):
+        owned.thread(p.run, owned.stop)
+    wait_until(lambda: a.rounds_completed >= 2 and b.rounds_completed >= 2, 120, "two rounds of a and b")
+    # a newcomer joins from a snapshot
+    c = _peers(hub, tmp_path, 3, rounds=None, ids=[2])[0]
+    owned.thread(c.run, owned.stop)
+    wait_until(lambda: c.rounds_completed >= 2, 120, "two rounds of the newcomer")
+    assert c.round > 2  # started at the swarm's newest round, not from 0
+    owned.stop.set()
+    owned.join()
     # restart b from its own --out: nothing lost, nothing applied twice
     before = b.summary()
     b.close()
     b2 = _peers(hub, tmp_path, 2, rounds=None, ids=[1])[0]
     assert b2.summary()["set_digest"] == before["set_digest"]
     assert b2.summary()["state_hash"] == before["state_hash"]
-
-
-def _wait(cond, timeout):
-    import time
-
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
 
 
 def test_newcomer_with_another_base_or_config_is_refused_naming_the_setting(tmp_path, caplog):
@@ -211,7 +244,7 @@ def test_newcomer_with_another_base_or_config_is_refused_naming_the_setting(tmp_
             c.join()
         b.beat(force=True)
         a.beat(force=True)  # a sees b's heartbeat, asks for its configuration, logs what differs
-        _wait(lambda: 5 in a.foreign_diff, 10)
+        wait_until(lambda: 5 in a.foreign_diff, 10, "a to learn what differs in b's configuration")
     assert any("train.samples" in r.getMessage() for r in caplog.records if r.name == "onebyte.gossip")
 
 
@@ -228,7 +261,7 @@ def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_pa
         opts = PeerOptions(peer_id=pid, rounds=None, secret=b"s", catchup=mode, **FAST)
         c = Peer(setup, split_shards(setup.dataset.train, 4, None, 0)[pid], MemoryTransport(hub, f"p{pid}"),
                  tmp_path / f"p{pid}", opts)
-        _OPEN.append(c)
+        _OWNED(c)
         c.beat(force=True, sync=False)
         hb = c.members.live()[a.opts.peer_id]
         c.catchup.catch_up(hb)
@@ -255,16 +288,9 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
         x.beat(force=True)
     setup = _setup()
     net = MemoryTransport(hub, "p7")
-    request = net.request
-
-    def over_a_slow_link(contact, payload, timeout):  # each piece takes a while: every worker gets some
-        time.sleep(0.1)
-        return request(contact, payload, timeout)
-
-    net.request = over_a_slow_link
-    c = Peer(setup, [], net, tmp_path / "p7",
-             PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
-    _OPEN.append(c)
+    net.request = _all_sources_asked_before_any_answers(net.request, {"p0", "p1", "p2"})
+    c = _OWNED(Peer(setup, [], net, tmp_path / "p7",
+                    PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST)))
     c.beat(force=True, sync=False)
     with caplog.at_level(logging.INFO, logger="onebyte.catchup"):
         c.catchup.catch_up(c.members.live()[0])
@@ -273,6 +299,20 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
     assert served == {0, 1, 2}
     a = established[0]
     assert (c.state_hash(), c.summary()["set_digest"], c.round) == (a.state_hash(), a.summary()["set_digest"], a.round)
+
+
+def _all_sources_asked_before_any_answers(request, sources: set[str]):
+    """``request``, where each source's first ledger piece is answered only once every one of
+    ``sources`` has been asked for one: each serves at least one piece, whatever the timing."""
+    asked: set[str] = set()
+
+    def piece_by_piece(contact, payload, timeout):
+        if payload.startswith(b"LEDG") and contact not in asked:
+            asked.add(contact)
+            wait_until(lambda: asked >= sources, 30, f"a piece asked of each of {sorted(sources)}")
+        return request(contact, payload, timeout)
+
+    return piece_by_piece
 
 
 def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first_round(tmp_path, monkeypatch):
@@ -289,7 +329,7 @@ def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first
     for x in established:
         x.beat(force=True)
     net = MemoryTransport(hub, "p7")
-    request, dropped, plain = net.request, [], []
+    request, dropped, plain = _all_sources_asked_before_any_answers(net.request, {"p0", "p1", "p2"}), [], []
 
     def lossy(contact, payload, timeout):
         if contact == "p2" and payload.startswith(b"LEDG"):
@@ -301,13 +341,11 @@ def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first
             round_, raws = parse_ledger(reply, deflated=True)
             dropped.extend(raws[:1])
             reply = ledger_reply(round_, raws[1:], DEFLATE)
-        time.sleep(0.1)
         return reply
 
     net.request = lossy
-    c = Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger",
-                                                             **FAST))
-    _OPEN.append(c)
+    c = _OWNED(Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s",
+                                                                     catchup="ledger", **FAST)))
     c.beat(force=True, sync=False)
     c.catchup.catch_up(c.members.live()[0])
     c.apply_pending()
@@ -327,7 +365,7 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     net = MemoryTransport(hub, "p7", join=("p0",))
     net.heartbeats = lambda: []  # the DHT finds no one
     c = Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s", **FAST))
-    _OPEN.append(c)
+    _OWNED(c)
     c.join()
     assert set(c.gossip.others()) == {0, 1, 2}
     assert 7 in established[0].gossip.others()  # the join peer met it too
@@ -335,7 +373,7 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     assert c.catchup.joined_by is not None and (c.state_hash(), c.round) == (a.state_hash(), a.round)
     forged = Peer(_setup(), [], MemoryTransport(hub, "p8", join=("p0",)), tmp_path / "p8",
                   PeerOptions(peer_id=8, rounds=None, secret=b"wrong", **FAST))
-    _OPEN.append(forged)
+    _OWNED(forged)
     assert not forged.gossip.meet()  # its heartbeat fails p0's check, and p0's fails its own
     assert 8 not in a.gossip.others()
     from onebyte.protocol import meet_request, parse_meet
@@ -355,7 +393,7 @@ def test_a_newcomer_tops_up_the_rounds_run_while_it_downloaded(tmp_path):
     a = established[0]
     c = Peer(_setup(), [], MemoryTransport(hub, "p7"), tmp_path / "p7",
              PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
-    _OPEN.append(c)
+    _OWNED(c)
 
     def hear_them():  # read their heartbeats without announcing ours: they never push to us
         a.beat(force=True)
@@ -375,80 +413,70 @@ def test_a_newcomer_tops_up_the_rounds_run_while_it_downloaded(tmp_path):
     assert (c.state_hash(), c.summary()["set_digest"]) == (a.state_hash(), a.summary()["set_digest"])
 
 
-def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path):
+def test_serving_newcomers_while_measuring_keeps_the_state_exact(tmp_path, owned):
     """SNAP and LEDG flush pending records into the state from the server's thread while the peer's
     own thread measures; both use the state's scratch buffer, so measuring holds the replica's lock.
     Hammering a peer with those requests during its rounds must leave it at its partner's state."""
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=6)
-    done = threading.Event()
+    served = []
 
     def hammer():
-        while not done.is_set():
+        while not owned.stop.is_set():
             a.handle(b"LEDG")
             a.handle(b"SNAP")
+            served.append(1)
 
-    t = threading.Thread(target=hammer)
-    t.start()
-    try:
-        summaries = _run_all([a, b])
-    finally:
-        done.set()
-        t.join(timeout=60)
+    hammering = owned.thread(hammer)
+    summaries = _run_all([a, b])
+    owned.stop.set()
+    hammering.join(timeout=60)
+    assert served and not hammering.is_alive()
     assert summaries[0]["set_digest"] == summaries[1]["set_digest"]
     assert summaries[0]["state_hash"] == summaries[1]["state_hash"]  # b was not hammered
 
 
-def test_first_round_waits_for_the_quorum(tmp_path):
+def test_first_round_waits_for_the_quorum(tmp_path, owned):
     """With min_peers=2 a lone peer measures nothing until a second one is live, then both train
     from round 0 together; a quorum that never comes is given up after quorum_timeout."""
-    import dataclasses
-    import time
-
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=2)
-    a.opts = dataclasses.replace(a.opts, min_peers=2)
-    ta = threading.Thread(target=a.run)
-    ta.start()
-    time.sleep(2.0)
+    a.opts = replace(a.opts, min_peers=2)
+    checks = _quorum_checks(a)
+    owned.thread(a.run, name="a")
+    wait_until(lambda: checks.count("a") >= 50, 60, "a to check its quorum 50 times")
     assert a.rounds_completed == 0 and not a.records  # waiting, not training alone
-    tb = threading.Thread(target=b.run)
-    tb.start()
-    ta.join(timeout=120)
-    tb.join(timeout=120)
+    owned.thread(b.run, name="b")
+    owned.join()
     assert a.rounds_completed == b.rounds_completed == 2
     assert a.summary()["set_digest"] == b.summary()["set_digest"]
     assert {r.round for r in a.records.values() if r.peer_id == 1} == {0, 1}  # b's round 0 is in a's set
 
     lone = _peers(MemoryHub(), tmp_path / "lone", 1, rounds=1)[0]
-    lone.opts = dataclasses.replace(lone.opts, min_peers=3, quorum_timeout=1.0)
-    t0 = time.monotonic()
-    lone.run()
-    assert lone.rounds_completed == 1 and time.monotonic() - t0 >= 1.0
+    lone.opts = replace(lone.opts, min_peers=3, quorum_timeout=0.5)
+    with _quorum_waits([lone]) as waits:
+        lone.run()
+    assert lone.rounds_completed == 1
+    assert _until_started(waits[threading.current_thread().name])[-1].endswith("starting anyway")  # gave up
 
 
-def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path):
+def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path, owned):
     """Quorum views differ (over a thin link, greetings and DHT reads arrive late): a has its
     quorum, b (min_peers=3 here) never will. a's pushes still reach b, though b has been silent
     longer than a's liveness window (it waits, it greets rarely), and b starts at once instead of
-    after its quorum_timeout or its next DHT read."""
-    import dataclasses
-    import time
-
+    after its quorum_timeout or its next DHT read: its only greeting is the first."""
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=2)
-    a.opts = dataclasses.replace(a.opts, min_peers=2)
-    b.opts = dataclasses.replace(b.opts, min_peers=3, quorum_timeout=60.0)
+    a.opts = replace(a.opts, min_peers=2)
+    b.opts = replace(b.opts, min_peers=3, quorum_timeout=60.0)
     a.gossip.members.ttl = 0.05  # b, silent while it waits, drops out of a's live peers at once
-    tb = threading.Thread(target=b.run)
-    t0 = time.monotonic()
-    tb.start()
-    time.sleep(1.0)
-    ta = threading.Thread(target=a.run)
-    ta.start()
-    ta.join(timeout=60)
-    tb.join(timeout=60)
-    assert not tb.is_alive() and time.monotonic() - t0 < 15  # not the 60 s quorum timeout, nor a 20 s DHT read
+    checks = _quorum_checks(b)
+    with _quorum_waits([a, b]) as waits:
+        owned.thread(b.run, name="b")
+        wait_until(lambda: checks.count("b") >= 20, 60, "b to wait, silent, past a's liveness window")
+        owned.thread(a.run, name="a")
+        owned.join()
+    assert _until_started(waits["b"]) == ["greet", "peer 0 has started: starting"]
     # b joined the running swarm (whether a round was left for it depends on how fast a ran)
     assert a.summary()["set_digest"] == b.summary()["set_digest"]
 
@@ -456,72 +484,65 @@ def test_a_waiting_peer_starts_when_the_swarm_has_started_without_it(tmp_path):
 def test_a_restarted_peer_still_waits_for_its_quorum(tmp_path):
     """The others' records in a restarted peer's ledger are not a swarm that has started: only a
     record or heartbeat of a round it has not reached is."""
-    import dataclasses
-    import time
-
     _run_all(_peers(MemoryHub(), tmp_path, 2, rounds=1))
     again = _peers(MemoryHub(), tmp_path, 1, rounds=2)[0]  # p0 again, from its directory, alone
     assert again.round == 1 and any(r.peer_id == 1 for r in again.records.values())
-    again.opts = dataclasses.replace(again.opts, min_peers=2, quorum_timeout=1.5)
-    t0 = time.monotonic()
-    _wait_for_quorum(again)
-    assert time.monotonic() - t0 >= 1.5  # waited it out: nobody else came
+    again.opts = replace(again.opts, min_peers=2, quorum_timeout=0.5)
+    with _quorum_waits([again]) as waits:
+        _wait_for_quorum(again)
+    ended = _until_started(waits[threading.current_thread().name])[-1]
+    assert ended.startswith("only 1 of 2 peers live") and ended.endswith("starting anyway")  # nobody else came
 
 
-def test_waiting_peers_introduce_newcomers_a_dht_read_missed(tmp_path):
+def test_waiting_peers_introduce_newcomers_a_dht_read_missed(tmp_path, owned):
     """Four peers wait for all four. c's DHT read misses a and d's misses b (over a thin link a read
     can time out), so no peer has met all the others. Peers pass the heartbeats of peers new to
     them on, both ways: all four count four and start at once, instead of at their next DHT read
-    20 s later."""
-    import dataclasses
-    import time
-
+    20 s later (each greets the DHT once), or at their quorum timeout. Each starts once the one
+    before it is waiting."""
     hub = MemoryHub()
     peers = _peers(hub, tmp_path, 4, rounds=1)
     for p in peers:
-        p.opts = dataclasses.replace(p.opts, min_peers=4, quorum_timeout=60.0)
+        p.opts = replace(p.opts, min_peers=4, quorum_timeout=60.0)
 
     def missing(owner):
         return lambda: [beat for name, beat in list(hub.beats.items()) if name != owner]
 
     peers[2].net.heartbeats, peers[3].net.heartbeats = missing("p0"), missing("p1")
-    threads = [threading.Thread(target=p.run) for p in peers]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-        time.sleep(0.7)
-    for t in threads:
-        t.join(timeout=60)
-    assert time.monotonic() - t0 < 15  # not a 20 s DHT re-read, nor the 60 s quorum timeout
+    with _quorum_waits(peers) as waits:
+        for i, p in enumerate(peers):
+            if i:
+                wait_until(lambda i=i: "greet" in waits[f"p{i - 1}"], 60, f"peer {i - 1} to wait for its quorum")
+            owned.thread(p.run, name=f"p{i}")
+        owned.join()
+    for i in range(4):
+        started = _until_started(waits[f"p{i}"])
+        assert started[:-1] == ["greet"] and started[-1].endswith(": starting"), (i, started)
     assert all(len(p.members.peers()) == 4 for p in peers)
     assert len({p.summary()["set_digest"] for p in peers}) == 1
 
 
-def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp_path):
+def test_a_waiting_peer_reads_the_dht_rarely_and_hears_of_newcomers_directly(tmp_path, owned):
     """While waiting for a quorum a peer reads the DHT once (then after 20 s, doubling up to every
     IDLE_REFRESH seconds), not every second: idle, it sends almost nothing. A newcomer greets it
-    directly with its heartbeat, so it still starts as soon as the quorum is there."""
-    import dataclasses
-    import time
-
+    directly with its heartbeat, so it still starts as soon as the quorum is there, without
+    reading the DHT again."""
     hub = MemoryHub()
     a, b = _peers(hub, tmp_path, 2, rounds=1)
     for p in (a, b):
-        p.opts = dataclasses.replace(p.opts, min_peers=2, quorum_timeout=30.0)
+        p.opts = replace(p.opts, min_peers=2, quorum_timeout=30.0)
     reads = []
     real = a.net.heartbeats
-    a.net.heartbeats = lambda: reads.append(time.monotonic()) or real()
-    waiting = threading.Thread(target=_wait_for_quorum, args=(a,))
-    t0 = time.monotonic()
-    waiting.start()
-    time.sleep(2.0)
-    assert waiting.is_alive() and len(reads) == 1  # one DHT read in two seconds of waiting
-    _wait_for_quorum(b)  # the newcomer reads the DHT, finds a and greets it
-    waiting.join(timeout=10)
-    assert not waiting.is_alive() and time.monotonic() - t0 < 10
+    a.net.heartbeats = lambda: reads.append(1) or real()
+    checks = _quorum_checks(a)
+    with _quorum_waits([a]) as waits:
+        waiting = owned.thread(_wait_for_quorum, a, name="a")
+        wait_until(lambda: checks.count("a") >= 100, 60, "a to check its quorum 100 times")
+        assert waiting.is_alive() and len(reads) == 1  # one DHT read in 100 checks (a second or more)
+        _wait_for_quorum(b)  # the newcomer reads the DHT, finds a and greets it
+        owned.join()
+    assert _until_started(waits["a"]) == ["greet", "2 peers live: starting"]  # no second DHT greeting
     assert b.opts.peer_id in a.members.live() and a.opts.peer_id in b.members.live()
-    a.close()
-    b.close()
 
 
 class _NatHub(MemoryHub):
@@ -559,7 +580,8 @@ def test_a_mixed_swarm_in_lockstep_equals_the_simulator(tmp_path):
         shards = split_shards(setup.dataset.train, 4, None, 0)
         opts = PeerOptions(peer_id=pid, rounds=3, lockstep=4, **FAST)
         peers.append(Peer(setup, shards[pid], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
-    _OPEN.extend(peers)
+    for p in peers:
+        _OWNED(p)
     summaries = _run_all(peers)
     assert {s["state_hash"] for s in summaries} == {sim["state_hash"]}
     assert {s["set_digest"] for s in summaries} == {sim["set_digest"]}
@@ -576,7 +598,8 @@ def test_peers_under_a_link_budget_send_fewer_scalars_and_still_agree(tmp_path):
         shards = split_shards(setup.dataset.train, 3, None, 0)
         opts = PeerOptions(peer_id=pid, rounds=3, lockstep=3, link_budget=600.0, **FAST)
         peers.append(Peer(setup, shards[pid], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
-    _OPEN.extend(peers)
+    for p in peers:
+        _OWNED(p)
     summaries = _run_all(peers)
     assert len({(s["set_digest"], s["state_hash"]) for s in summaries}) == 1
     sent = [s["samples_sent"] for s in summaries]

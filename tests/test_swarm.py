@@ -1,13 +1,34 @@
 """End-to-end: real peer processes over hivemind on loopback (marked slow: a few minutes)."""
 
 import json
+import subprocess
 import sys
 
 import pytest
 
+from harness import Owned
 from onebyte.cli import main
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def owned():
+    """The peer processes (``owned.defer(lambda: stop_group(p))``) and other processes a test starts:
+    stopped (their whole process group) however the test ends."""
+    with Owned() as o:
+        yield o
+
+
+def _popen(owned: Owned, args: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(args)
+
+    def end() -> None:
+        proc.kill()
+        proc.wait(timeout=60)
+
+    owned.defer(end)
+    return proc
 
 SMALL = ["--model", "tiny-gpt2", "--task", "vader", "--samples", "2", "--batch-size", "8", "--tune", "all"]
 
@@ -79,15 +100,26 @@ def test_partition_heals_within_30s(tmp_path, flags):
     assert result["agree"] and result["exit_codes"] == [0, 0, 0, 0]
 
 
-def test_peer_without_the_secret_gets_nothing_applied(tmp_path):
-    from bench.lab.loopback import address, finish, peer, secret_file
+def _peer(owned: Owned, *args, **kwargs):
+    """``bench.lab.loopback.peer``, stopped (its process group) at the end of the test."""
+    from bench.lab.loopback import peer
+
+    from onebyte.swarm import stop_group
+
+    p = peer(*args, **kwargs)
+    owned.defer(lambda: stop_group(p))
+    return p
+
+
+def test_peer_without_the_secret_gets_nothing_applied(tmp_path, owned):
+    from bench.lab.loopback import address, finish, secret_file
 
     good = ["--rounds", "8", "--secret-file", str(secret_file(tmp_path / "good"))]
     bad = ["--rounds", "8", "--secret-file", str(secret_file(tmp_path / "bad"))]
-    p0 = peer(tmp_path / "good", 0, 3, good)
+    p0 = _peer(owned, tmp_path / "good", 0, 3, good)
     join = address(p0)
-    p1 = peer(tmp_path / "good", 1, 3, good, join)
-    intruder = peer(tmp_path / "bad", 2, 3, bad, join)
+    p1 = _peer(owned, tmp_path / "good", 1, 3, good, join)
+    intruder = _peer(owned, tmp_path / "bad", 2, 3, bad, join)
     s0, s1, si = finish([p0, p1, intruder], 600)
     assert s0["set_digest"] == s1["set_digest"] and s0["state_hash"] == s1["state_hash"]
     assert s0["records"] == s1["records"] == 16  # 8 rounds x 2 honest peers, nothing from the intruder
@@ -95,44 +127,36 @@ def test_peer_without_the_secret_gets_nothing_applied(tmp_path):
     assert si["state_hash"] != s0["state_hash"]
 
 
-def test_peers_from_run_files_differing_in_one_setting_name_it(tmp_path):
-    from bench.lab.loopback import address, peer, secret_file, wait_until
+def test_peers_from_run_files_differing_in_one_setting_name_it(tmp_path, owned):
+    from bench.lab.loopback import address, secret_file, wait_until
 
     from onebyte.config import RunSpec, TrainConfig
-    from onebyte.swarm import stop_group
 
     key = ["--secret-file", str(secret_file(tmp_path))]
     RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, tune="all")).save(tmp_path / "a.toml")
     RunSpec(model="tiny-gpt2", train=TrainConfig(samples=2, tune="all", lr=2e-3)).save(tmp_path / "b.toml")
-    first = peer(tmp_path / "a", 0, 2, ["--config", str(tmp_path / "a.toml"), "--rounds", "40", *key])
-    try:
-        other = peer(tmp_path / "b", 1, 2, ["--config", str(tmp_path / "b.toml"), "--rounds", "40", *key],
-                     address(first))
-        wait_until(lambda: not other.alive(), 300, "the mismatched peer to give up")
-        log = (other.out / "peer.log").read_text()
-        assert other.proc.returncode == 2, log[-2000:]
-        errors = [line for line in log.splitlines() if line.startswith("onebyte: error")]
-        expected = f"train.lr: 0.002 here, {TrainConfig().lr} there"  # the default lr, in a.toml
-        assert len(errors) == 1 and expected in errors[0], log[-2000:]
-    finally:
-        stop_group(first)
+    first = _peer(owned, tmp_path / "a", 0, 2, ["--config", str(tmp_path / "a.toml"), "--rounds", "40", *key])
+    other = _peer(owned, tmp_path / "b", 1, 2, ["--config", str(tmp_path / "b.toml"), "--rounds", "40", *key],
+                  address(first))
+    wait_until(lambda: not other.alive(), 300, "the mismatched peer to give up")
+    log = (other.out / "peer.log").read_text()
+    assert other.proc.returncode == 2, log[-2000:]
+    errors = [line for line in log.splitlines() if line.startswith("onebyte: error")]
+    expected = f"train.lr: 0.002 here, {TrainConfig().lr} there"  # the default lr, in a.toml
+    assert len(errors) == 1 and expected in errors[0], log[-2000:]
 
 
 @pytest.mark.parametrize("busy", [0, 2], ids=["quiet", "two-cpu-bound-beside"])
-def test_the_swarm_command_at_sixteen_peers_starts_them_together(tmp_path, busy):
+def test_the_swarm_command_at_sixteen_peers_starts_them_together(tmp_path, busy, owned):
     """``onebyte swarm --peers 16``: on 2 cores the last peer is up long after the first could have
     run its 12 rounds alone; as a quorum they start together and all 16 end on one (digest, hash),
     also with two CPU-bound processes (started and ended here) beside them."""
-    import subprocess
-
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
-    try:
-        assert main(["swarm", "--peers", "16", "--rounds", "12", "--model", "tiny-gpt2", "--no-progress",
-                     "--timeout", "900", "--out", str(tmp_path / "swarm")]) == 0
-    finally:
-        for b in burners:
-            b.kill()
-            b.wait()
+    burners = [_popen(owned, [sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    assert main(["swarm", "--peers", "16", "--rounds", "12", "--model", "tiny-gpt2", "--no-progress",
+                 "--timeout", "900", "--out", str(tmp_path / "swarm")]) == 0
+    for b in burners:  # not beside the checks below
+        b.kill()
+        b.wait(timeout=60)
     swarm = json.loads((tmp_path / "swarm" / "swarm.json").read_text())
     assert swarm["agree"]
     assert all(s["peers"] == 16 and s["rounds_completed"] == 12 for s in swarm["summaries"])
