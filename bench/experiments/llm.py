@@ -26,7 +26,7 @@ from bench.sweep import adam, simulate
 
 TEMPLATE = "Tweet: {text}\nIs the sentiment of this tweet negative, neutral or positive?"
 FULL = {"rounds": 60, "eval_size": 300, "eval_every": 20, "adam_steps": 60}
-QUICK = {"rounds": 4, "eval_size": 30, "eval_every": 2, "adam_steps": 4}
+QUICK = {"rounds": 2, "eval_size": 20, "eval_every": 1, "adam_steps": 2}
 
 
 def spec(a: argparse.Namespace):

@@ -349,7 +349,7 @@ def main() -> None:
 
 SECTION = Section("pool", "bench.experiments.pool", render, claims=claims,
                   steps=(Step("pool_catchup", ("catchup", "--out", "{out}/pool_catchup.json"),
-                              ("catchup", "--cases", "4096:4:1000,4096:4:10000", "--out", "{out}/pool_catchup.json")),
+                              ("catchup", "--cases", "4096:4:100,4096:4:1000", "--out", "{out}/pool_catchup.json")),
                          Step("pool_accuracy", ("accuracy", "--resume", "--out", "{out}/pool_accuracy.json"), None,
                               timeout_min=600)))
 
