@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 #: Experiment modules under ``bench.experiments``, in the order their sections appear in the report.
@@ -73,8 +73,10 @@ def notes(results: Results) -> list[str]:
 
 
 def sections() -> list[Section]:
-    """Every registered section, in report order (imports each experiment module)."""
-    return [importlib.import_module(f"bench.experiments.{name}").SECTION for name in EXPERIMENTS]
+    """Every registered section, in report order (imports each experiment module); a section's steps
+    run the module it was found in, whatever its ``module`` says."""
+    mods = [importlib.import_module(f"bench.experiments.{name}") for name in EXPERIMENTS]
+    return [replace(m.SECTION, module=m.__name__) for m in mods]
 
 
 def run_order(secs: list[Section]) -> list[tuple[Section, Step]]:
