@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.lab import ThinLab
+from bench.experiments.thinlink import LINK
+from bench.lab import ThinLab, unwind_on_sigterm
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Claim, Results, Section, Step
 from onebyte.config import RunSpec
@@ -46,7 +47,6 @@ from onebyte.swarm import read_summary, start_peer, stop_group, wait_for_address
 from onebyte.training import Setup
 
 PEERS = 4
-LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
 #: Scale of the synthetic scalars: the state moves like a quiet run's, not like noise at full scale.
 SCALE = 0.1
 #: Rounds of records built and appended to a ledger at a time.
@@ -277,10 +277,7 @@ def main() -> None:
     a = ap.parse_args()
     a.out = a.out or RESULTS / ("newcomer_pool.json" if a.seed_pool else "newcomer.json")
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
+    unwind_on_sigterm()
     r = measure(a.work, a.rounds, a.more, a.seed_pool)
     save_result(r, a.out, "sudo python -m bench.experiments.newcomer"
                 + (f" --rounds {a.rounds}" if a.rounds != 1000 else "") + (f" --more {a.more}" if a.more != 80 else "")

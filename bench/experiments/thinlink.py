@@ -16,12 +16,11 @@ import argparse
 import os
 import platform
 import shutil
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.lab import Lab, ThinLab
+from bench.lab import Lab, ThinLab, unwind_on_sigterm
 from bench.lab import peers as lab_peers
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Claim, Results, Section, Step
@@ -258,10 +257,7 @@ def main() -> None:
     suffix = ("" if a.peers == PEERS else f"_{a.peers}") + (f"_grad{a.grad}" if a.grad else "")
     a.out = a.out or RESULTS / (f"thinlink{suffix}-quick.json" if a.quick else f"thinlink{suffix}.json")
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")  # unwind through the finally blocks: peers, devices, namespaces
-
-    signal.signal(signal.SIGTERM, on_term)
+    unwind_on_sigterm()
     t0 = time.monotonic()
     r = measure(a.quick, a.work, a.peers, {"samples": a.grad, "budget": a.link_budget} if a.grad else None)
     r["seconds_total"] = round(time.monotonic() - t0, 1)
