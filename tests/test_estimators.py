@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import onebyte
-from onebyte.config import Estimator, Run, RunSpec, Schedule, Step, TrainConfig, cosine_factor
+from onebyte.config import Estimator, Run, RunSpec, Schedule, Step, TrainConfig, Weighting, cosine_factor
 from onebyte.estimator import measure_es, measure_fzoo
 from onebyte.state import FixedPointState
 
@@ -136,7 +136,8 @@ def test_schedule_settings_are_checked_and_named():
 
 def test_new_settings_at_their_old_values_keep_old_run_tags(tmp_path):
     """A run made before the estimator and schedules existed keeps its run tag and reads back as spsa."""
-    legacy = TrainConfig.for_estimator("spsa", lr=1e-3, lr_schedule="constant", horizon=0, balance="none")
+    legacy = TrainConfig.for_estimator("spsa", lr=1e-3, lr_schedule="constant", horizon=0, balance="none",
+                                       weighting="equal")
     old = Run(RunSpec(train=legacy), "ab" * 32)
     assert "estimator" not in old.canonical()["train"] and "horizon" not in old.canonical()["train"]
     new = Run(RunSpec(train=TrainConfig(estimator=Estimator.FZOO, lr=1e-3, lr_schedule=Schedule.CONSTANT, horizon=0)),
@@ -166,19 +167,26 @@ def test_fzoo_cosine_run_replays_exactly_in_any_order(tmp_path):
 
 def test_sites_weighted_by_examples_fold_the_weight_into_their_scalars(monkeypatch):
     """A site's weight multiplies its scalars before encoding: weight 2 sends the same codes one
-    exponent up, 1/2 one down; the weight is examples / reference_examples (1 when unset) and never
-    reaches replay (a weighted run replays to its own hash: below)."""
+    exponent up, 1/2 one down; the weight is examples / reference_examples when that is set, else
+    examples / the reference learned from the swarm, in sixteenths within [1/16, 4] (1 when it has
+    heard nobody, or under equal weighting), and never reaches replay (a weighted run replays to its
+    own hash: below)."""
     from onebyte.training import Setup, make_record
 
     setup = Setup.build(RunSpec(model="tiny-gpt2", train=TrainConfig(samples=3, batch_size=4)))
     shard = setup.dataset.train[:50]
     plain, _ = make_record(setup, shard, 0, 7)
     for weight, shift in ((2.0, 1), (0.5, -1)):
-        monkeypatch.setattr(TrainConfig, "site_weight", lambda self, n, w=weight: w)
+        monkeypatch.setattr(TrainConfig, "site_weight", lambda self, n, ref=None, w=weight: w)
         rec, _ = make_record(setup, shard, 0, 7)
         assert rec.payload == plain.payload and rec.exponent == plain.exponent + shift
     monkeypatch.undo()
     assert TrainConfig().site_weight(10) == 1.0 and TrainConfig(reference_examples=4).site_weight(10) == 2.5
+    learned = TrainConfig()
+    assert [learned.site_weight(n, 583.5) for n in (583, 584, 620, 1, 2428, 10_000)] == [1, 1, 1.0625, 1 / 16, 4, 4]
+    assert TrainConfig(weighting=Weighting.EQUAL).site_weight(10, 583.5) == 1.0
+    with pytest.raises(onebyte.ConfigError, match="needs weighting = examples"):
+        TrainConfig.from_dict({"reference_examples": 40, "weighting": "equal"})
     with pytest.raises(onebyte.ConfigError, match="train.reference_examples"):
         TrainConfig.from_dict({"reference_examples": -1})
 
@@ -188,3 +196,18 @@ def test_weighted_skewed_run_replays_exactly(tmp_path):
     result = onebyte.simulate(spec, out=tmp_path / "r", peers=3, rounds=3, split="dirichlet:0.3")
     assert "reference_examples" in json.loads((tmp_path / "r" / "run.json").read_text())["spec"]["train"]
     assert onebyte.replay(tmp_path / "r", shuffle=3).state_hash == result.state_hash
+
+
+def test_the_swarm_reference_is_the_mean_count_with_outliers_clipped():
+    """Each site weighs itself against the mean count it has heard; a count over 8 times the median
+    counts as 8 medians, so one site claiming a billion examples cannot shrink everyone's step."""
+    from onebyte.modes import swarm_reference
+    from onebyte.tasks.data import load_dataset, split_shards
+
+    assert swarm_reference([583] * 8) == 583 and swarm_reference([]) == swarm_reference([0, 0]) == 1.0
+    assert swarm_reference([100, 200, 300, 10**9]) == (100 + 200 + 300 + 8 * 250) / 4
+    train = load_dataset("vader").train
+    for peers in (4, 8, 16):  # iid shards weigh exactly 1 whichever of them a site has heard
+        sizes = [len(s) for s in split_shards(train, peers, None, 0)]
+        for heard in (sizes, sizes[:1], sizes[-2:]):
+            assert {TrainConfig().site_weight(n, swarm_reference(heard)) for n in sizes} == {1.0}

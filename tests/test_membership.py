@@ -40,7 +40,7 @@ def _fields(data: bytes) -> list:
 def _repack(data: bytes, **changes: int | bytes) -> bytes:
     """The heartbeat ``data`` with some header fields changed, correctly signed again."""
     names = ["magic", "version", "run", "base", "peer", "seq", "round", "records", "done", "digest",
-             "state", "closed", "cdigest", "clen"]
+             "state", "closed", "cdigest", "examples", "clen"]
     values = dict(zip(names, _fields(data), strict=True))
     values.update(changes)
     contact = data[_HB.size:-_TAG]
@@ -54,11 +54,11 @@ u32 = st.integers(0, 2**32 - 1)
 
 @given(base=bytes16, peer_id=st.integers(0, 2**64 - 1), seq=u32, round_=u32, records=u32, done=st.booleans(),
        digest=bytes32, state_hash=bytes32, closed=st.integers(-1, 2**31 - 1), closed_digest=bytes32,
-       contact=st.text(max_size=100).filter(lambda c: len(c.encode()) <= MAX_CONTACT))
+       contact=st.text(max_size=100).filter(lambda c: len(c.encode()) <= MAX_CONTACT), examples=u32)
 def test_encode_decode_round_trip(base, peer_id, seq, round_, records, done, digest, state_hash, closed,
-                                  closed_digest, contact):
+                                  closed_digest, contact, examples):
     hb = Heartbeat(RUN, base, peer_id, seq, round_, records, done, digest, state_hash, closed, closed_digest,
-                   contact)
+                   contact, examples)
     data = hb.encode(SECRET)
     assert len(data) == _HB.size + len(contact.encode()) + _TAG
     assert decode_heartbeat(data, RUN, SECRET) == hb
@@ -109,7 +109,7 @@ def test_a_contact_length_mismatch_is_refused_even_when_signed(delta):
 def test_a_contact_over_the_bound_or_not_utf8_is_refused():
     with pytest.raises(ProtocolError, match="impossible size"):
         decode_heartbeat(_hb(contact="x" * (MAX_CONTACT + 1)).encode(SECRET), RUN, SECRET)
-    body = _HB.pack(b"HB", 1, RUN, b"B" * 16, 7, 1, 3, 12, 0, b"d" * 32, b"s" * 32, 1, b"c" * 32, 2) + b"\xff\xfe"
+    body = _HB.pack(b"HB", 1, RUN, b"B" * 16, 7, 1, 3, 12, 0, b"d" * 32, b"s" * 32, 1, b"c" * 32, 0, 2) + b"\xff\xfe"
     with pytest.raises(ProtocolError, match="UTF-8"):
         decode_heartbeat(_signed(body), RUN, SECRET)
 
@@ -131,9 +131,10 @@ def test_a_heartbeat_of_another_run_is_foreign_and_carries_what_it_said():
 
 
 def test_the_layout_is_the_documented_one():
-    data = _hb(contact="abc").encode(SECRET)
+    data = replace(_hb(contact="abc"), examples=583).encode(SECRET)
     assert data[:3] == b"HB\x01"
-    assert _HB.size == 2 + 1 + 16 + 16 + 8 + 4 * 3 + 1 + 32 * 2 + 4 + 32 + 2
+    assert _HB.size == 2 + 1 + 16 + 16 + 8 + 4 * 3 + 1 + 32 * 2 + 4 + 32 + 4 + 2
+    assert struct.unpack_from("<I", data, _HB.size - 6) == (583,)
     assert struct.unpack_from("<H", data, _HB.size - 2) == (3,)
     assert data[_HB.size:_HB.size + 3] == b"abc"
 

@@ -31,7 +31,7 @@ OTHER = {"run_id": "other", "model": "tiny-gpt2", "task": "tweets", "objective":
          "tune": "norm", "directions": "distinct", "max_length": "64", "estimator": "jvp", "lr_schedule": "constant",
          "eps_schedule": "cosine", "warmup": "3", "horizon": "50", "final_ratio": "0.5", "reference_examples": "100",
          "density": "1/4", "aggregate": "clipped", "scalar": "derivative", "step": "scalar", "balance": "none",
-         "seed_pool": "1024"}
+         "seed_pool": "1024", "weighting": "equal"}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -122,7 +122,7 @@ def test_legacy_values_come_from_the_fields_and_are_unchanged():
     assert TrainConfig.LEGACY == {
         "estimator": "spsa", "lr_schedule": "constant", "eps_schedule": "constant", "warmup": 0, "horizon": 0,
         "final_ratio": 0.1, "reference_examples": 0, "density": 1.0, "aggregate": "sum", "scalar": "auto",
-        "step": "scalar", "balance": "none", "seed_pool": 0}
+        "step": "scalar", "balance": "none", "seed_pool": 0, "weighting": "equal"}
 
 
 def test_eval_size_means_one_thing_with_one_default():

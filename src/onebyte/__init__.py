@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .codec import Codec
-from .config import Balance, Directions, ObjectiveKind, Run, RunSpec, TrainConfig
+from .config import Balance, Directions, ObjectiveKind, Run, RunSpec, TrainConfig, Weighting
 from .errors import (
     BudgetExhausted,
     CatchUpError,
@@ -91,6 +91,7 @@ __all__ = [
     "StorageError",
     "TrainConfig",
     "Balance",
+    "Weighting",
     "replay",
     "simulate",
 ]

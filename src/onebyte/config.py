@@ -40,6 +40,7 @@ from .modes import (
     Scalar,
     Schedule,
     Step,
+    Weighting,
     cosine_factor,
     forward_passes,
 )
@@ -58,7 +59,7 @@ from .settings import plain as _plain  # noqa: F401  (the tests read settings ba
 from .trainconfig import TrainConfig
 
 __all__ = ["Aggregate", "Balance", "Directions", "Estimator", "Scalar", "Schedule", "Step", "forward_passes",
-           "ObjectiveKind",
+           "ObjectiveKind", "Weighting",
            "TrainConfig", "ListedKey", "RunSpec", "Defaults", "Setting", "doc", "settings", "reference_markdown",
            "Run", "parse_split", "differing_fields", "cosine_factor",
            # also here for callers that import them from this module

@@ -93,11 +93,12 @@ class Gossip:
 
     def __init__(self, client: Client, options: Callable[[], PeerOptions], replica: Replica, intake: Intake,
                  tag: bytes, base: bytes, position: Callable[[], tuple[int, bool]],
-                 shared: Callable[[], dict[str, Any]], connect: Path):
+                 shared: Callable[[], dict[str, Any]], connect: Path, examples: int = 0):
         self.client, self.net, self._options, self.replica, self.intake = client, client.net, options, replica, intake
         opts = options()
         self.tag, self.base, self.me = tag, base, opts.peer_id
         self._position, self._shared, self._connect = position, shared, connect
+        self.examples = examples  # our site's training examples, in every heartbeat (Weighting.EXAMPLES)
         self.members = Membership(opts.heartbeat_ttl)
         self.foreign: dict[int, Heartbeat] = {}  # peers of this run id with another base or config
         self.foreign_diff: dict[int, str] = {}  # their differing settings, once asked (CONF)
@@ -196,7 +197,7 @@ class Gossip:
             closed = max(-1, round_ - 2)
             return Heartbeat(self.tag, self.base, self.me, self.seq, round_, len(rep.applied), done,
                              bytes.fromhex(rep.digest.hex()), bytes.fromhex(rep.state_hash()), closed,
-                             rep.closed_digest(closed), self.net.contact)
+                             rep.closed_digest(closed), self.net.contact, self.examples)
 
     def meet(self) -> bool:
         """Ask each join peer directly who is live (MEET: one round trip, our heartbeat there, the

@@ -5,7 +5,10 @@ A heartbeat is a small authenticated binary message each peer pushes to the othe
 
     magic "HB" | version u8 | run tag 16B | base hash 16B | peer id u64 | seq u32 | round u32 | records u32 |
     done u8 | set digest 32B | state hash 32B | closed round i32 | digest of rounds <= closed 32B |
-    contact length u16 | contact | trailer
+    examples u32 | contact length u16 | contact | trailer
+
+``examples`` is the site's count of training examples: under ``Weighting.EXAMPLES`` each site
+weighs its records against the mean count it has heard (``modes.swarm_reference``).
 
 Version 1 ends in a 16-byte HMAC tag under the swarm secret; version 2 (identity mode: the run
 file lists site keys) in the author's Ed25519 signature over everything before it (64 bytes, so
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Heartbeat", "ForeignRun", "decode_heartbeat", "Membership"]
 
-_HB = struct.Struct("<2sB16s16sQIIIB32s32si32sH")
+_HB = struct.Struct("<2sB16s16sQIIIB32s32si32sIH")
 MAX_CONTACT = 512
 
 
@@ -57,13 +60,14 @@ class Heartbeat:
     closed: int  # rounds <= closed are settled (-1: none yet)
     closed_digest: bytes
     contact: str
+    examples: int = 0  # the site's training examples (0: not said)
 
     def encode(self, secret: bytes, key: SiteKey | None = None) -> bytes:
         """HMAC-tagged under ``secret`` (version 1), or with ``key`` signed by it (version 2)."""
         c = self.contact.encode()
         body = _HB.pack(b"HB", auth.version(key), self.run_tag, self.base, self.peer_id, self.seq, self.round,
                         self.records, int(self.done), self.digest, self.state_hash, self.closed, self.closed_digest,
-                        len(c)) + c
+                        min(self.examples, 0xFFFFFFFF), len(c)) + c
         return body + auth.seal(body, secret, key)
 
 
@@ -83,7 +87,7 @@ def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes, roster: Roster 
             or not _HB.size + TAG_SIZE <= len(data) <= _HB.size + MAX_CONTACT + SIGNATURE_SIZE):
         raise ProtocolError("heartbeat has an impossible size")
     data = bytes(data)
-    magic, version, tag_run, base, peer, seq, rnd, records, done, digest, shash, closed, cdigest, clen = (
+    magic, version, tag_run, base, peer, seq, rnd, records, done, digest, shash, closed, cdigest, examples, clen = (
         _HB.unpack_from(data))
     if magic != b"HB" or version not in TRAILER_SIZE or done > 1 or closed < -1:
         raise ProtocolError("not a onebyte heartbeat")
@@ -101,7 +105,8 @@ def decode_heartbeat(data: bytes, run_tag: bytes, secret: bytes, roster: Roster 
         contact = data[_HB.size:-trailer].decode()
     except UnicodeDecodeError:
         raise ProtocolError("heartbeat contact is not UTF-8") from None
-    hb = Heartbeat(tag_run, base, peer, seq, rnd, records, bool(done), digest, shash, closed, cdigest, contact)
+    hb = Heartbeat(tag_run, base, peer, seq, rnd, records, bool(done), digest, shash, closed, cdigest, contact,
+                   examples)
     if tag_run != run_tag:
         raise ForeignRun(hb)
     return hb

@@ -13,7 +13,7 @@ import enum
 import math
 
 __all__ = ["Aggregate", "Balance", "Directions", "Estimator", "ObjectiveKind", "Scalar", "Schedule", "Step",
-           "FORWARD_ONLY", "MAX_SPARSITY", "cosine_factor", "forward_passes"]
+           "Weighting", "FORWARD_ONLY", "MAX_SPARSITY", "cosine_factor", "forward_passes", "swarm_reference"]
 
 
 #: Mask streams at most: sparse directions down to a density of 2^-8 of the tuned elements.
@@ -133,6 +133,36 @@ class Balance(enum.Enum):
     NONE = "none"
     CLASSES = "classes"
     SQRT = "sqrt"
+
+
+class Weighting(enum.Enum):
+    """How much a site's record counts against another's.
+
+    * ``equal``: every record the same: the sum of the sites' local gradients is the gradient of
+      a mixture in which a small site of one label pulls as hard as a large one (under
+      Dirichlet(0.3) label skew, 2.8 to 3.8 points below iid shards at 100 rounds).
+    * ``examples``: in proportion to the site's examples (FedAvg's weighting), so the sum is the
+      gradient of the loss over all the swarm's data. The count that weighs 1 is
+      ``reference_examples`` when set, else learned from the swarm: each heartbeat advertises its
+      site's count, and the reference is their mean (each count clipped to 8 times their median,
+      so one site claiming millions cannot shrink everyone else's step). A learned weight is
+      rounded to sixteenths within [1/16, 4]: sites of nearly equal size weigh exactly 1, whatever
+      subset of the swarm each has heard from.
+    """
+
+    EQUAL = "equal"
+    EXAMPLES = "examples"
+
+
+def swarm_reference(counts: list[int]) -> float:
+    """The example count that weighs 1 under ``Weighting.EXAMPLES``, learned from the counts a site
+    has heard (its own among them): their mean, each clipped to 8 times their median first."""
+    known = sorted(c for c in counts if c > 0)
+    if not known:
+        return 1.0
+    mid = len(known) // 2
+    median = known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
+    return sum(min(c, 8 * median) for c in known) / len(known)
 
 
 class Step(enum.Enum):

@@ -28,6 +28,7 @@ from .identity import Revocation, Roster, SiteKey, check_site_key
 from .intake import Intake
 from .lifecycle import drain, wait_for_quorum
 from .membership import Heartbeat, Membership
+from .modes import swarm_reference
 from .options import PeerOptions
 from .record import Record
 from .replica import Replica
@@ -110,7 +111,7 @@ class Peer:
                                  self.dir.revocations)
             self.client = Client(transport, lambda: self.opts)
             self.gossip = Gossip(self.client, lambda: self.opts, self.replica, self.intake, self.tag, self._base,
-                                 lambda: (self.round, self.done), setup.spec.shared, self.dir.connect)
+                                 lambda: (self.round, self.done), setup.spec.shared, self.dir.connect, len(shard))
             self.closing = RoundWait(lambda: self.opts, self.gossip, self.replica, self.intake, self.roster,
                                      self.apply_pending)
             self.catchup = CatchUp(self.client, lambda: self.opts, self.replica, self.intake, self.gossip, self.roster,
@@ -304,9 +305,10 @@ class Peer:
             # read as float bits, or the reverse) and corrupted the accumulators of a peer that was
             # serving a newcomer (test_restart_and_join's rare divergence and NaN losses).
             count = samples_for_link(self.setup.train, self.opts, len(self.members.live()), self.round_interval)
+            reference = swarm_reference([len(self.shard)] + [hb.examples for hb in self.gossip.others().values()])
             with self.replica.lock:
                 own, m = make_record(self.setup, self.shard, r, self.opts.peer_id, 0, self.opts.secret,
-                                     self.privacy, count=count)
+                                     self.privacy, count=count, reference=reference)
             self.samples_sent.append(own.count)
             if self.opts.key is not None:
                 own = own.signed_by(self.opts.key)  # identity mode: the signature replaces the HMAC tag

@@ -17,6 +17,7 @@ from .attacks import Attack, Attacker
 from .config import Defaults, Estimator, RunSpec, TrainConfig, forward_passes, parse_split
 from .errors import ConfigError, ProtocolError, storage_error
 from .identity import Roster, SiteKey, check_site_key
+from .modes import swarm_reference
 from .privacy import Accountant, DPConfig
 from .replica import Replica
 from .rundir import RunDir
@@ -213,6 +214,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
             keys: list[SiteKey]) -> dict[str, Any]:
     start = time.perf_counter()
     shards = split_shards(setup.dataset.train, cfg.peers, parse_split(cfg.split), cfg.seed)
+    reference = swarm_reference([len(s) for s in shards])  # what every peer's heartbeats would advertise
     privacy = None
     if cfg.dp is not None:
         check_private(cfg.train)
@@ -242,7 +244,7 @@ def _rounds(cfg: SimConfig, setup: Setup, replica: Replica, d: RunDir, on_round:
                 t = time.perf_counter()
                 rec, m = make_record(setup, shards[p], r, keys[p].peer_id if keys else p,
                                      privacy=privacy[p] if privacy else None, estimator=cfg.estimator_of(p),
-                                     count=cfg.samples_of(p))
+                                     count=cfg.samples_of(p), reference=reference)
                 made.append((rec.signed_by(keys[p]) if keys else rec, m))
                 slowest = max(slowest, time.perf_counter() - t)
             records = [rec for rec, _ in made]

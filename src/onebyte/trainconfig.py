@@ -25,6 +25,7 @@ from .modes import (
     Scalar,
     Schedule,
     Step,
+    Weighting,
     cosine_factor,
     forward_passes,
 )
@@ -87,11 +88,14 @@ class TrainConfig:
         "rounds a cosine schedule runs over", math=True, legacy=0))
     final_ratio: float = field(default=0.1, metadata=doc(
         "where a cosine schedule ends, times its start", math=True, legacy=0.1))
+    weighting: Weighting = field(default=Weighting.EXAMPLES, metadata=doc(
+        "how much a site's record counts: examples (in proportion to its examples, FedAvg's weighting: "
+        "the sum is the gradient over all the swarm's data however sites differ in size and labels) "
+        "or equal (every record the same)", math=True, legacy="equal"))
     reference_examples: int = field(default=0, metadata=doc(
-        "sites count equally (0), or in proportion to their examples, this many counting once: each "
-        "folds the weight examples / reference_examples into its scalars (FedAvg's weighting: use it "
-        "when sites' data differ in size or labels; set it to a typical site's count)", math=True,
-        legacy=0))
+        "with weighting = examples, the count that weighs 1: 0 learns it from the swarm (the mean "
+        "count its heartbeats advertise; the weight is then rounded to sixteenths in [1/16, 4]), "
+        "or a fixed number (a typical site's count)", math=True, legacy=0))
     density: float = field(default=1.0, metadata=doc(
         "sparse directions: the fraction of the tuned elements each direction moves: 1 (dense), 1/2, "
         "1/4, ... down to 1/256 (a random mask grown from the direction's seed, as Sparse-MeZO's)",
@@ -146,8 +150,11 @@ class TrainConfig:
             out += [("train.tune", m) for _, m in exc.problems] or [("train.tune", str(exc))]
         if not (isinstance(self.reference_examples, int) and not isinstance(self.reference_examples, bool)
                 and 0 <= self.reference_examples <= 1 << 40):
-            out.append(("train.reference_examples", "must be a whole number of examples >= 0 (0: every site counts "
-                        f"the same), not {self.reference_examples!r}"))
+            out.append(("train.reference_examples", "must be a whole number of examples >= 0 (0: learned from the "
+                        f"swarm), not {self.reference_examples!r}"))
+        elif self.reference_examples and self.weighting is Weighting.EQUAL:
+            out.append(("train.reference_examples", "weighs sites by their examples: it needs weighting = examples, "
+                        "not equal"))
         for name in ("warmup", "horizon"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 31):
@@ -228,14 +235,23 @@ class TrainConfig:
             return self.eps * cosine_factor(round_, self.horizon, self.final_ratio)
         return self.eps
 
-    def site_weight(self, examples: int) -> float:
-        """What a site holding ``examples`` multiplies its scalars by: 1, or examples /
-        ``reference_examples`` when that is set. With label-skewed sites of unequal size the sum of
-        equally weighted local gradients is the gradient of a reweighted mixture (a small site of one
-        class pulls as hard as a large one); weighting by examples makes the sum the gradient of the
-        loss over all the swarm's data, as FedAvg weights clients. Only the sender uses it: the weight
-        is folded into the scalars it sends, so replay is unchanged."""
-        return examples / self.reference_examples if self.reference_examples else 1.0
+    def site_weight(self, examples: int, reference: float | None = None) -> float:
+        """What a site holding ``examples`` multiplies its scalars by (``Weighting``): 1 when
+        weighting is equal; else examples / ``reference_examples`` when that is set; else examples
+        / ``reference`` (``modes.swarm_reference`` of the counts the site has heard; None: it has
+        heard none, and weighs 1), rounded to sixteenths in [1/16, 4]. With label-skewed sites of
+        unequal size the sum of equally weighted local gradients is the gradient of a reweighted
+        mixture (a small site of one class pulls as hard as a large one); weighting by examples
+        makes it the gradient of the loss over all the swarm's data, as FedAvg weights clients.
+        Only the sender uses it: the weight is folded into the scalars it sends, so replay is
+        unchanged."""
+        if self.weighting is Weighting.EQUAL:
+            return 1.0
+        if self.reference_examples:
+            return examples / self.reference_examples
+        if not reference:
+            return 1.0
+        return min(max(round(16 * examples / reference), 1), 64) / 16
 
     def forward_passes(self, count: int) -> int:
         """Forward passes a record of ``count`` scalars cost its sender."""
@@ -250,6 +266,8 @@ class TrainConfig:
         d = self.to_dict()
         d["estimator"] = "fzoo" if self.meaning is Scalar.NORMALISED else "spsa"
         d["scalar"] = "auto"
+        if self.reference_examples:  # weighting by examples was implied by a reference, before it had a name
+            del d["weighting"]
         legacy = _legacy(type(self))
         return {k: v for k, v in d.items() if not (k in legacy and legacy[k] == v)}
 

@@ -218,13 +218,15 @@ class Privacy:
 
 def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, first_sample: int = 0,
                 secret: bytes = b"", privacy: Privacy | None = None,
-                estimator: Estimator | None = None, count: int | None = None) -> tuple[Record, Measurement]:
+                estimator: Estimator | None = None, count: int | None = None,
+                reference: float | None = None) -> tuple[Record, Measurement]:
     """Measure K projected gradients at the current state on the peer's data; return the record.
 
     ``estimator``: how this site measures (the run's estimator when None). It is the site's own
     choice, as long as it sends scalars of the run's meaning (``TrainConfig.check_method``).
     ``count``: how many of the round's K directions this site measures (its first ``count``; None:
-    all K): a forward-only site in a run of thousands, or a thin link (``--link-budget``)."""
+    all K): a forward-only site in a run of thousands, or a thin link (``--link-budget``).
+    ``reference``: the example count that weighs 1, learned from the swarm (``TrainConfig.site_weight``)."""
     train, tag = setup.train, setup.spec.run_tag
     method = train.estimator if estimator is None else estimator
     if method is not train.estimator:
@@ -266,7 +268,7 @@ def make_record(setup: Setup, shard: list[Example], round_: int, peer_id: int, f
         else:
             m = measure_private(setup.state, setup.objective.losses, batches, seeds, eps, acc.cfg.clip,
                                 noise_std, privacy.rng)
-    weight = train.site_weight(len(shard))
+    weight = train.site_weight(len(shard), reference)
     if weight != 1.0:
         m = replace(m, ghat=m.ghat * weight)
     rounding = stream_seed(tag, "rounding", round_, peer_id, first_sample)
