@@ -6,8 +6,8 @@ processes, resumable from the result file, summarised as mean ± std over seeds,
 * ``earlier_runs``: the finished runs of an earlier result file that a plan asks for again.
 * ``simulate``: one ``onebyte.simulate`` run in a scratch folder, as a learning curve (``point``s).
 * ``mean_std``, ``stat``, ``pm``, ``interp``, ``mean_curve``, ``reach``: the summaries over seeds.
-* ``adam``, ``adam_evaluations``: first-order Adam with backprop, the upper bound every quality
-  section shows.
+* ``adam``, ``adam_curve``: first-order Adam with backprop, the upper bound every quality section
+  shows.
 * ``figure``: one Matplotlib figure written to a file (no display).
 """
 
@@ -207,32 +207,26 @@ def adam(model, params: list, objective, examples: list, rng, *, lr: float, batc
         yield step + 1, seconds
 
 
-def adam_evaluations(model, params: list, objective, examples: list, test: list, *, seed: int, lr: float,
-                     batch_size: int, steps: int, every: int, dropout: bool = True) -> Iterator[tuple[int, float, dict]]:
-    """``adam`` seeded by ``seed`` (torch and the batches): yields (steps done, training seconds, evaluation
-    on ``test``) before the first step, every ``every`` steps and after the last."""
+def adam_curve(model, params: list, objective, examples: list, test: list, *, seed: int, lr: float, batch_size: int,
+               steps: int, every: int, dropout: bool = True) -> dict:
+    """``adam`` seeded by ``seed`` (torch and the batches) as a learning curve on ``test``: evaluated
+    before the first step, every ``every`` steps and after the last (a step counts one forward pass)."""
     import numpy as np
     import torch
 
-    def evaluate() -> dict:
+    def at(n: int, seconds: float) -> dict:
         with torch.no_grad():
-            return objective.evaluate(test)
+            ev = objective.evaluate(test)
+        s = round(seconds, 3)
+        return point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev)
 
     torch.manual_seed(seed)
-    yield 0, 0.0, evaluate()
+    curve, seconds = [at(0, 0.0)], 0.0
     for n, seconds in adam(model, params, objective, examples, np.random.default_rng(seed), lr=lr,
                            batch_size=batch_size, steps=steps, dropout=dropout):
         if n % every == 0 or n == steps:
-            yield n, seconds, evaluate()
-
-
-def adam_curve(*args, **kwargs) -> dict:
-    """``adam_evaluations`` as a learning curve (a step counts one forward pass, and as many backward)."""
-    curve, seconds = [], 0.0
-    for n, seconds, ev in adam_evaluations(*args, **kwargs):
-        s = round(seconds, 3)
-        curve.append(point({"round": n - 1, "forward_passes": n, "seconds": s, "swarm_seconds": s} if n else {}, ev))
-    return {"curve": curve, "seconds": round(seconds, 1), "forward_passes": kwargs["steps"]}
+            curve.append(at(n, seconds))
+    return {"curve": curve, "seconds": round(seconds, 1), "forward_passes": steps}
 
 
 # --------------------------------------------------------------------------- plots
