@@ -1,16 +1,18 @@
 """Label skew at large K: the library default against per-peer directions and site weighting.
 
     python -m bench.experiments.skew [--peers 4,8] [--rounds 100] [--seeds 3]
-        [--conds default,distinct,weighted] [--workers 2] [--dry-run] [--out bench/results/skew.json]
+        [--conds default,equal,distinct,weighted] [--workers 2] [--dry-run] [--out bench/results/skew.json]
 
 Every run is the simulator (``onebyte.simulate``) on the demo's task (all-MiniLM-L6-v2 on VADER)
 with the library default ``TrainConfig()`` read at run time (grad, K = 1,024, shared directions,
-sites counting equally), a cosine horizon of the run's rounds, on iid shards and on Dirichlet(0.3)
-label-skewed ones. Beside it, the same runs with one setting changed: ``distinct`` (each peer
-measures K directions of its own: n·K directions a round), ``weighted`` (each site's scalars
-weighted by its examples, ``reference_examples`` = a site's share of the training set, FedAvg's
-weighting). A seed changes the run id (every direction and batch) and the shard split, the same
-for every condition. Scored on the whole VADER test split: the final accuracy and the mean of the
+sites weighted by their examples against the mean count the swarm advertises), a cosine horizon
+of the run's rounds, on iid shards and on Dirichlet(0.3) label-skewed ones. Beside it, the same
+runs with one setting changed: ``equal`` (every site's record counts the same: the default until
+2026-12-06), ``distinct`` (each peer measures K directions of its own: n·K directions a round),
+``weighted`` (the reference pinned: ``reference_examples`` = a site's share of the training set,
+unrounded). On the iid shards of VADER every site's learned weight is exactly 1
+(tests/test_estimators.py), so there ``default`` and ``equal`` are one computation. A seed
+changes the run id (every direction and batch) and the shard split, the same for every condition. Scored on the whole VADER test split: the final accuracy and the mean of the
 last three evaluations (every tenth of the run). Issue #30's targets: with the default, iid −
 Dirichlet(0.3) at most 2 points at 4 and 8 peers, and the default within 0.5 points of the best
 condition measured on iid shards (3 seeds).
@@ -32,10 +34,12 @@ from bench.sweep import machine, pm, stat, sweep
 
 SPLITS = ("iid", "dirichlet:0.3")
 #: Each condition: the settings it changes from the default (``weighted`` is filled in per run).
-CONDS = {"default": {}, "distinct": {"directions": "distinct"}, "weighted": {"reference_examples": None}}
+CONDS = {"default": {}, "equal": {"weighting": "equal"}, "distinct": {"directions": "distinct"},
+         "weighted": {"reference_examples": None}}
 #: How the report describes each setting changed from the default.
-WHAT = {"distinct": "`distinct`: each peer its own K directions",
-        "weighted": "`weighted`: each site's scalars weighted by its examples"}
+WHAT = {"equal": "`equal`: every site's record counts the same (the default until 2026-12-06)",
+        "distinct": "`distinct`: each peer its own K directions",
+        "weighted": "`weighted`: the reference pinned to a site's share of the data"}
 GAP_POINTS, IID_POINTS = 2.0, 0.5  # issue #30, must-hold 1
 WORK_DIR = WORK / "skew"
 
@@ -149,7 +153,8 @@ def render(results: Results) -> list[str]:
     lines = ["## Label skew at large K: shared directions, per-peer directions, site weighting", "",
              f"`{r['command']}` ({r['date']}, {r['machine']}). The demo's task (MiniLM on VADER) in the "
              f"simulator, {r['rounds']} rounds (a cosine schedule over them), up to {r['seeds']} seeds (each cell's "
-             "count in the seeds column): the library default (grad, K = 1,024, shared directions, sites equal)"
+             "count in the seeds column): the library default (grad, K = 1,024, shared directions, sites weighted by "
+             "their examples against the mean count the swarm advertises)"
              + "".join(f"; {WHAT[c]}" for c in r["conds"] if c in WHAT)
              + ". Held-out accuracy on the whole VADER test split, mean ± std over seeds (final; the "
              "mean of the last three evaluations in brackets); the gap is iid − Dirichlet(0.3) in points.", "",
@@ -229,9 +234,11 @@ def note(results: Results) -> str | None:
                 g = _gap(t, c, n)
                 others.append(f"`{c}` at {n} peers: iid {d:+.1f} points against the default on the same "
                               f"{len(common)} seed(s)" + ("" if g is None else f", gap {g:+.1f}"))
-    return ("**Skewed sites: shared directions, sites counted equally.** Every peer of a round measures the same "
-            "K = 1,024 directions (`directions = shared`) and each site's record counts once "
-            "(`reference_examples = 0`). The gap between iid and Dirichlet(0.3) label-skewed shards, held-out "
+    return ("**Skewed sites: shared directions, sites weighted by their examples.** Every peer of a round measures "
+            "the same K = 1,024 directions (`directions = shared`), and each site's record counts in proportion to "
+            "its examples (`weighting = examples`: each heartbeat advertises its site's count, and a site weighs "
+            "itself against the mean it has heard, in sixteenths; sites of nearly equal size weigh exactly 1). "
+            "The gap between iid and Dirichlet(0.3) label-skewed shards, held-out "
             f"accuracy after {r['rounds']} rounds: " + ", ".join(gaps) + " points"
             + (". One setting changed at a time: " + "; ".join(others) if others else "") + ". "
             "[Label skew at large K](benchmarks.md#label-skew-at-large-k-shared-directions-per-peer-directions-site-weighting)")
