@@ -37,13 +37,14 @@ import numpy as np
 
 from bench.experiments.thinlink import LINK
 from bench.lab import ThinLab, unwind_on_sigterm
+from bench.lab import peers as lab_peers
 from bench.output import RESULTS, WORK, save_result
 from bench.sections import Claim, Results, Section, Step
 from onebyte.config import RunSpec
 from onebyte.ledger import LedgerWriter
 from onebyte.record import build_record
 from onebyte.seeds import stream_seed
-from onebyte.swarm import read_summary, start_peer, stop_group, wait_for_address
+from onebyte.swarm import read_summary, stop_group, wait_for_address
 from onebyte.training import Setup
 
 PEERS = 4
@@ -109,8 +110,7 @@ def measure(work: Path, rounds: int, more: int, seed_pool: int = 0) -> dict:
     t_start = time.monotonic()
     try:
         def launch(i: int, join: list[str], extra: list[str]):
-            return start_peer(i, work / f"peer-{i}", [*common, *extra, "--host", lab.ips[i], "--peer-id", str(i)],
-                              join, lab.wrap(i, []))
+            return lab_peers.start(lab, i, work, [*common, *extra, "--peer-id", str(i)], join)
 
         procs.append(launch(0, [], ["--shard", f"0/{PEERS}", "--min-peers", str(PEERS)]))
         join = wait_for_address(procs[0], 180)[:1]
