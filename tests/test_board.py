@@ -105,9 +105,10 @@ def test_report_holds_the_summary_figures_and_fetches_nothing(tmp_path, tiny_run
     assert fields["peers"] == "3" and fields["rounds"] == "4"
     assert fields["payload_bytes"] == f"{summary['payload_bytes']:,} B"
     run = json.loads((tiny_run / "run.json").read_text())["spec"]["train"]
-    assert run["balance"] == "sqrt" and fields["defences"] == (
-        "Defences: batches drawn by class, in proportion to the root of its examples (balance = sqrt); records "
-        "combined by sum; authorship by the swarm secret (HMAC); differential privacy: off (what each costs: "
+    assert run["balance"] == "sqrt" and run["weighting"] == "examples" and fields["defences"] == (
+        "Defences: batches drawn by class, in proportion to the root of its examples (balance = sqrt); sites "
+        "weighted by their examples (weighting = examples); records combined by sum; authorship by the swarm "
+        "secret (HMAC); differential privacy: off (what each costs: "
         "BENCHMARKS.md: Imbalanced labels, Label skew, Hostile insiders, Accuracy against the privacy budget).")
     recall = summary["eval_after"]["recall"]
     assert [f"{100 * x:.1f} %" for x in recall.values()] == re.findall(r"data-field=recall_after>([^<]*)<", text)
@@ -156,3 +157,16 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, tiny_run, capsys):
     assert "is not a run directory" in err[0] and "is not a directory" in err[1]
     assert f"{port} on 127.0.0.1 is in use" in err[2] and "different run tags" in err[3] and "--log-to" in err[4]
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "x").exists()
+
+
+def test_defences_name_the_site_weighting_of_runs_written_before_it_had_a_name(tmp_path):
+    """A run.json without ``weighting`` counted sites equally, unless it pinned a reference count."""
+    from onebyte.board import RunView, defences
+
+    def line(train: dict) -> str:
+        return defences(RunView(tmp_path, "r", run={"spec": {"train": train}}), privacy=[])
+
+    assert "sites weighted equally (weighting = equal)" in line({})
+    assert "sites weighted by their examples (a site of 40 counting once) (weighting = examples)" in line(
+        {"reference_examples": 40})
+    assert "sites weighted by their examples (weighting = examples)" in line({"weighting": "examples"})

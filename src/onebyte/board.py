@@ -275,7 +275,12 @@ def defences(view: RunView, privacy: list[dict[str, Any]] | None = None) -> str:
     drawn = {"classes": "by class", "sqrt": "by class, in proportion to the root of its examples"}
     private = [p for p in (privacy_rows([view]) if privacy is None else privacy) if p["private"]]
     spent = ", ".join(f"ε = {p['epsilon_spent']:.2f}" for p in private if p["epsilon_spent"] is not None)
+    pinned = train.get("reference_examples", 0)
+    weighting = "examples" if pinned else train.get("weighting", "equal")  # run.json before weighting had a name
+    weighed = {"examples": "by their examples" + (f" (a site of {pinned} counting once)" if pinned else ""),
+               "equal": "equally"}
     parts = [f"batches drawn {drawn.get(balance, 'uniformly')} (balance = {balance})",
+             f"sites weighted {weighed.get(weighting, weighting)} (weighting = {weighting})",
              f"records combined by {train.get('aggregate', 'sum')}",
              f"authorship by {'site keys (Ed25519)' if spec.get('keys') else 'the swarm secret (HMAC)'}",
              "differential privacy: " + (spent or ("on" if private else "off"))]
