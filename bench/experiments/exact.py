@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.output import RESULTS, save_result
 from bench.sections import Claim, Results, Section, Step
-from bench.sweep import machine, simulate, sweep
+from bench.sweep import figure, machine, simulate, sweep
 
 TARGET = 0.872  # held-out accuracy the fzoo demo reaches at round 15 (BENCHMARKS.md, "The demo")
 TARGET_FINAL = 0.925
@@ -218,14 +218,12 @@ def render_llm(results: Results) -> list[str]:
 
 def _plot_llm(results: Results, runs: list, fzoo: dict | None, adam: dict | None) -> str | None:
     """exact_llm.png: macro-F1 against seconds for every run (written beside the results)."""
-    try:
-        import matplotlib
+    with figure(results.folder / "exact_llm.png", size=(7, 4), dpi=110) as (_, ax):
+        _plot_llm_runs(ax, runs, fzoo, adam)
+    return "exact_llm.png"
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+
+def _plot_llm_runs(ax, runs: list, fzoo: dict | None, adam: dict | None) -> None:
     for name, r in runs:
         o, c = r["onebyte"], r["config"]
         pts = [(0, o["before"]["macro_f1"])] + [(x["seconds"], x["macro_f1"]) for x in o["curve"]]
@@ -247,10 +245,6 @@ def _plot_llm(results: Results, runs: list, fzoo: dict | None, adam: dict | None
     ax.set_xlabel("seconds on this machine (2 cores; threads and load per run in the table)")
     ax.set_ylabel("held-out macro-F1")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(results.folder / "exact_llm.png", dpi=110)
-    plt.close(fig)
-    return "exact_llm.png"
 
 
 def render(results: Results) -> list[str]:
