@@ -27,6 +27,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from statistics import median
 
 from bench.baselines import gloo, json_http
 from bench.lab.control import WAIT_S, run_window
@@ -46,11 +47,6 @@ def _lab(n: int, framed: bool = True) -> Lab:
     return lab
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
-
-
 def measure_http(peers: int, k: int, rounds: int, work: Path) -> dict:
     lab = _lab(peers)
     try:
@@ -59,7 +55,7 @@ def measure_http(peers: int, k: int, rounds: int, work: Path) -> dict:
     finally:
         lab.close()
     per_peer = [t / rounds for t in tx]
-    typical = [_median(r["tx_per_round"]) for r in reports]
+    typical = [median(r["tx_per_round"]) for r in reports]
     body = [b for r in reports for b in r["grads_body_bytes"]]
     others = peers - 1
     return {
@@ -96,7 +92,7 @@ def measure_gloo(peers: int, numel: int, steps: int, work: Path, framed: bool = 
         "wire_bytes_per_step_per_peer": per_peer,
         "wire_bytes_per_step_mean": sum(per_peer) / peers,
         "seconds_per_step": step_s,
-        "seconds_per_step_median": _median(step_s),
+        "seconds_per_step_median": median(step_s),
     }
 
 
