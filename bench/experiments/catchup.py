@@ -10,7 +10,6 @@ not on their values. Both paths end with the same state hash (checked).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.output import RESULTS
+from bench.output import RESULTS, save_result
 from bench.sections import Results, Section, Step
+from bench.sweep import machine
 from onebyte.codec import Codec
 from onebyte.config import TrainConfig
 from onebyte.ledger import load_snapshot, save_snapshot
@@ -77,12 +77,9 @@ def main() -> None:
               "tuned_parameters": full.numel, "records": len(records), "tail_rounds": a.tail,
               "full_replay_s": round(replay_s, 3), "snapshot_plus_tail_s": round(snapshot_s, 3),
               "speedup": round(replay_s / snapshot_s, 1), "snapshot_bytes": size,
-              "ledger_bytes": sum(len(x.to_bytes()) + 8 for x in records),
-              "command": f"python -m bench.experiments.catchup --rounds {a.rounds} --peers {a.peers} --samples {a.samples} "
-                         f"--tail {a.tail} --tune {a.tune}",
-              "date": time.strftime("%Y-%m-%d %H:%M")}
-    print(json.dumps(result, indent=2))
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+              "ledger_bytes": sum(len(x.to_bytes()) + 8 for x in records)}
+    save_result(result, a.out, f"python -m bench.experiments.catchup --rounds {a.rounds} --peers {a.peers} "
+                f"--samples {a.samples} --tail {a.tail} --tune {a.tune}", machine())
 
 
 
