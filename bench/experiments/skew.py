@@ -10,9 +10,11 @@ of the run's rounds, on iid shards and on Dirichlet(0.3) label-skewed ones. Besi
 runs with one setting changed: ``equal`` (every site's record counts the same: the default until
 2026-12-06), ``distinct`` (each peer measures K directions of its own: n·K directions a round),
 ``weighted`` (the reference pinned: ``reference_examples`` = a site's share of the training set,
-unrounded). On the iid shards of VADER every site's learned weight is exactly 1
-(tests/test_estimators.py), so there ``default`` and ``equal`` are one computation. A seed
-changes the run id (every direction and batch) and the shard split, the same for every condition. Scored on the whole VADER test split: the final accuracy and the mean of the
+unrounded; with a pinned reference the run tag is the one it had before ``weighting`` had a name).
+On the iid shards of VADER every site's learned weight is exactly 1 (tests/test_estimators.py), so
+there ``default`` and ``equal`` differ only in their run tag, which seeds every direction and batch:
+two draws of one method. A seed changes the run id (every direction and batch) and the shard split,
+the same for every condition. Scored on the whole VADER test split: the final accuracy and the mean of the
 last three evaluations (every tenth of the run). Issue #30's targets: with the default, iid −
 Dirichlet(0.3) at most 2 points at 4 and 8 peers, and the default within 0.5 points of the best
 condition measured on iid shards (3 seeds).
@@ -34,11 +36,11 @@ from bench.sweep import machine, pm, stat, sweep
 
 SPLITS = ("iid", "dirichlet:0.3")
 #: Each condition: the settings it changes from the default (``weighted`` is filled in per run).
-CONDS = {"default": {}, "equal": {"weighting": "equal"}, "distinct": {"directions": "distinct"},
+CONDS = {"default": {}, "equal": {"weighting": "equal"}, "distinct": {"directions": "distinct", "weighting": "equal"},
          "weighted": {"reference_examples": None}}
 #: How the report describes each setting changed from the default.
 WHAT = {"equal": "`equal`: every site's record counts the same (the default until 2026-12-06)",
-        "distinct": "`distinct`: each peer its own K directions",
+        "distinct": "`distinct`: each peer its own K directions (sites equal)",
         "weighted": "`weighted`: the reference pinned to a site's share of the data"}
 GAP_POINTS, IID_POINTS = 2.0, 0.5  # issue #30, must-hold 1
 WORK_DIR = WORK / "skew"
