@@ -147,7 +147,10 @@ class Weighting(enum.Enum):
       site's count, and the reference is their mean (each count clipped to 8 times their median,
       so one site claiming millions cannot shrink everyone else's step). A learned weight is
       rounded to sixteenths within [1/16, 4]: sites of nearly equal size weigh exactly 1, whatever
-      subset of the swarm each has heard from.
+      subset of the swarm each has heard from. Sites of unequal size weigh 1 until they have heard
+      the others, where the simulator knows every count from its first round: their first records
+      may differ from the simulator's. Replicas agree whatever each sender heard, because the
+      weight is folded into the scalars its record carries.
     """
 
     EQUAL = "equal"
