@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -25,6 +26,13 @@ from pathlib import Path
 from bench import report
 from bench.output import REPO, RESULTS, WORK
 from bench.sections import run_order, sections
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far: a step's own cost, which a
+    loaded machine does not inflate as it does the wall clock."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def main() -> int:
@@ -58,7 +66,7 @@ def main() -> int:
             continue
         argv = [sys.executable, "-m", section.module, *(x.format(out=out) for x in args)]
         log = WORK / f"{mode}-{step.name}.log"
-        t = time.monotonic()
+        t, cpu = time.monotonic(), _children_cpu()
         print(f"[{step.name}] {' '.join(argv[1:])} (log: {log.relative_to(REPO)})", flush=True)
         with open(log, "w") as fh:
             try:
@@ -66,10 +74,11 @@ def main() -> int:
                                     timeout=step.timeout_min * 60).returncode
             except subprocess.TimeoutExpired:
                 rc = 124
-        secs_taken = time.monotonic() - t
-        print(f"[{step.name}] {'ok' if rc == 0 else f'FAILED (exit {rc}), see {log}'} in {secs_taken:.0f} s",
-              flush=True)
-        record["steps"].append({"name": step.name, "seconds": round(secs_taken, 1), "exit": rc})
+        secs_taken, cpu = time.monotonic() - t, _children_cpu() - cpu
+        print(f"[{step.name}] {'ok' if rc == 0 else f'FAILED (exit {rc}), see {log}'} in {secs_taken:.0f} s "
+              f"({cpu:.0f} s of CPU)", flush=True)
+        record["steps"].append({"name": step.name, "seconds": round(secs_taken, 1), "cpu_seconds": round(cpu, 1),
+                                "exit": rc})
         if rc != 0:
             failed.append(step.name)
     record["total_seconds"] = round(time.monotonic() - start, 1)
