@@ -12,15 +12,15 @@ test split (100 fixed examples with `--quick`):
 1. **Estimators against forward passes.** The old demo's SPSA (lr 1e-3, constant), the library
    default `TrainConfig()` as it is when this runs (read at run time, never written here), every
    other forward-only `Estimator` at the library's settings for it (``TrainConfig.for_estimator``;
-   the exact ones are the exact section's), and the default with sparse
-   directions (``SPARSE_DENSITIES``: structured directions): 4 peers, iid shards, each
-   given the same forward-pass budget (all peers together), so rounds = budget / (peers x forward
-   passes of one record); a cosine schedule's horizon is that condition's rounds. Evaluated every
-   `eval_every` rounds; first-order Adam (all weights, backprop) beside them.
+   the exact ones are the exact section's), and the default with sparse directions
+   (``SPARSE_DENSITIES``: structured directions): 4 peers, iid shards, each given the same
+   forward-pass budget (all peers together), so rounds = budget / (peers x forward passes of one
+   record); a cosine schedule's horizon is that condition's rounds. Evaluated every `eval_every`
+   rounds; first-order Adam (all weights, backprop) beside them.
 2. **Label skew.** The default configuration and the skew recipe (``skew_recipe``: es scalars at
-   its forward-only settings, shared directions, sites weighted by examples), 4 and 8 peers, iid vs Dirichlet(0.3) shards, the
-   same rounds for both splits (half part 1's forward passes, to fit the time); the gap iid -
-   Dirichlet in points.
+   its forward-only settings, shared directions, sites weighted by examples), 4 and 8 peers, iid
+   vs Dirichlet(0.3) shards, the same rounds for both splits (half part 1's forward passes, to fit
+   the time); the gap iid - Dirichlet in points.
 3. **Join or not.** For the shards of 4 and 8 peers (iid and Dirichlet(0.3), the simulator's own
    `split_shards`), each site's held-out accuracy after the same rounds (a) alone: one peer on only
    its shard, (b) in the swarm (one shared model: every site gets the swarm's accuracy) and
