@@ -12,6 +12,6 @@
 * ``experiments/``: one module per experiment; each defines ``SECTION``, its steps and its part of
   the report (``sections`` lists them in report order).
 * ``sweep``: what the learning-curve experiments share (a worker pool over conditions × seeds,
-  resuming, mean ± std, the first-order Adam baseline, figures).
+  resuming, a simulation as a learning curve, mean ± std, the first-order Adam baseline, figures).
 * ``report``: writes BENCHMARKS.md; ``run_all``: runs every section's steps, then the report.
 """
