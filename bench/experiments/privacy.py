@@ -30,6 +30,7 @@ from bench.output import RESULTS, WORK, save_result
 from bench.sections import Results, Section
 from bench.sweep import machine, pm, stat, sweep
 from onebyte.privacy import DPConfig
+from onebyte.settings import Defaults
 from onebyte.simulator import SimConfig, run_simulation
 
 GRAD_WORK = WORK / "privacy"
@@ -74,7 +75,7 @@ def grad_run(task: dict) -> dict:
     from onebyte.tasks.data import load_dataset, split_shards
 
     spec = onebyte.RunSpec(run_id=f"privacy-{task['seed']}", model="minilm", task="vader")
-    shards = split_shards(load_dataset("vader").train, onebyte.Defaults.peers, parse_split(onebyte.Defaults.split),
+    shards = split_shards(load_dataset("vader").train, Defaults.peers, parse_split(Defaults.split),
                           task["seed"])
     delta = 1.0 / min(len(sh) for sh in shards)
     eps = float(task["epsilon"])
@@ -94,9 +95,8 @@ def _kept(task: dict) -> Path:
 
 
 def main_grad(a: argparse.Namespace) -> None:
-    import onebyte
 
-    rounds, epsilons = a.rounds or onebyte.Defaults.rounds, a.epsilons or "inf,3"
+    rounds, epsilons = a.rounds or Defaults.rounds, a.epsilons or "inf,3"
     GRAD_WORK.mkdir(parents=True, exist_ok=True)
     plan = [{"epsilon": e, "seed": s, "rounds": rounds} for s in range(a.seeds) for e in epsilons.split(",")]
     done = {_kept(t).name: json.loads(_kept(t).read_text()) for t in plan if _kept(t).exists()}
