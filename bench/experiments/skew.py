@@ -175,7 +175,12 @@ def render(results: Results) -> list[str]:
                      + f" | {row['seconds']:.0f} |")
     per_seed = [f"{c}, {n} peers, {split}: " + ", ".join(f"{100 * a:.1f}" for a in row["seeds"])
                 for (c, n, split), row in t.items() if split != "iid"]
-    return lines + ["", "Per seed, Dirichlet(0.3) final accuracy: " + "; ".join(per_seed) + ".", ""]
+    same = [f"{n} peers {100 * (t[('default', n, 'iid')]['final']['mean'] - t[('equal', n, 'iid')]['final']['mean']):+.1f}"
+            for n in r["peers"] if ("default", n, "iid") in t and ("equal", n, "iid") in t]
+    noise = ([f"On iid shards every site weighs exactly 1, so there `default` and `equal` are one method drawn under "
+              f"two run tags (the setting is in the tag, which seeds every direction and batch): default − equal, "
+              f"{', '.join(same)} points, is this comparison's noise between draws.", ""] if same else [])
+    return lines + ["", "Per seed, Dirichlet(0.3) final accuracy: " + "; ".join(per_seed) + ".", "", *noise]
 
 
 def _iid_loss(t: dict, n: int) -> tuple[str, float, int] | None:
