@@ -34,9 +34,14 @@ def wait_for_quorum(gossip: Gossip, replica: Replica, opts: PeerOptions, round_:
     instead of the first ones training alone and the others catching up. A peer that restarts or
     joins a running swarm finds the others already there; and once any peer has started (a record
     of a round this one has not reached, or a heartbeat past it), the quorum was reached somewhere
-    and this one starts too."""
-    want = opts.min_peers
-    if want <= 1 or opts.lockstep:
+    and this one starts too.
+
+    In lockstep (every round waits for the records of ``lockstep`` peers) the first round waits
+    for that many to be live, whoever has started: no round can close without them, and a site
+    that weighs itself by its examples (``Weighting.EXAMPLES``) then measures its first record
+    knowing every lockstep peer's count, as the simulator does."""
+    want = max(opts.min_peers, opts.lockstep)
+    if want <= 1:
         return
     end = time.monotonic() + opts.quorum_timeout
     greeted, every = -1e9, 0.0
@@ -56,7 +61,7 @@ def wait_for_quorum(gossip: Gossip, replica: Replica, opts: PeerOptions, round_:
         started = {p for p, hb in waiting.items() if p != me and hb.round > round_}
         started |= {rec.peer_id for rec in list(replica.records.values())
                     if rec.peer_id != me and rec.round >= round_}
-        if started:  # someone reached its quorum first (views differ over a thin link): join it now
+        if started and not opts.lockstep:  # someone reached its quorum first (views differ over a thin link)
             log.info("peer %x has started: starting", min(started))
             return
         live = len(waiting.keys() | {me})

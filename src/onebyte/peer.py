@@ -111,7 +111,8 @@ class Peer:
                                  self.dir.revocations)
             self.client = Client(transport, lambda: self.opts)
             self.gossip = Gossip(self.client, lambda: self.opts, self.replica, self.intake, self.tag, self._base,
-                                 lambda: (self.round, self.done), setup.spec.shared, self.dir.connect, len(shard))
+                                 lambda: (self.round, self.done), setup.spec.shared, self.dir.connect,
+                                 len(shard) if setup.train.learns_reference else 0)
             self.closing = RoundWait(lambda: self.opts, self.gossip, self.replica, self.intake, self.roster,
                                      self.apply_pending)
             self.catchup = CatchUp(self.client, lambda: self.opts, self.replica, self.intake, self.gossip, self.roster,

@@ -235,6 +235,12 @@ class TrainConfig:
             return self.eps * cosine_factor(round_, self.horizon, self.final_ratio)
         return self.eps
 
+    @property
+    def learns_reference(self) -> bool:
+        """Whether sites weigh themselves against the count the swarm advertises (so each heartbeat
+        says its site's count; otherwise it says 0, and the count stays at the site)."""
+        return self.weighting is Weighting.EXAMPLES and not self.reference_examples
+
     def site_weight(self, examples: int, reference: float | None = None) -> float:
         """What a site holding ``examples`` multiplies its scalars by (``Weighting``): 1 when
         weighting is equal; else examples / ``reference_examples`` when that is set; else examples
