@@ -39,7 +39,7 @@ def _run(xs_ys: list[tuple[int, float]]) -> dict:
 
 
 def test_summary_and_claim_come_from_the_runs(tmp_path):
-    p = {**le.QUICK, "seeds": 2}
+    p = {**le.QUICK, "seeds": 2, "budget": 40, "evals": 2}
     conds = le.conditions(p, le.parse_lr([], ["spsa", "fzoo"]))  # spsa 32, fzoo 40 forward passes
     tasks = le.plan(p, conds, [0, 1])
     curves = {"spsa": [(0, 0.4), (32, 0.5)], "fzoo": [(0, 0.4), (20, 0.5), (40, 0.6)]}

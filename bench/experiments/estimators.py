@@ -82,7 +82,7 @@ SPARSE_DENSITIES = (1 / 4,)
 FULL = {"budget": 2000, "peers": 4, "seeds": 3, "eval_every": 5, "eval_size": 0, "adam_steps": 150,
         "adam_eval_every": 50, "skew_peers": (4, 8), "skew_budget": {4: 0.5, 8: 0.5}, "skew_evals": 2,
         "join_seeds": 1, "join_at": {4: "mid", 8: "end"}}
-QUICK = {"budget": 96, "peers": 4, "seeds": 1, "eval_every": 2, "eval_size": 100, "adam_steps": 6,
+QUICK = {"budget": 48, "peers": 4, "seeds": 1, "eval_every": 2, "eval_size": 100, "adam_steps": 6,
          "adam_eval_every": 3, "skew_peers": (4,), "skew_budget": {4: 1.0}, "skew_evals": 2, "join_seeds": 1,
          "join_at": {4: "mid"}}
 # Cost model for the estimate (one single-threaded worker of two on an otherwise idle 2-core machine,
@@ -661,7 +661,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a few rounds, 100 held-out examples, 1 seed, 4 peers")
     ap.add_argument("--parts", default="1,2,3", help="which questions to answer, e.g. 1,3")
     ap.add_argument("--seeds", type=int)
-    ap.add_argument("--budget", type=int, help="forward passes of all 4 peers of part 1 (default 2000; quick 96)")
+    ap.add_argument("--budget", type=int, help="forward passes of all 4 peers of part 1 (default 2000; quick 48)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dry-run", action="store_true", help="print the runs and the estimated time, run nothing")
     ap.add_argument("--fresh", action="store_true", help="run everything again, even runs already in --out")

@@ -52,7 +52,7 @@ ESTIMATORS = "spsa,fzoo,centered"
 # budget: forward passes of all peers together, per condition. evals: evaluations during a run
 # (besides the one before). adam_steps: None is budget // 10.
 FULL = {"budget": 400, "seeds": 3, "eval_size": 200, "evals": 4, "adam_steps": None, "adam_evals": 4}
-QUICK = {"budget": 40, "seeds": 1, "eval_size": 20, "evals": 2, "adam_steps": 2, "adam_evals": 1}
+QUICK = {"budget": 20, "seeds": 1, "eval_size": 10, "evals": 1, "adam_steps": 1, "adam_evals": 1}
 #: Where the matched-forward-pass columns are: fractions of the forward passes every condition spent.
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 # Cost model for the estimate (one single-threaded worker of two on a 2-core machine): seconds per
@@ -296,13 +296,13 @@ def command_line(a: argparse.Namespace, p: dict, estimators: list[str], lrs: dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 seed, 40 forward passes, 20 held-out examples, 2 Adam steps")
+    ap.add_argument("--quick", action="store_true", help="1 seed, 20 forward passes, 10 held-out examples, 1 Adam step")
     ap.add_argument("--estimators", default=ESTIMATORS, help=f"comma-separated, among {', '.join(LR)}")
     ap.add_argument("--seeds", type=int)
-    ap.add_argument("--budget", type=int, help="forward passes of all peers per condition (default 400; quick 40)")
-    ap.add_argument("--eval-size", type=int, help="held-out examples (default 200; quick 20)")
+    ap.add_argument("--budget", type=int, help="forward passes of all peers per condition (default 400; quick 20)")
+    ap.add_argument("--eval-size", type=int, help="held-out examples (default 200; quick 10)")
     ap.add_argument("--evals", type=int, help="evaluations during a run, besides the one before (default 4)")
-    ap.add_argument("--adam-steps", type=int, help="default: budget // 10 (quick 2)")
+    ap.add_argument("--adam-steps", type=int, help="default: budget // 10 (quick 1)")
     ap.add_argument("--lr", action="append", default=[], metavar="ESTIMATOR=VALUE",
                     help="an estimator's learning rate (its schedule stays); repeat for several")
     ap.add_argument("--workers", type=int, default=2)

@@ -357,7 +357,7 @@ def claims(results: Results) -> list[Claim]:
 
 SECTION = Section("memory", "bench.experiments.memory", render,
                   steps=(Step("memory", ("--out", "{out}/memory.json"),
-                              ("--rounds", "1", "--repeats", "2", "--out", "{out}/memory.json")),),
+                              ("--rounds", "1", "--repeats", "1", "--out", "{out}/memory.json")),),
                   claims=claims)
 
 
