@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from bench.baselines import mezo
+from bench.experiments.memory import _status
 from bench.output import REPO
 from bench.sections import Claim, Results, Section, Step, verdict
 from onebyte.codec import Codec
@@ -153,13 +154,6 @@ def bench_replay(quick: bool) -> list[dict]:
     return rows
 
 
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(mode: str, steps: int) -> None:
     """Run in a fresh process; print (RSS after loading, peak RSS) in MiB after ``steps`` of ``mode``.
 
@@ -169,7 +163,7 @@ def memory_child(mode: str, steps: int) -> None:
     model, tok = loaded.model, loaded.tokenizer
     batch = make_batch(tok)
     loss = lambda _=None: encoder_loss(model, batch)  # noqa: E731
-    loaded_rss = _status_mib("VmRSS")
+    loaded_rss = _status()["VmRSS"]
     if mode == "inference":
         for _ in range(steps):
             loss()
@@ -187,7 +181,7 @@ def memory_child(mode: str, steps: int) -> None:
             h = model(**batch).last_hidden_state
             h.mean(1).pow(2).mean().backward()
             opt.step()
-    print(loaded_rss, _status_mib("VmHWM"))
+    print(loaded_rss, _status()["VmHWM"])
 
 
 def bench_memory(threads: int) -> dict:
