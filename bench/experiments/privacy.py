@@ -170,7 +170,36 @@ def render_grad(results: Results) -> list[str]:
     return out + ["", "A private grad record takes each example's gradient: where every tuned tensor is a bias "
                   "(the default `tune = bias`) one batched backward pass gives them all "
                   "(`estimator.per_example_gradients`), else one pass per example; the minutes column shows what "
-                  "a private run costs against the plain one on this CPU.", ""]
+                  "a private run costs against the plain one on this CPU.", "", *_signal_to_noise(groups), ""]
+
+
+def _signal_to_noise(groups: dict[str, list[dict]]) -> list[str]:
+    """Why the private rows trail: a record's noise per direction against the most signal it can carry."""
+    import math
+    import re
+
+    from onebyte.config import TrainConfig
+
+    private = [rows[0] for eps, rows in groups.items() if eps != "inf" and rows[0].get("dp")]
+    if not private:
+        return []
+    train = TrainConfig()
+    k, batch = train.samples, train.batch_size
+    parts = []
+    for row in private:
+        dp = row["dp"]
+        noise = 2 * dp["noise_multiplier"] * dp["clip"] / batch  # std of the mean's noise on each direction
+        signal = dp["clip"] / math.sqrt(k)  # every example's clipped K-vector aligned, spread evenly
+        parts.append(f"at ε = {row['epsilon']}, noise multiplier {dp['noise_multiplier']:.2f}: the noise on each "
+                     f"of a record's K = {k:,} scalars has std 2σC/B = {noise:.3f}, against at most C/√K = "
+                     f"{signal:.3f} of signal ({signal / noise:.2f} of it)")
+    sites = ", ".join(sorted({m.group(1) for row in private
+                              if (m := re.search(r"batches of \d+ of (\d+)", row["dp"].get("sampling", "")))}))
+    sites = f"{int(sites):,} examples a site" if sites.isdigit() else (f"{sites} examples a site" if sites else "each site's shard")
+    return ["Each private record is noise-dominated direction by direction: " + "; ".join(parts) + ". What a record "
+            "carries summed over its K directions, B²/(4σ²), does not depend on K, so more directions do not help; "
+            f"at a fixed ε the noise multiplier grows with the rounds and shrinks as each site's examples grow (here "
+            f"{sites}). Secure aggregation, which would let the sites share one noise draw, is not built."]
 
 
 def _grad_loss(r: dict) -> tuple[float, int] | None:
