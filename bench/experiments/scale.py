@@ -251,8 +251,8 @@ def _apply_lines(r: dict) -> list[str]:
            "`update.apply_records` of the round (replay's path, and the claim's)"
            + ("; *replica* is a fresh `Replica.add` of it, as the simulator hands a round over (admission, the set "
               "digest and the slots' bookkeeping too; no ledger), with records not yet hashed" if rkey in hi else "")
-           + (". CPU is this process's CPU time, which the claim reads: the machine was shared, and its load "
-              "stretches the wall-clock of the sizes unequally." if key.startswith("cpu") else "."), "",
+           + (". CPU is this process's CPU time, which the claim reads (on a shared machine the load stretches "
+              "the wall-clock of the sizes unequally)." if key.startswith("cpu") else "."), "",
            "| records in the round | " + " | ".join(names[c] for c in cols) + " |", "|---|" + "---|" * len(cols),
            *[f"| {x['peers']:,} | " + " | ".join(f"{x[c] * 1e3:.1f}" for c in cols) + " |" for x in rows], "",
            f"{hi['peers']:,} records cost {ratio:.2f}× what {lo['peers']} do (target ≤ {APPLY_GROWTH_TARGET:g}×): "
