@@ -157,6 +157,6 @@ def replay(run_dir: Path | str, base: Any = None, *, shuffle: int | None = None)
     loaded, state = tuned_state(loaded, run.train.tune, run.run_tag, sparsity=run.train.sparsity)
     if shuffle is not None:
         random.Random(shuffle).shuffle(records)
-    replica = Replica(state, run.train, run.run_tag, counts=roster.counts if roster is not None else None)
+    replica = Replica(state, run.train, run.run_tag, counts=roster)
     applied = replica.add(records)
     return Replayed(run, loaded, state, applied, replica.state_hash())

@@ -100,8 +100,7 @@ class Peer:
         try:
             # the ledger is created, or a torn tail repaired; the state is rebuilt from snapshot + ledger
             # (in identity mode without the records that no longer count: a revoked key's)
-            self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag,
-                                        self.roster.counts if self.roster is not None else None)
+            self.replica = Replica.open(self.dir, setup.state, setup.train, self.tag, self.roster)
 
             def horizon() -> int:  # the newest round this peer knows of (the intake bounds rounds by it)
                 return max(self.round, self.gossip.newest_round())

@@ -185,7 +185,7 @@ def run_simulation(cfg: SimConfig, out: Path | str, on_round: RoundHook | None =
         raise storage_error(exc, str(d.run)) from None
     # a key the run file revokes from a round: its records of that round on are refused (Replica.admit)
     replica = Replica.open(d, setup.state, cfg.train, setup.spec.run_tag,
-                           counts=roster.counts if roster is not None else None)
+                           counts=roster)
     try:
         summary = _rounds(cfg, setup, replica, d, on_round, list(keys))
     except OSError as exc:  # metrics, summary, curve: the ledger itself raises StorageError
