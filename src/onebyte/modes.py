@@ -139,8 +139,8 @@ class Weighting(enum.Enum):
     """How much a site's record counts against another's.
 
     * ``equal``: every record the same: the sum of the sites' local gradients is the gradient of
-      a mixture in which a small site of one label pulls as hard as a large one (under
-      Dirichlet(0.3) label skew, 2.8 to 3.8 points below iid shards at 100 rounds).
+      a mixture in which a small site of one label pulls as hard as a large one (what that costs
+      under label skew: BENCHMARKS.md, "Label skew at large K").
     * ``examples``: in proportion to the site's examples (FedAvg's weighting), so the sum is the
       gradient of the loss over all the swarm's data. The count that weighs 1 is
       ``reference_examples`` when set, else learned from the swarm: each heartbeat advertises its
