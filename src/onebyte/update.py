@@ -85,9 +85,11 @@ def plan(records: Iterable[Record], train: TrainConfig, frac_bits: Iterable[int]
                 for seed, ci in zip(seeds, sums.tolist(), strict=True):
                     out[seed][f] += sign * ci
         return out
+    lrs: dict[int, float] = {}  # a round's learning rate (a 24-term cosine), once per round, not per record
     for rec in records:
         seeds = record_seeds(rec, False, train.seed_pool)
-        steps = train.lr_at(rec.round) * rec.gradients()  # float64, as lr * float(g)
+        lr = lrs[rec.round] if rec.round in lrs else lrs.setdefault(rec.round, train.lr_at(rec.round))
+        steps = lr * rec.gradients()  # float64, as lr * float(g)
         for f in fracs:
             for seed, ci in zip(seeds, _coefficients(steps[None, :], f, [rec]).tolist(), strict=True):
                 out[seed][f] += sign * ci
