@@ -18,6 +18,10 @@ T = TypeVar("T")
 POLL_S = 0.02
 #: How long ``Owned`` waits for each of its threads to end once told to stop.
 JOIN_S = 120.0
+#: ``PeerOptions`` for in-memory peers in tests: short deadlines, heartbeats and polls, no evaluation.
+FAST_PEER: dict[str, Any] = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2,
+                                 heartbeat_ttl=3.0, dht_poll=0.1, join_timeout=3.0, drain_timeout=20.0,
+                                 sync_interval=0.2, poll=0.01)
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, poll: float = POLL_S) -> Any:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import Toy, run_peers
-from harness import Owned, wait_until
+from harness import FAST_PEER, Owned, wait_until
 from onebyte.cli import main
 from onebyte.codec import Codec
 from onebyte.config import Aggregate, ListedKey, RunSpec, TrainConfig
@@ -29,8 +29,6 @@ TRAIN = TrainConfig(samples=2, lr=1e-3)
 KEYS = [SiteKey.generate() for _ in range(4)]  # A, B, C listed below; D never listed
 A, B, C, D = KEYS
 # peer timings for in-memory swarms: rounds of a second, heartbeats every 0.2 s
-FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
-            join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
 
 
 @pytest.fixture
@@ -421,7 +419,7 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
     for i, key in enumerate((A, B)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 2, None, 0)[i]
-        opts = PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, **FAST)
+        opts = PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, **FAST_PEER)
         peers.append(owned(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts)))
     evil = owned(MemoryTransport(hub, "evil"))
     tag = peers[0].tag
@@ -436,14 +434,14 @@ def test_signed_peers_agree_and_an_outsider_with_the_secret_or_a_key_gets_nothin
     summaries = run_peers(peers)
     # a newcomer joins from A's snapshot, whose records it checks against its roster first
     newcomer = owned(Peer(Setup.build(spec), [], MemoryTransport(hub, "c"), tmp_path / "c",
-                          PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST)))
+                          PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST_PEER)))
     newcomer._install_snapshot(peers[0].gossip.heartbeat())
     assert newcomer.state_hash() == summaries[0]["state_hash"] and len(newcomer.records) == 6
     # ... and one whose run file revokes B from round 1 refuses that snapshot (it counts B's late records)
     revoking = RunSpec(run_id="ident", model="tiny-gpt2", task="vader", train=train,
                        keys=[*spec.keys[:1], ListedKey("b", B.public, 1), ListedKey("c", C.public)])
     late = owned(Peer(Setup.build(revoking), [], MemoryTransport(hub, "c2"), tmp_path / "c2",
-                      PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST)))
+                      PeerOptions(peer_id=C.peer_id, key=C, catchup="snapshot", **FAST_PEER)))
     with pytest.raises(ProtocolError, match="does not count here"):
         late._install_snapshot(peers[0].gossip.heartbeat())
     assert late.records == {}
@@ -511,7 +509,7 @@ def test_a_revocation_signed_mid_run_reaches_every_peer_and_they_agree(tmp_path,
     for i, key in enumerate((A, B, C)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 3, None, 0)[i]
-        opts = PeerOptions(peer_id=key.peer_id, rounds=6, secret=SECRET, key=key, min_peers=3, **FAST)
+        opts = PeerOptions(peer_id=key.peer_id, rounds=6, secret=SECRET, key=key, min_peers=3, **FAST_PEER)
         peers.append(owned(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts)))
     errors: list[BaseException] = []
 
@@ -597,7 +595,7 @@ def test_a_revocation_written_while_a_peer_was_stopped_reaches_the_others_when_i
     append_revocation(tmp_path / "p0" / "revocations.txt", rev)
     hub = MemoryHub()
     peers = [owned(Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}",
-                        PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **FAST)))
+                        PeerOptions(peer_id=key.peer_id, rounds=3, secret=SECRET, key=key, min_peers=2, **FAST_PEER)))
              for i, key in enumerate((A, B))]
     assert peers[0].roster.until(C.peer_id) == 5 and peers[1].roster.until(C.peer_id) is None
     for p in [*peers, *peers]:  # they hear of each other, then exchange heartbeats: nothing to sync
@@ -624,7 +622,8 @@ def test_peers_whose_run_files_list_other_site_keys_say_so(tmp_path):
         hub, out = MemoryHub(), tmp_path / f"differs-{differs}"
         with Owned() as own:  # these two closed before the next two start
             peers = [own(Peer(setups[i], setups[i].dataset.train[i::2], MemoryTransport(hub, f"p{i}"), out / f"p{i}",
-                              PeerOptions(peer_id=key.peer_id, rounds=1, secret=SECRET, key=key, min_peers=2, **FAST)))
+                              PeerOptions(peer_id=key.peer_id, rounds=1, secret=SECRET, key=key, min_peers=2,
+                                          **FAST_PEER)))
                      for i, key in enumerate((A, B))]
             for p in [*peers, *peers]:
                 p.beat(force=True)
@@ -685,7 +684,7 @@ def test_signed_peers_in_lockstep_equal_the_simulator_given_their_keys(tmp_path,
     for i, key in enumerate((A, B, C)):
         setup = Setup.build(spec)
         shard = split_shards(setup.dataset.train, 3, None, 0)[i]
-        opts = PeerOptions(peer_id=key.peer_id, rounds=3, lockstep=3, key=key, **FAST)
+        opts = PeerOptions(peer_id=key.peer_id, rounds=3, lockstep=3, key=key, **FAST_PEER)
         peers.append(owned(Peer(setup, shard, MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts)))
     summaries = run_peers(peers)
     assert {(s["set_digest"], s["state_hash"]) for s in summaries} == {(sim["set_digest"], sim["state_hash"])}

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from harness import FAST_PEER
 from onebyte.overlay import DEGREE, mesh, neighbours, onward, order
 
 
@@ -82,14 +83,12 @@ def _swarm(tmp_path, n, rounds, lockstep=0):
     from onebyte.transport.memory import MemoryHub, MemoryTransport
 
     hub, train = MemoryHub(), TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-    fast = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0,
-                dht_poll=0.1, join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
     setup = Setup.build(RunSpec(run_id="overlay-test", model="tiny-gpt2", task="vader", train=train))
     shards = split_shards(setup.dataset.train, n, None, 0)
     peers = []
     for i in range(n):
         s = Setup.build(RunSpec(run_id="overlay-test", model="tiny-gpt2", task="vader", train=train))
-        opts = PeerOptions(peer_id=i, rounds=rounds, lockstep=lockstep, secret=b"overlay", **fast)
+        opts = PeerOptions(peer_id=i, rounds=rounds, lockstep=lockstep, secret=b"overlay", **FAST_PEER)
         peers.append(Peer(s, shards[i], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}", opts))
     return peers
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import run_peers
-from harness import Owned, wait_until
+from harness import FAST_PEER, Owned, wait_until
 from onebyte.config import Aggregate, RunSpec, TrainConfig
 from onebyte.errors import ConfigError, PeerUnreachable
 from onebyte.lifecycle import wait_for_quorum
@@ -25,9 +25,6 @@ from onebyte.training import Setup
 from onebyte.transport.memory import MemoryHub, MemoryTransport
 
 TRAIN = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
-            join_timeout=3.0, drain_timeout=20.0,
-            sync_interval=0.2, poll=0.01)
 
 
 _OWNED = Owned()  # the running test's (the fixture below replaces it for each test)
@@ -51,7 +48,7 @@ def _peers(hub, tmp_path, n, rounds, lockstep=0, secret=b"s", ids=None, train=TR
     for i, pid in enumerate(ids if ids is not None else range(n)):
         setup = _setup(train)
         shards = split_shards(setup.dataset.train, n, None, 0)
-        opts = PeerOptions(peer_id=pid, rounds=rounds, lockstep=lockstep, secret=secret, **FAST)
+        opts = PeerOptions(peer_id=pid, rounds=rounds, lockstep=lockstep, secret=secret, **FAST_PEER)
         peers.append(_OWNED(Peer(setup, shards[i], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts)))
     return peers
 
@@ -233,9 +230,9 @@ def test_newcomer_with_another_base_or_config_is_refused_naming_the_setting(tmp_
     other_base = Setup.build(RunSpec(run_id="peer-test", model="tiny-gpt2", task="vader", train=TRAIN))
     other_base.spec = type(other_base.spec)(other_base.spec.spec, "ab" * 32)
     with a, Peer(other_cfg, other_cfg.dataset.train, MemoryTransport(hub, "b"), tmp_path / "b",
-                 PeerOptions(peer_id=5, secret=b"s", **FAST)) as b, \
+                 PeerOptions(peer_id=5, secret=b"s", **FAST_PEER)) as b, \
             Peer(other_base, other_base.dataset.train, MemoryTransport(hub, "c"), tmp_path / "c",
-                 PeerOptions(peer_id=6, secret=b"s", **FAST)) as c:
+                 PeerOptions(peer_id=6, secret=b"s", **FAST_PEER)) as c:
         a.beat(force=True)
         with pytest.raises(RunMismatch, match=r"train\.samples: 2 here, 3 there|train\.samples: 3 here, 2 there"):
             b.join()
@@ -258,7 +255,7 @@ def test_newcomer_catches_up_by_the_smaller_download_and_both_paths_agree(tmp_pa
     a.beat(force=True)
     for pid, mode in ((2, "auto"), (3, "snapshot")):
         setup = _setup()
-        opts = PeerOptions(peer_id=pid, rounds=None, secret=b"s", catchup=mode, **FAST)
+        opts = PeerOptions(peer_id=pid, rounds=None, secret=b"s", catchup=mode, **FAST_PEER)
         c = Peer(setup, split_shards(setup.dataset.train, 4, None, 0)[pid], MemoryTransport(hub, f"p{pid}"),
                  tmp_path / f"p{pid}", opts)
         _OWNED(c)
@@ -290,7 +287,7 @@ def test_a_newcomer_takes_ledger_pieces_from_every_live_peer(tmp_path, monkeypat
     net = MemoryTransport(hub, "p7")
     net.request = _all_sources_asked_before_any_answers(net.request, {"p0", "p1", "p2"})
     c = _OWNED(Peer(setup, [], net, tmp_path / "p7",
-                    PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST)))
+                    PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST_PEER)))
     c.beat(force=True, sync=False)
     with caplog.at_level(logging.INFO, logger="onebyte.catchup"):
         c.catchup.catch_up(c.members.live()[0])
@@ -345,7 +342,7 @@ def test_a_newcomer_whose_ledger_pieces_lack_records_syncs_them_before_its_first
 
     net.request = lossy
     c = _OWNED(Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s",
-                                                                     catchup="ledger", **FAST)))
+                                                                     catchup="ledger", **FAST_PEER)))
     c.beat(force=True, sync=False)
     c.catchup.catch_up(c.members.live()[0])
     c.apply_pending()
@@ -364,7 +361,7 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
         x.beat(force=True)
     net = MemoryTransport(hub, "p7", join=("p0",))
     net.heartbeats = lambda: []  # the DHT finds no one
-    c = Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s", **FAST))
+    c = Peer(_setup(), [], net, tmp_path / "p7", PeerOptions(peer_id=7, rounds=None, secret=b"s", **FAST_PEER))
     _OWNED(c)
     c.join()
     assert set(c.gossip.others()) == {0, 1, 2}
@@ -372,7 +369,7 @@ def test_a_newcomer_meets_the_swarm_through_its_join_peer_without_the_dht(tmp_pa
     a = established[0]
     assert c.catchup.joined_by is not None and (c.state_hash(), c.round) == (a.state_hash(), a.round)
     forged = Peer(_setup(), [], MemoryTransport(hub, "p8", join=("p0",)), tmp_path / "p8",
-                  PeerOptions(peer_id=8, rounds=None, secret=b"wrong", **FAST))
+                  PeerOptions(peer_id=8, rounds=None, secret=b"wrong", **FAST_PEER))
     _OWNED(forged)
     assert not forged.gossip.meet()  # its heartbeat fails p0's check, and p0's fails its own
     assert 8 not in a.gossip.others()
@@ -392,7 +389,7 @@ def test_a_newcomer_tops_up_the_rounds_run_while_it_downloaded(tmp_path):
     _run_all(established)
     a = established[0]
     c = Peer(_setup(), [], MemoryTransport(hub, "p7"), tmp_path / "p7",
-             PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST))
+             PeerOptions(peer_id=7, rounds=None, secret=b"s", catchup="ledger", **FAST_PEER))
     _OWNED(c)
 
     def hear_them():  # read their heartbeats without announcing ours: they never push to us
@@ -578,7 +575,7 @@ def test_a_mixed_swarm_in_lockstep_equals_the_simulator(tmp_path):
         setup = _setup(train)
         assert setup.spec.run_tag.hex() == sim["run_tag"]
         shards = split_shards(setup.dataset.train, 4, None, 0)
-        opts = PeerOptions(peer_id=pid, rounds=3, lockstep=4, **FAST)
+        opts = PeerOptions(peer_id=pid, rounds=3, lockstep=4, **FAST_PEER)
         peers.append(Peer(setup, shards[pid], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
     for p in peers:
         _OWNED(p)
@@ -596,7 +593,7 @@ def test_peers_under_a_link_budget_send_fewer_scalars_and_still_agree(tmp_path):
     for pid in range(3):
         setup = _setup(train)
         shards = split_shards(setup.dataset.train, 3, None, 0)
-        opts = PeerOptions(peer_id=pid, rounds=3, lockstep=3, link_budget=600.0, **FAST)
+        opts = PeerOptions(peer_id=pid, rounds=3, lockstep=3, link_budget=600.0, **FAST_PEER)
         peers.append(Peer(setup, shards[pid], MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
     for p in peers:
         _OWNED(p)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import Toy
+from harness import FAST_PEER
 from onebyte.config import Aggregate, Directions, Run, RunSpec, Step, TrainConfig
 from onebyte.errors import ConfigError, LedgerError, ProtocolError
 from onebyte.pool import Coefficients, PoolTotals, group_fracs, rebuild
@@ -236,14 +237,12 @@ def test_a_newcomer_in_an_in_memory_swarm_joins_from_coefficients(tmp_path, capl
     from onebyte.transport.memory import MemoryHub, MemoryTransport
 
     train = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all", seed_pool=64)
-    fast = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0,
-                dht_poll=0.1, join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
     hub, peers = MemoryHub(), []
     try:
         for pid in range(4):
             setup = Setup.build(RunSpec(run_id="pool-test", model="tiny-gpt2", task="vader", train=train))
             shard = split_shards(setup.dataset.train, 4, None, 0)[pid]
-            opts = PeerOptions(peer_id=pid, rounds=12 if pid < 2 else None, secret=b"s", **fast)
+            opts = PeerOptions(peer_id=pid, rounds=12 if pid < 2 else None, secret=b"s", **FAST_PEER)
             peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}", opts))
         a, b, c, d = peers
         run_peers([a, b])
@@ -302,14 +301,12 @@ def test_lockstep_peers_with_a_pool_equal_the_simulator_and_its_totals(tmp_path,
             for p in (8, 0)}
     assert sims[8].summary["state_hash"] != sims[0].summary["state_hash"]
     hub, peers = MemoryHub(), []
-    fast = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0,
-                dht_poll=0.1, join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
     try:
         for pid in range(3):
             setup = Setup.build(RunSpec(run_id="pool-test", model="tiny-gpt2", task="vader", train=train))
             shard = split_shards(setup.dataset.train, 3, None, 0)[pid]
             peers.append(Peer(setup, shard, MemoryTransport(hub, f"p{pid}"), tmp_path / f"p{pid}",
-                              PeerOptions(peer_id=pid, rounds=3, lockstep=3, secret=b"", **fast)))
+                              PeerOptions(peer_id=pid, rounds=3, lockstep=3, secret=b"", **FAST_PEER)))
         summaries = run_peers(peers)
         assert {s["state_hash"] for s in summaries} == {sims[8].summary["state_hash"]}
         assert {s["set_digest"] for s in summaries} == {sims[8].summary["set_digest"]}

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import run_peers
-from harness import Owned
+from harness import FAST_PEER, Owned
 from onebyte.config import RunSpec, TrainConfig, Weighting
 from onebyte.modes import swarm_reference
 from onebyte.peer import Peer, PeerOptions
@@ -17,8 +17,6 @@ from onebyte.training import Setup
 from onebyte.transport.memory import MemoryHub, MemoryTransport
 
 TRAIN = TrainConfig(samples=2, batch_size=8, lr=1e-3, tune="all")
-FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=3.0, dht_poll=0.1,
-            join_timeout=3.0, drain_timeout=20.0, sync_interval=0.2, poll=0.01)
 SPLIT, SEED = 0.3, 1  # Dirichlet(0.3) over 3 peers: shards of unequal size
 
 
@@ -34,7 +32,7 @@ def _peers(owned: Owned, tmp_path, train: TrainConfig, rounds: int) -> list[Peer
     shards = split_shards(setups[0].dataset.train, 3, SPLIT, SEED)
     hub = MemoryHub()
     return [owned(Peer(setups[i], shards[i], MemoryTransport(hub, f"p{i}"), tmp_path / f"p{i}",
-                       PeerOptions(peer_id=i, rounds=rounds, lockstep=3, secret=b"", **FAST))) for i in range(3)]
+                       PeerOptions(peer_id=i, rounds=rounds, lockstep=3, secret=b"", **FAST_PEER))) for i in range(3)]
 
 
 def test_unequal_sites_in_lockstep_weigh_as_the_simulator_does(tmp_path, owned):
