@@ -44,7 +44,7 @@ def spec(a: argparse.Namespace):
                                                      horizon=a.horizon or 0, final_ratio=a.final_ratio,
                                                      scalar=Scalar(a.scalar), step=Step(a.step),
                                                      codec=Codec.parse(a.codec),
-                                                     directions=Directions(a.directions)))
+                                                     directions=Directions(a.directions), seed_pool=a.seed_pool))
 
 
 def write_tsv(folder: Path) -> tuple[Path, Path]:
@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--horizon", type=int, default=0, help="cosine horizon [the rounds]")
     ap.add_argument("--final-ratio", type=float, default=0.1)
+    ap.add_argument("--seed-pool", type=int, default=0, help="a finite pool of P directions (0: none)")
     ap.add_argument("--labels", default="negative,neutral,positive")
     ap.add_argument("--template", default=TEMPLATE)
     ap.add_argument("--text-column", default="text")
@@ -158,7 +159,7 @@ def main() -> None:
         a.horizon = p["rounds"]
     keys = ["model", "task", "peers", "tune", "lr", "eps", "samples", "batch_size", "max_length", "adam_lr",
             "estimator", "scalar", "step", "directions", "codec", "lr_schedule", "warmup", "horizon", "final_ratio", "labels"]
-    keys += [k for k in ("text_column", "label_column", "eval_file") if getattr(a, k) != ap.get_default(k)]
+    keys += [k for k in ("text_column", "label_column", "eval_file", "seed_pool") if getattr(a, k) != ap.get_default(k)]
     result = {"config": {k: getattr(a, k) for k in keys}, "template": a.template, "chat": a.chat,
               "prompt_applied": True, **p}
     if not a.adam_only:
