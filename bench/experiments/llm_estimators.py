@@ -52,7 +52,10 @@ ESTIMATORS = "spsa,fzoo,centered"
 # budget: forward passes of all peers together, per condition. evals: evaluations during a run
 # (besides the one before). adam_steps: None is budget // 10.
 FULL = {"budget": 400, "seeds": 3, "eval_size": 200, "evals": 4, "adam_steps": None, "adam_evals": 4}
-QUICK = {"budget": 20, "seeds": 1, "eval_size": 10, "evals": 1, "adam_steps": 1, "adam_evals": 1}
+# The quick run, a smoke test of every path but the model's, stands tiny-gpt2 (no chat template) in for
+# SmolLM2 (llm.py's and memory.py's quick runs load SmolLM2 and its chat template).
+QUICK = {"budget": 20, "seeds": 1, "eval_size": 10, "evals": 1, "adam_steps": 1, "adam_evals": 1,
+         "model": "tiny-gpt2", "chat": False}
 #: Where the matched-forward-pass columns are: fractions of the forward passes every condition spent.
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 # Cost model for the estimate (one single-threaded worker of two on a 2-core machine): seconds per
@@ -116,12 +119,13 @@ def checkpoints(conds: list[dict]) -> list[int]:
 
 def plan(p: dict, conds: list[dict], seeds: list[int]) -> list[dict]:
     """Every run: each condition for each seed, and Adam for each seed."""
+    lm = {k: p[k] for k in ("model", "chat") if k in p}  # the quick run's model (the full run's tasks name none)
     tasks = [{"kind": "sim", "estimator": c["estimator"], "train": c["train"], "rounds": c["rounds"],
-              "eval_every": c["eval_every"], "seed": s, "run_id": f"llm-est-{s}", "eval_size": p["eval_size"]}
-             for c in conds for s in seeds]
+              "eval_every": c["eval_every"], "seed": s, "run_id": f"llm-est-{s}", "eval_size": p["eval_size"],
+              **lm} for c in conds for s in seeds]
     steps = adam_steps(p)
     tasks += [{"kind": "adam", "rounds": steps, "eval_every": adam_every(p), "seed": s,
-               "lr": ADAM_LR, "batch_size": ADAM_BATCH, "eval_size": p["eval_size"]} for s in seeds]
+               "lr": ADAM_LR, "batch_size": ADAM_BATCH, "eval_size": p["eval_size"], **lm} for s in seeds]
     for t in tasks:
         t["key"] = json.dumps(t, sort_keys=True)
     return tasks
@@ -142,10 +146,10 @@ def cost(task: dict) -> float:
 # --------------------------------------------------------------------------- workers
 
 
-def spec(run_id: str, train):
+def spec(run_id: str, train, model: str = MODEL, chat: bool = CHAT):
     import onebyte
 
-    return onebyte.RunSpec(run_id=run_id, model=MODEL, task=TASK, labels=LABELS, template=TEMPLATE, chat=CHAT,
+    return onebyte.RunSpec(run_id=run_id, model=model, task=TASK, labels=LABELS, template=TEMPLATE, chat=chat,
                            train=train)
 
 
@@ -153,7 +157,8 @@ def run_sim(task: dict) -> dict:
     """One simulation of 4 peers; the held-out curve from the simulator's evaluations."""
     from onebyte.config import TrainConfig
 
-    out = sweep.simulate(spec(task["run_id"], TrainConfig.from_dict(task["train"])), peers=PEERS,
+    out = sweep.simulate(spec(task["run_id"], TrainConfig.from_dict(task["train"]), task.get("model", MODEL),
+                              task.get("chat", CHAT)), peers=PEERS,
                          rounds=task["rounds"], seed=task["seed"], eval_every=task["eval_every"],
                          eval_size=task["eval_size"])
     return {**out, "tuned_parameters": out.pop("summary")["tuned_parameters"]}
@@ -166,7 +171,8 @@ def run_adam(task: dict) -> dict:
     from onebyte.tasks.data import eval_subset, load_dataset
     from onebyte.tasks.objectives import build_objective
 
-    s = spec("llm-est-adam", train_for("spsa", *LR["spsa"]))  # the prompt and max length of every condition
+    s = spec("llm-est-adam", train_for("spsa", *LR["spsa"]),  # the prompt and max length of every condition
+             task.get("model", MODEL), task.get("chat", CHAT))
     loaded = load_model(s.model)
     dataset = load_dataset(s.task, label_names=list(s.labels), template=s.template)
     obj = build_objective(loaded, dataset, s.objective, s.train.max_length, chat=s.chat)
@@ -200,13 +206,13 @@ def summarize(p: dict, conds: list[dict], tasks: list[dict], done: dict[str, dic
 # --------------------------------------------------------------------------- plot
 
 
-def plot(summary: dict, zero_shot: float | None, path: Path) -> str | None:
+def plot(summary: dict, zero_shot: float | None, path: Path, model: str = MODEL) -> str | None:
     """Accuracy against forward passes: each condition's mean curve, shaded ± std over seeds."""
     rows = [*summary["rows"], summary["adam"]]
     if all("error" in r for r in rows):
         return None
     return sweep.plot_forward(path, summary["rows"], summary["adam"], zero_shot,
-                              title=f"{MODEL} on {TASK}: estimators at the same forward-pass budget")
+                              title=f"{model} on {TASK}: estimators at the same forward-pass budget")
 
 
 # --------------------------------------------------------------------------- report
@@ -231,7 +237,7 @@ def render(results: Results) -> list[str]:
                  f"{100 * r['zero_shot']['macro_f1']:.1f}")
     if not r.get("complete", True):
         head += f". **Partial**: written when {r['runs_done']} of {r['runs_planned']} runs had finished"
-    lines = ["## Estimators on a causal LM (smollm2 on tweets)", "", head + ".", "",
+    lines = [f"## Estimators on a causal LM ({r.get('model', MODEL)} on {TASK})", "", head + ".", "",
              "| condition | settings | forward passes / round | rounds | forward passes spent | evaluated every |",
              "|---|---|---|---|---|---|"]
     for c in s["rows"]:
@@ -274,7 +280,7 @@ def claims(results: Results) -> list[Claim]:
     acc = best["at"][-1]["accuracy"]
     gain = 100 * (acc["mean"] - spsa["mean"])
     names = ", ".join(row["estimator"] for row in others)
-    return [(f"{MODEL} on {TASK}: best of {names} vs spsa at {s['checkpoints'][-1]:,} forward passes "
+    return [(f"{r.get('model', MODEL)} on {TASK}: best of {names} vs spsa at {s['checkpoints'][-1]:,} forward passes "
              f"({min(row['seeds'] for row in ok.values())} seed(s))",
              f"{best['estimator']} {pm(acc)} % vs spsa {pm(spsa)} % ({gain:+.1f} points)",
              "above spsa", gain > 0)]
@@ -296,7 +302,7 @@ def command_line(a: argparse.Namespace, p: dict, estimators: list[str], lrs: dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 seed, 20 forward passes, 10 held-out examples, 1 Adam step")
+    ap.add_argument("--quick", action="store_true", help="1 seed, 20 forward passes, 10 held-out examples, 1 Adam step, on tiny-gpt2")
     ap.add_argument("--estimators", default=ESTIMATORS, help=f"comma-separated, among {', '.join(LR)}")
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--budget", type=int, help="forward passes of all peers per condition (default 400; quick 20)")
@@ -350,11 +356,11 @@ def main() -> None:
         summary = summarize(p, conds, tasks, done)
         zero = next(({k: run["curve"][0][k] for k in ("accuracy", "macro_f1")} for run in done.values()
                      if "curve" in run), None)
-        image = plot(summary, zero and zero["accuracy"], a.out.parent / f"{a.out.stem}.png")
+        image = plot(summary, zero and zero["accuracy"], a.out.parent / f"{a.out.stem}.png", p.get("model", MODEL))
         result = {"mode": "quick" if a.quick else "full", "params": p, "seeds": len(seeds), "workers": a.workers,
                   "estimators": estimators, "lr": {e: list(v) for e, v in lrs.items()}, "shared": SHARED,
-                  "peers": PEERS, "model": MODEL, "task": TASK, "labels": list(LABELS), "template": TEMPLATE,
-                  "chat": CHAT, "adam": {"lr": ADAM_LR, "batch_size": ADAM_BATCH, "steps": adam_steps(p)},
+                  "peers": PEERS, "model": p.get("model", MODEL), "task": TASK, "labels": list(LABELS), "template": TEMPLATE,
+                  "chat": p.get("chat", CHAT), "adam": {"lr": ADAM_LR, "batch_size": ADAM_BATCH, "steps": adam_steps(p)},
                   "test_examples": p["eval_size"], "zero_shot": zero, "estimated_seconds": round(estimate),
                   "wall_seconds": round(time.perf_counter() - start, 1), "runs_planned": len(tasks),
                   "runs_done": len(done), "complete": len(done) == len(tasks), "summary": summary, "plot": image,
@@ -378,7 +384,7 @@ def main() -> None:
 
 SECTION = Section("llm_estimators", "bench.experiments.llm_estimators", render, claims=claims,
                   steps=(Step("llm_estimators", ("--out", "{out}/llm_estimators.json"),
-                              ("--quick", "--out", "{out}/llm_estimators.json"), timeout_min=100),))
+                              ("--quick", "--workers", "1", "--out", "{out}/llm_estimators.json"), timeout_min=100),))
 
 if __name__ == "__main__":
     main()
