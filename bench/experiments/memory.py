@@ -1,6 +1,7 @@
 """Memory and time of training against inference on a real causal LM: SmolLM2-135M-Instruct on tweets.
 
-    python -m bench.experiments.memory [--rounds 3] [--repeats 7] [--threads 1] [--out bench/results/memory.json]
+    python -m bench.experiments.memory [--rounds 3] [--repeats 7] [--threads 1] [--batch-size 8]
+        [--out bench/results/memory.json]
 
 The run is bench/experiments/llm.py's (same run id, prompt, labels; CausalClassifier objective, chat
 template, batch 8, max length 64) with the two-point ``spsa`` estimator, K = 2 projected gradients per
@@ -53,15 +54,17 @@ TARGET_TIME = 1.15
 CONFIG = {"model": "smollm2", "task": "tweets", "lr": 7e-5, "eps": 1e-3, "samples": 2, "batch_size": 8,
           "max_length": 64, "chat": True}
 LABELS = ("negative", "neutral", "positive")
+#: ``--batch-size`` of the quick run (a smoke test of every path: its figures are not quoted).
+QUICK_BATCH = 2
 _TAG = "MEMORY-CHILD "
 
 
-def _spec(tune: str):
+def _spec(tune: str, batch_size: int = CONFIG["batch_size"]):
     """The run as bench/experiments/llm.py builds it (same run id, prompt and labels), estimator spsa."""
     import onebyte
     from bench.experiments.llm import TEMPLATE
 
-    c = CONFIG
+    c = {**CONFIG, "batch_size": batch_size}
     train = onebyte.TrainConfig.for_estimator("spsa", tune=tune, lr=c["lr"], eps=c["eps"], samples=c["samples"],
                                               batch_size=c["batch_size"], max_length=c["max_length"])
     return onebyte.RunSpec(run_id="llm-bench", model=c["model"], task=c["task"], labels=LABELS, template=TEMPLATE,
@@ -95,7 +98,7 @@ def _batches(dataset, count: int, size: int) -> list:
     return [[dataset.train[i] for i in rng.choice(len(dataset.train), size=size, replace=False)] for _ in range(count)]
 
 
-def memory_child(mode: str, rounds: int) -> dict:
+def memory_child(mode: str, rounds: int, batch_size: int = CONFIG["batch_size"]) -> dict:
     """One configuration in this (fresh) process: its RSS after each phase and its peaks, in MiB."""
     import torch
 
@@ -106,7 +109,7 @@ def memory_child(mode: str, rounds: int) -> dict:
     from onebyte.update import apply_records
 
     phases = {"imported": _status()}
-    spec = _spec("norm" if mode == "inference" else _storage(mode))
+    spec = _spec("norm" if mode == "inference" else _storage(mode), batch_size)
     loaded = load_model(spec.model)
     phases["loaded"] = _status()
     if mode == "inference":  # what Setup.build does, less the base hash and the fixed-point state
@@ -153,11 +156,11 @@ def memory_child(mode: str, rounds: int) -> dict:
     return out
 
 
-def bench_memory(rounds: int, threads: int) -> dict:
+def bench_memory(rounds: int, threads: int, batch_size: int = CONFIG["batch_size"]) -> dict:
     rows = []
     for mode in MEMORY_MODES:
         cmd = [sys.executable, "-m", "bench.experiments.memory", "--child", mode, "--rounds", str(rounds),
-               "--threads", str(threads)]
+               "--threads", str(threads), "--batch-size", str(batch_size)]
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
         if res.returncode:
             raise RuntimeError(f"memory child {mode} failed:\n{res.stderr[-3000:]}")
@@ -193,7 +196,7 @@ def _interleaved(first, second, repeats: int) -> tuple[list[float], list[float]]
     return a, b
 
 
-def time_tune(tune: str, repeats: int) -> dict:
+def time_tune(tune: str, repeats: int, batch_size: int = CONFIG["batch_size"]) -> dict:
     """One projected gradient against two plain forward passes, for one tune setting."""
     import torch
 
@@ -204,7 +207,7 @@ def time_tune(tune: str, repeats: int) -> dict:
     from onebyte.training import Setup
     from onebyte.update import apply_records
 
-    setup = Setup.build(_spec(_storage(tune)), model=load_model(CONFIG["model"]))
+    setup = Setup.build(_spec(_storage(tune), batch_size), model=load_model(CONFIG["model"]))
     state, loss, eps = setup.state, setup.objective.loss, setup.train.eps
     batch = _batches(setup.dataset, 1, setup.train.batch_size)[0]
     seeds = iter(direction_seeds(setup.spec.run_tag, False, 0, 0, 0, 4 * repeats + 4))
@@ -229,7 +232,7 @@ def time_tune(tune: str, repeats: int) -> dict:
     recs = [build_record(setup.train.codec, setup.spec.run_tag, 0, p, 0, [0.5] * k, p)
             for p in range(REPLAY_RECORDS)]
     replay_t = []
-    for _ in range(max(3, repeats // 2)):  # apply, timed, then undo exactly (sign -1)
+    for _ in range(max(3, repeats // 2) if repeats > 1 else 1):  # apply, timed, then undo exactly (sign -1)
         t = time.perf_counter()
         apply_records(state, recs, setup.train)
         replay_t.append(time.perf_counter() - t)
@@ -243,10 +246,10 @@ def time_tune(tune: str, repeats: int) -> dict:
             "overhead_s": round(med(grad) - med(fwd), 4)}
 
 
-def bench_time(repeats: int) -> dict:
+def bench_time(repeats: int, batch_size: int = CONFIG["batch_size"]) -> dict:
     rows = []
     for tune in TIME_TUNES:
-        rows.append(time_tune(tune, repeats))
+        rows.append(time_tune(tune, repeats, batch_size))
         print(f"time {tune}: {rows[-1]}", flush=True)
         gc.collect()
     return {"rows": rows, "repeats": repeats}
@@ -257,6 +260,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds per memory child (after one warm-up)")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per tune setting (medians)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (in this process and the children)")
+    ap.add_argument("--batch-size", type=int, default=CONFIG["batch_size"],
+                    help=f"examples per batch (llm.py's {CONFIG['batch_size']}; the quick run's {QUICK_BATCH})")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     a = ap.parse_args()
@@ -264,14 +269,15 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     if a.child:
-        print(_TAG + json.dumps(memory_child(a.child, a.rounds)), flush=True)
+        print(_TAG + json.dumps(memory_child(a.child, a.rounds, a.batch_size)), flush=True)
         return
-    result = {"config": dict(CONFIG), "threads": a.threads, "torch": torch.__version__,
+    result = {"config": {**CONFIG, "batch_size": a.batch_size}, "threads": a.threads, "torch": torch.__version__,
               "targets": {"all_over_inference": TARGET_ALL, "lora_over_inference": TARGET_LORA,
                           "projected_gradient_over_two_forwards": TARGET_TIME},
-              "memory": bench_memory(a.rounds, a.threads), "time": bench_time(a.repeats)}
+              "memory": bench_memory(a.rounds, a.threads, a.batch_size), "time": bench_time(a.repeats, a.batch_size)}
+    batch = "" if a.batch_size == CONFIG["batch_size"] else f" --batch-size {a.batch_size}"
     save_result(result, a.out, f"python -m bench.experiments.memory --rounds {a.rounds} --repeats {a.repeats} "
-                f"--threads {a.threads}", f"2-core CPU, no GPU, {a.threads} torch thread{'s' if a.threads > 1 else ''}")
+                f"--threads {a.threads}{batch}", f"2-core CPU, no GPU, {a.threads} torch thread{'s' if a.threads > 1 else ''}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +363,8 @@ def claims(results: Results) -> list[Claim]:
 
 SECTION = Section("memory", "bench.experiments.memory", render,
                   steps=(Step("memory", ("--out", "{out}/memory.json"),
-                              ("--rounds", "1", "--repeats", "1", "--out", "{out}/memory.json")),),
+                              ("--rounds", "1", "--repeats", "1", "--batch-size", str(QUICK_BATCH),
+                               "--out", "{out}/memory.json")),),
                   claims=claims)
 
 
