@@ -38,7 +38,7 @@ swarm-demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run_all
 
-# A smaller version of each (under 5 min): bench/results/quick/ and its BENCHMARKS.md.
+# A smaller version of each, two steps at a time (under 5 min on 2 idle cores): bench/results/quick/ and its BENCHMARKS.md.
 bench-quick: $(STAMP)
 	$(PY) -m bench.run_all --quick
 

@@ -359,8 +359,8 @@ def main() -> None:
 
 SECTION = Section("attacks", "bench.experiments.attacks", render,
                   steps=(Step("attacks", ("--out", "{out}/attacks.json"),
-                              ("--rounds", "8", "--eval-every", "4", "--attacks", "none,max", "--seeds", "1",
-                               "--out", "{out}/attacks.json"),
+                              ("--peers", "4", "--rounds", "2", "--eval-every", "2", "--attacks", "none,max", "--seeds", "1",
+                               "--workers", "1", "--out", "{out}/attacks.json"),
                               timeout_min=120),),
                   claims=claims, note=note)
 

@@ -114,7 +114,7 @@ def render(results: Results) -> list[str]:
 
 SECTION = Section(
     "catchup", "bench.experiments.catchup", render,
-    steps=(Step("catchup", ("--out", "{out}/catchup.json"), ("--rounds", "40", "--tail", "5", "--out", "{out}/catchup.json")),),
+    steps=(Step("catchup", ("--out", "{out}/catchup.json"), ("--rounds", "8", "--tail", "2", "--tune", "bias", "--out", "{out}/catchup.json")),),
 )
 
 

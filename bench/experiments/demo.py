@@ -30,6 +30,8 @@ from bench.sweep import mean_curve, mean_std, reach, stat, sweep
 
 TARGET_MINUTES = 15
 EVAL_EVERY = 5
+#: ``--quick``: the same runs, shorter (a smoke test: its figures are not quoted).
+QUICK = {"rounds": 2, "seeds": 1, "eval_size": 50}
 DEMO_ARGS = ["simulate", "--model", MODEL, "--task", TASK, "--peers", "4", "--codec", "byte",
              "--eval-every", str(EVAL_EVERY), "--no-progress"]
 
@@ -63,7 +65,7 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--no-command", action="store_true", help="the seeds only, not the timed command")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="4 rounds, 1 seed, 100 held-out examples")
+    ap.add_argument("--quick", action="store_true", help="2 rounds, 1 seed, 50 held-out examples")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     a.out = a.out or (RESULTS / "quick" if a.quick else RESULTS) / "demo.json"
@@ -71,9 +73,9 @@ def main() -> None:
     from onebyte.config import TrainConfig
 
     train = TrainConfig()
-    rounds = 4 if a.quick else Defaults.rounds
-    seeds = 1 if a.quick else a.seeds
-    eval_size = 100 if a.quick else 0
+    rounds = QUICK["rounds"] if a.quick else Defaults.rounds
+    seeds = QUICK["seeds"] if a.quick else a.seeds
+    eval_size = QUICK["eval_size"] if a.quick else 0
     jobs = [{"kind": "sim", "seed": s, "task": {
         "kind": "sim", "key": f"seed{s}", "train": train.to_dict(), "peers": Defaults.peers, "rounds": rounds,
         "split": Defaults.split, "seed": s, "run_id": f"estimators-seed{s}", "site": None, "eval_size": eval_size,
@@ -160,7 +162,7 @@ def claims(results: Results) -> list[Claim]:
 
 
 SECTION = Section("demo", "bench.experiments.demo", render,
-                  steps=(Step("demo", ("--out", "{out}/demo.json"), ("--quick", "--out", "{out}/demo.json"),
+                  steps=(Step("demo", ("--out", "{out}/demo.json"), ("--quick", "--workers", "1", "--out", "{out}/demo.json"),
                               timeout_min=60),),
                   claims=claims)
 

@@ -7,7 +7,7 @@ It prints the runs' estimated time first (`--dry-run`: only that, and the list o
 
 Three questions, each answered with simulator runs (`onebyte.simulate`; a site alone: the simulator
 on that site's shard), scored by held-out accuracy, balanced accuracy and macro-F1 on the whole VADER
-test split (100 fixed examples with `--quick`):
+test split (50 fixed examples with `--quick`):
 
 1. **Estimators against forward passes.** The old demo's SPSA (lr 1e-3, constant), the library
    default `TrainConfig()` as it is when this runs (read at run time, never written here), every
@@ -82,8 +82,8 @@ SPARSE_DENSITIES = (1 / 4,)
 FULL = {"budget": 2000, "peers": 4, "seeds": 3, "eval_every": 5, "eval_size": 0, "adam_steps": 150,
         "adam_eval_every": 50, "skew_peers": (4, 8), "skew_budget": {4: 0.5, 8: 0.5}, "skew_evals": 2,
         "join_seeds": 1, "join_at": {4: "mid", 8: "end"}}
-QUICK = {"budget": 48, "peers": 4, "seeds": 1, "eval_every": 2, "eval_size": 100, "adam_steps": 6,
-         "adam_eval_every": 3, "skew_peers": (4,), "skew_budget": {4: 1.0}, "skew_evals": 2, "join_seeds": 1,
+QUICK = {"budget": 24, "peers": 4, "seeds": 1, "eval_every": 2, "eval_size": 50, "adam_steps": 4,
+         "adam_eval_every": 2, "skew_peers": (4,), "skew_budget": {4: 1.0}, "skew_evals": 2, "join_seeds": 1,
          "join_at": {4: "mid"}}
 # Cost model for the estimate (one single-threaded worker of two on an otherwise idle 2-core machine,
 # fitted to quality.json's runs): seconds per forward pass of a batch of 32 (with its share of the
@@ -658,10 +658,10 @@ KEY_FIELDS = ("kind", "train", "peers", "rounds", "split", "seed", "run_id", "si
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a few rounds, 100 held-out examples, 1 seed, 4 peers")
+    ap.add_argument("--quick", action="store_true", help="a few rounds, 50 held-out examples, 1 seed, 4 peers")
     ap.add_argument("--parts", default="1,2,3", help="which questions to answer, e.g. 1,3")
     ap.add_argument("--seeds", type=int)
-    ap.add_argument("--budget", type=int, help="forward passes of all 4 peers of part 1 (default 2000; quick 48)")
+    ap.add_argument("--budget", type=int, help="forward passes of all 4 peers of part 1 (default 2000; quick 24)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dry-run", action="store_true", help="print the runs and the estimated time, run nothing")
     ap.add_argument("--fresh", action="store_true", help="run everything again, even runs already in --out")
@@ -743,7 +743,7 @@ def main() -> None:
 
 SECTION = Section(
     "estimators", "bench.experiments.estimators", render, claims=claims,
-    steps=(Step("estimators", ("--out", "{out}/estimators.json"), ("--quick", "--out", "{out}/estimators.json")),),
+    steps=(Step("estimators", ("--out", "{out}/estimators.json"), ("--quick", "--fresh", "--workers", "1", "--out", "{out}/estimators.json")),),
 )
 
 if __name__ == "__main__":

@@ -314,7 +314,8 @@ def claims(results: Results) -> list[Claim]:
 
 SECTION = Section("exact", "bench.experiments.exact", render, claims=claims,
                   steps=(Step("exact", ("--out", "{out}/exact.json"),
-                              ("--rounds", "3", "--eval-every", "2", "--eval-size", "100", "--out", "{out}/exact.json")),))
+                              ("--rounds", "2", "--eval-every", "1", "--eval-size", "50", "--workers", "1",
+                               "--out", "{out}/exact.json")),))
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def note(results: Results) -> str | None:
 
 SECTION = Section("imbalance", "bench.experiments.imbalance", render,
                   (Step("imbalance", ("--out", "{out}/imbalance.json"),
-                        ("--rounds", "3", "--seeds", "1", "--splits", "iid", "--out", "{out}/imbalance.json")),),
+                        ("--rounds", "2", "--seeds", "1", "--splits", "iid", "--out", "{out}/imbalance.json")),),
                   claims=claims, note=note)
 
 

@@ -26,7 +26,7 @@ from bench.sweep import adam, simulate
 
 TEMPLATE = "Tweet: {text}\nIs the sentiment of this tweet negative, neutral or positive?"
 FULL = {"rounds": 60, "eval_size": 300, "eval_every": 20, "adam_steps": 60}
-QUICK = {"rounds": 2, "eval_size": 20, "eval_every": 1, "adam_steps": 2}
+QUICK = {"rounds": 1, "eval_size": 8, "eval_every": 1, "adam_steps": 1}
 
 
 def spec(a: argparse.Namespace):
@@ -272,7 +272,7 @@ def claims(results: Results) -> list[Claim]:
 
 
 SECTION = Section("llm", "bench.experiments.llm", render,
-                  steps=(Step("llm", ("--out", "{out}/llm.json"), ("--quick", "--out", "{out}/llm.json")),),
+                  steps=(Step("llm", ("--out", "{out}/llm.json"), ("--quick", "--peers", "2", "--batch-size", "2", "--out", "{out}/llm.json")),),
                   claims=claims)
 
 

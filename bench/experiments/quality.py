@@ -34,8 +34,8 @@ from bench.sweep import adam_curve, figure, machine, mean_std, point, simulate, 
 # Multi-peer runs stop once they have measured more gradients than the 1-peer run (n x rounds).
 FULL = {"rounds": 120, "multi_rounds": {2: 40, 4: 40, 8: 20}, "eval_every": 30, "multi_eval_every": 5,
         "adam_steps": 150, "adam_eval_every": 50, "splits": ("iid", "dirichlet:0.3"), "eval_size": 0}
-QUICK = {"rounds": 6, "multi_rounds": {4: 2}, "eval_every": 3, "multi_eval_every": 1, "adam_steps": 6,
-         "adam_eval_every": 3, "splits": ("iid", "dirichlet:0.3"), "eval_size": 100}
+QUICK = {"rounds": 4, "multi_rounds": {4: 2}, "eval_every": 2, "multi_eval_every": 1, "adam_steps": 4,
+         "adam_eval_every": 2, "splits": ("iid", "dirichlet:0.3"), "eval_size": 50}
 ADAM_LR = 2e-5
 MODEL, TASK = "minilm", "vader"
 
@@ -368,7 +368,7 @@ def main() -> None:
 
 SECTION = Section(
     "quality", "bench.experiments.quality", render, claims=claims,
-    steps=(Step("quality", ("--out", "{out}/quality.json"), ("--quick", "--out", "{out}/quality.json")),),
+    steps=(Step("quality", ("--out", "{out}/quality.json"), ("--quick", "--workers", "1", "--out", "{out}/quality.json")),),
 )
 
 if __name__ == "__main__":

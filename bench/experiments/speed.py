@@ -336,7 +336,7 @@ def claims(results: Results) -> list[Claim]:
 SECTION = Section(
     "speed", "bench.experiments.speed", render, claims=claims,
     steps=(Step("speed", ("--out", "{out}/speed_cpu.json"),
-                ("--quick", "--repeats", "2", "--out", "{out}/speed_cpu.json")),),
+                ("--quick", "--repeats", "1", "--threads", "1", "--out", "{out}/speed_cpu.json")),),
 )
 
 if __name__ == "__main__":
