@@ -3,6 +3,7 @@
     python -m bench.experiments.pool catchup [--cases P:K:ROUNDS,...] [--out bench/results/pool_catchup.json]
     python -m bench.experiments.pool accuracy [--pools 1024,4096,16384,0] [--seeds 3] [--rounds 300]
         [--workers 2] [--resume] [--dry-run] [--out bench/results/pool_accuracy.json]
+    python -m bench.experiments.pool llm [--pools 4096,0]
 
 **catchup.** Each case is a pool of P seeds, K scalars per record and a history of ROUNDS rounds of
 4 peers, in the newcomer bench's configuration (``minilm`` on ``vader``; K = 1,024 is the library's
@@ -24,6 +25,10 @@ the ledger and snapshot that the same peer announces (SIZE) are given the same w
 directions), ``--seeds`` seeds each (run id ``pool-seed{s}``, shard seed s, the same for every P, so
 the comparison is paired), evaluated on the whole held-out split. Results are written after every run;
 ``--resume`` keeps the runs already in ``--out`` and runs only the missing ones; ``--dry-run`` lists them.
+
+**llm.** SmolLM2-135M on the labelled tweets, in the exact-gradient configuration of the LLM section
+(``bench.experiments.llm``: grad, K = 1,024 shared directions, norms tuned, 60 rounds, 4 peers), once per
+pool size, evaluated before and after on 300 held-out tweets: ``bench/results/llm_pool_<P>.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ DEFAULT_CASES = ("4096:4:1000,4096:4:100000,16384:4:1000,16384:4:100000,4096:102
                  "16384:1024:1000")
 #: The accuracy price the issue allows the default pool on the demo, in points.
 MAX_LOSS_POINTS = 0.5
+#: The pool sizes SmolLM2 is measured at (0: unrestricted).
+LLM_POOLS = (4096, 0)
 FAST = dict(eval_size=0, min_deadline=0.5, max_deadline=3.0, heartbeat_interval=0.2, heartbeat_ttl=30.0,
             dht_poll=0.1, join_timeout=3.0, drain_timeout=5.0, sync_interval=0.2, poll=0.01)
 
@@ -212,6 +219,43 @@ def accuracy_main(a: argparse.Namespace) -> None:
     write(complete=True)
 
 
+# ---------------------------------------------------------------------------------------- SmolLM2
+#: The LLM section's exact-gradient run (bench/results/llm_grad.json's command), evaluated at the end only.
+LLM_ARGS = ("--rounds 60 --adam-steps 60 --eval-size 300 --eval-every 60 --model smollm2 --task tweets --peers 4 "
+            "--tune norm --lr 0.03 --eps 0.001 --samples 1024 --batch-size 8 --max-length 64 --estimator grad "
+            "--scalar normalised --step mean --directions shared --codec byte --lr-schedule cosine --warmup 0 "
+            "--horizon 60 --final-ratio 0.1 --labels negative,neutral,positive --skip-adam --threads 1").split()
+
+
+def llm_main(a: argparse.Namespace) -> None:
+    import subprocess
+
+    for pool in a.pools:
+        out = RESULTS / f"llm_pool_{pool}.json"
+        subprocess.run([sys.executable, "-m", "bench.experiments.llm", *LLM_ARGS, "--seed-pool", str(pool),
+                        "--out", str(out)], check=True)
+
+
+def _render_llm(results: Results) -> list[str]:
+    runs = {p: r for p in LLM_POOLS if (r := results.get(f"llm_pool_{p}"))}
+    if 0 not in runs or len(runs) < 2:
+        return []
+    free = runs[0]["onebyte"]["after"]
+    out = ["### What a seed pool costs in accuracy (SmolLM2-135M)", "",
+           f"`python -m bench.experiments.pool llm --pools {','.join(map(str, runs))}`: each pool size runs "
+           f"`{runs[0]['command']}` with `--seed-pool P` ({runs[0]['date']}, {runs[0]['machine']}); "
+           f"{runs[0]['onebyte']['tuned_parameters']:,} tuned parameters, one seed, "
+           f"{runs[0]['eval_size']} held-out tweets.", "",
+           "| seed pool | accuracy before → after | macro-F1 after | points lost against unrestricted |",
+           "|---|---|---|---|"]
+    for pool, r in sorted(runs.items(), key=lambda kv: kv[0] or 1 << 30):
+        ob = r["onebyte"]
+        loss = "—" if not pool else f"{100 * (free['accuracy'] - ob['after']['accuracy']):+.1f}"
+        out.append(f"| {f'{pool:,}' if pool else 'unrestricted'} | {100 * ob['before']['accuracy']:.1f} % → "
+                   f"{100 * ob['after']['accuracy']:.1f} % | {ob['after']['macro_f1']:.3f} | {loss} |")
+    return out + [""]
+
+
 # ---------------------------------------------------------------------------------------- report
 def _kib(n: int) -> str:
     return f"{n / 1024:,.1f} KiB"
@@ -258,7 +302,7 @@ def render(results: Results) -> list[str]:
                        f"{100 * row['accuracy']:.1f} % ± {100 * row['std']:.1f} "
                        f"| {row['seeds']} | {loss} |")
         out.append("")
-    return out
+    return out + _render_llm(results)
 
 
 def _lab_ok(r: dict) -> bool:
@@ -343,15 +387,18 @@ def main() -> None:
     s.add_argument("--resume", action="store_true", help="keep the runs already in --out; run the missing ones")
     s.add_argument("--dry-run", action="store_true", help="list the runs to do, run nothing")
     s.add_argument("--out", type=Path)
+    m = sub.add_parser("llm", help="SmolLM2 (the LLM section's grad run) at each pool size")
+    m.add_argument("--pools", type=lambda v: [int(x) for x in v.split(",")], default=list(LLM_POOLS))
     a = ap.parse_args()
-    (catchup_main if a.what == "catchup" else accuracy_main)(a)
+    {"catchup": catchup_main, "accuracy": accuracy_main, "llm": llm_main}[a.what](a)
 
 
 SECTION = Section("pool", "bench.experiments.pool", render, claims=claims,
                   steps=(Step("pool_catchup", ("catchup", "--out", "{out}/pool_catchup.json"),
                               ("catchup", "--cases", "4096:4:100,4096:4:1000", "--out", "{out}/pool_catchup.json")),
                          Step("pool_accuracy", ("accuracy", "--resume", "--out", "{out}/pool_accuracy.json"), None,
-                              timeout_min=600)))
+                              timeout_min=600),
+                         Step("pool_llm", ("llm",), None, timeout_min=120)))
 
 if __name__ == "__main__":
     main()
