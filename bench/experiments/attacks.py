@@ -359,7 +359,7 @@ def main() -> None:
 
 SECTION = Section("attacks", "bench.experiments.attacks", render,
                   steps=(Step("attacks", ("--out", "{out}/attacks.json"),
-                              ("--peers", "4", "--rounds", "2", "--eval-every", "2", "--attacks", "none,max", "--seeds", "1",
+                              ("--peers", "4", "--rounds", "1", "--eval-every", "1", "--attacks", "none,max", "--seeds", "1",
                                "--workers", "1", "--out", "{out}/attacks.json"),
                               timeout_min=120),),
                   claims=claims, note=note)

@@ -253,7 +253,7 @@ def note(results: Results) -> str | None:
 
 SECTION = Section("skew", "skew", render,
                   (Step("skew", ("--out", "{out}/skew.json"),
-                        ("--peers", "4", "--rounds", "2", "--seeds", "1", "--conds", "default", "--workers", "1",
+                        ("--peers", "4", "--rounds", "1", "--seeds", "1", "--conds", "default", "--workers", "1",
                          "--out", "{out}/skew.json")),),
                   claims=claims, note=note)
 

@@ -270,7 +270,7 @@ def main() -> None:
 
 SECTION = Section(
     "thinlink", "bench.experiments.thinlink", render, claims=claims,
-    steps=(Step("thinlink", ("--out", "{out}/thinlink.json"), ("--quick", "--out", "{out}/thinlink.json"),
+    steps=(Step("thinlink", ("--out", "{out}/thinlink.json"), ("--quick", "--peers", "3", "--out", "{out}/thinlink.json"),
                 needs_root=True),
            Step("thinlink-8", ("--peers", "8", "--out", "{out}/thinlink_8.json"), None, needs_root=True)),
 )
