@@ -7,9 +7,9 @@ Every registered section (bench/sections.py) names its steps; each step is one
 in BENCHMARKS.md (about 50 minutes on 2 cores), one step after the other, so that each has the
 machine to itself. Quick: smaller versions of each in bench/results/quick/, report in
 bench/results/quick/BENCHMARKS.md (under 5 minutes on 2 cores), two steps at a time (``--jobs``;
-one torch thread each unless a step sets its own; the network steps mostly wait on their emulated
-links), the longest of the last quick run first. Either way a section's steps run in order, after
-those of the sections it reads (``Section.after``), and at most one network step runs at a time.
+one torch thread each unless a step sets its own): the network steps first (they mostly wait on
+their emulated links), then the longest of the last quick run. Either way a section's steps run in
+order, after those of the sections it reads (``Section.after``), and one network step at a time.
 Each step's output goes to bench/out/<mode>-<step>.log; the time every step took (wall and CPU
 seconds) goes to run.json beside the results and into the report. The network benchmarks need root
 (they build network namespaces); without it they are skipped and say so, and the report keeps their
@@ -68,10 +68,13 @@ def earlier_seconds(out: Path) -> dict[str, float]:
 
 class Schedule:
     """The planned steps, handed out one at a time to the workers: the first in priority order whose
-    section's earlier steps and the sections it reads are done, never a second network step at once."""
+    section's earlier steps and the sections it reads are done, never a second network step at once.
+    Priority: the network steps first when ``network_first`` (they spend their time waiting on their
+    links, beside the others), then the longest by ``seconds`` (unknown: first), then run order."""
 
-    def __init__(self, planned: list[tuple[Section, Step]], priority: dict[str, float]):
-        self.pending = sorted(planned, key=lambda st: -priority.get(st[1].name, float("inf")))  # unknown: first
+    def __init__(self, planned: list[tuple[Section, Step]], seconds: dict[str, float], network_first: bool = False):
+        self.pending = sorted(planned, key=lambda st: (network_first and not st[1].needs_root,
+                                                       -seconds.get(st[1].name, float("inf"))))
         self.waits = {step.name: {s.name for sec, s in planned[:i] if sec.name == section.name or sec.name in section.after}
                       for i, (section, step) in enumerate(planned)}
         self.running: list[Step] = []
@@ -134,7 +137,7 @@ def main() -> int:
         planned.append((section, step))
     # two torch threads each would oversubscribe the cores; a step that sets its threads keeps them
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 and "OMP_NUM_THREADS" not in os.environ else None
-    schedule = Schedule(planned, earlier_seconds(out) if jobs > 1 else {})
+    schedule = Schedule(planned, earlier_seconds(out), network_first=True) if jobs > 1 else Schedule(planned, {})
     start, failed = time.monotonic(), []
 
     def worker() -> None:

@@ -45,3 +45,15 @@ def test_the_quick_run_schedule_keeps_each_sections_order_and_one_network_step_a
         sched.finish(got := names())
         assert got.name == expected
     assert sched.take() is None
+
+
+def test_the_quick_run_starts_its_network_steps_first_and_the_full_run_keeps_run_order():
+    from bench.run_all import Schedule
+    from bench.sections import Section, Step
+
+    cpu = Section("cpu", "bench.experiments.cpu", lambda r: [], steps=(Step("c1", ("{out}/c",), ("{out}/c",)),))
+    net = Section("net", "bench.experiments.net", lambda r: [],
+                  steps=(Step("n1", ("{out}/n",), ("{out}/n",), needs_root=True),))
+    planned = [(cpu, cpu.steps[0]), (net, net.steps[0])]
+    assert Schedule(planned, {"c1": 100, "n1": 10}, network_first=True).take()[1].name == "n1"
+    assert Schedule(planned, {}).take()[1].name == "c1"
