@@ -660,3 +660,34 @@ def test_a_newcomer_that_cannot_catch_up_from_anyone_stops_after_bounded_tries(t
     with pytest.raises(CatchUpError, match="could not catch up from any live peer"):
         peer.join()
     assert sorted(tries) == [1] * CATCHUP_TRIES + [2] * CATCHUP_TRIES and tries[0] == 2
+
+
+def test_a_newcomer_its_join_peer_met_leaves_the_dht_alone_until_its_periodic_exchange(tmp_path, owned):
+    """What joining costs is mostly DHT walks (each fetches every peer's signed heartbeat from each
+    node it asks). A newcomer whose join peer answered MEET holds every live peer's heartbeat and is
+    introduced by it: its quorum wait, its start and its first heartbeat exchange neither store
+    nor read the DHT. The first peer, which no join peer met, still stores its heartbeat there."""
+    hub = MemoryHub()
+    (a,) = _peers(hub, tmp_path, 1, rounds=1)
+    setup = _setup()
+    b = _OWNED(Peer(setup, split_shards(setup.dataset.train, 2, None, 0)[1], MemoryTransport(hub, "p1", join=("p0",)),
+                    tmp_path / "p1", PeerOptions(peer_id=1, rounds=1, secret=b"s", **FAST_PEER)))
+    for p in (a, b):  # no staleness: pushes keep a view fresh for 2 heartbeat intervals
+        p.opts = replace(p.opts, min_peers=2, quorum_timeout=30.0, heartbeat_interval=30.0)
+    calls: dict[str, list[str]] = defaultdict(list)
+    for p, name in ((a, "a"), (b, "b")):
+        store, read = p.net.announce, p.net.heartbeats
+        p.net.announce = lambda hb, ttl=None, s=store, n=name: calls[n].append("store") or s(hb, ttl)
+        p.net.heartbeats = lambda r=read, n=name: calls[n].append("read") or r()
+    owned.thread(_wait_for_quorum, a, name="a")
+    wait_until(lambda: calls["a"], 30, "a to greet the DHT while it waits")
+    b.join()  # MEET: a answers with its heartbeat, and meets b
+    _wait_for_quorum(b)
+    owned.join()
+    assert b.gossip.met and 0 in b.members.live() and 1 in a.members.live()
+    waited = len(calls["a"])
+    for p in (a, b):
+        p.catchup.start_round()
+        wait_until(lambda p=p: p.gossip._beating is None or p.gossip._beating.done(), 30, "the first exchange")
+    assert calls["b"] == []
+    assert "store" in calls["a"][waited:]  # the DHT's copy of the swarm, for newcomers no join peer answers

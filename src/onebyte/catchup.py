@@ -50,6 +50,10 @@ LEDGER_PIECE = 64 * 1024
 LEDGER_SOURCES = 4
 #: What one deflated piece (or the top-up) may inflate to: 16 pieces' worth, against a bomb.
 PIECE_LIMIT = 16 * LEDGER_PIECE
+#: A newcomer that no join peer answered reads the DHT every ``join_poll`` seconds at first, then
+#: twice as long each time up to this: each read walks the DHT (with 4 peers about 12 KB, fetched
+#: from the others), and the first peer, whose DHT is empty until the others come, read it 40 times.
+JOIN_READ_MAX = 8.0
 #: The round a ranged LEDG request gives as "and every later one".
 OPEN_END = 0xFFFFFFFF
 
@@ -81,8 +85,11 @@ class CatchUp:
         failures: Counter[int] = Counter()  # source -> its failed tries
         not_before: dict[int, float] = {}  # source -> when it may be tried again (its back-off)
         received = self.client.net.bytes_received
+        read_at, every = -1e9, self.opts.join_poll  # the DHT's, at a doubling interval (JOIN_READ_MAX)
         while time.monotonic() < deadline:
-            if not self.gossip.meet():  # the join peers answer in a round trip; else the DHT (seconds)
+            # the join peers answer in a round trip; else the DHT (seconds)
+            if not self.gossip.meet() and time.monotonic() - read_at >= every:
+                read_at, every = time.monotonic(), min(2 * every, max(JOIN_READ_MAX, self.opts.join_poll))
                 self.gossip.beat(force=True, sync=False)  # no record-by-record sync: the download brings them all
             self.gossip.refuse_foreign()
             others = self.gossip.others()
@@ -281,8 +288,9 @@ class CatchUp:
         """Where to begin: after our own last round, and at the newest round the swarm has reached.
         A newcomer that has just downloaded a peer's ledger or snapshot has that peer's round: it
         exchanges heartbeats in the background instead of waiting on the DHT (seconds over a thin link),
-        and fetches the records of the rounds the swarm ran while it downloaded (``top_up``)."""
-        self.gossip.beat(force=self.joined_by is None)
+        and fetches the records of the rounds the swarm ran while it downloaded (``top_up``). So does a
+        peer a join peer met (``Gossip.met``): its view of the swarm is seconds old."""
+        self.gossip.beat(force=self.joined_by is None and not self.gossip.met)
         start = max(self._position(), self.gossip.newest_round())
         if self.joined_by is not None and start > self._position():
             self.top_up()

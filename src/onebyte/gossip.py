@@ -110,6 +110,7 @@ class Gossip:
         self.introducing = True  # until the first round: pass new peers' heartbeats on (_introduce)
         self._raw: dict[int, bytes] = {}  # the latest heartbeat as its author signed it, per peer
         self._greet_read = -1e9  # when a greeting last read the DHT (greet)
+        self.met = False  # a join peer answered MEET: newcomers find us through it (greet, _exchange)
         # Pushes, DHT publication and the periodic DHT heartbeat exchange run beside the round loop:
         # on a slow link each costs round trips (stream setup, DHT walks) the round must not wait on.
         self._beater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onebyte-beat")
@@ -151,9 +152,15 @@ class Gossip:
         Within ``GREET_FRESH`` seconds of a read that succeeded, the DHT is left alone (the greeting
         when the quorum is reached, seconds after the first): a walk of the DHT fetches every
         peer's signed heartbeat from each node it asks, about 29 KB with 4 peers and growing with
-        the square of the swarm."""
+        the square of the swarm.
+
+        So does the first greeting of a peer a join peer met (``meet``): it has every live peer's
+        heartbeat, and the join peer passes ours on (``_introduce``); two walks would fetch the same
+        view again. Later greetings (a long wait) read it; a peer behind NAT always does."""
         hb = self.heartbeat().encode(self.opts.secret, self.opts.key)
         now = time.monotonic()
+        if self.met and self._greet_read < 0 and not self.net.private:
+            self._greet_read = now  # once
         read = now - self._greet_read < GREET_FRESH or self._dht_exchange(hb, IDLE_TTL, read=True)
         if read and now - self._greet_read >= GREET_FRESH:
             self._greet_read = now
@@ -219,6 +226,7 @@ class Gossip:
                 for beats in pool.map(ask, contacts):
                     for data in beats:
                         self.observe(data)
+        self.met = self.met or bool(self.others())
         return bool(self.others())
 
     def answer_meet(self, heartbeat: bytes) -> list[bytes]:
@@ -246,8 +254,8 @@ class Gossip:
             new = hb.peer_id != self.me and self.members.get(hb.peer_id) is None
             self.members.observe(hb)
             self._raw[hb.peer_id] = bytes(data)
-            if new:
-                self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
+            if new:  # it may know peers we do not (two swarms merging): read the DHT (while waiting: introduced)
+                self._newcomer = self._newcomer or not self.introducing
                 self._introduce(hb.peer_id, data)
             return True
         except ForeignRun as exc:
@@ -362,17 +370,22 @@ class Gossip:
         lost = self.members.lost(LOST_WINDOW) - {self.me}
         every = DHT_EVERY_LOST if lost else DHT_EVERY
         stale = self._pushes_stale()
+        periodic = self._exchanges % every == 1
         if self._position()[1] and not (lost or dialled or stale):
             # finished (draining): every live peer tells us its heartbeat directly, so no DHT walk
             # (with 4 peers a store and a read moved 29 KB; with 32, hundreds: most of what leaving cost)
-            read = False
+            read = store = False
         else:
-            read = read or dialled or self._newcomer or self._exchanges % every == 1 or stale
+            # the first exchange reads nothing (our view is fresh from the quorum wait, and pushes keep
+            # it so: ``stale`` when not), and stores only if no join peer met us: a newcomer finds the
+            # swarm through a join peer's MEET, and only through the DHT where join peers do not answer it
+            read = read or dialled or self._newcomer or (periodic and self._exchanges > 1) or stale
+            store = read or periodic and (self._exchanges > 1 or not self.met)
         self._newcomer = False
         hb = self.heartbeat()
         encoded = hb.encode(self.opts.secret, self.opts.key)
-        if read:  # a fresh heartbeat wherever we look, so whoever looks next finds us moved
-            self._dht_exchange(encoded, DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, True)
+        if store:  # a fresh heartbeat wherever we look, so whoever looks next finds us moved
+            self._dht_exchange(encoded, DHT_TTL_EXCHANGES * self.opts.heartbeat_interval, read)
         now, interval = time.monotonic(), self.opts.heartbeat_interval
         # peers our records have not carried a heartbeat to lately (slow rounds): keep them told
         # (in a large swarm, once a round's tree neighbours: the others hear of us from our records)
