@@ -217,7 +217,19 @@ def _wire_lines(mesh: list[dict], tree: list[dict]) -> list[str]:
                 f"{top['record_bytes_per_round_per_peer'] * (top['peers'] - 1) / base['wire_bytes_per_round_mean']:.1f}× "
                 f"the whole of what a 4-peer peer sends: the {BYTES_GROWTH_TARGET:g}× budget cannot be met by any "
                 "fan-out; only records merged on the way (aggregation, which per-record authenticity forbids "
-                "today) or fewer scalars per site could meet it.", ""]
+                "today) or fewer scalars per site could meet it.", "",
+                "Where joining and leaving spend (each peer's interface counter sampled beside its log, hivemind's "
+                "RPCs counted by verb and size): most of a join is start-up below onebyte, paid while the model "
+                "loads: the p2p daemon's connections to the others (noise or TLS, yamux, identify), the libp2p "
+                "Kademlia table it keeps in server mode (its bootstrap walks and refreshes) and hivemind's DHT "
+                "bootstrap; a bare hivemind DHT of 4 nodes, without onebyte, sends about as much per node. The rest "
+                "was onebyte's own DHT walks of its heartbeat key, each fetching every peer's RSA-signed heartbeat "
+                "from every node it asks, and a drain that synced record ids (8 bytes per record of the run) with "
+                "peers whose heartbeats only looked behind. Now a newcomer that its join peer met (MEET) leaves the "
+                "DHT alone until its periodic exchange (its greeting, its start and its first exchange would fetch "
+                "the view MEET gave it), a peer alone reads the DHT at a doubling interval while it looks for "
+                "others, and a draining peer tells each live peer its heartbeat whenever its record set moves, so "
+                "the swarm sees it agree without syncing or walking the DHT.", ""]
     return out
 
 
@@ -442,6 +454,7 @@ def main() -> None:
         from bench.experiments.wire import measure
 
         n, rounds = (a.peers or [16])[0], a.rounds or 30
+        shutil.rmtree(WORK / f"scale_wire_{n}", ignore_errors=True)  # peers would resume from an earlier run's ledgers
         r = measure(n, 16, rounds, WORK / f"scale_wire_{n}")
         save_result(r, a.out or RESULTS / f"scale_wire_{a.tag}_{n}.json",
                     f"python -m bench.experiments.scale wire --peers {n} --rounds {rounds}",

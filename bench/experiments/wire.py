@@ -38,7 +38,7 @@ def measure(peers: int, samples: int, rounds: int, out: Path, limit: str | None 
                 "--rounds", str(rounds), "--threads", "1", "--max-deadline", "30", "--min-peers", str(peers)]
         if estimator:  # grad: K in the thousands from one backward pass (shared directions: one apply per round)
             args += ["--estimator", estimator] + (["--directions", "shared", "--step", "mean"] * (estimator == "grad"))
-        swarm = lab_peers.run(lab, out, args, address_timeout=120, run_timeout=1800, keys=keys)
+        swarm = lab_peers.run(lab, out, args, address_timeout=300, run_timeout=1800, keys=keys)
     finally:
         lab.close()
     first, last = lab_peers.steady(swarm.samples, WARMUP, rounds)
