@@ -29,7 +29,7 @@ PEERS = 4
 LINK = {"rate_bps": 64_000, "delay": 0.1, "loss": 0.01, "queue": 0.5}
 #: Workloads: what a user runs (full) and a fast check of the same machinery (quick).
 FULL = {"model": "minilm", "samples": 8, "rounds": 24, "warmup": 3}
-QUICK = {"model": "tiny-gpt2", "samples": 4, "rounds": 8, "warmup": 2}  # the peers' path, a lighter model
+QUICK = {"model": "minilm", "samples": 4, "rounds": 8, "warmup": 2}
 RUN_TIMEOUT = 600.0
 
 
@@ -246,7 +246,7 @@ def claims(results: Results) -> list[Claim]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny-gpt2, K=4, 8 rounds (a smaller check of the same swarm)")
+    ap.add_argument("--quick", action="store_true", help="K=4, 8 rounds (a smaller check of the same swarm)")
     ap.add_argument("--out", type=Path, help="default: bench/results/thinlink.json (--quick: thinlink-quick.json)")
     ap.add_argument("--work", type=Path, default=WORK / "thinlink")
     ap.add_argument("--peers", type=int, default=PEERS)
@@ -270,7 +270,7 @@ def main() -> None:
 
 SECTION = Section(
     "thinlink", "bench.experiments.thinlink", render, claims=claims,
-    steps=(Step("thinlink", ("--out", "{out}/thinlink.json"), ("--quick", "--peers", "3", "--out", "{out}/thinlink.json"),
+    steps=(Step("thinlink", ("--out", "{out}/thinlink.json"), ("--quick", "--out", "{out}/thinlink.json"),
                 needs_root=True),
            Step("thinlink-8", ("--peers", "8", "--out", "{out}/thinlink_8.json"), None, needs_root=True)),
 )
