@@ -3,7 +3,7 @@
     python -m bench.experiments.pool catchup [--cases P:K:ROUNDS,...] [--out bench/results/pool_catchup.json]
     python -m bench.experiments.pool accuracy [--pools 1024,4096,16384,0] [--seeds 3] [--rounds 300]
         [--workers 2] [--resume] [--dry-run] [--out bench/results/pool_accuracy.json]
-    python -m bench.experiments.pool llm [--pools 4096,0]
+    python -m bench.experiments.pool llm [--pools 4096,0] [--out bench/results/llm_pool_{P}.json]
 
 **catchup.** Each case is a pool of P seeds, K scalars per record and a history of ROUNDS rounds of
 4 peers, in the newcomer bench's configuration (``minilm`` on ``vader``; K = 1,024 is the library's
@@ -231,7 +231,7 @@ def llm_main(a: argparse.Namespace) -> None:
     import subprocess
 
     for pool in a.pools:
-        out = RESULTS / f"llm_pool_{pool}.json"
+        out = Path(a.out.format(P=pool))
         subprocess.run([sys.executable, "-m", "bench.experiments.llm", *LLM_ARGS, "--seed-pool", str(pool),
                         "--out", str(out)], check=True)
 
@@ -392,6 +392,7 @@ def main() -> None:
     s.add_argument("--out", type=Path)
     m = sub.add_parser("llm", help="SmolLM2 (the LLM section's grad run) at each pool size")
     m.add_argument("--pools", type=lambda v: [int(x) for x in v.split(",")], default=list(LLM_POOLS))
+    m.add_argument("--out", default=str(RESULTS / "llm_pool_{P}.json"), help="{P}: the pool size")
     a = ap.parse_args()
     {"catchup": catchup_main, "accuracy": accuracy_main, "llm": llm_main}[a.what](a)
 
@@ -401,7 +402,7 @@ SECTION = Section("pool", "bench.experiments.pool", render, claims=claims,
                               ("catchup", "--cases", "4096:4:100,4096:4:1000", "--out", "{out}/pool_catchup.json")),
                          Step("pool_accuracy", ("accuracy", "--resume", "--out", "{out}/pool_accuracy.json"), None,
                               timeout_min=600),
-                         Step("pool_llm", ("llm",), None, timeout_min=120)))
+                         Step("pool_llm", ("llm", "--out", "{out}/llm_pool_{{P}}.json"), None, timeout_min=120)))
 
 if __name__ == "__main__":
     main()
