@@ -302,9 +302,10 @@ def _sim_lines(r: dict) -> list[str]:
     ratio, against = _apply_ratio(rows)
     four = f" (4 of its records a round, timed beside: {hi['apply_four_seconds_median'] * 1e3:.1f} ms)" \
         if hi.get("apply_four_seconds_median") else ""
-    out += ["", f"Apply per round in this run at {hi['peers']:,} peers{four} is {ratio:.2f}× that of 4 peers ({against}; "
-            "measured on the code before `update.plan` was vectorised: the apply path of this code is timed "
-            "below). Peak memory "
+    when = "" if four else ("; measured on the code before `update.plan` was vectorised: the apply path of this "
+                            "code is timed below")
+    out += ["", f"Apply per round in this run at {hi['peers']:,} peers{four} is {ratio:.2f}× that of 4 peers ({against}"
+            f"{when}). Peak memory "
             f"{hi['peak_rss_bytes'] / 2**20:,.0f} MiB" + (f" of this machine's {mem / 2**30:.0f} GiB" if mem else "")
             + ". With shared directions a round costs K expansions whatever the number of peers; what grows with "
             "the peers is decoding and summing their records' scalars per direction.", ""]
