@@ -226,8 +226,9 @@ def _wire_lines(mesh: list[dict], tree: list[dict]) -> list[str]:
                 "was onebyte's own DHT walks of its heartbeat key, each fetching every peer's RSA-signed heartbeat "
                 "from every node it asks, and a drain that synced record ids (8 bytes per record of the run) with "
                 "peers whose heartbeats only looked behind. Now a newcomer that its join peer met (MEET) leaves the "
-                "DHT alone until its periodic exchange (its greeting, its start and its first exchange would fetch "
-                "the view MEET gave it), a peer alone reads the DHT at a doubling interval while it looks for "
+                "DHT alone until its first heartbeat exchange (its greeting and its start would fetch the view "
+                "MEET gave it; the exchange stores its heartbeat there, for swarms that merge later), a peer alone "
+                "reads the DHT at a doubling interval while it looks for "
                 "others, and a draining peer tells each live peer its heartbeat whenever its record set moves, so "
                 "the swarm sees it agree without syncing or walking the DHT.", ""]
     return out

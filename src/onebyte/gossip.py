@@ -254,8 +254,8 @@ class Gossip:
             new = hb.peer_id != self.me and self.members.get(hb.peer_id) is None
             self.members.observe(hb)
             self._raw[hb.peer_id] = bytes(data)
-            if new:  # it may know peers we do not (two swarms merging): read the DHT (while waiting: introduced)
-                self._newcomer = self._newcomer or not self.introducing
+            if new:
+                self._newcomer = True  # it may know peers we do not (two swarms merging): read the DHT
                 self._introduce(hb.peer_id, data)
             return True
         except ForeignRun as exc:
@@ -376,9 +376,10 @@ class Gossip:
             # (with 4 peers a store and a read moved 29 KB; with 32, hundreds: most of what leaving cost)
             read = store = False
         else:
-            # the first exchange reads nothing (our view is fresh from the quorum wait, and pushes keep
-            # it so: ``stale`` when not), and stores only if no join peer met us: a newcomer finds the
-            # swarm through a join peer's MEET, and only through the DHT where join peers do not answer it
+            # the first exchange reads only after hearing of peers new to us (``_newcomer``: then it
+            # stores too, so swarms that merge later find us), or when stale; else it stores only if
+            # no join peer met us: a newcomer finds the swarm through a join peer's MEET, and only
+            # through the DHT where join peers do not answer it
             read = read or dialled or self._newcomer or (periodic and self._exchanges > 1) or stale
             store = read or periodic and (self._exchanges > 1 or not self.met)
         self._newcomer = False
