@@ -288,9 +288,11 @@ class CatchUp:
         """Where to begin: after our own last round, and at the newest round the swarm has reached.
         A newcomer that has just downloaded a peer's ledger or snapshot has that peer's round: it
         exchanges heartbeats in the background instead of waiting on the DHT (seconds over a thin link),
-        and fetches the records of the rounds the swarm ran while it downloaded (``top_up``). So does a
-        peer a join peer met (``Gossip.met``): its view of the swarm is seconds old."""
-        self.gossip.beat(force=self.joined_by is None and not self.gossip.met)
+        and fetches the records of the rounds the swarm ran while it downloaded (``top_up``). Any other
+        peer forces a heartbeat exchange with its record sync, even one a join peer met: a peer
+        restarting from its own ledger has missed the rounds it was down (the churn lab's restarted
+        peer started at the swarm's round without them when this exchange was skipped)."""
+        self.gossip.beat(force=self.joined_by is None)
         start = max(self._position(), self.gossip.newest_round())
         if self.joined_by is not None and start > self._position():
             self.top_up()
