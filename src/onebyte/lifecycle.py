@@ -87,21 +87,13 @@ def drain(gossip: Gossip, replica: Replica, opts: PeerOptions, apply: Callable[[
     thin link, a newcomer that heard little from the others) so leaves with the whole set
     instead of the part that had reached it. Records come by push and by direct sync with
     each peer (``Gossip.sync``, per peer every ``sync_interval``); the DHT, dear on a thin link,
-    is read every ``heartbeat_interval``. A short drain (stopping) waits at most ``short_drain``.
-
-    Agreement is seen in heartbeats, so a draining peer tells each live peer its heartbeat directly
-    whenever its record set changes (the last rounds' records arrive after it finished): the
-    others see the set it ends with at once, not at its next heartbeat exchange seconds later,
-    meanwhile syncing (IDS: 8 bytes per record of the run) with a peer that only looked behind.
-    The first sync comes ``sync_interval`` after the drain began, the first DHT read
-    ``heartbeat_interval`` after; in a swarm that finishes together neither happens."""
-    told = replica.digest.hex()
+    is read every ``heartbeat_interval``. A short drain (stopping) waits at most ``short_drain``."""
     gossip.tell(gossip.others().values())  # now, not at the next DHT read: we are done
     timeout = min(opts.drain_timeout, opts.short_drain) if short else opts.drain_timeout
     start = time.monotonic()
     end, cap = start + timeout, start + (timeout if short else DRAIN_CAP * timeout)
     final = opts.rounds
-    progress, read_at = _progress(gossip, replica), start
+    progress, read_at = _progress(gossip, replica), -1e9
     while time.monotonic() < end:
         now = time.monotonic()
         if now - read_at >= opts.heartbeat_interval:  # the DHT: its copy of the last rounds, heartbeats
@@ -112,11 +104,7 @@ def drain(gossip: Gossip, replica: Replica, opts: PeerOptions, apply: Callable[[
             gossip.beat(force=True)
         else:
             apply()
-            if now - start >= opts.sync_interval:
-                gossip.repair.sync()
-        if (digest := replica.digest.hex()) != told:  # our set moved: tell it
-            told = digest
-            gossip.tell(gossip.others().values())
+            gossip.repair.sync()
         live = gossip.others()
         if all(hb.done and hb.digest.hex() == replica.digest.hex() for hb in live.values()):
             # hold a moment so slower peers can see our final heartbeat, then leave
