@@ -229,8 +229,9 @@ def _wire_lines(mesh: list[dict], tree: list[dict]) -> list[str]:
                 "DHT alone until its first heartbeat exchange (its greeting and its start would fetch the view "
                 "MEET gave it; the exchange stores its heartbeat there, for swarms that merge later), a peer alone "
                 "reads the DHT at a doubling interval while it looks for "
-                "others, and a draining peer tells each live peer its heartbeat whenever its record set moves, so "
-                "the swarm sees it agree without syncing or walking the DHT.", ""]
+                "others, and the quorum's heartbeat goes to the waiting peers directly. The drain still syncs and "
+                "walks the DHT from its start: a drain that waited for them let a restarted peer's swarm end on "
+                "two sets (the sixteen-peer churn test).", ""]
     return out
 
 
