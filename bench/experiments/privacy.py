@@ -176,7 +176,6 @@ def render_grad(results: Results) -> list[str]:
 def _signal_to_noise(groups: dict[str, list[dict]]) -> list[str]:
     """Why the private rows trail: a record's noise per direction against the most signal it can carry."""
     import math
-    import re
 
     from onebyte.config import TrainConfig
 
@@ -193,8 +192,7 @@ def _signal_to_noise(groups: dict[str, list[dict]]) -> list[str]:
         parts.append(f"at ε = {row['epsilon']}, noise multiplier {dp['noise_multiplier']:.2f}: the noise on each "
                      f"of a record's K = {k:,} scalars has std 2σC/B = {noise:.3f}, against at most C/√K = "
                      f"{signal:.3f} of signal ({signal / noise:.2f} of it)")
-    sites = ", ".join(sorted({m.group(1) for row in private
-                              if (m := re.search(r"batches of \d+ of (\d+)", row["dp"].get("sampling", "")))}))
+    sites = ", ".join(sorted({str(got[1]) for row in private if (got := _sampling(row["dp"]))}))
     sites = f"{int(sites):,} examples a site" if sites.isdigit() else (f"{sites} examples a site" if sites else "each site's shard")
     return ["Each private record is noise-dominated direction by direction: " + "; ".join(parts) + ". What a record "
             "carries summed over its K directions, B²/(4σ²), does not depend on K, so more directions do not help; "
@@ -203,18 +201,25 @@ def _signal_to_noise(groups: dict[str, list[dict]]) -> list[str]:
             "", *_larger_batches(private[0])]
 
 
+def _sampling(dp: dict) -> tuple[int, int] | None:
+    """(batch, a site's examples) from a private run's accounting ("... batches of B of N ..."), if it says."""
+    import re
+
+    m = re.search(r"batches of (\d+) of (\d+)", dp.get("sampling", ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _larger_batches(row: dict) -> list[str]:
     """What a larger batch would buy at the same ε, δ and rounds: the library's accountant, computed (not trained)."""
     import math
-    import re
 
     from onebyte.privacy import DPConfig, calibrate_noise
 
     dp = row["dp"]
-    m = re.search(r"batches of (\d+) of (\d+)", dp.get("sampling", ""))
-    if not m:
+    got = _sampling(dp)
+    if not got:
         return []
-    batch, n, steps = int(m.group(1)), int(m.group(2)), dp["planned_steps"]
+    (batch, n), steps = got, dp["planned_steps"]
     cfg = DPConfig(epsilon=dp["epsilon_target"], delta=dp["delta"], clip=dp["clip"])
     out = [f"Would a larger batch help? At the same ε = {dp['epsilon_target']:g}, δ and {steps} rounds, the library's "
            f"accountant (`privacy.calibrate_noise`; computed, not trained) gives, for a site of {n:,} examples:", "",

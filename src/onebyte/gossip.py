@@ -226,8 +226,9 @@ class Gossip:
                 for beats in pool.map(ask, contacts):
                     for data in beats:
                         self.observe(data)
-        self.met = self.met or bool(self.others())
-        return bool(self.others())
+        found = bool(self.others())
+        self.met = self.met or found
+        return found
 
     def answer_meet(self, heartbeat: bytes) -> list[bytes]:
         """MEET, answered: observe the newcomer's heartbeat; ours, and the latest of every other
